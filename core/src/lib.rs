@@ -2,13 +2,30 @@
 //!
 //! The filter (proxy-wasm), the worker (Cloudflare) and the control plane share this
 //! crate. Time is always passed in (`now_ms`), never read here; shared data, headers and
-//! HTTP calls stay in the glue, which hands `core` what it needs and acts on its answer.
+//! HTTP calls stay in the glue, which hands `core` what it needs and acts on its
+//! [`Decision`].
 //!
 //! # Layout
+//! - [`config`]: raw → validated configuration (filter, worker, sync loop), typed errors.
+//! - [`token`]: taking the token from headers and cookies; ambiguity is refused.
+//! - [`jwt`]: strict JWT parsing, pinned-algorithm keys, the [`jwt::SignatureVerifier`] seam.
+//! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
 //! - [`state`]: the epoch keys, [`state::RevocationState`] and the revocation rule.
 //! - [`sync`]: the sync protocol's wire types and how an edge applies them.
+//! - [`decision`]: [`Engine::decide`] and the deny responses.
 
+pub mod claims;
+pub mod config;
+pub mod decision;
 pub mod ids;
+pub mod jwt;
 pub mod state;
 pub mod sync;
+pub mod token;
+
+pub use config::Config;
+pub use decision::{Decision, DenyReason, Engine, RequestInfo, Response};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;

@@ -1,0 +1,119 @@
+//! Claim validation and mapping: `exp`/`nbf` with skew, `iss`, `aud`, and the identity
+//! (user, tenant, session, issued-at, session start) under configurable names.
+
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::ids::validate_id;
+use crate::jwt::TokenError;
+
+/// Who a verified token speaks for, and when its login happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub user: String,
+    pub tenant: String,
+    pub session: Option<String>,
+    /// `iat` (seconds), if present.
+    pub issued_at: Option<i64>,
+    /// `auth_time` if present, else `iat` (seconds): what the revocation rule compares.
+    pub session_start: i64,
+    /// `exp` (seconds).
+    pub expires_at: f64,
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number, possibly non-integer.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() => Ok(Some(f)),
+            _ => Err(TokenError::BadClaim(name.to_string())),
+        },
+        Some(_) => Err(TokenError::BadClaim(name.to_string())),
+    }
+}
+
+fn id_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => {
+            validate_id(s).map_err(|_| TokenError::BadClaim(name.to_string()))?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(TokenError::BadClaim(name.to_string())),
+    }
+}
+
+/// Validates the claims at `now_ms` and maps them to an [`Identity`].
+///
+/// `exp` is required (a token that never expires is never compacted away); `iat` or
+/// `auth_time` is required (the revocation rule needs a session start); neither may lie
+/// in the future beyond the skew, or a token could outlive every logout.
+pub fn validate(claims: &Map<String, Value>, config: &Config, now_ms: u64) -> Result<Identity, TokenError> {
+    // u64 ms to f64 seconds is exact well past the year 3000.
+    let now_s = now_ms as f64 / 1000.0;
+    let skew = f64::from(config.clock_skew_s);
+    let names = &config.claims;
+
+    let exp = numeric_date(claims, "exp")?.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, &names.issued_at)?;
+    let auth_time = numeric_date(claims, &names.session_start)?;
+
+    if now_s >= exp + skew {
+        return Err(TokenError::Expired);
+    }
+    if matches!(nbf, Some(nbf) if nbf > now_s + skew) {
+        return Err(TokenError::NotYetValid);
+    }
+    if matches!(iat, Some(t) if t > now_s + skew) {
+        return Err(TokenError::IssuedInFuture("iat"));
+    }
+    if matches!(auth_time, Some(t) if t > now_s + skew) {
+        return Err(TokenError::IssuedInFuture("auth_time"));
+    }
+
+    if let Some(issuer) = &config.issuer {
+        match claims.get("iss") {
+            Some(Value::String(iss)) if iss == issuer => {}
+            _ => return Err(TokenError::Issuer),
+        }
+    }
+    if !config.audiences.is_empty() {
+        let accepted = |a: &Value| a.as_str().is_some_and(|a| config.audiences.iter().any(|x| x == a));
+        let ok = match claims.get("aud") {
+            Some(a @ Value::String(_)) => accepted(a),
+            Some(Value::Array(list)) => list.iter().any(accepted),
+            _ => false,
+        };
+        if !ok {
+            return Err(TokenError::Audience);
+        }
+    }
+
+    let user = id_claim(claims, &names.user)?.ok_or_else(|| TokenError::MissingClaim(names.user.clone()))?;
+    let tenant = match id_claim(claims, &names.tenant)? {
+        Some(t) => t,
+        None => config
+            .default_tenant
+            .clone()
+            .ok_or_else(|| TokenError::MissingClaim(names.tenant.clone()))?,
+    };
+    let session = id_claim(claims, &names.session)?;
+
+    // `as` saturates: 1e300 becomes i64::MAX, which no epoch ever reaches — but such a
+    // token was refused above as issued in the future.
+    let session_start = auth_time
+        .or(iat)
+        .map(|t| t.floor() as i64)
+        .ok_or_else(|| TokenError::MissingClaim(format!("{} or {}", names.issued_at, names.session_start)))?;
+
+    Ok(Identity {
+        user,
+        tenant,
+        session,
+        issued_at: iat.map(|t| t.floor() as i64),
+        session_start,
+        expires_at: exp,
+    })
+}

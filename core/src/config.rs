@@ -1,0 +1,565 @@
+//! Configuration in two phases: a raw serde model (`deny_unknown_fields`, explicit
+//! defaults) compiled by `TryFrom` into a validated config with typed errors that name
+//! the bad field. One parser serves the filter, the worker and the control plane; bad
+//! config fails at load time (`on_configure`), never on a request.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::ids::validate_id;
+use crate::jwt::{Algorithm, KeySet, VerificationKey};
+
+/// A configuration error, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field path, e.g. `keys[1].alg`; empty for a document-level problem.
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn json(e: serde_json::Error) -> Self {
+        Self::new("", format!("not a valid configuration: {e}"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "config field `{}`: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------
+// Raw model
+// ---------------------------------------------------------------------------------------
+
+/// A key as written in the configuration. Exactly one of `public_key_pem`, `secret`,
+/// `secret_b64url` or `jwk` carries the material; `alg` is always pinned here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub kid: Option<String>,
+    /// The algorithm this key verifies, and the only one (RFC 8725 §3.1).
+    pub alg: Option<String>,
+    pub public_key_pem: Option<String>,
+    /// An HMAC secret as UTF-8 text.
+    pub secret: Option<String>,
+    /// An HMAC secret, base64url.
+    pub secret_b64url: Option<String>,
+    /// A JWK (RFC 7517). Its `alg`, when present, must agree with the pinned one; a JWK
+    /// without `alg` takes the pinned one.
+    pub jwk: Option<serde_json::Value>,
+}
+
+/// Where a token may come from. Exactly one of `header` or `cookie`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    pub header: Option<String>,
+    /// Stripped from the header value, e.g. `"Bearer "` (compared case-insensitively).
+    pub prefix: Option<String>,
+    pub cookie: Option<String>,
+    /// Repeated in the cookie-clearing `Set-Cookie`, or browsers keep the cookie.
+    pub cookie_path: Option<String>,
+    pub cookie_domain: Option<String>,
+    /// Mark the clearing cookie `Secure` (default true; turn off only for plain-HTTP demos).
+    pub cookie_secure: Option<bool>,
+}
+
+/// Claim names, for IdPs that use others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClaimNames {
+    pub user: String,
+    pub tenant: String,
+    pub session: String,
+    pub issued_at: String,
+    pub session_start: String,
+}
+
+impl Default for RawClaimNames {
+    fn default() -> Self {
+        Self {
+            user: "sub".into(),
+            tenant: "tid".into(),
+            session: "sid".into(),
+            issued_at: "iat".into(),
+            session_start: "auth_time".into(),
+        }
+    }
+}
+
+/// The headers that carry the verified identity to the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreamHeaders {
+    pub user: String,
+    pub tenant: String,
+    pub session: String,
+}
+
+impl Default for RawUpstreamHeaders {
+    fn default() -> Self {
+        Self {
+            user: "x-epochgate-user".into(),
+            tenant: "x-epochgate-tenant".into(),
+            session: "x-epochgate-session".into(),
+        }
+    }
+}
+
+/// What to do when the revocation state is missing or older than `max_staleness_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    /// Keep serving with the signature check only.
+    Allow,
+    /// Answer 503 `state_unavailable` with `Retry-After`.
+    #[default]
+    Deny,
+}
+
+/// The HTTP filter's (and the worker's) configuration, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub keys: Vec<RawKey>,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default = "defaults::clock_skew_s")]
+    pub clock_skew_s: u32,
+    #[serde(default)]
+    pub clock_margin_s: u32,
+    #[serde(default = "defaults::max_token_bytes")]
+    pub max_token_bytes: usize,
+    pub default_tenant: Option<String>,
+    #[serde(default)]
+    pub claims: RawClaimNames,
+    #[serde(default = "defaults::token_sources")]
+    pub token_sources: Vec<RawTokenSource>,
+    /// Where browsers are sent when their session is over; without it, web requests get
+    /// the API's 401.
+    pub login_url: Option<String>,
+    /// Requests under these path prefixes are web requests (as is `Accept: text/html`).
+    #[serde(default)]
+    pub web_path_prefixes: Vec<String>,
+    #[serde(default = "defaults::max_staleness_s")]
+    pub max_staleness_s: u64,
+    #[serde(default)]
+    pub on_stale: OnStale,
+    #[serde(default)]
+    pub upstream_headers: RawUpstreamHeaders,
+}
+
+mod defaults {
+    use super::RawTokenSource;
+
+    pub fn clock_skew_s() -> u32 {
+        60
+    }
+    pub fn max_token_bytes() -> usize {
+        8192
+    }
+    pub fn max_staleness_s() -> u64 {
+        300
+    }
+    pub fn token_sources() -> Vec<RawTokenSource> {
+        vec![RawTokenSource {
+            header: Some("authorization".into()),
+            prefix: Some("Bearer ".into()),
+            cookie: None,
+            cookie_path: None,
+            cookie_domain: None,
+            cookie_secure: None,
+        }]
+    }
+    pub fn wait_s() -> u32 {
+        25
+    }
+    pub fn retry_min_ms() -> u64 {
+        250
+    }
+    pub fn retry_max_ms() -> u64 {
+        5_000
+    }
+    pub fn authority() -> String {
+        "epochgate-control-plane".into()
+    }
+    pub fn edge_token_env() -> String {
+        "EPOCHGATE_EDGE_TOKEN".into()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated model
+// ---------------------------------------------------------------------------------------
+
+/// Where a token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A request header (lower-case name), with a prefix to strip.
+    Header { name: String, prefix: String },
+    /// A cookie, with the attributes its clearing `Set-Cookie` must repeat.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        domain: Option<String>,
+        secure: bool,
+    },
+}
+
+/// Claim names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    pub user: String,
+    pub tenant: String,
+    pub session: String,
+    pub issued_at: String,
+    pub session_start: String,
+}
+
+/// Upstream identity headers (lower-case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    pub user: String,
+    pub tenant: String,
+    pub session: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub keys: KeySet,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub clock_skew_s: u32,
+    pub clock_margin_s: u32,
+    pub max_token_bytes: usize,
+    pub default_tenant: Option<String>,
+    pub claims: ClaimNames,
+    pub sources: Vec<TokenSource>,
+    pub login_url: Option<String>,
+    pub web_path_prefixes: Vec<String>,
+    pub max_staleness_s: u64,
+    pub on_stale: OnStale,
+    pub upstream_headers: UpstreamHeaders,
+}
+
+impl Config {
+    /// Parses and validates a JSON configuration.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(json).map_err(ConfigError::json)?;
+        Config::try_from(raw)
+    }
+
+    /// The cookie source, if any (its attributes shape the cookie-clearing header).
+    pub fn cookie_source(&self) -> Option<&TokenSource> {
+        self.sources
+            .iter()
+            .find(|s| matches!(s, TokenSource::Cookie { .. }))
+    }
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::new(field, format!("{name:?} is not a valid header name")))
+    }
+}
+
+fn claim_name(field: &str, name: String) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        Err(ConfigError::new(field, "claim name is empty"))
+    } else {
+        Ok(name)
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        if raw.keys.is_empty() {
+            return Err(ConfigError::new("keys", "at least one key is required"));
+        }
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        for (i, key) in raw.keys.into_iter().enumerate() {
+            keys.push(compile_key(&format!("keys[{i}]"), key)?);
+        }
+        let keys = KeySet::new(keys).map_err(|kid| {
+            ConfigError::new("keys", format!("kid {kid:?} is configured twice"))
+        })?;
+
+        if raw.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::new("audiences", "an audience is empty"));
+        }
+        if matches!(&raw.issuer, Some(i) if i.is_empty()) {
+            return Err(ConfigError::new("issuer", "is empty; leave it out to skip the check"));
+        }
+        if raw.max_token_bytes == 0 || raw.max_token_bytes > 65_536 {
+            return Err(ConfigError::new("max_token_bytes", "must be between 1 and 65536"));
+        }
+        if raw.clock_skew_s > 3_600 {
+            return Err(ConfigError::new("clock_skew_s", "must be at most 3600"));
+        }
+        if raw.clock_margin_s > 3_600 {
+            return Err(ConfigError::new("clock_margin_s", "must be at most 3600"));
+        }
+        if let Some(t) = &raw.default_tenant {
+            validate_id(t).map_err(|e| ConfigError::new("default_tenant", e.to_string()))?;
+        }
+        if raw.max_staleness_s == 0 {
+            return Err(ConfigError::new("max_staleness_s", "must be at least 1"));
+        }
+
+        let c = raw.claims;
+        let claims = ClaimNames {
+            user: claim_name("claims.user", c.user)?,
+            tenant: claim_name("claims.tenant", c.tenant)?,
+            session: claim_name("claims.session", c.session)?,
+            issued_at: claim_name("claims.issued_at", c.issued_at)?,
+            session_start: claim_name("claims.session_start", c.session_start)?,
+        };
+
+        if raw.token_sources.is_empty() {
+            return Err(ConfigError::new("token_sources", "at least one source is required"));
+        }
+        let mut sources = Vec::with_capacity(raw.token_sources.len());
+        for (i, s) in raw.token_sources.into_iter().enumerate() {
+            let field = format!("token_sources[{i}]");
+            let source = match (s.header, s.cookie) {
+                (Some(name), None) => {
+                    if s.cookie_path.is_some() || s.cookie_domain.is_some() || s.cookie_secure.is_some() {
+                        return Err(ConfigError::new(&field, "cookie_* fields belong to a cookie source"));
+                    }
+                    TokenSource::Header {
+                        name: header_name(&format!("{field}.header"), &name)?,
+                        prefix: s.prefix.unwrap_or_default(),
+                    }
+                }
+                (None, Some(name)) => {
+                    if s.prefix.is_some() {
+                        return Err(ConfigError::new(&field, "prefix belongs to a header source"));
+                    }
+                    let cookie_ok = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+                    if !cookie_ok {
+                        return Err(ConfigError::new(format!("{field}.cookie"), format!("{name:?} is not a valid cookie name")));
+                    }
+                    TokenSource::Cookie {
+                        name,
+                        path: s.cookie_path,
+                        domain: s.cookie_domain,
+                        secure: s.cookie_secure.unwrap_or(true),
+                    }
+                }
+                _ => return Err(ConfigError::new(&field, "set exactly one of `header` or `cookie`")),
+            };
+            sources.push(source);
+        }
+
+        if let Some(url) = &raw.login_url {
+            if url.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(ConfigError::new("login_url", "must be a non-empty URL without spaces"));
+            }
+        }
+        if raw.web_path_prefixes.iter().any(|p| !p.starts_with('/')) {
+            return Err(ConfigError::new("web_path_prefixes", "each prefix must start with `/`"));
+        }
+
+        let h = raw.upstream_headers;
+        let upstream_headers = UpstreamHeaders {
+            user: header_name("upstream_headers.user", &h.user)?,
+            tenant: header_name("upstream_headers.tenant", &h.tenant)?,
+            session: header_name("upstream_headers.session", &h.session)?,
+        };
+
+        Ok(Config {
+            keys,
+            issuer: raw.issuer,
+            audiences: raw.audiences,
+            clock_skew_s: raw.clock_skew_s,
+            clock_margin_s: raw.clock_margin_s,
+            max_token_bytes: raw.max_token_bytes,
+            default_tenant: raw.default_tenant,
+            claims,
+            sources,
+            login_url: raw.login_url,
+            web_path_prefixes: raw.web_path_prefixes,
+            max_staleness_s: raw.max_staleness_s,
+            on_stale: raw.on_stale,
+            upstream_headers,
+        })
+    }
+}
+
+fn compile_key(field: &str, key: RawKey) -> Result<VerificationKey, ConfigError> {
+    let jwk_alg = key
+        .jwk
+        .as_ref()
+        .and_then(|j| j.get("alg"))
+        .and_then(|a| a.as_str())
+        .map(str::to_string);
+    let alg_name = match (&key.alg, &jwk_alg) {
+        (Some(a), Some(j)) if a != j => {
+            return Err(ConfigError::new(
+                format!("{field}.alg"),
+                format!("{a:?} disagrees with the JWK's alg {j:?}"),
+            ))
+        }
+        (Some(a), _) => a.clone(),
+        (None, Some(j)) => j.clone(),
+        (None, None) => return Err(ConfigError::new(format!("{field}.alg"), "is required: the algorithm is pinned per key")),
+    };
+    let alg: Algorithm = alg_name
+        .parse()
+        .map_err(|e: crate::jwt::UnsupportedAlgorithm| ConfigError::new(format!("{field}.alg"), e.to_string()))?;
+    let jwk_kid = key
+        .jwk
+        .as_ref()
+        .and_then(|j| j.get("kid"))
+        .and_then(|k| k.as_str())
+        .map(str::to_string);
+    let kid = match (key.kid, jwk_kid) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ConfigError::new(format!("{field}.kid"), format!("{a:?} disagrees with the JWK's kid {b:?}")))
+        }
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) => None,
+    };
+    let sources = [
+        key.public_key_pem.is_some(),
+        key.secret.is_some(),
+        key.secret_b64url.is_some(),
+        key.jwk.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if sources != 1 {
+        return Err(ConfigError::new(
+            field,
+            "set exactly one of `public_key_pem`, `secret`, `secret_b64url` or `jwk`",
+        ));
+    }
+    let result = if let Some(pem) = key.public_key_pem {
+        VerificationKey::from_pem(kid, alg, &pem)
+    } else if let Some(secret) = key.secret {
+        VerificationKey::hmac(kid, alg, secret.into_bytes())
+    } else if let Some(b64) = key.secret_b64url {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64.trim_end_matches('='))
+            .map_err(|e| ConfigError::new(format!("{field}.secret_b64url"), format!("not base64url: {e}")))?;
+        VerificationKey::hmac(kid, alg, bytes)
+    } else if let Some(jwk) = key.jwk {
+        VerificationKey::from_jwk(kid, alg, &jwk)
+    } else {
+        return Err(ConfigError::new(field, "no key material"));
+    };
+    result.map_err(|e| ConfigError::new(field, e.to_string()))
+}
+
+/// The service VM's sync loop configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncConfig {
+    /// The Envoy cluster of the control plane.
+    pub cluster: String,
+    /// The `:authority` of the sync requests.
+    #[serde(default = "defaults::authority")]
+    pub authority: String,
+    /// How long the control plane may hold a long-poll.
+    #[serde(default = "defaults::wait_s")]
+    pub wait_s: u32,
+    /// The edge's id in `GET /v1/edges`; by default Envoy's node id.
+    pub edge_id: Option<String>,
+    /// Backoff after a failed sync: from `retry_min_ms`, doubling up to `retry_max_ms`.
+    #[serde(default = "defaults::retry_min_ms")]
+    pub retry_min_ms: u64,
+    #[serde(default = "defaults::retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// The environment variable (`vm_config.environment_variables`) holding the edge
+    /// token: never in the plugin configuration, which `/config_dump` shows.
+    #[serde(default = "defaults::edge_token_env")]
+    pub edge_token_env: String,
+}
+
+/// The validated sync configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub wait_s: u32,
+    pub edge_id: Option<String>,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    pub edge_token_env: String,
+}
+
+impl SyncConfig {
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawSyncConfig = serde_json::from_slice(json).map_err(ConfigError::json)?;
+        SyncConfig::try_from(raw)
+    }
+
+    /// How long a sync call may take: the long-poll plus a margin, so a held poll is
+    /// never cut short by its own timeout.
+    pub fn call_timeout_ms(&self) -> u64 {
+        u64::from(self.wait_s) * 1000 + 5_000
+    }
+}
+
+impl TryFrom<RawSyncConfig> for SyncConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawSyncConfig) -> Result<Self, ConfigError> {
+        if raw.cluster.is_empty() {
+            return Err(ConfigError::new("cluster", "is empty"));
+        }
+        if raw.authority.is_empty() {
+            return Err(ConfigError::new("authority", "is empty"));
+        }
+        if raw.wait_s > 60 {
+            return Err(ConfigError::new("wait_s", "must be at most 60"));
+        }
+        if let Some(id) = &raw.edge_id {
+            validate_id(id).map_err(|e| ConfigError::new("edge_id", e.to_string()))?;
+        }
+        if raw.retry_min_ms == 0 || raw.retry_max_ms < raw.retry_min_ms {
+            return Err(ConfigError::new("retry_max_ms", "needs 0 < retry_min_ms <= retry_max_ms"));
+        }
+        if raw.edge_token_env.is_empty() {
+            return Err(ConfigError::new("edge_token_env", "is empty"));
+        }
+        Ok(SyncConfig {
+            cluster: raw.cluster,
+            authority: raw.authority,
+            wait_s: raw.wait_s,
+            edge_id: raw.edge_id,
+            retry_min_ms: raw.retry_min_ms,
+            retry_max_ms: raw.retry_max_ms,
+            edge_token_env: raw.edge_token_env,
+        })
+    }
+}

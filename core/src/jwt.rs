@@ -1,0 +1,572 @@
+//! JWT parsing and signature verification.
+//!
+//! `core` parses the token itself — strict base64url, exactly three segments, JSON header
+//! and claims — and hands *(key, signing input, signature)* to a [`SignatureVerifier`].
+//! The key is chosen by `kid` among the configured keys, and the key's pinned algorithm
+//! decides: the token's `alg` header must name that algorithm and never chooses one
+//! (RFC 8725 §3.1; `none` never passes). [`PureRustVerifier`] is the default; the filter
+//! can add one backed by Envoy's native `verify_signature`, with no change here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::{
+    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
+    Ed25519PublicKey, EdDSAPublicKeyLike,
+};
+use serde_json::{Map, Value};
+use superboring::hash::MessageDigest;
+use superboring::pkey::{PKey, Public};
+use superboring::rsa::{Padding, Rsa};
+use superboring::sign::Verifier;
+
+/// The algorithms a key can be pinned to (RFC 7518 names, case-sensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// An `alg` that no key can be pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported algorithm {0:?} (use one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)")]
+pub struct UnsupportedAlgorithm(pub String);
+
+impl FromStr for Algorithm {
+    type Err = UnsupportedAlgorithm;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "EdDSA" => Algorithm::EdDSA,
+            other => return Err(UnsupportedAlgorithm(other.to_string())),
+        })
+    }
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn digest(self) -> MessageDigest {
+        match self {
+            Algorithm::RS384 | Algorithm::PS384 | Algorithm::HS384 | Algorithm::ES384 => {
+                MessageDigest::sha384()
+            }
+            Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 => MessageDigest::sha512(),
+            _ => MessageDigest::sha256(),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parsed key material, ready to verify (parsed once per configuration, not per request).
+#[derive(Clone)]
+pub enum KeyMaterial {
+    Hmac(Vec<u8>),
+    Rsa(PKey<Public>),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        f.write_str(match self {
+            KeyMaterial::Hmac(_) => "Hmac(..)",
+            KeyMaterial::Rsa(_) => "Rsa(..)",
+            KeyMaterial::P256(_) => "P256(..)",
+            KeyMaterial::P384(_) => "P384(..)",
+            KeyMaterial::Ed25519(_) => "Ed25519(..)",
+        })
+    }
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a {alg} key needs {expected}")]
+    WrongMaterial { alg: Algorithm, expected: &'static str },
+    #[error("the {alg} key is not a valid {what}")]
+    Unreadable { alg: Algorithm, what: &'static str },
+    #[error("an {alg} secret must be at least {min} bytes (RFC 7518 §3.2), got {got}")]
+    WeakSecret { alg: Algorithm, min: usize, got: usize },
+    #[error("an RSA key must be at least 2048 bits, got {0}")]
+    WeakRsa(u32),
+    #[error("JWK: {0}")]
+    Jwk(String),
+}
+
+/// One configured key: its `kid`, its pinned algorithm, and its material.
+#[derive(Debug, Clone)]
+pub struct VerificationKey {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub material: KeyMaterial,
+}
+
+fn b64url(s: &str) -> Result<Vec<u8>, ()> {
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| ())
+}
+
+impl VerificationKey {
+    /// An HMAC key (HS256/384/512), at least as long as the hash output.
+    pub fn hmac(kid: Option<String>, alg: Algorithm, secret: Vec<u8>) -> Result<Self, KeyError> {
+        let min = match alg {
+            Algorithm::HS256 => 32,
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => {
+                return Err(KeyError::WrongMaterial {
+                    alg,
+                    expected: "a public key (public_key_pem or jwk), not a secret",
+                })
+            }
+        };
+        if secret.len() < min {
+            return Err(KeyError::WeakSecret {
+                alg,
+                min,
+                got: secret.len(),
+            });
+        }
+        Ok(Self {
+            kid,
+            alg,
+            material: KeyMaterial::Hmac(secret),
+        })
+    }
+
+    /// A public key in PEM (SubjectPublicKeyInfo; PKCS#1 too for RSA).
+    pub fn from_pem(kid: Option<String>, alg: Algorithm, pem: &str) -> Result<Self, KeyError> {
+        let material = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                return Err(KeyError::WrongMaterial {
+                    alg,
+                    expected: "a secret, not a PEM public key",
+                })
+            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
+                let rsa = Rsa::public_key_from_pem(pem.as_bytes())
+                    .or_else(|_| Rsa::public_key_from_pem_pkcs1(pem.as_bytes()))
+                    .map_err(|_| KeyError::Unreadable {
+                        alg,
+                        what: "RSA public key PEM",
+                    })?;
+                rsa_material(alg, rsa)?
+            }
+            Algorithm::ES256 => KeyMaterial::P256(
+                ES256PublicKey::from_pem(pem)
+                    .map_err(|_| KeyError::Unreadable {
+                        alg,
+                        what: "P-256 public key PEM",
+                    })?
+                    .public_key()
+                    .as_ref()
+                    .clone(),
+            ),
+            Algorithm::ES384 => KeyMaterial::P384(
+                ES384PublicKey::from_pem(pem)
+                    .map_err(|_| KeyError::Unreadable {
+                        alg,
+                        what: "P-384 public key PEM",
+                    })?
+                    .public_key()
+                    .as_ref()
+                    .clone(),
+            ),
+            Algorithm::EdDSA => KeyMaterial::Ed25519(
+                *Ed25519PublicKey::from_pem(pem)
+                    .map_err(|_| KeyError::Unreadable {
+                        alg,
+                        what: "Ed25519 public key PEM",
+                    })?
+                    .public_key()
+                    .as_ref(),
+            ),
+        };
+        Ok(Self { kid, alg, material })
+    }
+
+    /// A JWK (RFC 7517): `RSA` (`n`, `e`), `EC` (`crv`, `x`, `y`), `OKP` (`Ed25519`, `x`)
+    /// or `oct` (`k`). The algorithm is the pinned one; the JWK's `kty`/`crv` must fit it.
+    pub fn from_jwk(kid: Option<String>, alg: Algorithm, jwk: &Value) -> Result<Self, KeyError> {
+        let field = |name: &str| -> Result<Vec<u8>, KeyError> {
+            let s = jwk
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| KeyError::Jwk(format!("missing string member `{name}`")))?;
+            b64url(s).map_err(|_| KeyError::Jwk(format!("`{name}` is not base64url")))
+        };
+        let kty = jwk
+            .get("kty")
+            .and_then(Value::as_str)
+            .ok_or_else(|| KeyError::Jwk("missing `kty`".into()))?;
+        let crv = jwk.get("crv").and_then(Value::as_str);
+        let fits = |want_kty: &str, want_crv: Option<&str>| {
+            if kty != want_kty || (want_crv.is_some() && crv != want_crv) {
+                Err(KeyError::Jwk(format!(
+                    "a {alg} key needs kty {want_kty}{}, got kty {kty}{}",
+                    want_crv.map(|c| format!("/crv {c}")).unwrap_or_default(),
+                    crv.map(|c| format!("/crv {c}")).unwrap_or_default()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let material = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                fits("oct", None)?;
+                return Self::hmac(kid, alg, field("k")?);
+            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
+                fits("RSA", None)?;
+                let n = superboring::bn::BigNum::from_slice(&field("n")?)
+                    .map_err(|_| KeyError::Jwk("bad `n`".into()))?;
+                let e = superboring::bn::BigNum::from_slice(&field("e")?)
+                    .map_err(|_| KeyError::Jwk("bad `e`".into()))?;
+                let rsa = Rsa::from_public_components(n, e).map_err(|_| KeyError::Unreadable {
+                    alg,
+                    what: "RSA public key",
+                })?;
+                rsa_material(alg, rsa)?
+            }
+            Algorithm::ES256 | Algorithm::ES384 => {
+                fits("EC", Some(if alg == Algorithm::ES256 { "P-256" } else { "P-384" }))?;
+                let mut sec1 = vec![4u8];
+                sec1.extend(field("x")?);
+                sec1.extend(field("y")?);
+                if alg == Algorithm::ES256 {
+                    KeyMaterial::P256(
+                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
+                            KeyError::Unreadable {
+                                alg,
+                                what: "P-256 point",
+                            }
+                        })?,
+                    )
+                } else {
+                    KeyMaterial::P384(
+                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
+                            KeyError::Unreadable {
+                                alg,
+                                what: "P-384 point",
+                            }
+                        })?,
+                    )
+                }
+            }
+            Algorithm::EdDSA => {
+                fits("OKP", Some("Ed25519"))?;
+                KeyMaterial::Ed25519(
+                    ed25519_compact::PublicKey::from_slice(&field("x")?).map_err(|_| {
+                        KeyError::Unreadable {
+                            alg,
+                            what: "Ed25519 public key",
+                        }
+                    })?,
+                )
+            }
+        };
+        Ok(Self { kid, alg, material })
+    }
+}
+
+fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyError> {
+    let bits = rsa.bits();
+    if bits < 2048 {
+        return Err(KeyError::WeakRsa(bits));
+    }
+    PKey::from_rsa(rsa)
+        .map(KeyMaterial::Rsa)
+        .map_err(|_| KeyError::Unreadable {
+            alg,
+            what: "RSA public key",
+        })
+}
+
+/// The configured keys.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+}
+
+impl KeySet {
+    /// Refuses a `kid` configured twice (`Err(kid)`).
+    pub fn new(keys: Vec<VerificationKey>) -> Result<Self, String> {
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = &k.kid {
+                if keys[..i].iter().any(|o| o.kid.as_deref() == Some(kid)) {
+                    return Err(kid.clone());
+                }
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn keys(&self) -> &[VerificationKey] {
+        &self.keys
+    }
+
+    pub fn by_kid(&self, kid: &str) -> Option<&VerificationKey> {
+        self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+/// Verifies a signature over `signing_input` (`header.payload`) with a key, under the
+/// key's pinned algorithm.
+pub trait SignatureVerifier {
+    fn verify(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> bool;
+}
+
+/// Signature verification in pure Rust (works on every target).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PureRustVerifier;
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl SignatureVerifier for PureRustVerifier {
+    fn verify(&self, key: &VerificationKey, input: &[u8], signature: &[u8]) -> bool {
+        match (&key.material, key.alg) {
+            (KeyMaterial::Hmac(secret), Algorithm::HS256) => {
+                constant_time_eq(&hmac_sha256::HMAC::mac(input, secret), signature)
+            }
+            (KeyMaterial::Hmac(secret), Algorithm::HS384) => {
+                constant_time_eq(&hmac_sha512::sha384::HMAC::mac(input, secret), signature)
+            }
+            (KeyMaterial::Hmac(secret), Algorithm::HS512) => {
+                constant_time_eq(&hmac_sha512::HMAC::mac(input, secret), signature)
+            }
+            (KeyMaterial::Rsa(pkey), alg) => {
+                let padding = match alg {
+                    Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => Padding::PKCS1,
+                    Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => Padding::PKCS1_PSS,
+                    _ => return false,
+                };
+                let Ok(mut verifier) = Verifier::new(alg.digest(), pkey) else {
+                    return false;
+                };
+                verifier.set_rsa_padding(padding).is_ok()
+                    && verifier.update(input).is_ok()
+                    && verifier.verify(signature).unwrap_or(false)
+            }
+            (KeyMaterial::P256(vk), Algorithm::ES256) => {
+                use p256::ecdsa::signature::Verifier as _;
+                p256::ecdsa::Signature::from_slice(signature)
+                    .map(|sig| vk.verify(input, &sig).is_ok())
+                    .unwrap_or(false)
+            }
+            (KeyMaterial::P384(vk), Algorithm::ES384) => {
+                use p384::ecdsa::signature::Verifier as _;
+                p384::ecdsa::Signature::from_slice(signature)
+                    .map(|sig| vk.verify(input, &sig).is_ok())
+                    .unwrap_or(false)
+            }
+            (KeyMaterial::Ed25519(pk), Algorithm::EdDSA) => {
+                ed25519_compact::Signature::from_slice(signature)
+                    .map(|sig| pk.verify(input, &sig).is_ok())
+                    .unwrap_or(false)
+            }
+            // Material and algorithm are matched when the key is built; anything else
+            // never verifies.
+            _ => false,
+        }
+    }
+}
+
+/// What went wrong with a token. Each maps to a deny reason ([`TokenError::reason`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("token does not have three segments")]
+    Segments,
+    #[error("token {0} is not strict base64url")]
+    Base64(&'static str),
+    #[error("token {0} is not a JSON object")]
+    Json(&'static str),
+    #[error("token header has no string `alg`")]
+    NoAlg,
+    #[error("unsecured token (alg {0:?}) refused")]
+    AlgNone(String),
+    #[error("token header `crit` names extensions this verifier does not understand")]
+    Crit,
+    #[error("token kid {0:?} is not a configured key")]
+    UnknownKid(String),
+    #[error("token alg {token:?} is not the {key} pinned for its key")]
+    AlgMismatch { token: String, key: Algorithm },
+    #[error("no configured key for alg {0:?}")]
+    NoKeyForAlg(String),
+    #[error("bad signature")]
+    Signature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token issued in the future ({0})")]
+    IssuedInFuture(&'static str),
+    #[error("token issuer does not match")]
+    Issuer,
+    #[error("token audience does not match")]
+    Audience,
+    #[error("token claim `{0}` is missing")]
+    MissingClaim(String),
+    #[error("token claim `{0}` is malformed")]
+    BadClaim(String),
+}
+
+/// The parts of a token that signature verification needs.
+#[derive(Debug)]
+pub struct ParsedToken<'a> {
+    pub alg: String,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+    /// `header.payload`, exactly as received.
+    pub signing_input: &'a str,
+    pub signature: Vec<u8>,
+}
+
+fn json_object(bytes: &[u8], part: &'static str) -> Result<Map<String, Value>, TokenError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Json(part)),
+    }
+}
+
+/// Parses a compact JWS strictly: three segments, strict base64url (no padding, no
+/// stray characters or bits), JSON objects for header and claims.
+pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenError> {
+    if token.len() > max_bytes {
+        return Err(TokenError::TooLarge(max_bytes));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Segments);
+    };
+    let header = json_object(&b64url(h).map_err(|_| TokenError::Base64("header"))?, "header")?;
+    let payload = b64url(p).map_err(|_| TokenError::Base64("payload"))?;
+    let signature = b64url(s).map_err(|_| TokenError::Base64("signature"))?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::NoAlg)?
+        .to_string();
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(TokenError::AlgNone(alg));
+    }
+    if header.contains_key("crit") {
+        return Err(TokenError::Crit);
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(TokenError::BadClaim("kid".into())),
+    };
+    let claims = json_object(&payload, "payload")?;
+    Ok(ParsedToken {
+        alg,
+        kid,
+        claims,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature,
+    })
+}
+
+/// Checks the signature with the key the token names (or, without `kid`, any key pinned
+/// to the token's `alg`).
+pub fn verify_signature(
+    token: &ParsedToken<'_>,
+    keys: &KeySet,
+    verifier: &dyn SignatureVerifier,
+) -> Result<(), TokenError> {
+    let input = token.signing_input.as_bytes();
+    match &token.kid {
+        Some(kid) => {
+            let key = keys
+                .by_kid(kid)
+                .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+            if key.alg.name() != token.alg {
+                return Err(TokenError::AlgMismatch {
+                    token: token.alg.clone(),
+                    key: key.alg,
+                });
+            }
+            if verifier.verify(key, input, &token.signature) {
+                Ok(())
+            } else {
+                Err(TokenError::Signature)
+            }
+        }
+        None => {
+            let mut candidates = keys
+                .keys()
+                .iter()
+                .filter(|k| k.alg.name() == token.alg)
+                .peekable();
+            if candidates.peek().is_none() {
+                return Err(TokenError::NoKeyForAlg(token.alg.clone()));
+            }
+            if candidates.any(|k| verifier.verify(k, input, &token.signature)) {
+                Ok(())
+            } else {
+                Err(TokenError::Signature)
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Taking the token from the request: configured header(s) with a prefix and/or a
+//! cookie, in order. Headers are read as bytes (a non-UTF-8 byte is a bad token, never a
+//! panic). Two sources carrying different tokens, or a token header sent twice, is
+//! ambiguous: refused, so no one can smuggle a second token past the check.
+
+use crate::config::TokenSource;
+
+/// Why no single token could be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("{0}")]
+    Ambiguous(&'static str),
+    #[error("{0}")]
+    Malformed(&'static str),
+}
+
+/// Request headers as the glue sees them: lower-case names, raw values.
+pub type Headers = [(String, Vec<u8>)];
+
+fn header_values<'h, 'n>(
+    headers: &'h Headers,
+    name: &'n str,
+) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+fn from_header<'a>(headers: &'a Headers, name: &str, prefix: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut values = header_values(headers, name);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ExtractError::Ambiguous("token header sent more than once"));
+    }
+    let value = trim(value);
+    let p = prefix.as_bytes();
+    if value.len() < p.len() || !value[..p.len()].eq_ignore_ascii_case(p) {
+        return Err(ExtractError::Malformed("token header lacks the expected scheme prefix"));
+    }
+    let token = std::str::from_utf8(trim(&value[p.len()..]))
+        .map_err(|_| ExtractError::Malformed("token header is not valid UTF-8"))?;
+    if token.is_empty() {
+        return Err(ExtractError::Malformed("token header is empty"));
+    }
+    Ok(Some(token))
+}
+
+fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found: Option<&'a [u8]> = None;
+    // HTTP/2 may split cookies over several `cookie` headers.
+    for value in header_values(headers, "cookie") {
+        for pair in value.split(|b| *b == b';') {
+            let pair = trim(pair);
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let mut v = trim(&pair[eq + 1..]);
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                v = &v[1..v.len() - 1];
+            }
+            match found {
+                Some(prev) if prev != v => {
+                    return Err(ExtractError::Ambiguous("session cookie sent twice with different values"))
+                }
+                _ => found = Some(v),
+            }
+        }
+    }
+    match found {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => std::str::from_utf8(v)
+            .map(Some)
+            .map_err(|_| ExtractError::Malformed("session cookie is not valid UTF-8")),
+    }
+}
+
+/// The request's token, if any.
+pub fn extract<'a>(sources: &[TokenSource], headers: &'a Headers) -> Result<Option<&'a str>, ExtractError> {
+    let mut token: Option<&'a str> = None;
+    for source in sources {
+        let found = match source {
+            TokenSource::Header { name, prefix } => from_header(headers, name, prefix)?,
+            TokenSource::Cookie { name, .. } => from_cookie(headers, name)?,
+        };
+        match (token, found) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ExtractError::Ambiguous("two sources carry different tokens"))
+            }
+            (None, Some(b)) => token = Some(b),
+            _ => {}
+        }
+    }
+    Ok(token)
+}

@@ -1,0 +1,31 @@
+//! Every case of the shared decision vectors through `Engine::decide`.
+
+use epochgate_core::conformance::Vectors;
+use epochgate_core::sync::SyncStatus;
+use epochgate_core::{Engine, RequestInfo};
+
+#[test]
+fn every_decision_vector_passes() {
+    let vectors = Vectors::load().unwrap();
+    assert_eq!(vectors.cases.len(), 48);
+    let engine = Engine::new(vectors.config().unwrap());
+    let mut failures = Vec::new();
+    for case in &vectors.cases {
+        let headers = vec![("authorization".to_string(), format!("Bearer {}", case.token).into_bytes())];
+        let status = SyncStatus {
+            stream: "vectors".into(),
+            version: 1,
+            synced_at_ms: case.now_ms,
+        };
+        let decision = engine.decide(
+            RequestInfo { headers: &headers, path: "/api/x" },
+            &case.revocation_state(),
+            Some(&status),
+            case.now_ms,
+        );
+        if let Err(e) = case.check(&decision) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{} failing:\n{}", failures.len(), failures.join("\n"));
+}
