@@ -49,7 +49,11 @@ fn id_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, T
 /// `exp` is required (a token that never expires is never compacted away); `iat` or
 /// `auth_time` is required (the revocation rule needs a session start); neither may lie
 /// in the future beyond the skew, or a token could outlive every logout.
-pub fn validate(claims: &Map<String, Value>, config: &Config, now_ms: u64) -> Result<Identity, TokenError> {
+pub fn validate(
+    claims: &Map<String, Value>,
+    config: &Config,
+    now_ms: u64,
+) -> Result<Identity, TokenError> {
     // u64 ms to f64 seconds is exact well past the year 3000.
     let now_s = now_ms as f64 / 1000.0;
     let skew = f64::from(config.clock_skew_s);
@@ -80,7 +84,10 @@ pub fn validate(claims: &Map<String, Value>, config: &Config, now_ms: u64) -> Re
         }
     }
     if !config.audiences.is_empty() {
-        let accepted = |a: &Value| a.as_str().is_some_and(|a| config.audiences.iter().any(|x| x == a));
+        let accepted = |a: &Value| {
+            a.as_str()
+                .is_some_and(|a| config.audiences.iter().any(|x| x == a))
+        };
         let ok = match claims.get("aud") {
             Some(a @ Value::String(_)) => accepted(a),
             Some(Value::Array(list)) => list.iter().any(accepted),
@@ -91,7 +98,8 @@ pub fn validate(claims: &Map<String, Value>, config: &Config, now_ms: u64) -> Re
         }
     }
 
-    let user = id_claim(claims, &names.user)?.ok_or_else(|| TokenError::MissingClaim(names.user.clone()))?;
+    let user = id_claim(claims, &names.user)?
+        .ok_or_else(|| TokenError::MissingClaim(names.user.clone()))?;
     let tenant = match id_claim(claims, &names.tenant)? {
         Some(t) => t,
         None => config
@@ -103,10 +111,9 @@ pub fn validate(claims: &Map<String, Value>, config: &Config, now_ms: u64) -> Re
 
     // `as` saturates: 1e300 becomes i64::MAX, which no epoch ever reaches — but such a
     // token was refused above as issued in the future.
-    let session_start = auth_time
-        .or(iat)
-        .map(|t| t.floor() as i64)
-        .ok_or_else(|| TokenError::MissingClaim(format!("{} or {}", names.issued_at, names.session_start)))?;
+    let session_start = auth_time.or(iat).map(|t| t.floor() as i64).ok_or_else(|| {
+        TokenError::MissingClaim(format!("{} or {}", names.issued_at, names.session_start))
+    })?;
 
     Ok(Identity {
         user,

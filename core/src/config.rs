@@ -284,7 +284,10 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     if valid {
         Ok(name.to_ascii_lowercase())
     } else {
-        Err(ConfigError::new(field, format!("{name:?} is not a valid header name")))
+        Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a valid header name"),
+        ))
     }
 }
 
@@ -307,18 +310,23 @@ impl TryFrom<RawConfig> for Config {
         for (i, key) in raw.keys.into_iter().enumerate() {
             keys.push(compile_key(&format!("keys[{i}]"), key)?);
         }
-        let keys = KeySet::new(keys).map_err(|kid| {
-            ConfigError::new("keys", format!("kid {kid:?} is configured twice"))
-        })?;
+        let keys = KeySet::new(keys)
+            .map_err(|kid| ConfigError::new("keys", format!("kid {kid:?} is configured twice")))?;
 
         if raw.audiences.iter().any(String::is_empty) {
             return Err(ConfigError::new("audiences", "an audience is empty"));
         }
         if matches!(&raw.issuer, Some(i) if i.is_empty()) {
-            return Err(ConfigError::new("issuer", "is empty; leave it out to skip the check"));
+            return Err(ConfigError::new(
+                "issuer",
+                "is empty; leave it out to skip the check",
+            ));
         }
         if raw.max_token_bytes == 0 || raw.max_token_bytes > 65_536 {
-            return Err(ConfigError::new("max_token_bytes", "must be between 1 and 65536"));
+            return Err(ConfigError::new(
+                "max_token_bytes",
+                "must be between 1 and 65536",
+            ));
         }
         if raw.clock_skew_s > 3_600 {
             return Err(ConfigError::new("clock_skew_s", "must be at most 3600"));
@@ -343,15 +351,24 @@ impl TryFrom<RawConfig> for Config {
         };
 
         if raw.token_sources.is_empty() {
-            return Err(ConfigError::new("token_sources", "at least one source is required"));
+            return Err(ConfigError::new(
+                "token_sources",
+                "at least one source is required",
+            ));
         }
         let mut sources = Vec::with_capacity(raw.token_sources.len());
         for (i, s) in raw.token_sources.into_iter().enumerate() {
             let field = format!("token_sources[{i}]");
             let source = match (s.header, s.cookie) {
                 (Some(name), None) => {
-                    if s.cookie_path.is_some() || s.cookie_domain.is_some() || s.cookie_secure.is_some() {
-                        return Err(ConfigError::new(&field, "cookie_* fields belong to a cookie source"));
+                    if s.cookie_path.is_some()
+                        || s.cookie_domain.is_some()
+                        || s.cookie_secure.is_some()
+                    {
+                        return Err(ConfigError::new(
+                            &field,
+                            "cookie_* fields belong to a cookie source",
+                        ));
                     }
                     TokenSource::Header {
                         name: header_name(&format!("{field}.header"), &name)?,
@@ -360,12 +377,20 @@ impl TryFrom<RawConfig> for Config {
                 }
                 (None, Some(name)) => {
                     if s.prefix.is_some() {
-                        return Err(ConfigError::new(&field, "prefix belongs to a header source"));
+                        return Err(ConfigError::new(
+                            &field,
+                            "prefix belongs to a header source",
+                        ));
                     }
                     let cookie_ok = !name.is_empty()
-                        && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
                     if !cookie_ok {
-                        return Err(ConfigError::new(format!("{field}.cookie"), format!("{name:?} is not a valid cookie name")));
+                        return Err(ConfigError::new(
+                            format!("{field}.cookie"),
+                            format!("{name:?} is not a valid cookie name"),
+                        ));
                     }
                     TokenSource::Cookie {
                         name,
@@ -374,18 +399,29 @@ impl TryFrom<RawConfig> for Config {
                         secure: s.cookie_secure.unwrap_or(true),
                     }
                 }
-                _ => return Err(ConfigError::new(&field, "set exactly one of `header` or `cookie`")),
+                _ => {
+                    return Err(ConfigError::new(
+                        &field,
+                        "set exactly one of `header` or `cookie`",
+                    ))
+                }
             };
             sources.push(source);
         }
 
         if let Some(url) = &raw.login_url {
             if url.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
-                return Err(ConfigError::new("login_url", "must be a non-empty URL without spaces"));
+                return Err(ConfigError::new(
+                    "login_url",
+                    "must be a non-empty URL without spaces",
+                ));
             }
         }
         if raw.web_path_prefixes.iter().any(|p| !p.starts_with('/')) {
-            return Err(ConfigError::new("web_path_prefixes", "each prefix must start with `/`"));
+            return Err(ConfigError::new(
+                "web_path_prefixes",
+                "each prefix must start with `/`",
+            ));
         }
 
         let h = raw.upstream_headers;
@@ -430,11 +466,18 @@ fn compile_key(field: &str, key: RawKey) -> Result<VerificationKey, ConfigError>
         }
         (Some(a), _) => a.clone(),
         (None, Some(j)) => j.clone(),
-        (None, None) => return Err(ConfigError::new(format!("{field}.alg"), "is required: the algorithm is pinned per key")),
+        (None, None) => {
+            return Err(ConfigError::new(
+                format!("{field}.alg"),
+                "is required: the algorithm is pinned per key",
+            ))
+        }
     };
     let alg: Algorithm = alg_name
         .parse()
-        .map_err(|e: crate::jwt::UnsupportedAlgorithm| ConfigError::new(format!("{field}.alg"), e.to_string()))?;
+        .map_err(|e: crate::jwt::UnsupportedAlgorithm| {
+            ConfigError::new(format!("{field}.alg"), e.to_string())
+        })?;
     let jwk_kid = key
         .jwk
         .as_ref()
@@ -443,7 +486,10 @@ fn compile_key(field: &str, key: RawKey) -> Result<VerificationKey, ConfigError>
         .map(str::to_string);
     let kid = match (key.kid, jwk_kid) {
         (Some(a), Some(b)) if a != b => {
-            return Err(ConfigError::new(format!("{field}.kid"), format!("{a:?} disagrees with the JWK's kid {b:?}")))
+            return Err(ConfigError::new(
+                format!("{field}.kid"),
+                format!("{a:?} disagrees with the JWK's kid {b:?}"),
+            ))
         }
         (Some(a), _) | (None, Some(a)) => Some(a),
         (None, None) => None,
@@ -470,7 +516,12 @@ fn compile_key(field: &str, key: RawKey) -> Result<VerificationKey, ConfigError>
     } else if let Some(b64) = key.secret_b64url {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(b64.trim_end_matches('='))
-            .map_err(|e| ConfigError::new(format!("{field}.secret_b64url"), format!("not base64url: {e}")))?;
+            .map_err(|e| {
+                ConfigError::new(
+                    format!("{field}.secret_b64url"),
+                    format!("not base64url: {e}"),
+                )
+            })?;
         VerificationKey::hmac(kid, alg, bytes)
     } else if let Some(jwk) = key.jwk {
         VerificationKey::from_jwk(kid, alg, &jwk)
@@ -547,7 +598,10 @@ impl TryFrom<RawSyncConfig> for SyncConfig {
             validate_id(id).map_err(|e| ConfigError::new("edge_id", e.to_string()))?;
         }
         if raw.retry_min_ms == 0 || raw.retry_max_ms < raw.retry_min_ms {
-            return Err(ConfigError::new("retry_max_ms", "needs 0 < retry_min_ms <= retry_max_ms"));
+            return Err(ConfigError::new(
+                "retry_max_ms",
+                "needs 0 < retry_min_ms <= retry_max_ms",
+            ));
         }
         if raw.edge_token_env.is_empty() {
             return Err(ConfigError::new("edge_token_env", "is empty"));

@@ -170,7 +170,10 @@ impl Case {
                 if got == want {
                     Ok(())
                 } else {
-                    Err(format!("{}: allowed as {got:?}, expected {want:?}", self.name))
+                    Err(format!(
+                        "{}: allowed as {got:?}, expected {want:?}",
+                        self.name
+                    ))
                 }
             }
             Decision::Deny { reason, detail, .. } if !e.allow => {
@@ -183,7 +186,10 @@ impl Case {
                     ))
                 }
             }
-            other => Err(format!("{}: got {other:?}, expected {e:?} ({})", self.name, self.why)),
+            other => Err(format!(
+                "{}: got {other:?}, expected {e:?} ({})",
+                self.name, self.why
+            )),
         }
     }
 }

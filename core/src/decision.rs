@@ -167,9 +167,19 @@ impl<V: SignatureVerifier> Engine<V> {
     ) -> Decision {
         let token = match extract(&self.config.sources, req.headers) {
             Ok(Some(token)) => token,
-            Ok(None) => return self.deny(req, DenyReason::MissingToken, "no token in the request".into()),
-            Err(e @ ExtractError::Ambiguous(_)) => return self.deny(req, DenyReason::AmbiguousToken, e.to_string()),
-            Err(e @ ExtractError::Malformed(_)) => return self.deny(req, DenyReason::InvalidToken, e.to_string()),
+            Ok(None) => {
+                return self.deny(
+                    req,
+                    DenyReason::MissingToken,
+                    "no token in the request".into(),
+                )
+            }
+            Err(e @ ExtractError::Ambiguous(_)) => {
+                return self.deny(req, DenyReason::AmbiguousToken, e.to_string())
+            }
+            Err(e @ ExtractError::Malformed(_)) => {
+                return self.deny(req, DenyReason::InvalidToken, e.to_string())
+            }
         };
         let identity = match self.verify_token(token, now_ms) {
             Ok(identity) => identity,
@@ -181,7 +191,11 @@ impl<V: SignatureVerifier> Engine<V> {
                 |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
             );
             return match self.config.on_stale {
-                OnStale::Deny => self.deny(req, DenyReason::StateUnavailable, format!("revocation state is stale: {age}")),
+                OnStale::Deny => self.deny(
+                    req,
+                    DenyReason::StateUnavailable,
+                    format!("revocation state is stale: {age}"),
+                ),
                 OnStale::Allow => Decision::Allow {
                     identity: Some(identity),
                     signature_only: true,
@@ -225,13 +239,18 @@ impl<V: SignatureVerifier> Engine<V> {
     pub fn is_reserved_header(&self, name: &str) -> bool {
         let h = &self.config.upstream_headers;
         name.len() >= 12 && name[..12].eq_ignore_ascii_case("x-epochgate-")
-            || [&h.user, &h.tenant, &h.session].iter().any(|x| name.eq_ignore_ascii_case(x))
+            || [&h.user, &h.tenant, &h.session]
+                .iter()
+                .any(|x| name.eq_ignore_ascii_case(x))
     }
 
     /// The identity headers for the upstream.
     pub fn upstream_headers<'a>(&'a self, identity: &'a Identity) -> Vec<(&'a str, &'a str)> {
         let h = &self.config.upstream_headers;
-        let mut out = vec![(h.user.as_str(), identity.user.as_str()), (h.tenant.as_str(), identity.tenant.as_str())];
+        let mut out = vec![
+            (h.user.as_str(), identity.user.as_str()),
+            (h.tenant.as_str(), identity.tenant.as_str()),
+        ];
         if let Some(sid) = &identity.session {
             out.push((h.session.as_str(), sid.as_str()));
         }
@@ -241,9 +260,13 @@ impl<V: SignatureVerifier> Engine<V> {
     /// Web (302 to the login page) or API (401 JSON): by path prefix, or `Accept: text/html`.
     pub fn is_web_request(&self, req: RequestInfo<'_>) -> bool {
         let path = req.path.split('?').next().unwrap_or_default();
-        self.config.web_path_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        self.config
+            .web_path_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
             || req.headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("accept") && v.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html"))
+                n.eq_ignore_ascii_case("accept")
+                    && v.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html"))
             })
     }
 
@@ -263,7 +286,10 @@ impl<V: SignatureVerifier> Engine<V> {
         let mut headers = vec![("cache-control".to_string(), "no-store".to_string())];
         if let (true, false, Some(login)) = (web, reason.is_retryable(), &self.config.login_url) {
             let sep = if login.contains('?') { '&' } else { '?' };
-            headers.push(("location".into(), format!("{login}{sep}reason={}", reason.code())));
+            headers.push((
+                "location".into(),
+                format!("{login}{sep}reason={}", reason.code()),
+            ));
             if let Some(cookie) = self.clearing_cookie() {
                 headers.push(("set-cookie".into(), cookie));
             }
@@ -288,7 +314,10 @@ impl<V: SignatureVerifier> Engine<V> {
                 };
                 headers.push((
                     "www-authenticate".into(),
-                    format!("Bearer error=\"{code}\", error_description=\"{}\"", reason.description()),
+                    format!(
+                        "Bearer error=\"{code}\", error_description=\"{}\"",
+                        reason.description()
+                    ),
                 ));
             }
         }

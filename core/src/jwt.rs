@@ -106,7 +106,7 @@ impl fmt::Display for Algorithm {
 #[derive(Clone)]
 pub enum KeyMaterial {
     Hmac(Vec<u8>),
-    Rsa(PKey<Public>),
+    Rsa(Box<PKey<Public>>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -129,11 +129,18 @@ impl fmt::Debug for KeyMaterial {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("a {alg} key needs {expected}")]
-    WrongMaterial { alg: Algorithm, expected: &'static str },
+    WrongMaterial {
+        alg: Algorithm,
+        expected: &'static str,
+    },
     #[error("the {alg} key is not a valid {what}")]
     Unreadable { alg: Algorithm, what: &'static str },
     #[error("an {alg} secret must be at least {min} bytes (RFC 7518 §3.2), got {got}")]
-    WeakSecret { alg: Algorithm, min: usize, got: usize },
+    WeakSecret {
+        alg: Algorithm,
+        min: usize,
+        got: usize,
+    },
     #[error("an RSA key must be at least 2048 bits, got {0}")]
     WeakRsa(u32),
     #[error("JWK: {0}")]
@@ -204,24 +211,22 @@ impl VerificationKey {
                 rsa_material(alg, rsa)?
             }
             Algorithm::ES256 => KeyMaterial::P256(
-                ES256PublicKey::from_pem(pem)
+                *ES256PublicKey::from_pem(pem)
                     .map_err(|_| KeyError::Unreadable {
                         alg,
                         what: "P-256 public key PEM",
                     })?
                     .public_key()
-                    .as_ref()
-                    .clone(),
+                    .as_ref(),
             ),
             Algorithm::ES384 => KeyMaterial::P384(
-                ES384PublicKey::from_pem(pem)
+                *ES384PublicKey::from_pem(pem)
                     .map_err(|_| KeyError::Unreadable {
                         alg,
                         what: "P-384 public key PEM",
                     })?
                     .public_key()
-                    .as_ref()
-                    .clone(),
+                    .as_ref(),
             ),
             Algorithm::EdDSA => KeyMaterial::Ed25519(
                 *Ed25519PublicKey::from_pem(pem)
@@ -285,28 +290,31 @@ impl VerificationKey {
                 rsa_material(alg, rsa)?
             }
             Algorithm::ES256 | Algorithm::ES384 => {
-                fits("EC", Some(if alg == Algorithm::ES256 { "P-256" } else { "P-384" }))?;
+                fits(
+                    "EC",
+                    Some(if alg == Algorithm::ES256 {
+                        "P-256"
+                    } else {
+                        "P-384"
+                    }),
+                )?;
                 let mut sec1 = vec![4u8];
                 sec1.extend(field("x")?);
                 sec1.extend(field("y")?);
                 if alg == Algorithm::ES256 {
-                    KeyMaterial::P256(
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
-                            KeyError::Unreadable {
-                                alg,
-                                what: "P-256 point",
-                            }
-                        })?,
-                    )
+                    KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(
+                        |_| KeyError::Unreadable {
+                            alg,
+                            what: "P-256 point",
+                        },
+                    )?)
                 } else {
-                    KeyMaterial::P384(
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
-                            KeyError::Unreadable {
-                                alg,
-                                what: "P-384 point",
-                            }
-                        })?,
-                    )
+                    KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(
+                        |_| KeyError::Unreadable {
+                            alg,
+                            what: "P-384 point",
+                        },
+                    )?)
                 }
             }
             Algorithm::EdDSA => {
@@ -331,7 +339,7 @@ fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyErro
         return Err(KeyError::WeakRsa(bits));
     }
     PKey::from_rsa(rsa)
-        .map(KeyMaterial::Rsa)
+        .map(|k| KeyMaterial::Rsa(Box::new(k)))
         .map_err(|_| KeyError::Unreadable {
             alg,
             what: "RSA public key",
@@ -495,11 +503,15 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenErro
         return Err(TokenError::TooLarge(max_bytes));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Segments);
     };
-    let header = json_object(&b64url(h).map_err(|_| TokenError::Base64("header"))?, "header")?;
+    let header = json_object(
+        &b64url(h).map_err(|_| TokenError::Base64("header"))?,
+        "header",
+    )?;
     let payload = b64url(p).map_err(|_| TokenError::Base64("payload"))?;
     let signature = b64url(s).map_err(|_| TokenError::Base64("signature"))?;
     let alg = header

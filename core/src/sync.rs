@@ -217,14 +217,16 @@ mod tests {
         assert_eq!(json["changes"][1]["epoch_ms"], serde_json::Value::Null);
         let back = SyncResponse::parse(serde_json::to_string(&r).unwrap().as_bytes()).unwrap();
         assert_eq!(back, r);
-        let global: Change =
-            serde_json::from_str(r#"{"scope":"global","epoch_ms":9}"#).unwrap();
+        let global: Change = serde_json::from_str(r#"{"scope":"global","epoch_ms":9}"#).unwrap();
         assert_eq!(global.target, Target::Global);
     }
 
     #[test]
     fn malformed_answers_are_errors() {
-        assert!(matches!(SyncResponse::parse(b"{"), Err(SyncError::Malformed(_))));
+        assert!(matches!(
+            SyncResponse::parse(b"{"),
+            Err(SyncError::Malformed(_))
+        ));
         assert!(matches!(
             SyncResponse::parse(br#"{"stream":"s","version":1,"snapshot":false,"changes":[{"scope":"planet","epoch_ms":1}],"max_session_lifetime_s":1}"#),
             Err(SyncError::Malformed(_))
@@ -257,7 +259,10 @@ mod tests {
     #[test]
     fn snapshot_clears_keys_it_no_longer_holds() {
         let mut index = BTreeSet::new();
-        let w = plan_writes(&resp(true, 2, vec![user("42", Some(1)), user("43", Some(2))]), &mut index);
+        let w = plan_writes(
+            &resp(true, 2, vec![user("42", Some(1)), user("43", Some(2))]),
+            &mut index,
+        );
         assert_eq!(w.len(), 2);
         let w = plan_writes(&resp(true, 3, vec![user("43", Some(2))]), &mut index);
         assert!(w.contains(&(keys::user("acme", "42"), Vec::new())));
@@ -293,6 +298,9 @@ mod tests {
         ));
         let mut other = resp(false, 9, vec![]);
         other.stream = "st2".into();
-        assert!(matches!(e.apply(&other), Err(SyncError::StreamMismatch { .. })));
+        assert!(matches!(
+            e.apply(&other),
+            Err(SyncError::StreamMismatch { .. })
+        ));
     }
 }

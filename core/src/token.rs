@@ -28,12 +28,22 @@ fn header_values<'h, 'n>(
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
-fn from_header<'a>(headers: &'a Headers, name: &str, prefix: &str) -> Result<Option<&'a str>, ExtractError> {
+fn from_header<'a>(
+    headers: &'a Headers,
+    name: &str,
+    prefix: &str,
+) -> Result<Option<&'a str>, ExtractError> {
     let mut values = header_values(headers, name);
     let Some(value) = values.next() else {
         return Ok(None);
@@ -44,7 +54,9 @@ fn from_header<'a>(headers: &'a Headers, name: &str, prefix: &str) -> Result<Opt
     let value = trim(value);
     let p = prefix.as_bytes();
     if value.len() < p.len() || !value[..p.len()].eq_ignore_ascii_case(p) {
-        return Err(ExtractError::Malformed("token header lacks the expected scheme prefix"));
+        return Err(ExtractError::Malformed(
+            "token header lacks the expected scheme prefix",
+        ));
     }
     let token = std::str::from_utf8(trim(&value[p.len()..]))
         .map_err(|_| ExtractError::Malformed("token header is not valid UTF-8"))?;
@@ -72,7 +84,9 @@ fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, 
             }
             match found {
                 Some(prev) if prev != v => {
-                    return Err(ExtractError::Ambiguous("session cookie sent twice with different values"))
+                    return Err(ExtractError::Ambiguous(
+                        "session cookie sent twice with different values",
+                    ))
                 }
                 _ => found = Some(v),
             }
@@ -80,7 +94,7 @@ fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, 
     }
     match found {
         None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
+        Some([]) => Ok(None),
         Some(v) => std::str::from_utf8(v)
             .map(Some)
             .map_err(|_| ExtractError::Malformed("session cookie is not valid UTF-8")),
@@ -88,7 +102,10 @@ fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, 
 }
 
 /// The request's token, if any.
-pub fn extract<'a>(sources: &[TokenSource], headers: &'a Headers) -> Result<Option<&'a str>, ExtractError> {
+pub fn extract<'a>(
+    sources: &[TokenSource],
+    headers: &'a Headers,
+) -> Result<Option<&'a str>, ExtractError> {
     let mut token: Option<&'a str> = None;
     for source in sources {
         let found = match source {
@@ -97,7 +114,9 @@ pub fn extract<'a>(sources: &[TokenSource], headers: &'a Headers) -> Result<Opti
         };
         match (token, found) {
             (Some(a), Some(b)) if a != b => {
-                return Err(ExtractError::Ambiguous("two sources carry different tokens"))
+                return Err(ExtractError::Ambiguous(
+                    "two sources carry different tokens",
+                ))
             }
             (None, Some(b)) => token = Some(b),
             _ => {}

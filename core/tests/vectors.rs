@@ -1,4 +1,5 @@
 //! Every case of the shared decision vectors through `Engine::decide`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use epochgate_core::conformance::Vectors;
 use epochgate_core::sync::SyncStatus;
@@ -11,14 +12,20 @@ fn every_decision_vector_passes() {
     let engine = Engine::new(vectors.config().unwrap());
     let mut failures = Vec::new();
     for case in &vectors.cases {
-        let headers = vec![("authorization".to_string(), format!("Bearer {}", case.token).into_bytes())];
+        let headers = vec![(
+            "authorization".to_string(),
+            format!("Bearer {}", case.token).into_bytes(),
+        )];
         let status = SyncStatus {
             stream: "vectors".into(),
             version: 1,
             synced_at_ms: case.now_ms,
         };
         let decision = engine.decide(
-            RequestInfo { headers: &headers, path: "/api/x" },
+            RequestInfo {
+                headers: &headers,
+                path: "/api/x",
+            },
             &case.revocation_state(),
             Some(&status),
             case.now_ms,
@@ -27,5 +34,10 @@ fn every_decision_vector_passes() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} failing:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
