@@ -1,6 +1,7 @@
 //! One test per rule of DESIGN.md and per kind of bad input: each gets its deny reason,
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! nothing panics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

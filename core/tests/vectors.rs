@@ -1,4 +1,5 @@
 //! Every case of the shared decision vectors through `Engine::decide`.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use epochgate_core::conformance::Vectors;
