@@ -1,0 +1,199 @@
+//! Extractors whose every rejection is an [`ApiError`], so no axum plain-text error
+//! ever reaches a client, and the bearer checks that run before anything else is read.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use epochgate_core::ids::validate_id;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::auth::{bearer_token, Role};
+use crate::state::AppState;
+
+/// The header a client may set to name the person behind the admin token in the audit
+/// log (the CLI sends `$USER`). Informative only: whoever holds the token can set it.
+pub const ACTOR_HEADER: &str = "x-epochgate-actor";
+
+fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
+    })?;
+    state
+        .config()
+        .credentials
+        .role_of(token)
+        .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))
+}
+
+/// An admin request. Carries the actor for the audit log.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match role(parts, state)? {
+            Role::Admin => {}
+            Role::Edge => {
+                return Err(ApiError::forbidden(
+                    "the edge token can only read /v1/sync; use the admin token",
+                ))
+            }
+        }
+        let actor = match parts.headers.get(ACTOR_HEADER) {
+            None => "admin".to_string(),
+            Some(value) => {
+                let name = value.to_str().map_err(|_| {
+                    ApiError::bad_request("invalid_header", format!("{ACTOR_HEADER} is not text"))
+                })?;
+                validate_id(name).map_err(|e| {
+                    ApiError::bad_request("invalid_header", format!("{ACTOR_HEADER} {e}"))
+                })?;
+                format!("admin ({name})")
+            }
+        };
+        Ok(AdminAuth { actor })
+    }
+}
+
+/// An edge request (`/v1/sync` only).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeAuth;
+
+impl FromRequestParts<AppState> for EdgeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match role(parts, state)? {
+            Role::Edge => Ok(EdgeAuth),
+            Role::Admin => Err(ApiError::forbidden(
+                "/v1/sync takes the edge token; the admin token is for the admin API",
+            )),
+        }
+    }
+}
+
+/// `Path` with JSON errors. axum percent-decodes each segment (`auth0%7C5f` is
+/// `auth0|5f`, `a%2Fb` is `a/b`) after routing, so ids holding `/` stay one segment.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// `Query` with JSON errors.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// The peer address, when the server was started with connect info (absent in
+/// `oneshot` tests). Not `X-Forwarded-For`: that header is whatever the client says.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(RemoteAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr),
+        ))
+    }
+}
+
+/// An optional JSON body: empty (or only whitespace) is `None`; anything else must be
+/// `application/json` and parse as `T`. Errors name the offending field.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body must be JSON with `Content-Type: application/json`",
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(value) => Ok(OptionalJson(Some(value))),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let detail = if path == "." || path.is_empty() {
+                    format!("invalid JSON body: {inner}")
+                } else {
+                    format!("invalid JSON body at `{path}`: {inner}")
+                };
+                Err(ApiError::bad_request("invalid_json", detail))
+            }
+        }
+    }
+}
+
+/// Checks a path id with the ids every edge accepts, naming the parameter on refusal.
+pub fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
+    validate_id(value).map_err(|e| ApiError::bad_request("invalid_id", format!("`{name}` {e}")))
+}

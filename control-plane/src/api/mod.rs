@@ -1,0 +1,103 @@
+//! The HTTP surface: admin API, sync API, health and metrics, and the JSON shapes they
+//! answer (shared with the CLI client, so the two cannot drift apart).
+//!
+//! | route | credential | answer |
+//! |---|---|---|
+//! | `POST /v1/tenants/{tenant}/users/{user}/logout` | admin | [`RevokeAnswer`] |
+//! | `POST /v1/tenants/{tenant}/logout` | admin | [`RevokeAnswer`] |
+//! | `POST /v1/tenants/{tenant}/sessions/{sid}/revoke` | admin | [`RevokeAnswer`] |
+//! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
+//! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
+//! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
+//! | `GET /v1/audit?limit=N` | admin | [`AuditAnswer`] |
+//! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
+//! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
+//! | `GET /metrics` | none | Prometheus text |
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::state::AppState;
+use crate::store::{AuditEntry, Entry};
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod sync;
+
+pub use error::ApiError;
+
+/// The largest request body accepted (admin bodies hold at most a reason).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The answer to an admin write, sent after its commit.
+pub type RevokeAnswer = crate::store::Revocation;
+
+/// `GET /v1/tenants/{tenant}/revocations`: the tenant's live entries and the global one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationsAnswer {
+    pub tenant: String,
+    pub revocations: Vec<Entry>,
+}
+
+/// One edge as `GET /v1/edges` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub id: String,
+    /// The stream the edge said it holds (absent before its first snapshot).
+    pub stream: Option<String>,
+    pub applied_version: u64,
+    /// How many versions the edge is behind: `version - applied_version`, or the whole
+    /// `version` when it holds another stream (none of this history applies).
+    pub lag: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub remote_addr: Option<String>,
+}
+
+/// `GET /v1/edges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgesAnswer {
+    pub stream: String,
+    pub version: u64,
+    pub edges: Vec<EdgeView>,
+}
+
+/// `GET /v1/audit`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnswer {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The router. Every failure, including unknown routes, wrong methods and axum's
+/// extractor rejections, answers JSON (see [`ApiError`]).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/logout",
+            post(admin::logout_user),
+        )
+        .route("/v1/tenants/{tenant}/logout", post(admin::logout_tenant))
+        .route(
+            "/v1/tenants/{tenant}/sessions/{sid}/revoke",
+            post(admin::revoke_session),
+        )
+        .route("/v1/logout", post(admin::logout_all_tenants))
+        .route(
+            "/v1/tenants/{tenant}/revocations",
+            get(admin::tenant_revocations),
+        )
+        .route("/v1/edges", get(admin::edges))
+        .route("/v1/audit", get(admin::audit))
+        .route("/v1/sync", get(sync::sync))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        // After the routes: it applies to the routes registered so far.
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

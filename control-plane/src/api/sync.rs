@@ -1,0 +1,121 @@
+//! `GET /v1/sync`: the edges' long-poll.
+//!
+//! The order of operations is the protocol's correctness:
+//! 1. subscribe to the version watch,
+//! 2. then read the store.
+//!
+//! A commit landing between the two bumps the watch after the subscription, so the wait
+//! in step 3 sees it at once; reading first and subscribing after could sleep through it
+//! for the whole `wait` — a logout arriving late at an edge.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use epochgate_core::sync::SyncResponse;
+use serde::Deserialize;
+
+use super::extract::{check_id, ApiQuery, EdgeAuth, RemoteAddr};
+use super::ApiError;
+use crate::config::MAX_WAIT_S;
+use crate::now_ms;
+use crate::state::AppState;
+use crate::store::{EdgeReceipt, SyncBatch};
+
+/// The query of `GET /v1/sync`.
+#[derive(Debug, Deserialize)]
+pub struct SyncQuery {
+    /// The version the edge has applied (0: nothing yet).
+    #[serde(default)]
+    pub since: u64,
+    /// Seconds to hold the request when nothing is new (default 0, capped at 60).
+    #[serde(default)]
+    pub wait: u64,
+    /// The stream the edge holds; another stream gets a snapshot.
+    pub stream: Option<String>,
+    /// The edge's id, for its receipt in `GET /v1/edges`.
+    pub edge: Option<String>,
+}
+
+/// Why a long-poll stopped waiting.
+enum Woken {
+    Changed,
+    TimedOut,
+    ShuttingDown,
+}
+
+/// `GET /v1/sync?since=V&wait=S&stream=X&edge=E`.
+pub async fn sync(
+    State(state): State<AppState>,
+    _auth: EdgeAuth,
+    remote: RemoteAddr,
+    ApiQuery(q): ApiQuery<SyncQuery>,
+) -> Result<Json<SyncResponse>, ApiError> {
+    let edge = q.edge.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            "`edge` is required: the edge's id, so that its receipt shows in /v1/edges",
+        )
+    })?;
+    check_id("edge", &edge)?;
+    let wait = Duration::from_secs(q.wait.min(MAX_WAIT_S));
+    state.metrics().sync_request();
+
+    // 1. Subscribe before reading (see the module doc).
+    let mut versions = state.store().subscribe();
+
+    // The receipt: `since` is what this edge has applied. A failure here must not stop
+    // the edge from syncing, so it is logged, not answered.
+    let receipt = EdgeReceipt {
+        edge: edge.clone(),
+        stream: q.stream.clone(),
+        applied_version: q.since,
+        now_ms: now_ms(),
+        remote_addr: remote.0.map(|a| a.to_string()),
+    };
+    if let Err(err) = state.store().record_edge(receipt).await {
+        tracing::warn!(error = %err, edge = %edge, "cannot record the edge's receipt");
+    }
+
+    // 2. Read.
+    let batch = state.store().sync(q.since, q.stream.clone()).await?;
+    let up_to_date = !batch.snapshot && batch.version == q.since;
+    if !up_to_date || wait.is_zero() {
+        return Ok(answer(&state, batch));
+    }
+
+    // 3. Hold until a commit, the deadline, or shutdown.
+    let woken = {
+        let _open = state.metrics().open_long_poll();
+        let mut shutdown = state.shutdown_signal();
+        let since = q.since;
+        tokio::select! {
+            changed = versions.wait_for(|v| *v > since) => match changed {
+                Ok(_) => Woken::Changed,
+                // The store is gone (shutting down): answer what we have.
+                Err(_) => Woken::ShuttingDown,
+            },
+            _ = tokio::time::sleep(wait) => Woken::TimedOut,
+            _ = shutdown.wait_for(|s| *s) => Woken::ShuttingDown,
+        }
+    };
+    match woken {
+        Woken::Changed => {
+            let batch = state.store().sync(q.since, q.stream).await?;
+            Ok(answer(&state, batch))
+        }
+        // An empty delta at the same version: the edge polls again (or, on shutdown,
+        // reconnects to whichever control plane comes up).
+        Woken::TimedOut | Woken::ShuttingDown => Ok(answer(&state, batch)),
+    }
+}
+
+fn answer(state: &AppState, batch: SyncBatch) -> Json<SyncResponse> {
+    Json(SyncResponse {
+        stream: batch.stream,
+        version: batch.version,
+        snapshot: batch.snapshot,
+        changes: batch.changes,
+        max_session_lifetime_s: state.config().max_session_lifetime_s,
+    })
+}

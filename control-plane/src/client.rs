@@ -1,0 +1,466 @@
+//! The admin commands: each calls the HTTP API and prints a sentence (or, with `--json`,
+//! the server's raw answer). Errors say what to do next: start the server, fix the token,
+//! or what the server said was wrong.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use epochgate_core::ids::{percent_encode, validate_id};
+use epochgate_core::state::Target;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::api::extract::ACTOR_HEADER;
+use crate::api::{AuditAnswer, EdgesAnswer, RevokeAnswer};
+use crate::cli::{
+    AuditArgs, ClientOpts, Command, LogoutAllArgs, LogoutArgs, MintTokenArgs, RevokeSessionArgs,
+};
+use crate::{demo, now_ms};
+
+/// How long the CLI waits for an answer. Admin writes answer after one commit.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An authenticated client of the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    actor: Option<String>,
+}
+
+impl AdminClient {
+    /// `url` is the control plane's base URL; `token` the admin token.
+    pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let base = url.trim_end_matches('/').to_string();
+        if base.starts_with("https://") {
+            bail!(
+                "{url}: this build of the epochgate CLI speaks plain HTTP only; \
+                 reach the control plane over http:// (e.g. through an SSH tunnel)"
+            );
+        }
+        if !base.starts_with("http://") {
+            bail!("--url {url:?} is not an http:// URL (e.g. http://127.0.0.1:8080)");
+        }
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("no admin token: pass --token or set EPOCHGATE_ADMIN_TOKEN"))?
+            .to_string();
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .context("cannot build the HTTP client")?;
+        // Who runs the command, for the audit log (informative; see ACTOR_HEADER).
+        let actor = std::env::var("USER")
+            .ok()
+            .filter(|u| validate_id(u).is_ok());
+        Ok(AdminClient {
+            http,
+            base,
+            token,
+            actor,
+        })
+    }
+
+    /// Sends a request; answers the raw body of a 2xx, or an error that says what to do.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(actor) = &self.actor {
+            req = req.header(ACTOR_HEADER, actor);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {method} {url}"))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        Err(http_error(status, &text))
+    }
+
+    /// Sends and parses; returns the raw body too, for `--json`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(String, T)> {
+        let raw = self.send(method, path, body).await?;
+        let parsed = serde_json::from_str(&raw)
+            .with_context(|| format!("the answer of {path} is not what this CLI expects"))?;
+        Ok((raw, parsed))
+    }
+
+    fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
+        if err.is_connect() {
+            anyhow!(
+                "cannot connect to {}: is `epochgate serve` running at {}? (set --url / EPOCHGATE_URL)",
+                self.base,
+                self.base
+            )
+        } else if err.is_timeout() {
+            anyhow!(
+                "{} did not answer within {} s",
+                self.base,
+                TIMEOUT.as_secs()
+            )
+        } else {
+            anyhow::Error::new(err).context(format!("request to {} failed", self.base))
+        }
+    }
+}
+
+/// An error for a non-2xx answer, with the server's `detail`.
+fn http_error(status: StatusCode, body: &str) -> anyhow::Error {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let detail = field("detail").unwrap_or_else(|| body.chars().take(200).collect());
+    let code = field("error").unwrap_or_else(|| "error".to_string());
+    match status {
+        StatusCode::UNAUTHORIZED => anyhow!(
+            "the control plane refused the token: {detail} — check --token / EPOCHGATE_ADMIN_TOKEN"
+        ),
+        StatusCode::FORBIDDEN => anyhow!(
+            "the control plane refused: {detail} — --token / EPOCHGATE_ADMIN_TOKEN must be the admin token"
+        ),
+        _ => anyhow!(
+            "the control plane answered {}: {detail} ({code})",
+            status.as_u16()
+        ),
+    }
+}
+
+/// `2026-11-28T21:37:18.123Z` for a millisecond Unix time (UTC, proleptic Gregorian).
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A target in words: `user 42 (tenant acme)`.
+pub fn describe(target: &Target) -> String {
+    match target {
+        Target::Global => "every user of every tenant".to_string(),
+        Target::Tenant { tenant } => format!("every user of tenant {tenant}"),
+        Target::User { tenant, user } => format!("user {user} (tenant {tenant})"),
+        Target::Session { tenant, sid } => format!("session {sid} (tenant {tenant})"),
+    }
+}
+
+fn check_arg(flag: &str, value: &str) -> anyhow::Result<()> {
+    validate_id(value).map_err(|e| anyhow!("{flag} {e}"))
+}
+
+fn reason_body(reason: Option<String>) -> Option<serde_json::Value> {
+    reason.map(|r| json!({ "reason": r }))
+}
+
+async fn revoke(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    path: String,
+    reason: Option<String>,
+    verb: &str,
+) -> anyhow::Result<()> {
+    let (raw, done): (String, RevokeAnswer) = client
+        .call(Method::POST, &path, reason_body(reason))
+        .await?;
+    if opts.json {
+        println!("{raw}");
+    } else {
+        println!(
+            "{verb} {} at {} — version {}",
+            describe(&done.target),
+            format_ms(done.epoch_ms),
+            done.version
+        );
+    }
+    Ok(())
+}
+
+async fn logout(client: &AdminClient, opts: &ClientOpts, a: LogoutArgs) -> anyhow::Result<()> {
+    check_arg("--tenant", &a.tenant)?;
+    check_arg("--user", &a.user)?;
+    let path = format!(
+        "/v1/tenants/{}/users/{}/logout",
+        percent_encode(&a.tenant),
+        percent_encode(&a.user)
+    );
+    revoke(client, opts, path, a.reason, "logged out").await
+}
+
+async fn logout_all(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    a: LogoutAllArgs,
+) -> anyhow::Result<()> {
+    let path = match (a.tenant, a.all_tenants) {
+        (Some(tenant), false) => {
+            check_arg("--tenant", &tenant)?;
+            format!("/v1/tenants/{}/logout", percent_encode(&tenant))
+        }
+        (None, true) => "/v1/logout".to_string(),
+        _ => bail!("give exactly one of --tenant T or --all-tenants"),
+    };
+    revoke(client, opts, path, a.reason, "logged out").await
+}
+
+async fn revoke_session(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    a: RevokeSessionArgs,
+) -> anyhow::Result<()> {
+    check_arg("--tenant", &a.tenant)?;
+    check_arg("--sid", &a.sid)?;
+    let path = format!(
+        "/v1/tenants/{}/sessions/{}/revoke",
+        percent_encode(&a.tenant),
+        percent_encode(&a.sid)
+    );
+    revoke(client, opts, path, a.reason, "revoked").await
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+/// Lays out rows in left-aligned columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let width = widths.get(c).copied().unwrap_or(0);
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn edges(client: &AdminClient, opts: &ClientOpts) -> anyhow::Result<()> {
+    let (raw, answer): (String, EdgesAnswer) = client.call(Method::GET, "/v1/edges", None).await?;
+    if opts.json {
+        println!("{raw}");
+        return Ok(());
+    }
+    println!("version {} (stream {})", answer.version, answer.stream);
+    if answer.edges.is_empty() {
+        println!("no edge has synced yet");
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut rows = vec![vec![
+        "EDGE".to_string(),
+        "APPLIED".to_string(),
+        "LAG".to_string(),
+        "LAST SEEN".to_string(),
+        "REMOTE".to_string(),
+    ]];
+    for e in &answer.edges {
+        rows.push(vec![
+            e.id.clone(),
+            e.applied_version.to_string(),
+            e.lag.to_string(),
+            format!(
+                "{} ({})",
+                format_ms(e.last_seen_ms),
+                ago(now, e.last_seen_ms)
+            ),
+            e.remote_addr.clone().unwrap_or_else(|| "-".to_string()),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/audit?limit={}", a.limit);
+    let (raw, answer): (String, AuditAnswer) = client.call(Method::GET, &path, None).await?;
+    if opts.json {
+        println!("{raw}");
+        return Ok(());
+    }
+    if answer.entries.is_empty() {
+        println!("the audit log is empty");
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "AT".to_string(),
+        "VERSION".to_string(),
+        "ACTOR".to_string(),
+        "ACTION".to_string(),
+        "TARGET".to_string(),
+        "FROM".to_string(),
+        "REASON".to_string(),
+    ]];
+    for e in &answer.entries {
+        rows.push(vec![
+            format_ms(e.at_ms),
+            e.version.to_string(),
+            e.actor.clone(),
+            e.action.clone(),
+            describe(&e.target),
+            e.source.clone().unwrap_or_else(|| "-".to_string()),
+            e.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+fn mint_token(a: MintTokenArgs) -> anyhow::Result<()> {
+    check_arg("--user", &a.user)?;
+    check_arg("--tenant", &a.tenant)?;
+    if let Some(sid) = &a.sid {
+        check_arg("--sid", sid)?;
+    }
+    let token = demo::mint(&demo::DemoToken {
+        user: a.user,
+        tenant: a.tenant,
+        sid: a.sid,
+        iat: a.iat.unwrap_or_else(|| now_ms() / 1000),
+        auth_time: a.auth_time,
+        ttl_s: a.ttl,
+    })
+    .context("cannot encode the demo token")?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Runs one client command (everything but `serve`).
+pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
+    let client = || AdminClient::new(&opts.url, opts.token.as_deref());
+    match command {
+        Command::Serve(_) => bail!("`serve` is not a client command"),
+        Command::MintToken(a) => mint_token(a),
+        Command::Logout(a) => logout(&client()?, &opts, a).await,
+        Command::LogoutAll(a) => logout_all(&client()?, &opts, a).await,
+        Command::RevokeSession(a) => revoke_session(&client()?, &opts, a).await,
+        Command::Edges => edges(&client()?, &opts).await,
+        Command::Audit(a) => audit(&client()?, &opts, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_milliseconds() {
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_ms(1_799_999_900_400), "2027-01-15T08:38:20.400Z");
+        assert_eq!(format_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn describes_targets() {
+        assert_eq!(
+            describe(&Target::User {
+                tenant: "acme".into(),
+                user: "42".into()
+            }),
+            "user 42 (tenant acme)"
+        );
+        assert_eq!(describe(&Target::Global), "every user of every tenant");
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = http_error(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized","detail":"the bearer token is not valid"}"#,
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("EPOCHGATE_ADMIN_TOKEN") && msg.contains("not valid"),
+            "{msg}"
+        );
+        let e = http_error(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_id","detail":"`user` is empty"}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the control plane answered 400: `user` is empty (invalid_id)"
+        );
+        let e = http_error(StatusCode::BAD_GATEWAY, "<html>proxy</html>");
+        assert!(e.to_string().contains("<html>proxy</html>"));
+    }
+
+    #[test]
+    fn client_refuses_missing_token_and_odd_urls() {
+        let e = AdminClient::new("http://127.0.0.1:1", None).unwrap_err();
+        assert!(e.to_string().contains("--token"));
+        assert!(AdminClient::new("https://x", Some("t")).is_err());
+        assert!(AdminClient::new("127.0.0.1:8080", Some("t")).is_err());
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["CCC".into(), "D".into()],
+        ]);
+        assert_eq!(t, "A    BB\nCCC  D\n");
+    }
+}

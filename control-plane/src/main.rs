@@ -1,0 +1,104 @@
+//! `epochgate`: parse flags, set up tracing, then either serve (bind, print the address,
+//! run until SIGTERM/Ctrl-C) or run one admin command against a running server.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use epochgate_control_plane::cli::{Cli, Command};
+use epochgate_control_plane::config::{ServeArgs, ServeConfig};
+use epochgate_control_plane::{client, serve, store, AppState, GIT_HASH, VERSION};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_tracing("info");
+            run_serve(args).await
+        }
+        command => {
+            init_tracing("warn");
+            client::run(cli.client, command).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("epochgate: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (stdout carries the `listening on` line and command output);
+/// `RUST_LOG` overrides the default level.
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing::info!(
+        version = VERSION,
+        git = GIT_HASH,
+        "epochgate control plane starting"
+    );
+    let config = ServeConfig::try_from(args).context("invalid serve configuration")?;
+    let store = store::open(&config.db)
+        .await
+        .with_context(|| format!("cannot open the store {}", config.db))?;
+    tracing::info!(db = %config.db, stream = store.stream(), "store open");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    // One line on stdout, flushed: scripts and tests that pass port 0 read the port here.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    stdout.flush().context("flushing stdout")?;
+    drop(stdout);
+    tracing::info!(%addr, "listening");
+    serve(
+        listener,
+        AppState::new(store, config.server),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

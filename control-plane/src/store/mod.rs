@@ -1,0 +1,275 @@
+//! Storage behind one trait, so SQLite (one control plane) and, later, Postgres (several
+//! replicas) serve the same handlers.
+//!
+//! What every backend must guarantee (the conformance tests in `tests/store.rs` check it):
+//! - **Serial versions.** Each write takes the next `version` from a counter inside its own
+//!   transaction, so commit order is version order. An edge at `since = V` asks for
+//!   `version > V`; with a sequence, two writers could commit V+2 before V+1 and the edge
+//!   would skip V+1 forever — a revoked session passing.
+//! - **Committed before answered.** [`Store::revoke`] returns only after the commit is
+//!   durable; the HTTP 200 follows it.
+//! - **Epochs only move forward.** A logout sets `max(existing, now)`.
+//! - **Notification after commit.** [`Store::subscribe`] yields the highest committed
+//!   version; a long-poll subscribes *before* it reads, so a racing commit is never missed.
+//!   On Postgres this watch is fed by `LISTEN/NOTIFY`, so every replica wakes its polls.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use epochgate_core::state::Target;
+use epochgate_core::sync::Change;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A boxed future, so that [`Store`] can be used as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store operation failed. Never sent to clients: the HTTP layer logs it and answers
+/// a generic 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot generate a stream id: {0}")]
+    Random(String),
+    #[error("store data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("a store connection lock was poisoned by a panic")]
+    Poisoned,
+    #[error("the blocking store task failed: {0}")]
+    Task(String),
+    #[error("unsupported store URL {0:?}: use sqlite://PATH or a plain file path")]
+    UnsupportedUrl(String),
+}
+
+/// One admin write: who revoked what, when, why, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeRequest {
+    pub target: Target,
+    /// The revocation time (ms since the Unix epoch). The stored epoch is
+    /// `max(existing, now_ms)`.
+    pub now_ms: u64,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// The client's address, for the audit log.
+    pub source: Option<String>,
+}
+
+/// The result of a committed write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub target: Target,
+    /// The epoch now stored for the target (may be later than the request's `now_ms`
+    /// if an earlier write set a later one: epochs never go back).
+    pub epoch_ms: u64,
+    /// The version this write committed as.
+    pub version: u64,
+}
+
+/// What `GET /v1/sync` answers, before the HTTP layer adds the config's lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncBatch {
+    pub stream: String,
+    pub version: u64,
+    pub snapshot: bool,
+    pub changes: Vec<Change>,
+}
+
+/// The store's head: which history, how far, and below which version deltas are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub stream: String,
+    pub version: u64,
+    /// The highest version purged by compaction: an edge behind it needs a snapshot.
+    pub floor: u64,
+}
+
+/// Whether an edge at `since` (of `edge_stream`, if it said) must get a snapshot instead
+/// of a delta. Shared by every backend so they cannot disagree.
+///
+/// - `since == 0`: the edge holds nothing.
+/// - `since < floor`: removals it has not seen were purged; a delta would miss them.
+/// - `since > version`: it holds a future this store never wrote (a restored backup, a
+///   different store answering under the same address).
+/// - another stream: its versions mean nothing here.
+pub fn needs_snapshot(since: u64, edge_stream: Option<&str>, status: &StoreStatus) -> bool {
+    since == 0
+        || since < status.floor
+        || since > status.version
+        || edge_stream.is_some_and(|s| s != status.stream)
+}
+
+/// A live entry, as `GET /v1/tenants/{tenant}/revocations` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub target: Target,
+    pub epoch_ms: u64,
+    /// The version of the entry's last change.
+    pub version: u64,
+}
+
+/// An edge's receipt: `since` on a sync request is the version it has applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeReceipt {
+    pub edge: String,
+    /// The stream the edge holds, if it said (absent before its first snapshot).
+    pub stream: Option<String>,
+    pub applied_version: u64,
+    pub now_ms: u64,
+    pub remote_addr: Option<String>,
+}
+
+/// What the store knows of one edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeRecord {
+    pub id: String,
+    pub stream: Option<String>,
+    pub applied_version: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub remote_addr: Option<String>,
+}
+
+/// One audit log row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: Target,
+    pub reason: Option<String>,
+    pub source: Option<String>,
+    /// The version the action committed as.
+    pub version: u64,
+}
+
+/// What one compaction run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CompactionReport {
+    /// Entries turned into tombstones (sent to edges as removals).
+    pub removed: u64,
+    /// Tombstones (and edges) deleted for good.
+    pub purged: u64,
+    pub purged_edges: u64,
+    pub version: u64,
+    pub floor: u64,
+}
+
+/// The audit action name of a write to `target`.
+pub fn action_name(target: &Target) -> &'static str {
+    match target {
+        Target::Global => "logout_all_tenants",
+        Target::Tenant { .. } => "logout_tenant",
+        Target::User { .. } => "logout_user",
+        Target::Session { .. } => "revoke_session",
+    }
+}
+
+/// The storage operations of the control plane. Every method takes owned arguments so
+/// a backend can move them onto a blocking thread or into a connection pool.
+pub trait Store: Send + Sync + 'static {
+    /// The history id, fixed when the store was created.
+    fn stream(&self) -> &str;
+
+    /// The highest committed version, updated after every commit (see the module doc).
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Commits one revocation (a counter bump, the entry and its audit row, in one
+    /// transaction) and returns once it is durable.
+    fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>>;
+
+    /// A delta after `since`, or a snapshot (see [`needs_snapshot`]), read consistently.
+    fn sync(
+        &self,
+        since: u64,
+        edge_stream: Option<String>,
+    ) -> BoxFuture<'_, Result<SyncBatch, StoreError>>;
+
+    fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>>;
+
+    /// Upserts an edge's receipt (last seen, applied version, address).
+    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn edges(&self) -> BoxFuture<'_, Result<Vec<EdgeRecord>, StoreError>>;
+
+    /// The live entries of one tenant (tenant, user and session entries) and the global one.
+    fn tenant_revocations(&self, tenant: String) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
+
+    /// The newest `limit` audit rows, newest first.
+    fn audit(&self, limit: u32) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+
+    /// Turns entries older than the session lifetime into tombstones (a new version, so
+    /// edges receive the removal as a delta), deletes tombstones and edges unseen for
+    /// longer than the lifetime, and raises the floor to the highest purged version.
+    fn compact(
+        &self,
+        now_ms: u64,
+        max_session_lifetime_s: u64,
+    ) -> BoxFuture<'_, Result<CompactionReport, StoreError>>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` or a plain path (SQLite). Other
+/// schemes are refused by name, so `postgres://…` fails clearly until it is supported.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let path = match url.split_once("://") {
+        Some(("sqlite", path)) => path.to_string(),
+        Some(_) => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        None => url.to_string(),
+    };
+    if path.is_empty() {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    }
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(version: u64, floor: u64) -> StoreStatus {
+        StoreStatus {
+            stream: "s1".into(),
+            version,
+            floor,
+        }
+    }
+
+    #[test]
+    fn snapshot_selection() {
+        let st = status(10, 4);
+        assert!(needs_snapshot(0, None, &st), "since 0");
+        assert!(needs_snapshot(3, None, &st), "below the floor");
+        assert!(!needs_snapshot(4, None, &st), "at the floor");
+        assert!(!needs_snapshot(10, Some("s1"), &st), "current");
+        assert!(needs_snapshot(11, None, &st), "ahead of the store");
+        assert!(needs_snapshot(7, Some("s2"), &st), "other stream");
+        assert!(!needs_snapshot(7, None, &st), "no stream given");
+    }
+
+    #[test]
+    fn action_names() {
+        assert_eq!(action_name(&Target::Global), "logout_all_tenants");
+        assert_eq!(
+            action_name(&Target::Session {
+                tenant: "t".into(),
+                sid: "s".into()
+            }),
+            "revoke_session"
+        );
+    }
+}
