@@ -1,0 +1,145 @@
+//! A fake host for native tests: time, shared data, request headers and call answers
+//! are injected; responses, header edits, calls and metrics are recorded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::host::{Host, HttpHost, Metric, SyncHost};
+
+/// A sent local response: status, headers, body.
+pub type Sent = (u16, Vec<(String, String)>, Vec<u8>);
+/// A dispatched call: cluster, headers.
+pub type Call = (String, Vec<(String, String)>);
+
+#[derive(Default)]
+pub struct FakeHost {
+    pub now_ms: Cell<u64>,
+    pub shared: RefCell<BTreeMap<String, Vec<u8>>>,
+    pub metrics: RefCell<HashMap<Metric, u64>>,
+    pub request: RefCell<Vec<(String, Vec<u8>)>>,
+    pub sent: RefCell<Option<Sent>>,
+    pub calls: RefCell<Vec<Call>>,
+    pub next_token: Cell<u32>,
+    pub fail_dispatch: Cell<bool>,
+    pub answer: RefCell<(Option<u16>, Vec<u8>)>,
+}
+
+impl FakeHost {
+    pub fn at(now_ms: u64) -> Self {
+        let h = Self::default();
+        h.now_ms.set(now_ms);
+        h
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.now_ms.set(self.now_ms.get() + ms);
+    }
+
+    pub fn with_headers(&self, headers: &[(&str, &[u8])]) -> &Self {
+        *self.sent.borrow_mut() = None;
+        *self.request.borrow_mut() = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn metric_value(&self, m: Metric) -> u64 {
+        self.metrics.borrow().get(&m).copied().unwrap_or(0)
+    }
+
+    pub fn answer_with(&self, status: Option<u16>, body: &[u8]) {
+        *self.answer.borrow_mut() = (status, body.to_vec());
+    }
+
+    pub fn last_path(&self) -> String {
+        let calls = self.calls.borrow();
+        let (_, headers) = calls.last().expect("a call was dispatched");
+        headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+    fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.borrow().get(key).cloned()
+    }
+    fn metric(&self, metric: Metric, value: u64) {
+        let mut m = self.metrics.borrow_mut();
+        let e = m.entry(metric).or_insert(0);
+        if metric.is_gauge() {
+            *e = value;
+        } else {
+            *e += value;
+        }
+    }
+}
+
+impl HttpHost for FakeHost {
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.request.borrow().clone()
+    }
+    fn remove_request_header(&self, name: &str) {
+        self.request.borrow_mut().retain(|(n, _)| n != name);
+    }
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.request
+            .borrow_mut()
+            .push((name.to_string(), value.as_bytes().to_vec()));
+    }
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));
+    }
+}
+
+impl SyncHost for FakeHost {
+    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+        self.shared
+            .borrow_mut()
+            .insert(key.to_string(), value.to_vec());
+        true
+    }
+    fn dispatch_get(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout: Duration,
+    ) -> Result<u32, String> {
+        if self.fail_dispatch.get() {
+            return Err("BadArgument".into());
+        }
+        self.calls.borrow_mut().push((
+            cluster.to_string(),
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ));
+        self.next_token.set(self.next_token.get() + 1);
+        Ok(self.next_token.get())
+    }
+    fn call_response(&self, _body_size: usize) -> (Option<u16>, Vec<u8>) {
+        self.answer.borrow().clone()
+    }
+}
+
+impl FakeHost {
+    pub fn shared_data_value(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.borrow().get(key).cloned()
+    }
+}

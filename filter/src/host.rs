@@ -1,0 +1,217 @@
+//! The host, behind a small trait: what the filter and the sync service need from Envoy.
+//!
+//! [`ProxyHost`] is the real one (proxy-wasm hostcalls, wasm only). Tests use
+//! [`crate::fake::FakeHost`], with time and shared data injected. Every call goes through
+//! `proxy_wasm::hostcalls` and its `Result`s: the SDK's `Context` helpers `unwrap` host
+//! errors, and a panic kills the VM (Envoy then answers 503 to everything).
+
+use std::time::Duration;
+
+/// Counters and gauges the filter keeps (Envoy shows them as `wasmcustom.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Allowed,
+    AllowedSignatureOnly,
+    Denied(epochgate_core::DenyReason),
+    SyncOk,
+    SyncFailed,
+    /// Gauge.
+    StateVersion,
+    /// Gauge: ms since the last successful sync.
+    StateAgeMs,
+}
+
+impl Metric {
+    pub fn name(self) -> String {
+        match self {
+            Metric::Allowed => "epochgate.allowed".into(),
+            Metric::AllowedSignatureOnly => "epochgate.allowed_signature_only".into(),
+            Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
+            Metric::SyncOk => "epochgate.sync_ok".into(),
+            Metric::SyncFailed => "epochgate.sync_failed".into(),
+            Metric::StateVersion => "epochgate.state_version".into(),
+            Metric::StateAgeMs => "epochgate.state_age_ms".into(),
+        }
+    }
+
+    pub fn is_gauge(self) -> bool {
+        matches!(self, Metric::StateVersion | Metric::StateAgeMs)
+    }
+
+    /// Every metric, so they can be defined up front (and show as 0 in `/stats`).
+    pub fn all() -> Vec<Metric> {
+        let mut all = vec![
+            Metric::Allowed,
+            Metric::AllowedSignatureOnly,
+            Metric::SyncOk,
+            Metric::SyncFailed,
+            Metric::StateVersion,
+            Metric::StateAgeMs,
+        ];
+        all.extend(
+            epochgate_core::DenyReason::ALL
+                .into_iter()
+                .map(Metric::Denied),
+        );
+        all
+    }
+}
+
+/// What both roles read from the host.
+pub trait Host {
+    /// Wall-clock time in ms (the host's clock: wasm has no other).
+    fn now_ms(&self) -> u64;
+    /// A shared-data value (same `vm_id`, process-wide).
+    fn shared_data(&self, key: &str) -> Option<Vec<u8>>;
+    /// Counts (counter) or sets (gauge).
+    fn metric(&self, metric: Metric, value: u64);
+}
+
+/// What the HTTP filter does to a request.
+pub trait HttpHost: Host {
+    /// All request headers, values as bytes (never `String`: a non-UTF-8 byte would make
+    /// the SDK's string getters panic). Repeated headers appear once each.
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    fn remove_request_header(&self, name: &str);
+    fn add_request_header(&self, name: &str, value: &str);
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]);
+}
+
+/// What the sync service does.
+pub trait SyncHost: Host {
+    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool;
+    /// Dispatches a GET to the control plane; the token identifies the answer.
+    fn dispatch_get(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The answer's status (`None` when the call failed: reset, timeout, no host) and body.
+    fn call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>);
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use proxy::ProxyHost;
+
+#[cfg(target_arch = "wasm32")]
+mod proxy {
+    use super::*;
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::{BufferType, MapType, MetricType};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::time::UNIX_EPOCH;
+
+    /// The real host. Metric ids are defined once per VM and cached here.
+    #[derive(Default)]
+    pub struct ProxyHost {
+        metrics: RefCell<HashMap<Metric, u32>>,
+    }
+
+    impl ProxyHost {
+        pub fn new() -> Self {
+            let host = Self::default();
+            for m in Metric::all() {
+                host.metric_id(m);
+            }
+            host
+        }
+
+        fn metric_id(&self, metric: Metric) -> Option<u32> {
+            if let Some(id) = self.metrics.borrow().get(&metric) {
+                return Some(*id);
+            }
+            let kind = if metric.is_gauge() {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            };
+            let id = hostcalls::define_metric(kind, &metric.name()).ok()?;
+            self.metrics.borrow_mut().insert(metric, id);
+            Some(id)
+        }
+    }
+
+    impl Host for ProxyHost {
+        fn now_ms(&self) -> u64 {
+            hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }
+
+        fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+            hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
+        }
+
+        fn metric(&self, metric: Metric, value: u64) {
+            let Some(id) = self.metric_id(metric) else {
+                return;
+            };
+            let _ = if metric.is_gauge() {
+                hostcalls::record_metric(id, value)
+            } else {
+                hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
+            };
+        }
+    }
+
+    impl HttpHost for ProxyHost {
+        fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+            hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+        }
+
+        fn remove_request_header(&self, name: &str) {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+
+        fn add_request_header(&self, name: &str, value: &str) {
+            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+        }
+
+        fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let body = (!body.is_empty()).then_some(body);
+            if let Err(e) = hostcalls::send_http_response(u32::from(status), headers, body) {
+                log::error!("send_http_response failed: {e:?}");
+            }
+        }
+    }
+
+    impl SyncHost for ProxyHost {
+        fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+            hostcalls::set_shared_data(key, Some(value), None).is_ok()
+        }
+
+        fn dispatch_get(
+            &self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            timeout: Duration,
+        ) -> Result<u32, String> {
+            hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout)
+                .map_err(|e| format!("{e:?}"))
+        }
+
+        fn call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>) {
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+            let body = if body_size == 0 {
+                Vec::new()
+            } else {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            (status, body)
+        }
+    }
+}
