@@ -1,1 +1,16 @@
-//! Integration tests.
+//! The control plane's integration tests, in one binary (one link on a 2-core machine):
+//! - [`store`]: the `Store` contract (versions, epochs, delta/snapshot, compaction,
+//!   durability across reopen) — written against `dyn Store`, so a Postgres backend can
+//!   run the same suite.
+//! - [`api`]: every handler through `app(state).oneshot(req)`, every refusal.
+//! - [`server`]: a real server on 127.0.0.1:0 for long-polls and graceful shutdown.
+//! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
+
+// Helpers outside #[test] fns are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod cli;
+mod common;
+mod server;
+mod store;

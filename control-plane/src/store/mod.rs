@@ -97,13 +97,16 @@ pub struct StoreStatus {
 /// Whether an edge at `since` (of `edge_stream`, if it said) must get a snapshot instead
 /// of a delta. Shared by every backend so they cannot disagree.
 ///
-/// - `since == 0`: the edge holds nothing.
+/// - `since == 0` without a stream: the edge holds nothing yet. With this store's
+///   stream, `since == 0` means it applied the (empty) snapshot of a new store: it gets
+///   a delta — and so a long-poll — or it would be answered a snapshot at once on every
+///   poll and spin until the first write.
 /// - `since < floor`: removals it has not seen were purged; a delta would miss them.
 /// - `since > version`: it holds a future this store never wrote (a restored backup, a
 ///   different store answering under the same address).
 /// - another stream: its versions mean nothing here.
 pub fn needs_snapshot(since: u64, edge_stream: Option<&str>, status: &StoreStatus) -> bool {
-    since == 0
+    (since == 0 && edge_stream.is_none())
         || since < status.floor
         || since > status.version
         || edge_stream.is_some_and(|s| s != status.stream)
@@ -179,7 +182,7 @@ pub fn action_name(target: &Target) -> &'static str {
 
 /// The storage operations of the control plane. Every method takes owned arguments so
 /// a backend can move them onto a blocking thread or into a connection pool.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The history id, fixed when the store was created.
     fn stream(&self) -> &str;
 
@@ -253,6 +256,14 @@ mod tests {
     fn snapshot_selection() {
         let st = status(10, 4);
         assert!(needs_snapshot(0, None, &st), "since 0");
+        assert!(
+            !needs_snapshot(0, Some("s1"), &status(0, 0)),
+            "the empty snapshot of this stream was applied"
+        );
+        assert!(
+            needs_snapshot(0, Some("s2"), &status(0, 0)),
+            "since 0, other stream"
+        );
         assert!(needs_snapshot(3, None, &st), "below the floor");
         assert!(!needs_snapshot(4, None, &st), "at the floor");
         assert!(!needs_snapshot(10, Some("s1"), &st), "current");

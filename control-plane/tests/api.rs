@@ -1,0 +1,414 @@
+//! Handlers through `app(state).oneshot(req)`: every route, every refusal, JSON always.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use epochgate_control_plane::now_ms;
+use serde_json::{json, Value};
+
+use crate::common::{
+    admin_get, admin_post, edge_get, request, send, test_app, ADMIN, EDGE, LIFETIME_S,
+};
+
+#[tokio::test]
+async fn logout_user_answers_the_committed_revocation() {
+    let app = test_app().await;
+    let before = now_ms();
+    let a = admin_post(&app.state, "/v1/tenants/acme/users/42/logout", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json["target"],
+        json!({"scope": "user", "tenant": "acme", "user": "42"})
+    );
+    assert_eq!(a.json["version"], 1);
+    let epoch = a.json["epoch_ms"].as_u64().unwrap();
+    assert!(epoch >= before && epoch <= now_ms());
+}
+
+#[tokio::test]
+async fn every_admin_write_route() {
+    let app = test_app().await;
+    let cases = [
+        (
+            "/v1/tenants/acme/logout",
+            json!({"scope": "tenant", "tenant": "acme"}),
+        ),
+        (
+            "/v1/tenants/acme/sessions/s-9/revoke",
+            json!({"scope": "session", "tenant": "acme", "sid": "s-9"}),
+        ),
+        ("/v1/logout", json!({"scope": "global"})),
+        (
+            "/v1/tenants/acme/users/7/logout",
+            json!({"scope": "user", "tenant": "acme", "user": "7"}),
+        ),
+    ];
+    for (i, (uri, target)) in cases.into_iter().enumerate() {
+        let a = admin_post(&app.state, uri, Some(r#"{"reason": "incident 12"}"#)).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text);
+        assert_eq!(a.json["target"], target, "{uri}");
+        assert_eq!(a.json["version"], i as u64 + 1);
+    }
+    let audit = admin_get(&app.state, "/v1/audit").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    let entries = audit.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0]["action"], "logout_user", "newest first");
+    assert_eq!(entries[0]["reason"], "incident 12");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[3]["action"], "logout_tenant");
+    assert_eq!(
+        entries[2]["target"],
+        json!({"scope": "session", "tenant": "acme", "sid": "s-9"})
+    );
+    let limited = admin_get(&app.state, "/v1/audit?limit=1").await;
+    assert_eq!(limited.json["entries"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn percent_encoded_ids_round_trip() {
+    let app = test_app().await;
+    let a = admin_post(
+        &app.state,
+        "/v1/tenants/a%2Fb/users/auth0%7C5f7c8ec7/logout",
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json["target"],
+        json!({"scope": "user", "tenant": "a/b", "user": "auth0|5f7c8ec7"})
+    );
+    let s = admin_post(
+        &app.state,
+        "/v1/tenants/a%2Fb/sessions/x%20y%C3%A9/revoke",
+        None,
+    )
+    .await;
+    assert_eq!(s.json["target"]["sid"], "x yé");
+
+    let listed = admin_get(&app.state, "/v1/tenants/a%2Fb/revocations").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json["tenant"], "a/b");
+    let revs = listed.json["revocations"].as_array().unwrap();
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0]["user"], "auth0|5f7c8ec7");
+    assert_eq!(revs[0]["version"], 1);
+    assert!(revs[0]["epoch_ms"].as_u64().is_some());
+    // Not the tenant `a`, whose id is a prefix of `a/b`'s path.
+    let other = admin_get(&app.state, "/v1/tenants/a/revocations").await;
+    assert_eq!(other.json["revocations"], json!([]));
+}
+
+#[tokio::test]
+async fn the_actor_header_names_the_operator() {
+    let app = test_app().await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/logout")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("x-epochgate-actor", "alice")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app.state, req).await.status, StatusCode::OK);
+    let audit = admin_get(&app.state, "/v1/audit").await;
+    assert_eq!(audit.json["entries"][0]["actor"], "admin (alice)");
+}
+
+#[tokio::test]
+async fn missing_and_wrong_credentials_are_401() {
+    let app = test_app().await;
+    for (uri, method) in [
+        ("/v1/tenants/acme/users/42/logout", "POST"),
+        ("/v1/edges", "GET"),
+        ("/v1/sync?since=0&edge=e", "GET"),
+    ] {
+        let a = send(&app.state, request(method, uri, None, None)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(a.error(), "unauthorized");
+        assert!(a.headers.get("www-authenticate").is_some());
+        let a = send(
+            &app.state,
+            request(method, uri, Some("not-the-token-at-all"), None),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(a.error(), "unauthorized");
+    }
+    let basic = Request::builder()
+        .uri("/v1/edges")
+        .header("authorization", format!("Basic {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app.state, basic).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        *app.state.store().subscribe().borrow(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn each_token_is_refused_on_the_other_side_with_403() {
+    let app = test_app().await;
+    for (uri, method) in [
+        ("/v1/tenants/acme/users/42/logout", "POST"),
+        ("/v1/logout", "POST"),
+        ("/v1/edges", "GET"),
+        ("/v1/audit", "GET"),
+        ("/v1/tenants/acme/revocations", "GET"),
+    ] {
+        let a = send(&app.state, request(method, uri, Some(EDGE), None)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(a.error(), "forbidden");
+    }
+    let a = send(
+        &app.state,
+        request("GET", "/v1/sync?since=0&edge=e", Some(ADMIN), None),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.error(), "forbidden");
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_naming_the_field() {
+    let app = test_app().await;
+    let uri = "/v1/tenants/acme/users/42/logout";
+
+    let a = admin_post(&app.state, uri, Some("{not json")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_json");
+
+    let a = admin_post(&app.state, uri, Some(r#"{"reason": "x", "force": true}"#)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_json");
+    assert!(
+        a.json["detail"].as_str().unwrap().contains("force"),
+        "{}",
+        a.text
+    );
+
+    let a = admin_post(&app.state, uri, Some(r#"{"reason": 5}"#)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json["detail"].as_str().unwrap().contains("reason"),
+        "{}",
+        a.text
+    );
+
+    let long = format!(r#"{{"reason": "{}"}}"#, "r".repeat(1025));
+    let a = admin_post(&app.state, uri, Some(&long)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_field");
+    assert!(a.json["detail"].as_str().unwrap().contains("reason"));
+    let ok = format!(r#"{{"reason": "{}"}}"#, "r".repeat(1024));
+    assert_eq!(
+        admin_post(&app.state, uri, Some(&ok)).await.status,
+        StatusCode::OK
+    );
+
+    let text = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "text/plain")
+        .body(Body::from(r#"{"reason":"x"}"#))
+        .unwrap();
+    let a = send(&app.state, text).await;
+    assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(a.error(), "unsupported_media_type");
+
+    let huge = format!(r#"{{"reason": "{}"}}"#, "r".repeat(17 * 1024));
+    let a = admin_post(&app.state, uri, Some(&huge)).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.error(), "body_too_large");
+
+    // Only the one write with a valid body went through.
+    assert_eq!(*app.state.store().subscribe().borrow(), 1);
+}
+
+#[tokio::test]
+async fn bad_ids_are_refused_naming_the_parameter() {
+    let app = test_app().await;
+    let long = "x".repeat(257);
+    let cases = [
+        ("/v1/tenants//logout".to_string(), "`tenant` is empty"),
+        (
+            format!("/v1/tenants/acme/users/{long}/logout"),
+            "`user` is longer than 256 bytes",
+        ),
+        (
+            "/v1/tenants/acme/users/a%0Ab/logout".to_string(),
+            "`user` contains a control character",
+        ),
+        (
+            "/v1/tenants/ac%00me/sessions/s/revoke".to_string(),
+            "`tenant` contains a control character",
+        ),
+        (
+            "/v1/tenants/acme/sessions/%7F/revoke".to_string(),
+            "`sid` contains a control character",
+        ),
+    ];
+    for (uri, detail) in cases {
+        let a = admin_post(&app.state, &uri, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.text);
+        assert_eq!(a.error(), "invalid_id", "{uri}");
+        assert_eq!(a.json["detail"], detail, "{uri}");
+    }
+    let ok = format!("/v1/tenants/acme/users/{}/logout", "x".repeat(256));
+    assert_eq!(
+        admin_post(&app.state, &ok, None).await.status,
+        StatusCode::OK
+    );
+
+    let a = admin_post(&app.state, "/v1/tenants/%FF/logout", None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_path");
+    assert!(a.json["detail"].as_str().unwrap().contains("tenant"));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_json() {
+    let app = test_app().await;
+    let a = send(&app.state, request("GET", "/v2/nothing", None, None)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.error(), "not_found");
+
+    let a = send(&app.state, request("GET", "/v1/logout", Some(ADMIN), None)).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.error(), "method_not_allowed");
+    assert_eq!(a.headers.get("allow").unwrap(), "POST");
+
+    let a = send(&app.state, request("DELETE", "/v1/sync", Some(EDGE), None)).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.error(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn sync_selects_snapshots_and_deltas() {
+    let app = test_app().await;
+    let s = &app.state;
+    admin_post(s, "/v1/tenants/acme/users/1/logout", None).await;
+    admin_post(s, "/v1/tenants/acme/users/2/logout", None).await;
+
+    let snap = edge_get(s, "/v1/sync?since=0&edge=envoy-1").await;
+    assert_eq!(snap.status, StatusCode::OK, "{}", snap.text);
+    assert_eq!(snap.json["snapshot"], true);
+    assert_eq!(snap.json["version"], 2);
+    assert_eq!(snap.json["max_session_lifetime_s"], LIFETIME_S);
+    assert_eq!(snap.json["changes"].as_array().unwrap().len(), 2);
+    let stream = snap.json["stream"].as_str().unwrap().to_string();
+    // The wire type is core's.
+    let parsed: epochgate_core::sync::SyncResponse =
+        serde_json::from_value(snap.json.clone()).unwrap();
+    assert!(parsed.changes[0].epoch_ms.is_some());
+
+    let delta = edge_get(s, &format!("/v1/sync?since=1&stream={stream}&edge=envoy-1")).await;
+    assert_eq!(delta.json["snapshot"], false);
+    assert_eq!(delta.json["changes"][0]["user"], "2");
+
+    let current = edge_get(s, &format!("/v1/sync?since=2&stream={stream}&edge=envoy-1")).await;
+    assert_eq!(current.json["snapshot"], false);
+    assert_eq!(current.json["changes"], json!([]));
+    assert_eq!(current.json["version"], 2);
+
+    let again = edge_get(s, &format!("/v1/sync?since=0&stream={stream}&edge=envoy-1")).await;
+    assert_eq!(
+        again.json["snapshot"], false,
+        "since 0 of this stream: a delta"
+    );
+    assert_eq!(again.json["changes"].as_array().unwrap().len(), 2);
+
+    let other = edge_get(s, "/v1/sync?since=2&stream=somebody-else&edge=envoy-1").await;
+    assert_eq!(other.json["snapshot"], true);
+    let ahead = edge_get(s, "/v1/sync?since=99&edge=envoy-1").await;
+    assert_eq!(ahead.json["snapshot"], true);
+}
+
+#[tokio::test]
+async fn sync_refuses_bad_queries() {
+    let app = test_app().await;
+    let s = &app.state;
+    let a = edge_get(s, "/v1/sync?since=0").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.json["detail"].as_str().unwrap().contains("edge"));
+    let a = edge_get(s, "/v1/sync?since=abc&edge=e").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_query");
+    assert!(
+        a.json["detail"].as_str().unwrap().contains("since"),
+        "{}",
+        a.text
+    );
+    let a = edge_get(s, "/v1/sync?since=0&edge=").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_id");
+    let a = admin_get(s, "/v1/audit?limit=0").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error(), "invalid_query");
+}
+
+#[tokio::test]
+async fn edges_show_receipts_and_lag() {
+    let app = test_app().await;
+    let s = &app.state;
+    let snap = edge_get(s, "/v1/sync?since=0&edge=envoy%2Fa").await;
+    let stream = snap.json["stream"].as_str().unwrap().to_string();
+    admin_post(s, "/v1/logout", None).await;
+    admin_post(s, "/v1/logout", None).await;
+    edge_get(s, &format!("/v1/sync?since=1&stream={stream}&edge=envoy-b")).await;
+
+    let a = admin_get(s, "/v1/edges").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json["version"], 2);
+    assert_eq!(a.json["stream"], stream.as_str());
+    let edges = a.json["edges"].as_array().unwrap();
+    let by_id = |id: &str| edges.iter().find(|e| e["id"] == id).unwrap().clone();
+    let ea = by_id("envoy/a");
+    assert_eq!(
+        (ea["applied_version"].clone(), ea["lag"].clone()),
+        (json!(0), json!(2))
+    );
+    let eb = by_id("envoy-b");
+    assert_eq!(
+        (eb["applied_version"].clone(), eb["lag"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(eb["stream"], stream.as_str());
+    assert!(eb["last_seen_ms"].as_u64().unwrap() >= eb["first_seen_ms"].as_u64().unwrap());
+    assert_eq!(
+        eb["remote_addr"],
+        Value::Null,
+        "no connect info under oneshot"
+    );
+}
+
+#[tokio::test]
+async fn health_and_metrics_need_no_token() {
+    let app = test_app().await;
+    let s = &app.state;
+    admin_post(s, "/v1/logout", None).await;
+    let h = send(s, request("GET", "/healthz", None, None)).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.json["status"], "ok");
+    assert_eq!(h.json["version"], 1);
+
+    let m = send(s, request("GET", "/metrics", None, None)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(m.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    for line in [
+        "epochgate_state_version 1\n",
+        "epochgate_admin_writes_total 1\n",
+        "epochgate_sync_long_polls_open 0\n",
+        "# TYPE epochgate_admin_writes_total counter\n",
+    ] {
+        assert!(m.text.contains(line), "missing {line:?} in\n{}", m.text);
+    }
+}

@@ -1,0 +1,228 @@
+//! A real server on 127.0.0.1:0: long-polls, their timeout, graceful shutdown, receipts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use epochgate_control_plane::config::ServerConfig;
+use epochgate_control_plane::{serve, AppState};
+use epochgate_core::sync::SyncResponse;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::common::{test_store, TestStore, ADMIN, EDGE};
+
+struct Running {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _store: TestStore,
+}
+
+async fn start() -> Running {
+    let ts = test_store().await;
+    let config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
+    let state = AppState::new(Arc::clone(&ts.store), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        stop: Some(stop),
+        task,
+        _store: ts,
+    }
+}
+
+impl Running {
+    async fn sync(&self, query: &str) -> SyncResponse {
+        let resp = self
+            .http
+            .get(format!("{}/v1/sync?{query}", self.base))
+            .bearer_auth(EDGE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str) -> Value {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_is_answered_as_soon_as_a_logout_commits() {
+    let srv = Arc::new(start().await);
+    let snap = srv.sync("since=0&edge=e1").await;
+    assert!(snap.snapshot);
+    let query = format!(
+        "since={}&stream={}&wait=30&edge=e1",
+        snap.version, snap.stream
+    );
+    let poll = {
+        let srv = Arc::clone(&srv);
+        tokio::spawn(async move {
+            let r = srv.sync(&query).await;
+            (r, Instant::now())
+        })
+    };
+    // Let the poll reach its wait, and see it counted.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while srv.metric("epochgate_sync_long_polls_open").await != 1 {
+        assert!(Instant::now() < deadline, "the poll never started waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let posted = Instant::now();
+    srv.admin(
+        reqwest::Method::POST,
+        "/v1/tenants/acme/users/auth0%7C42/logout",
+    )
+    .await;
+    let (answer, answered) = poll.await.unwrap();
+    let latency = answered.saturating_duration_since(posted);
+    assert!(latency < Duration::from_millis(500), "took {latency:?}");
+    assert!(!answer.snapshot);
+    assert_eq!(answer.version, snap.version + 1);
+    assert_eq!(answer.changes.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&answer.changes[0].target).unwrap()["user"],
+        "auth0|42"
+    );
+    assert_eq!(srv.metric("epochgate_sync_long_polls_open").await, 0);
+}
+
+#[tokio::test]
+async fn a_quiet_long_poll_returns_an_empty_delta_after_wait() {
+    let srv = start().await;
+    srv.admin(reqwest::Method::POST, "/v1/logout").await;
+    let snap = srv.sync("since=0&edge=quiet").await;
+    let started = Instant::now();
+    let r = srv
+        .sync(&format!(
+            "since={}&stream={}&wait=1&edge=quiet",
+            snap.version, snap.stream
+        ))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "answered early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1800),
+        "answered late: {took:?}"
+    );
+    assert!(!r.snapshot);
+    assert!(r.changes.is_empty());
+    assert_eq!((r.version, r.stream), (snap.version, snap.stream));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_open_long_polls_at_once() {
+    let mut srv = start().await;
+    let snap = srv.sync("since=0&edge=e1").await;
+    let http = srv.http.clone();
+    let url = format!(
+        "{}/v1/sync?since={}&stream={}&wait=60&edge=e1",
+        srv.base, snap.version, snap.stream
+    );
+    let poll = tokio::spawn(async move {
+        let resp = http.get(url).bearer_auth(EDGE).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<SyncResponse>().await.unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while srv.metric("epochgate_sync_long_polls_open").await != 1 {
+        assert!(Instant::now() < deadline, "the poll never started waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    srv.stop.take().unwrap().send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), poll)
+        .await
+        .expect("the open long-poll was not answered on shutdown")
+        .unwrap();
+    assert!(!answer.snapshot);
+    assert!(answer.changes.is_empty());
+    assert_eq!(answer.version, snap.version);
+    tokio::time::timeout(Duration::from_secs(2), &mut srv.task)
+        .await
+        .expect("serve did not return")
+        .unwrap()
+        .unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn edge_receipts_show_up_in_edges_with_the_peer_address() {
+    let srv = start().await;
+    srv.admin(reqwest::Method::POST, "/v1/tenants/acme/logout")
+        .await;
+    srv.admin(reqwest::Method::POST, "/v1/tenants/acme/logout")
+        .await;
+    let snap = srv.sync("since=0&edge=envoy%2F1").await;
+    srv.sync(&format!("since=1&stream={}&edge=envoy-2", snap.stream))
+        .await;
+    srv.sync(&format!(
+        "since={}&stream={}&edge=envoy%2F1",
+        snap.version, snap.stream
+    ))
+    .await;
+
+    let edges = srv.admin(reqwest::Method::GET, "/v1/edges").await;
+    assert_eq!(edges["version"], 2);
+    let list = edges["edges"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let e1 = list.iter().find(|e| e["id"] == "envoy/1").unwrap();
+    assert_eq!(e1["applied_version"], 2);
+    assert_eq!(e1["lag"], 0);
+    assert!(e1["remote_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    let e2 = list.iter().find(|e| e["id"] == "envoy-2").unwrap();
+    assert_eq!(e2["lag"], 1);
+
+    // The audit log has the admin's address too.
+    let audit = srv.admin(reqwest::Method::GET, "/v1/audit").await;
+    assert!(audit["entries"][0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+}

@@ -1,0 +1,378 @@
+//! The `Store` contract. Every test goes through `dyn Store`, so another backend can run
+//! the same suite.
+
+use std::sync::Arc;
+
+use epochgate_control_plane::store::{self, EdgeReceipt, RevokeRequest, SqliteStore, Store};
+use epochgate_core::state::{is_compactable, Target};
+use epochgate_core::sync::Change;
+
+use crate::common::test_store;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn user(u: &str) -> Target {
+    Target::User {
+        tenant: "acme".into(),
+        user: u.into(),
+    }
+}
+
+fn req(target: Target, now_ms: u64) -> RevokeRequest {
+    RevokeRequest {
+        target,
+        now_ms,
+        actor: "admin".into(),
+        reason: None,
+        source: None,
+    }
+}
+
+async fn revoke(store: &dyn Store, target: Target, now_ms: u64) -> u64 {
+    store.revoke(req(target, now_ms)).await.unwrap().version
+}
+
+fn change(target: Target, epoch_ms: Option<u64>) -> Change {
+    Change { target, epoch_ms }
+}
+
+#[tokio::test]
+async fn versions_strictly_increase_and_are_announced() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let rx = s.subscribe();
+    assert_eq!(*rx.borrow(), 0);
+    let mut last = 0;
+    for (i, target) in [
+        user("42"),
+        Target::Global,
+        Target::Tenant {
+            tenant: "acme".into(),
+        },
+        Target::Session {
+            tenant: "acme".into(),
+            sid: "s1".into(),
+        },
+        user("42"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = revoke(s, target, T0 + i as u64).await;
+        assert_eq!(v, last + 1, "one version per write");
+        last = v;
+        assert_eq!(*rx.borrow(), v, "the watch follows each commit");
+    }
+    assert_eq!(s.status().await.unwrap().version, 5);
+}
+
+#[tokio::test]
+async fn concurrent_writes_get_distinct_serial_versions() {
+    let ts = test_store().await;
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let s = Arc::clone(&ts.store);
+        tasks.push(tokio::spawn(async move {
+            s.revoke(req(user(&format!("u{i}")), T0))
+                .await
+                .unwrap()
+                .version
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=16).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn epochs_only_move_forward() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let first = s.revoke(req(user("42"), T0 + 2000)).await.unwrap();
+    assert_eq!(first.epoch_ms, T0 + 2000);
+    // A clock that went back does not undo the later logout…
+    let back = s.revoke(req(user("42"), T0 + 1000)).await.unwrap();
+    assert_eq!(back.epoch_ms, T0 + 2000);
+    assert!(back.version > first.version, "still a new version");
+    // …and a later one moves it on.
+    let later = s.revoke(req(user("42"), T0 + 3000)).await.unwrap();
+    assert_eq!(later.epoch_ms, T0 + 3000);
+}
+
+#[tokio::test]
+async fn a_session_revocation_stores_its_time() {
+    let ts = test_store().await;
+    let sid = Target::Session {
+        tenant: "acme".into(),
+        sid: "s-1".into(),
+    };
+    let done = ts.store.revoke(req(sid.clone(), T0)).await.unwrap();
+    assert_eq!(done.epoch_ms, T0);
+    let snap = ts.store.sync(0, None).await.unwrap();
+    assert_eq!(snap.changes, vec![change(sid, Some(T0))]);
+}
+
+#[tokio::test]
+async fn delta_and_snapshot_selection() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let stream = s.stream().to_string();
+    let v1 = revoke(s, user("1"), T0).await;
+    let v2 = revoke(s, user("2"), T0 + 1).await;
+    let v3 = revoke(s, user("1"), T0 + 2).await;
+    assert_eq!((v1, v2, v3), (1, 2, 3));
+
+    // since 0: a snapshot of the live entries, one per target.
+    let snap = s.sync(0, None).await.unwrap();
+    assert!(snap.snapshot);
+    assert_eq!(snap.stream, stream);
+    assert_eq!(snap.version, 3);
+    assert_eq!(
+        snap.changes,
+        vec![
+            change(user("2"), Some(T0 + 1)),
+            change(user("1"), Some(T0 + 2))
+        ]
+    );
+
+    // since 1: the rows changed after 1, ordered by version.
+    let delta = s.sync(1, Some(stream.clone())).await.unwrap();
+    assert!(!delta.snapshot);
+    assert_eq!(delta.changes, snap.changes);
+    let delta = s.sync(2, None).await.unwrap();
+    assert_eq!(delta.changes, vec![change(user("1"), Some(T0 + 2))]);
+
+    // since current: an empty delta at the same version.
+    let current = s.sync(3, Some(stream.clone())).await.unwrap();
+    assert!(!current.snapshot);
+    assert!(current.changes.is_empty());
+    assert_eq!(current.version, 3);
+
+    // ahead of the store, or another stream: a snapshot.
+    assert!(s.sync(4, None).await.unwrap().snapshot);
+    let other = s.sync(3, Some("another-stream".into())).await.unwrap();
+    assert!(other.snapshot);
+    assert_eq!(other.changes.len(), 2);
+}
+
+#[tokio::test]
+async fn compaction_removes_as_a_delta_then_purges_and_raises_the_floor() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let lifetime_s = 10;
+    let old = revoke(s, user("old"), T0).await; // v1
+    let _new = revoke(s, user("new"), T0 + 5_000).await; // v2
+
+    // Nothing is old enough yet.
+    let r = s.compact(T0 + 10_000, lifetime_s).await.unwrap();
+    assert_eq!((r.removed, r.purged, r.version), (0, 0, 2));
+
+    // Past the lifetime of the first: it becomes a removal under a new version.
+    let r = s.compact(T0 + 10_001, lifetime_s).await.unwrap();
+    assert_eq!((r.removed, r.purged, r.version, r.floor), (1, 0, 3, 0));
+    assert_eq!(
+        *s.subscribe().borrow(),
+        3,
+        "edges are woken for the removal"
+    );
+    let delta = s.sync(2, None).await.unwrap();
+    assert!(!delta.snapshot);
+    assert_eq!(delta.changes, vec![change(user("old"), None)]);
+    let snap = s.sync(0, None).await.unwrap();
+    assert_eq!(snap.changes, vec![change(user("new"), Some(T0 + 5_000))]);
+    // An edge that saw v1 but not v3 still gets the removal (no floor raised yet).
+    assert!(!s.sync(old, None).await.unwrap().snapshot);
+
+    // A lifetime after the removal the tombstone is purged and the floor raised to it;
+    // the second entry expires in the same run.
+    let r = s.compact(T0 + 10_001 + 10_001, lifetime_s).await.unwrap();
+    assert_eq!((r.removed, r.purged, r.version, r.floor), (1, 1, 4, 3));
+    assert!(s.sync(2, None).await.unwrap().snapshot, "behind the floor");
+    let at_floor = s.sync(3, None).await.unwrap();
+    assert!(!at_floor.snapshot);
+    assert_eq!(at_floor.changes, vec![change(user("new"), None)]);
+    let st = s.status().await.unwrap();
+    assert_eq!((st.version, st.floor), (4, 3));
+}
+
+#[tokio::test]
+async fn compaction_matches_the_core_rule() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let lifetime_s = 100;
+    revoke(s, user("42"), T0).await;
+    let edge = T0 + lifetime_s * 1000;
+    assert!(!is_compactable(T0, edge, lifetime_s));
+    assert_eq!(s.compact(edge, lifetime_s).await.unwrap().removed, 0);
+    assert!(is_compactable(T0, edge + 1, lifetime_s));
+    assert_eq!(s.compact(edge + 1, lifetime_s).await.unwrap().removed, 1);
+}
+
+#[tokio::test]
+async fn reopening_the_file_keeps_everything_and_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/state.db");
+    let url = format!("sqlite://{}", path.display());
+    let (stream, version) = {
+        let s = store::open(&url).await.unwrap();
+        revoke(s.as_ref(), user("42"), T0).await;
+        s.revoke(RevokeRequest {
+            reason: Some("stolen laptop".into()),
+            source: Some("10.0.0.1:5555".into()),
+            ..req(Target::Global, T0 + 1)
+        })
+        .await
+        .unwrap();
+        s.record_edge(EdgeReceipt {
+            edge: "envoy-1".into(),
+            stream: None,
+            applied_version: 1,
+            now_ms: T0,
+            remote_addr: None,
+        })
+        .await
+        .unwrap();
+        (s.stream().to_string(), s.status().await.unwrap().version)
+    };
+    assert!(path.exists(), "the file and its parent dirs are created");
+
+    let s = store::open(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(s.stream(), stream, "same file, same stream");
+    assert_eq!(*s.subscribe().borrow(), version);
+    let snap = s.sync(0, None).await.unwrap();
+    assert_eq!(snap.version, version);
+    assert_eq!(snap.changes.len(), 2);
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].reason.as_deref(), Some("stolen laptop"));
+    assert_eq!(s.edges().await.unwrap().len(), 1);
+    // Versions go on from where they were.
+    assert_eq!(revoke(s.as_ref(), user("43"), T0 + 2).await, version + 1);
+
+    let fresh = store::open(dir.path().join("other.db").to_str().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(fresh.stream(), stream, "a new file is a new history");
+    assert_eq!(fresh.stream().len(), 32);
+    assert_eq!(fresh.status().await.unwrap().version, 0);
+    // An edge that applied the empty snapshot of a new store gets an (empty) delta, so
+    // its next poll waits instead of spinning on snapshots.
+    assert!(fresh.sync(0, None).await.unwrap().snapshot);
+    let after_empty = fresh.sync(0, Some(fresh.stream().into())).await.unwrap();
+    assert!(!after_empty.snapshot);
+    assert!(after_empty.changes.is_empty());
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_by_name() {
+    let err = store::open("postgres://db/epochgate").await.unwrap_err();
+    assert!(err.to_string().contains("postgres://db/epochgate"), "{err}");
+    assert!(store::open("sqlite://").await.is_err());
+}
+
+#[tokio::test]
+async fn the_database_is_in_wal_mode() {
+    let ts = test_store().await;
+    revoke(ts.store.as_ref(), user("42"), T0).await;
+    let conn = rusqlite::Connection::open(ts.dir.path().join("epochgate.db")).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // And the blocking open works outside a runtime too.
+    drop(SqliteStore::open(ts.dir.path().join("epochgate.db")).unwrap());
+}
+
+#[tokio::test]
+async fn audit_rows_are_newest_first_with_every_field() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    for i in 0..3u64 {
+        s.revoke(RevokeRequest {
+            target: user(&i.to_string()),
+            now_ms: T0 + i,
+            actor: format!("admin (op{i})"),
+            reason: Some(format!("r{i}")),
+            source: Some("127.0.0.1:1".into()),
+        })
+        .await
+        .unwrap();
+    }
+    let rows = s.audit(2).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].version, 3);
+    assert_eq!(rows[0].target, user("2"));
+    assert_eq!(rows[0].actor, "admin (op2)");
+    assert_eq!(rows[0].action, "logout_user");
+    assert_eq!(rows[0].reason.as_deref(), Some("r2"));
+    assert_eq!(rows[0].source.as_deref(), Some("127.0.0.1:1"));
+    assert_eq!(rows[0].at_ms, T0 + 2);
+    assert_eq!(rows[1].version, 2);
+}
+
+#[tokio::test]
+async fn edge_receipts_upsert() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    let receipt = |v, now: u64| EdgeReceipt {
+        edge: "envoy/1".into(),
+        stream: Some("st".into()),
+        applied_version: v,
+        now_ms: now,
+        remote_addr: Some(format!("10.0.0.{v}:1")),
+    };
+    s.record_edge(receipt(0, T0)).await.unwrap();
+    s.record_edge(receipt(7, T0 + 50)).await.unwrap();
+    let edges = s.edges().await.unwrap();
+    assert_eq!(edges.len(), 1);
+    let e = &edges[0];
+    assert_eq!(e.id, "envoy/1");
+    assert_eq!(e.applied_version, 7);
+    assert_eq!((e.first_seen_ms, e.last_seen_ms), (T0, T0 + 50));
+    assert_eq!(e.remote_addr.as_deref(), Some("10.0.0.7:1"));
+    // Edges gone for longer than the session lifetime are forgotten.
+    let r = s.compact(T0 + 50 + 10_001, 10).await.unwrap();
+    assert_eq!(r.purged_edges, 1);
+    assert!(s.edges().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tenant_revocations_hold_the_tenant_and_the_global_entry() {
+    let ts = test_store().await;
+    let s = ts.store.as_ref();
+    revoke(s, user("42"), T0).await;
+    revoke(
+        s,
+        Target::User {
+            tenant: "globex".into(),
+            user: "42".into(),
+        },
+        T0,
+    )
+    .await;
+    revoke(s, Target::Global, T0 + 1).await;
+    revoke(
+        s,
+        Target::Tenant {
+            tenant: "acme".into(),
+        },
+        T0 + 2,
+    )
+    .await;
+    let entries = s.tenant_revocations("acme".into()).await.unwrap();
+    let targets: Vec<_> = entries.iter().map(|e| e.target.clone()).collect();
+    assert_eq!(
+        targets,
+        vec![
+            user("42"),
+            Target::Global,
+            Target::Tenant {
+                tenant: "acme".into()
+            }
+        ]
+    );
+    assert_eq!(entries[2].version, 4);
+}
