@@ -116,7 +116,9 @@ async fn a_long_poll_is_answered_as_soon_as_a_logout_commits() {
     .await;
     let (answer, answered) = poll.await.unwrap();
     let latency = answered.saturating_duration_since(posted);
-    assert!(latency < Duration::from_millis(500), "took {latency:?}");
+    // The commit (an fsync) and two HTTP round trips, on a shared 2-core machine: far
+    // from the 30 s the poll would otherwise hold.
+    assert!(latency < Duration::from_millis(800), "took {latency:?}");
     assert!(!answer.snapshot);
     assert_eq!(answer.version, snap.version + 1);
     assert_eq!(answer.changes.len(), 1);
