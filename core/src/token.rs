@@ -60,6 +60,13 @@ fn from_header<'a>(
     }
     let token = std::str::from_utf8(trim(&value[p.len()..]))
         .map_err(|_| ExtractError::Malformed("token header is not valid UTF-8"))?;
+    // Envoy joins a repeated header into one value with ',' — a character no JWT (nor
+    // any RFC 6750 b64token) contains. So a comma means the header came twice.
+    if token.contains(',') {
+        return Err(ExtractError::Ambiguous(
+            "token header sent more than once (joined with ',')",
+        ));
+    }
     if token.is_empty() {
         return Err(ExtractError::Malformed("token header is empty"));
     }

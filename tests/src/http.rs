@@ -1,0 +1,143 @@
+//! A minimal HTTP/1.1 client: one request per connection (`Connection: close`), the
+//! request written byte for byte as given, the response read to EOF.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names, in order; repeated headers appear once each.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request. Header values are raw bytes.
+pub fn request(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect((host, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n")
+            .into_bytes();
+    for (name, value) in headers {
+        req.extend_from_slice(name.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        req.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    stream.write_all(&req)?;
+    // Read until the response is complete by its own framing, not until EOF: Envoy holds
+    // a `connection: close` socket open for `delayed_close_timeout` (1 s) after replying.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(response) = parse(&raw, method == "HEAD") {
+            return Ok(response);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return parse_at_eof(&raw).ok_or_else(|| {
+                std::io::Error::other(format!("bad response: {}", String::from_utf8_lossy(&raw)))
+            });
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn parse_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((status, headers, end + 4))
+}
+
+/// A complete response, if `raw` holds one (by `content-length` or chunked framing).
+fn parse(raw: &[u8], head_only: bool) -> Option<Response> {
+    let (status, headers, body_start) = parse_head(raw)?;
+    let body = &raw[body_start..];
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)?
+    } else {
+        let len: usize = header("content-length")?.parse().ok()?;
+        body.get(..len)?.to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A response delimited by the end of the connection.
+fn parse_at_eof(raw: &[u8]) -> Option<Response> {
+    let (status, headers, body_start) = parse_head(raw)?;
+    Some(Response {
+        status,
+        headers,
+        body: raw[body_start..].to_vec(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}

