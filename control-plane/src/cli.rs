@@ -66,6 +66,15 @@ pub enum Command {
     Audit(AuditArgs),
     /// DEV/DEMO ONLY: print a JWT signed with the public built-in demo key (kid `demo`).
     MintToken(MintTokenArgs),
+    /// DEV/DEMO ONLY: run the demo upstream app (echoes the identity Envoy passes on).
+    DemoUpstream(DemoUpstreamArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoUpstreamArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

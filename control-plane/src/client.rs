@@ -391,6 +391,7 @@ pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
     let client = || AdminClient::new(&opts.url, opts.token.as_deref());
     match command {
         Command::Serve(_) => bail!("`serve` is not a client command"),
+        Command::DemoUpstream(_) => bail!("`demo-upstream` is not a client command"),
         Command::MintToken(a) => mint_token(a),
         Command::Logout(a) => logout(&client()?, &opts, a).await,
         Command::LogoutAll(a) => logout_all(&client()?, &opts, a).await,

@@ -16,6 +16,7 @@
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
+//! - [`demo_upstream`]: DEV/DEMO ONLY — the demo's stand-in for the portal app.
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod demo_upstream;
 pub mod state;
 pub mod store;
 

@@ -19,6 +19,10 @@ async fn main() -> ExitCode {
             init_tracing("info");
             run_serve(args).await
         }
+        Command::DemoUpstream(args) => {
+            init_tracing("info");
+            run_demo_upstream(args.listen).await
+        }
         command => {
             init_tracing("warn");
             client::run(cli.client, command).await
@@ -73,6 +77,17 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
+}
+
+async fn run_demo_upstream(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    println!("demo upstream listening on http://{addr}");
+    epochgate_control_plane::demo_upstream::serve(listener, shutdown_signal()).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

@@ -70,6 +70,7 @@ impl Root {
         let edge_id = config
             .edge_id
             .clone()
+            .or_else(|| Self::property(vec!["xds", "node", "id"]).filter(|s| !s.is_empty()))
             .or_else(|| Self::property(vec!["node", "id"]).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "envoy".to_string());
         if let Err(e) = hostcalls::set_tick_period(TICK) {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod upstream;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -124,10 +125,7 @@ impl Proc {
     /// SIGTERM, then wait (up to 10 s) for it to exit.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+            signal_group("-TERM", child.id());
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -143,6 +141,7 @@ impl Proc {
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            signal_group("-KILL", child.id());
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -151,6 +150,14 @@ impl Proc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Signals a whole process group (children are started as group leaders).
+fn signal_group(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Proc {
@@ -171,10 +178,13 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+/// Starts `cmd` as the leader of a new process group, so that everything it starts is
+/// stopped with it.
+pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
     let out = std::fs::File::create(&log).unwrap();
     let err = out.try_clone().unwrap();
     let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -8,6 +8,8 @@
 
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/demo.rs"]
+mod demo;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/logout.rs"]
