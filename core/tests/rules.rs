@@ -458,6 +458,13 @@ fn two_sources_with_different_tokens_are_ambiguous() {
         &RevocationState::new(),
     );
     assert_eq!(reason(&d), Some(DenyReason::AmbiguousToken));
+    // Envoy hands a repeated header over as one value joined with ','.
+    let d = decide_headers(
+        &engine(),
+        vec![("authorization", format!("Bearer {a},Bearer {a}").into_bytes())],
+        &RevocationState::new(),
+    );
+    assert_eq!(reason(&d), Some(DenyReason::AmbiguousToken));
     let d = decide_headers(
         &engine(),
         vec![("cookie", format!("session={a}; session={b}").into_bytes())],

