@@ -461,7 +461,10 @@ fn two_sources_with_different_tokens_are_ambiguous() {
     // Envoy hands a repeated header over as one value joined with ','.
     let d = decide_headers(
         &engine(),
-        vec![("authorization", format!("Bearer {a},Bearer {a}").into_bytes())],
+        vec![(
+            "authorization",
+            format!("Bearer {a},Bearer {a}").into_bytes(),
+        )],
         &RevocationState::new(),
     );
     assert_eq!(reason(&d), Some(DenyReason::AmbiguousToken));
