@@ -230,6 +230,8 @@ pub fn forward_request(
     init.set_redirect(RequestRedirect::Manual);
     if let Some(body) = req.body() {
         init.set_body(&body);
+        // A stream body needs `duplex: "half"` (the Fetch standard; node insists).
+        js_sys::Reflect::set(&init, &"duplex".into(), &"half".into())?;
     }
     Request::new_with_str_and_init(url, &init)
 }
