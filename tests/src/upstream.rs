@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -59,6 +61,7 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
         let Some(request_line) = read_line(&mut reader) else {
             return;
         };
+        let method = request_line.split(' ').next().unwrap_or("").to_string();
         let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
         let mut headers = Vec::new();
         let mut content_length = 0usize;
@@ -82,7 +85,12 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
-        let seen = Seen { path, headers };
+        let seen = Seen {
+            method,
+            path,
+            headers,
+            body,
+        };
         let echo = serde_json::json!({
             "path": seen.path,
             "user": seen.header("x-epochgate-user"),

@@ -58,6 +58,32 @@ fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() 
 }
 
 #[test]
+fn worker_forwards_method_body_and_query() {
+    let stack = WorkerStack::start();
+    let token = stack.token("42", "acme", json!({}));
+    let auth = format!("Bearer {token}");
+    let body = br#"{"qty":2,"sku":"A-1"}"#;
+    let r = epochgate_tests::http::request(
+        "127.0.0.1",
+        stack.port,
+        "POST",
+        "/api/orders?dry_run=1",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("content-type", b"application/json"),
+        ],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = stack.upstream.last().unwrap();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/api/orders?dry_run=1");
+    assert_eq!(seen.body, body);
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+}
+
+#[test]
 fn worker_user_logout_is_denied_within_the_refresh_interval_and_new_logins_pass() {
     let stack = WorkerStack::start();
     let t42 = stack.token("42", "acme", json!({}));
