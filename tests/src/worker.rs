@@ -205,8 +205,9 @@ impl WorkerStack {
             port,
             refresh_ms,
         };
+        // A connect, not a request: the isolate stays cold until the test's first request.
         wait_for("workerd to listen", Duration::from_secs(20), || {
-            http::request("127.0.0.1", stack.port, "GET", "/", &[], b"").ok()
+            std::net::TcpStream::connect(("127.0.0.1", stack.port)).ok()
         });
         stack
     }

@@ -10,6 +10,9 @@ use crate::host::{Host, Level};
 use crate::refresh::{IsolateState, Plan, SyncCall, SyncOutcome};
 use crate::settings::Settings;
 
+/// How often a request waiting for another request's sync looks again.
+pub const WAIT_POLL_MS: u64 = 5;
+
 /// A request as the glue hands it over: header values as bytes (see
 /// [`crate::byte_string_to_bytes`]), names lower-case; the path with its query.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +66,12 @@ pub async fn handle<H: Host>(
         Plan::Blocking => {
             let call = state.borrow_mut().begin(host.now_ms(), &settings.worker);
             complete_sync(state, settings, host, call).await;
+        }
+        Plan::WaitForSync => {
+            // Bounded: `in_flight` turns false at the latest a second past the timeout.
+            while state.borrow().in_flight(host.now_ms(), &settings.worker) {
+                host.sleep(WAIT_POLL_MS).await;
+            }
         }
     }
     let now_ms = host.now_ms();

@@ -62,6 +62,12 @@ impl Host for FakeHost {
         std::future::ready(answer)
     }
 
+    /// Time passes; nothing else happens meanwhile (one request at a time).
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        self.advance(ms);
+        std::future::ready(())
+    }
+
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_string()));
     }

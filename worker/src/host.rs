@@ -23,5 +23,8 @@ pub trait Host {
     /// the answer's status and body, or why there is none.
     fn get(&self, url: &str, bearer: &str, timeout_ms: u64) -> impl Future<Output = GetResult>;
 
+    /// Resolves after `ms` (a timer; lets other requests run meanwhile).
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+
     fn log(&self, level: Level, message: &str);
 }

@@ -27,6 +27,8 @@ use crate::{byte_string_to_bytes, path_and_query, VERSION};
 extern "C" {
     #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
     fn abort_signal_timeout(ms: f64) -> web_sys::AbortSignal;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &js_sys::Function, ms: f64) -> JsValue;
     #[wasm_bindgen(js_namespace = console, js_name = log)]
     fn console_log(message: &str);
     #[wasm_bindgen(js_namespace = console, js_name = warn)]
@@ -73,6 +75,14 @@ impl Host for JsHost {
             .await
             .map_err(js_error)?;
         Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+    }
+
+    async fn sleep(&self, ms: u64) {
+        let timer = js_sys::Promise::new(&mut |resolve, _reject| {
+            set_timeout(&resolve, ms as f64);
+        });
+        // A timer promise never rejects.
+        let _ = JsFuture::from(timer).await;
     }
 
     fn log(&self, level: Level, message: &str) {

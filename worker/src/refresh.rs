@@ -11,7 +11,8 @@
 //!   its timeout has surely passed, should the runtime have dropped it);
 //! - a due sync runs in the background and the request is decided with what is held;
 //!   only a stale state (never synced, or older than `max_staleness_s`) makes the request
-//!   wait for the sync — and if that fails, `core` applies `on_stale`;
+//!   wait for the sync — its own, or the one in flight (a cold isolate's first burst
+//!   waits for one sync, not 503) — and if that fails, `core` applies `on_stale`;
 //! - after a failure, exponential backoff from `refresh_ms` to `retry_max_ms`; the last
 //!   good state is kept throughout.
 
@@ -28,6 +29,9 @@ pub enum Plan {
     Background,
     /// The state is stale: sync first, then decide.
     Blocking,
+    /// The state is stale and another request's sync is in flight: wait for it (never a
+    /// second sync), then decide.
+    WaitForSync,
 }
 
 /// A started sync: its URL and the ticket that [`IsolateState::finish`] needs.
@@ -120,12 +124,14 @@ impl IsolateState {
 
     /// What this request should do about the state.
     pub fn plan(&self, now_ms: u64, config: &WorkerConfig, max_staleness_s: u64) -> Plan {
-        if self.in_flight(now_ms, config) || now_ms < self.next_attempt_ms {
-            Plan::Serve
-        } else if SyncStatus::is_stale(self.status().as_ref(), now_ms, max_staleness_s) {
-            Plan::Blocking
-        } else {
-            Plan::Background
+        let stale = SyncStatus::is_stale(self.status().as_ref(), now_ms, max_staleness_s);
+        match (self.in_flight(now_ms, config), stale) {
+            (true, true) => Plan::WaitForSync,
+            (true, false) => Plan::Serve,
+            // Backing off after failures: decide with what is held (`on_stale` if stale).
+            (false, _) if now_ms < self.next_attempt_ms => Plan::Serve,
+            (false, true) => Plan::Blocking,
+            (false, false) => Plan::Background,
         }
     }
 

@@ -575,3 +575,28 @@ fn path_and_query_of_request_urls() {
     assert_eq!(path_and_query("https://h/"), "/");
     assert_eq!(path_and_query("https://h/a%2Fb/c"), "/a%2Fb/c");
 }
+
+#[test]
+fn a_stale_request_waits_for_the_sync_in_flight_instead_of_starting_another() {
+    let s = settings();
+    let state = isolate();
+    let host = FakeHost::at(NOW);
+    // Another request started the first sync and has not finished it.
+    let call = state.borrow_mut().begin(NOW, &s.worker);
+    assert_eq!(
+        state.borrow().plan(NOW, &s.worker, 10),
+        crate::refresh::Plan::WaitForSync
+    );
+    // It never comes back (the fake's time runs only while waiting): the wait ends once
+    // the sync is past its timeout plus a second, then on_stale applies.
+    let h = run(&state, &s, &host, &bearer(&token_42()));
+    assert_eq!(status_of(&h.outcome), 503);
+    assert!(host.calls.borrow().is_empty(), "no second sync");
+    let waited = host.now_ms.get() - NOW;
+    assert!((6_000..6_100).contains(&waited), "{waited}");
+    // No newer sync was started, so its late answer still counts.
+    host.answer_json(&snapshot(1, vec![]));
+    let out = block_on(complete_sync(&state, &s, &host, call));
+    assert!(matches!(out, SyncOutcome::Applied { version: 1, .. }), "{out:?}");
+    assert_eq!(status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome), 200);
+}

@@ -58,6 +58,25 @@ fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() 
 }
 
 #[test]
+fn worker_cold_isolate_burst_waits_for_one_sync_and_passes() {
+    let stack = WorkerStack::start();
+    let token = stack.token("42", "acme", json!({}));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| stack.get_with_token("/api/orders", &token).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 8], "no 503 while the first sync is in flight");
+    let log = stack.workerd.log();
+    assert_eq!(
+        log.matches("sync: applied snapshot").count(),
+        1,
+        "one sync for the burst: {log}"
+    );
+}
+
+#[test]
 fn worker_forwards_method_body_and_query() {
     let stack = WorkerStack::start();
     let token = stack.token("42", "acme", json!({}));
