@@ -27,11 +27,20 @@ pub struct Bindings {
 }
 
 /// Everything a request needs besides the isolate state: compiled once per isolate.
-#[derive(Debug)]
 pub struct Settings {
     pub engine: Engine,
     pub worker: WorkerConfig,
     pub edge_token: String,
+}
+
+/// Never prints the edge token (nor the keys, which `Engine` holds).
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("worker", &self.worker)
+            .field("edge_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the bindings do not make a working worker.

@@ -528,7 +528,12 @@ fn bad_bindings_name_the_binding_and_field_and_never_echo_values() {
         worker: Some(worker_json().to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
     };
-    assert!(Settings::load(&good).is_ok());
+    let loaded = Settings::load(&good).unwrap();
+    let debug = format!("{loaded:?}");
+    assert!(
+        !debug.contains(EDGE_TOKEN) && !debug.contains(SECRET),
+        "{debug}"
+    );
     let missing = Bindings {
         edge_token: Some("  ".into()),
         ..good.clone()
@@ -597,6 +602,12 @@ fn a_stale_request_waits_for_the_sync_in_flight_instead_of_starting_another() {
     // No newer sync was started, so its late answer still counts.
     host.answer_json(&snapshot(1, vec![]));
     let out = block_on(complete_sync(&state, &s, &host, call));
-    assert!(matches!(out, SyncOutcome::Applied { version: 1, .. }), "{out:?}");
-    assert_eq!(status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome), 200);
+    assert!(
+        matches!(out, SyncOutcome::Applied { version: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
+        200
+    );
 }

@@ -67,7 +67,11 @@ fn worker_cold_isolate_burst_waits_for_one_sync_and_passes() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(statuses, vec![200; 8], "no 503 while the first sync is in flight");
+    assert_eq!(
+        statuses,
+        vec![200; 8],
+        "no 503 while the first sync is in flight"
+    );
     let log = stack.workerd.log();
     assert_eq!(
         log.matches("sync: applied snapshot").count(),
