@@ -182,6 +182,8 @@ pub fn describe(target: &Target) -> String {
         Target::Tenant { tenant } => format!("every user of tenant {tenant}"),
         Target::User { tenant, user } => format!("user {user} (tenant {tenant})"),
         Target::Session { tenant, sid } => format!("session {sid} (tenant {tenant})"),
+        Target::ScheduledGlobal => "every user of every tenant (scheduled)".to_string(),
+        Target::ScheduledTenant { tenant } => format!("every user of tenant {tenant} (scheduled)"),
     }
 }
 

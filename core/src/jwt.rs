@@ -346,8 +346,60 @@ fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyErro
         })
 }
 
+/// Parses a JWKS document (`{"keys": [...]}`). Keys this verifier cannot use are skipped,
+/// each with the reason: encryption keys (`use` other than `sig`), unknown key types or
+/// algorithms, and keys without `alg` when no `default_alg` is configured (a key never
+/// verifies under a guessed algorithm). Only a document that is not a JWKS is an error.
+pub fn parse_jwks(
+    doc: &Value,
+    default_alg: Option<Algorithm>,
+) -> Result<(Vec<VerificationKey>, Vec<String>), String> {
+    let list = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a JWKS: no `keys` array")?;
+    let mut keys = Vec::with_capacity(list.len());
+    let mut skipped = Vec::new();
+    for (i, jwk) in list.iter().enumerate() {
+        let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
+        let name = format!(
+            "keys[{i}]{}",
+            kid.as_ref()
+                .map(|k| format!(" (kid {k:?})"))
+                .unwrap_or_default()
+        );
+        if let Some(u) = jwk.get("use").and_then(Value::as_str) {
+            if u != "sig" {
+                skipped.push(format!("{name}: `use` is {u:?}, not \"sig\""));
+                continue;
+            }
+        }
+        let alg = match (jwk.get("alg").and_then(Value::as_str), default_alg) {
+            (Some(a), _) => match a.parse::<Algorithm>() {
+                Ok(a) => a,
+                Err(e) => {
+                    skipped.push(format!("{name}: {e}"));
+                    continue;
+                }
+            },
+            (None, Some(a)) => a,
+            (None, None) => {
+                skipped.push(format!(
+                    "{name}: no `alg` and no jwks_default_alg configured"
+                ));
+                continue;
+            }
+        };
+        match VerificationKey::from_jwk(kid, alg, jwk) {
+            Ok(key) => keys.push(key),
+            Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    Ok((keys, skipped))
+}
+
 /// The configured keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerificationKey>,
 }
@@ -363,6 +415,19 @@ impl KeySet {
             }
         }
         Ok(Self { keys })
+    }
+
+    /// A key set from keys of unknown provenance (a remote JWKS): a `kid` listed twice
+    /// keeps its first key.
+    pub fn lenient(keys: Vec<VerificationKey>) -> Self {
+        let mut kept: Vec<VerificationKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let dup = key.kid.is_some() && kept.iter().any(|k| k.kid == key.kid);
+            if !dup {
+                kept.push(key);
+            }
+        }
+        Self { keys: kept }
     }
 
     pub fn keys(&self) -> &[VerificationKey] {
@@ -541,17 +606,24 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenErro
 }
 
 /// Checks the signature with the key the token names (or, without `kid`, any key pinned
-/// to the token's `alg`).
+/// to the token's `alg`), among the configured keys and the remote JWKS's, if any.
 pub fn verify_signature(
     token: &ParsedToken<'_>,
     keys: &KeySet,
+    remote: Option<&KeySet>,
     verifier: &dyn SignatureVerifier,
 ) -> Result<(), TokenError> {
     let input = token.signing_input.as_bytes();
+    let all = || {
+        keys.keys()
+            .iter()
+            .chain(remote.map(KeySet::keys).unwrap_or_default())
+    };
     match &token.kid {
         Some(kid) => {
             let key = keys
                 .by_kid(kid)
+                .or_else(|| remote.and_then(|r| r.by_kid(kid)))
                 .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
             if key.alg.name() != token.alg {
                 return Err(TokenError::AlgMismatch {
@@ -566,11 +638,7 @@ pub fn verify_signature(
             }
         }
         None => {
-            let mut candidates = keys
-                .keys()
-                .iter()
-                .filter(|k| k.alg.name() == token.alg)
-                .peekable();
+            let mut candidates = all().filter(|k| k.alg.name() == token.alg).peekable();
             if candidates.peek().is_none() {
                 return Err(TokenError::NoKeyForAlg(token.alg.clone()));
             }

@@ -25,7 +25,9 @@ pub mod sync;
 pub mod token;
 
 pub use config::Config;
-pub use decision::{Decision, DenyReason, Engine, RequestInfo, Response};
+pub use decision::{
+    Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo, Response, ResponseKind,
+};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -177,6 +177,8 @@ pub fn action_name(target: &Target) -> &'static str {
         Target::Tenant { .. } => "logout_tenant",
         Target::User { .. } => "logout_user",
         Target::Session { .. } => "revoke_session",
+        Target::ScheduledGlobal => "schedule_logout_all_tenants",
+        Target::ScheduledTenant { .. } => "schedule_logout_tenant",
     }
 }
 

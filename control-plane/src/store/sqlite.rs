@@ -228,6 +228,8 @@ fn row_key(target: &Target) -> (&'static str, &str, &str) {
         Target::Tenant { tenant } => ("tenant", tenant, ""),
         Target::User { tenant, user } => ("user", tenant, user),
         Target::Session { tenant, sid } => ("session", tenant, sid),
+        Target::ScheduledGlobal => ("scheduled_global", "", ""),
+        Target::ScheduledTenant { tenant } => ("scheduled_tenant", tenant, ""),
     }
 }
 
@@ -243,6 +245,8 @@ fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Targe
             tenant,
             sid: subject,
         },
+        "scheduled_global" => Target::ScheduledGlobal,
+        "scheduled_tenant" => Target::ScheduledTenant { tenant },
         other => return Err(StoreError::Corrupt(format!("unknown scope {other:?}"))),
     })
 }
