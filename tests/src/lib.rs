@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub use http::Response;
-pub use upstream::Upstream;
+pub use upstream::{Reply, Upstream};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -301,14 +301,29 @@ impl ControlPlane {
 pub struct Options {
     /// Merged into the filter's plugin configuration.
     pub filter: Value,
+    /// Merged into the sync service's configuration.
+    pub sync: Value,
     pub max_staleness_s: u64,
+    /// See [`EnvoyValues::pre_filters`].
+    pub pre_filters: String,
+    /// See [`EnvoyValues::extra_clusters`].
+    pub extra_clusters: String,
+    /// Start Envoy while the control plane is down (and do not wait for a first sync).
+    pub control_plane_down: bool,
+    /// The upstream's behaviour.
+    pub upstream: Reply,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             filter: json!({}),
+            sync: json!({}),
             max_staleness_s: 300,
+            pre_filters: String::new(),
+            extra_clusters: String::new(),
+            control_plane_down: false,
+            upstream: Reply::Echo,
         }
     }
 }
@@ -334,8 +349,11 @@ impl Stack {
             .prefix("epochgate-e2e-")
             .tempdir()
             .unwrap();
-        let upstream = Upstream::start();
-        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let upstream = Upstream::start_with(opts.upstream.clone());
+        let mut cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        if opts.control_plane_down {
+            cp.proc.kill();
+        }
         let envoy_port = free_port();
         let admin_port = free_port();
         let node_id = format!("e2e-{envoy_port}");
@@ -354,7 +372,10 @@ impl Stack {
         for (k, v) in opts.filter.as_object().unwrap() {
             filter[k] = v.clone();
         }
-        let sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
+        let mut sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
+        for (k, v) in opts.sync.as_object().unwrap() {
+            sync[k] = v.clone();
+        }
         let config = render_envoy_config(&EnvoyValues {
             node_id: &node_id,
             listen_port: envoy_port,
@@ -364,6 +385,8 @@ impl Stack {
             wasm: &wasm_path().display().to_string(),
             filter_config: &filter.to_string(),
             sync_config: &sync.to_string(),
+            pre_filters: &opts.pre_filters,
+            extra_clusters: &opts.extra_clusters,
         });
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -393,12 +416,14 @@ impl Stack {
                 .ok()
                 .filter(|r| r.status == 200)
         });
-        stack.wait_applied(0);
+        if !opts.control_plane_down {
+            stack.wait_applied(0);
+        }
         stack
     }
 
-    /// A token for `user` of `tenant`, issued `age_s` seconds ago, with extra claims.
-    pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
+    /// The claims of [`Stack::token`].
+    pub fn claims(user: &str, tenant: &str, extra: Value) -> Value {
         let mut claims = json!({
             "iss": "https://idp.e2e.test", "aud": "portal", "sub": user, "tid": tenant,
             "iat": now_s() - 60, "exp": now_s() + 3600,
@@ -406,7 +431,12 @@ impl Stack {
         for (k, v) in extra.as_object().unwrap() {
             claims[k] = v.clone();
         }
-        hs256(&claims, SECRET)
+        claims
+    }
+
+    /// A token for `user` of `tenant`, issued a minute ago, with extra claims.
+    pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
+        hs256(&Self::claims(user, tenant, extra), SECRET)
     }
 
     /// A GET through Envoy with a bearer token.
@@ -418,6 +448,18 @@ impl Stack {
     /// A GET through Envoy with exactly these headers.
     pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
         http::request("127.0.0.1", self.envoy_port, "GET", path, headers, b"").unwrap()
+    }
+
+    /// Envoy's admin endpoint `path` (e.g. `/config_dump`).
+    pub fn admin(&self, path: &str) -> Response {
+        http::request("127.0.0.1", self.admin_port, "GET", path, &[], b"").unwrap()
+    }
+
+    /// A cluster for a server on 127.0.0.1 (for [`Options::extra_clusters`]).
+    pub fn cluster_yaml(name: &str, port: u16) -> String {
+        format!(
+            "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+        )
     }
 
     /// Envoy's stat `name` (e.g. `wasmcustom.epochgate.state_version`), if present.
@@ -472,6 +514,10 @@ pub struct EnvoyValues<'a> {
     pub wasm: &'a str,
     pub filter_config: &'a str,
     pub sync_config: &'a str,
+    /// YAML list items for `http_filters` before Epochgate's, indented 10 spaces.
+    pub pre_filters: &'a str,
+    /// YAML list items for `clusters`, indented 2 spaces.
+    pub extra_clusters: &'a str,
 }
 
 /// Renders `envoy/epochgate.yaml.tmpl`. JSON goes into single-quoted YAML strings, where
@@ -487,14 +533,23 @@ pub fn render_envoy_config(v: &EnvoyValues<'_>) -> String {
         .replace("${WASM}", v.wasm)
         .replace("${FILTER_CONFIG}", &v.filter_config.replace('\'', "''"))
         .replace("${SYNC_CONFIG}", &v.sync_config.replace('\'', "''"))
+        .replace("${PRE_FILTERS}\n", v.pre_filters)
+        .replace("${EXTRA_CLUSTERS}\n", v.extra_clusters)
 }
 
 /// An HS256 JWT, built by hand (independent of the code under test).
 pub fn hs256(claims: &Value, secret: &str) -> String {
+    hs256_kid(claims, secret, "e2e")
+}
+
+/// An HS256 JWT with the given `kid`.
+pub fn hs256_kid(claims: &Value, secret: &str, kid: &str) -> String {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let input = format!(
         "{}.{}",
-        b64(br#"{"alg":"HS256","kid":"e2e","typ":"JWT"}"#),
+        b64(json!({"alg": "HS256", "kid": kid, "typ": "JWT"})
+            .to_string()
+            .as_bytes()),
         b64(claims.to_string().as_bytes())
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());
