@@ -173,6 +173,14 @@ pub struct RawConfig {
     /// Remove the token (its header, or its cookie from `Cookie`) before the upstream.
     #[serde(default)]
     pub strip_token: bool,
+    /// How many verified tokens each worker VM remembers (0: none). Signature and claims
+    /// only: revocation is checked on every request.
+    #[serde(default = "defaults::token_cache_size")]
+    pub token_cache_size: usize,
+    /// Verify RS*/ES* signatures with the host's native crypto when it offers it
+    /// (Envoy's `verify_signature`); PS* and EdDSA always stay in Rust.
+    #[serde(default = "defaults::yes")]
+    pub native_verify: bool,
     pub issuer: Option<String>,
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -247,6 +255,9 @@ mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn token_cache_size() -> usize {
+        1000
     }
 
     pub fn clock_skew_s() -> u32 {
@@ -360,6 +371,8 @@ pub struct Config {
     /// Longest prefix first.
     pub routes: Vec<Route>,
     pub strip_token: bool,
+    pub token_cache_size: usize,
+    pub native_verify: bool,
     pub issuer: Option<String>,
     pub audiences: Vec<String>,
     pub clock_skew_s: u32,
@@ -471,6 +484,12 @@ impl TryFrom<RawConfig> for Config {
             return Err(ConfigError::new(
                 "max_token_bytes",
                 "must be between 1 and 65536",
+            ));
+        }
+        if raw.token_cache_size > 1_000_000 {
+            return Err(ConfigError::new(
+                "token_cache_size",
+                "must be at most 1000000",
             ));
         }
         if raw.clock_skew_s > 3_600 {
@@ -608,6 +627,8 @@ impl TryFrom<RawConfig> for Config {
             require_token: raw.require_token,
             routes,
             strip_token: raw.strip_token,
+            token_cache_size: raw.token_cache_size,
+            native_verify: raw.native_verify,
             issuer: raw.issuer,
             audiences: raw.audiences,
             clock_skew_s: raw.clock_skew_s,

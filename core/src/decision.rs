@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cache::TokenCache;
 use crate::claims::{validate, Identity};
 use crate::config::{Config, OnStale, Route, TokenSource, Verification};
 use crate::jwt::{self, KeySet, PureRustVerifier, SignatureVerifier, TokenError};
@@ -170,6 +171,8 @@ pub struct Inputs<'a, E> {
     pub remote_keys: Option<&'a KeySet>,
     /// `mode: jwt_authn_metadata`: the payload Envoy's `jwt_authn` verified, if any.
     pub verified_claims: Option<&'a Map<String, Value>>,
+    /// The host's verified-token cache, if it keeps one.
+    pub cache: Option<&'a TokenCache>,
 }
 
 impl<'a, E> Inputs<'a, E> {
@@ -180,6 +183,7 @@ impl<'a, E> Inputs<'a, E> {
             now_ms,
             remote_keys: None,
             verified_claims: None,
+            cache: None,
         }
     }
 }
@@ -320,7 +324,16 @@ impl<V: SignatureVerifier> Engine<V> {
                         return self.deny(kind, DenyReason::InvalidToken, e.to_string())
                     }
                 };
-                match self.verify_token_with(token, inputs.remote_keys, inputs.now_ms) {
+                let cached = inputs.cache.and_then(|c| c.get(token, inputs.now_ms));
+                let verified = match cached {
+                    Some(identity) => Ok(identity),
+                    None => self.verify_token_with(token, inputs.remote_keys, inputs.now_ms).inspect(|identity| {
+                        if let Some(cache) = inputs.cache {
+                            cache.insert(token, identity.clone());
+                        }
+                    }),
+                };
+                match verified {
                     Ok(identity) => identity,
                     Err(e @ TokenError::UnknownKid(_)) if self.config.remote_jwks => {
                         return self.deny(kind, DenyReason::UnknownKey, e.to_string())

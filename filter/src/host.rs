@@ -15,6 +15,8 @@ pub enum Metric {
     Denied(epochgate_core::DenyReason),
     /// Streams reset because their session was revoked while open.
     StreamsEnded,
+    /// Signatures verified by the host's native crypto.
+    NativeVerifications,
     SyncOk,
     SyncFailed,
     JwksOk,
@@ -32,6 +34,7 @@ impl Metric {
             Metric::AllowedSignatureOnly => "epochgate.allowed_signature_only".into(),
             Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
             Metric::StreamsEnded => "epochgate.streams_ended".into(),
+            Metric::NativeVerifications => "epochgate.native_verifications".into(),
             Metric::SyncOk => "epochgate.sync_ok".into(),
             Metric::JwksOk => "epochgate.jwks_ok".into(),
             Metric::JwksFailed => "epochgate.jwks_failed".into(),
@@ -51,6 +54,7 @@ impl Metric {
             Metric::Allowed,
             Metric::AllowedSignatureOnly,
             Metric::StreamsEnded,
+            Metric::NativeVerifications,
             Metric::SyncOk,
             Metric::SyncFailed,
             Metric::JwksOk,

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use epochgate_core::cache::TokenCache;
 use epochgate_core::claims::Identity;
 use epochgate_core::config::Verification;
 use epochgate_core::jwt::{parse_jwks, KeySet};
@@ -15,6 +16,7 @@ use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo};
 
 use crate::host::{Host, HttpHost, Metric};
+use crate::native::NativeVerifier;
 use crate::{metadata, shared_keys};
 
 /// Epochs read from shared data, one small key at a time (`get_shared_data` copies the
@@ -47,7 +49,8 @@ struct Tracked {
 /// What one filter VM (one per worker thread) shares between its root and its HTTP
 /// contexts: the engine, the parsed remote JWKS, the open streams.
 pub struct FilterShared {
-    pub engine: Engine,
+    pub engine: Engine<NativeVerifier>,
+    cache: TokenCache,
     remote_keys: RefCell<Option<(Vec<u8>, Rc<KeySet>)>>,
     streams: RefCell<HashMap<u32, Tracked>>,
     stale_logged_ms: Cell<u64>,
@@ -63,8 +66,10 @@ fn state_version<H: Host>(host: &H) -> Option<u64> {
 }
 
 impl FilterShared {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine<NativeVerifier>) -> Self {
+        let config = engine.config();
         Self {
+            cache: TokenCache::new(config.token_cache_size, config.clock_skew_s),
             engine,
             remote_keys: RefCell::new(None),
             streams: RefCell::new(HashMap::new()),
@@ -94,6 +99,9 @@ impl FilterShared {
                 }
                 let keys = Rc::new(KeySet::lenient(keys));
                 *self.remote_keys.borrow_mut() = Some((version, Rc::clone(&keys)));
+                // The key set changed: a dropped key's tokens must fail on their next
+                // request, so nothing verified under the old set is trusted.
+                self.cache.clear();
                 Some(keys)
             }
             Err(e) => {
@@ -138,6 +146,7 @@ impl FilterShared {
             now_ms: host.now_ms(),
             remote_keys: remote_keys.as_deref(),
             verified_claims: verified_claims.as_ref(),
+            cache: Some(&self.cache),
         };
         match self.engine.decide_with(
             RequestInfo {
@@ -260,6 +269,11 @@ impl FilterShared {
     /// The stream is over.
     pub fn on_done(&self, context_id: u32) {
         self.streams.borrow_mut().remove(&context_id);
+    }
+
+    /// The verified-token cache's `(hits, misses)`.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
     }
 
     pub fn open_streams(&self) -> usize {

@@ -12,11 +12,27 @@ use proxy_wasm::types::{Action, BufferType, ContextType};
 
 use crate::host::{Host, Metric, ProxyHost};
 use crate::http::{FilterShared, Verdict};
+use crate::native::NativeVerifier;
 use crate::sync_service::{SyncService, TICK};
 use crate::{SYNC_ROOT_ID, VERSION};
 
 /// How often a filter VM re-checks its open streams (idle ones send no frame).
 const STREAM_TICK: Duration = Duration::from_millis(250);
+
+/// The host's native signature check (see [`crate::native`]).
+fn host_verify(args: &[u8]) -> Option<Vec<u8>> {
+    hostcalls::call_foreign_function("verify_signature", Some(args))
+        .ok()
+        .flatten()
+}
+
+/// Whether the host registered `verify_signature` (Envoy does; other hosts may not).
+fn native_available() -> bool {
+    !matches!(
+        hostcalls::call_foreign_function("verify_signature", Some(&[])),
+        Err(proxy_wasm::types::Status::NotFound)
+    )
+}
 
 enum Role {
     Unconfigured,
@@ -26,6 +42,8 @@ enum Role {
 
 pub struct Root {
     context_id: u32,
+    /// `NATIVE_CALLS` as last reported.
+    native_reported: u64,
     host: Rc<ProxyHost>,
     role: Role,
 }
@@ -34,6 +52,7 @@ impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
+            native_reported: 0,
             host: Rc::new(ProxyHost::new()),
             role: Role::Unconfigured,
         }
@@ -123,7 +142,24 @@ impl Root {
                         self.context_id
                     );
                 }
-                self.role = Role::Filter(Rc::new(FilterShared::new(Engine::new(config))));
+                let verifier = if config.native_verify && native_available() {
+                    NativeVerifier::with(host_verify)
+                } else {
+                    NativeVerifier::pure()
+                };
+                log::info!(
+                    "#{} signatures: {}; token cache: {} entries",
+                    self.context_id,
+                    if verifier.is_native() {
+                        "RS*/ES* native (verify_signature), others in Rust"
+                    } else {
+                        "all in Rust"
+                    },
+                    config.token_cache_size
+                );
+                self.role = Role::Filter(Rc::new(FilterShared::new(Engine::with_verifier(
+                    config, verifier,
+                ))));
                 true
             }
             Err(e) => {
@@ -178,6 +214,12 @@ impl RootContext for Root {
         match &mut self.role {
             Role::Sync(sync) => sync.on_tick(&*self.host),
             Role::Filter(shared) => {
+                let native = crate::native::NATIVE_CALLS.load(std::sync::atomic::Ordering::Relaxed);
+                if native > self.native_reported {
+                    self.host
+                        .metric(Metric::NativeVerifications, native - self.native_reported);
+                    self.native_reported = native;
+                }
                 for id in shared.revoked_streams(&*self.host) {
                     // Act on another stream: make it the current context, then reset it.
                     if hostcalls::set_effective_context(id).is_ok() {

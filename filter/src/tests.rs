@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::fake::FakeHost;
 use crate::host::Metric;
 use crate::http::{FilterShared, Verdict};
+use crate::native::NativeVerifier;
 use crate::sync_service::SyncService;
 
 fn sync_service() -> SyncService {
@@ -30,7 +31,10 @@ fn answer(host: &FakeHost, sync: &mut SyncService, resp: &SyncResponse) {
 #[test]
 fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
     let vectors = Vectors::load().unwrap();
-    let shared = FilterShared::new(Engine::new(vectors.config().unwrap()));
+    let shared = FilterShared::new(Engine::with_verifier(
+        vectors.config().unwrap(),
+        NativeVerifier::pure(),
+    ));
     for case in &vectors.cases {
         let host = FakeHost::at(case.now_ms);
         let mut sync = sync_service();
@@ -97,10 +101,11 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
 
 const SECRET: &str = "filter-test-secret-0123456789abcdef";
 
-fn engine() -> Engine {
-    Engine::new(
+fn engine() -> Engine<NativeVerifier> {
+    Engine::with_verifier(
         Config::from_json(json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d"}).to_string().as_bytes())
             .unwrap(),
+        NativeVerifier::pure(),
     )
 }
 
@@ -354,13 +359,16 @@ fn dispatch_failure_backs_off() {
     assert_eq!(host.metric_value(Metric::SyncFailed), 1);
 }
 
-fn engine_with(extra: serde_json::Value) -> Engine {
+fn engine_with(extra: serde_json::Value) -> Engine<NativeVerifier> {
     let mut c =
         json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d"});
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
     }
-    Engine::new(Config::from_json(c.to_string().as_bytes()).unwrap())
+    Engine::with_verifier(
+        Config::from_json(c.to_string().as_bytes()).unwrap(),
+        NativeVerifier::pure(),
+    )
 }
 
 fn good_token() -> String {
@@ -566,4 +574,42 @@ fn open_streams_end_when_their_session_is_revoked() {
     assert!(shared.on_data(&host, 11), "other users' streams go on");
     shared.on_done(11);
     assert_eq!(shared.open_streams(), 0);
+}
+
+#[test]
+fn the_token_cache_skips_reverification_but_never_the_revocation_check() {
+    let (host, mut sync) = synced_host();
+    let shared = FilterShared::new(engine());
+    let t = good_token();
+    let auth = format!("Bearer {t}");
+    for id in 1..=3 {
+        host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+        assert_eq!(shared.on_request_headers(&host, id).0, Verdict::Continue);
+    }
+    assert_eq!(shared.cache_stats(), (2, 1), "verified once, then hits");
+    // A different token with the same claims (a forged signature) is verified afresh.
+    let forged = format!("Bearer {}.AAAA", &t[..t.rfind('.').unwrap()]);
+    host.with_headers(&[(":path", b"/"), ("authorization", forged.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 4).0, Verdict::Stop);
+    // A cached token is still revoked at once.
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::User {
+                    tenant: "acme".into(),
+                    user: "42".into(),
+                },
+                epoch_ms: Some(NOW),
+            }],
+            max_session_lifetime_s: 86_400,
+        },
+    );
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 5).0, Verdict::Stop);
+    assert_eq!(shared.cache_stats().0, 3, "a hit, and still denied");
 }

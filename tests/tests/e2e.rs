@@ -14,6 +14,8 @@ mod demo;
 mod hostile;
 #[path = "e2e/logout.rs"]
 mod logout;
+#[path = "e2e/native.rs"]
+mod native;
 #[path = "e2e/outage.rs"]
 mod outage;
 #[path = "e2e/production.rs"]
