@@ -118,9 +118,10 @@ impl SignatureVerifier for NativeVerifier {
                     // A malformed ECDSA signature never verifies.
                     None if matches!(key.alg, Algorithm::ES256 | Algorithm::ES384) => return false,
                     None => None,
-                    Some((hash, sig)) => {
-                        call(&encode_arguments(hash, der, &sig, input)).map(|r| decode_result(&r))
-                    }
+                    Some((hash, sig)) => call(&encode_arguments(hash, der, &sig, input)).map(|r| {
+                        NATIVE_CALLS.fetch_add(1, Ordering::Relaxed);
+                        decode_result(&r)
+                    }),
                 }
             }
             _ => None,

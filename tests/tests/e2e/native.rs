@@ -96,4 +96,18 @@ fn native_and_pure_rust_verification_agree() {
         );
         assert_eq!((a, b), (*want, *want), "{name}: native {a}, pure Rust {b}");
     }
+    // The host really verified them (counted on the filter VMs' next tick).
+    let counted = epochgate_tests::wait_for(
+        "native verifications to be counted",
+        Duration::from_secs(5),
+        || {
+            let n = native.stat("wasmcustom.epochgate.native_verifications")?;
+            (n as usize >= cases.len()).then_some(n)
+        },
+    );
+    println!("native verifications: {counted} of {} tokens", cases.len());
+    assert_eq!(
+        pure.stat("wasmcustom.epochgate.native_verifications"),
+        Some(0)
+    );
 }
