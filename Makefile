@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test unit e2e lint fmt clean
+.PHONY: help setup build demo test unit e2e lint fmt clean bench
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -48,6 +48,12 @@ e2e: build ## End-to-end tests: real Envoy + .wasm + epochgate binary + upstream
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
 test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests
+
+bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(CARGO) build $(LOCKED) --release -p epochgate-control-plane
+	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
+	EPOCHGATE_BIN=target/release/epochgate $(CARGO) run $(LOCKED) --release -p epochgate-tests --bin bench
 
 clean: ## Remove build output and the demo's state
 	$(CARGO) clean
