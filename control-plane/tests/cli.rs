@@ -1,6 +1,7 @@
 //! The `epochgate` binary end to end: `serve` on port 0, the admin commands against it,
 //! their errors, SIGTERM.
 
+use epochgate_control_plane::store::AuditFilter;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -282,5 +283,5 @@ async fn a_logout_answered_200_survives_sigkill() {
     let snap = store.sync(0, None).await.unwrap();
     assert_eq!(snap.version, 1);
     assert_eq!(snap.changes.len(), 1);
-    assert_eq!(store.audit(10).await.unwrap().len(), 1);
+    assert_eq!(store.audit(AuditFilter::newest(10)).await.unwrap().len(), 1);
 }

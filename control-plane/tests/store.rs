@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use epochgate_control_plane::store::{self, EdgeReceipt, RevokeRequest, SqliteStore, Store};
+use epochgate_control_plane::store::{
+    self, AuditFilter, EdgeReceipt, RevokeRequest, SqliteStore, Store,
+};
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
 
@@ -25,6 +27,7 @@ fn req(target: Target, now_ms: u64) -> RevokeRequest {
         actor: "admin".into(),
         reason: None,
         source: None,
+        request_id: None,
     }
 }
 
@@ -245,7 +248,7 @@ async fn reopening_the_file_keeps_everything_and_the_stream() {
     let snap = s.sync(0, None).await.unwrap();
     assert_eq!(snap.version, version);
     assert_eq!(snap.changes.len(), 2);
-    let audit = s.audit(10).await.unwrap();
+    let audit = s.audit(AuditFilter::newest(10)).await.unwrap();
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[0].reason.as_deref(), Some("stolen laptop"));
     assert_eq!(s.edges().await.unwrap().len(), 1);
@@ -297,11 +300,12 @@ async fn audit_rows_are_newest_first_with_every_field() {
             actor: format!("admin (op{i})"),
             reason: Some(format!("r{i}")),
             source: Some("127.0.0.1:1".into()),
+            request_id: Some(format!("req-{i}")),
         })
         .await
         .unwrap();
     }
-    let rows = s.audit(2).await.unwrap();
+    let rows = s.audit(AuditFilter::newest(2)).await.unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].version, 3);
     assert_eq!(rows[0].target, user("2"));
