@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
+pub mod pg;
 pub mod upstream;
 
 use std::net::TcpListener;

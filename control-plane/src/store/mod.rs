@@ -22,8 +22,10 @@ use epochgate_core::sync::Change;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
@@ -35,6 +37,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("cannot create the directory {path}: {source}")]
     CreateDir {
         path: String,
@@ -48,7 +52,7 @@ pub enum StoreError {
     Poisoned,
     #[error("the blocking store task failed: {0}")]
     Task(String),
-    #[error("unsupported store URL {0:?}: use sqlite://PATH or a plain file path")]
+    #[error("unsupported store URL {0:?}: use sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
 }
 
@@ -295,10 +299,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<CompactionReport, StoreError>>;
 }
 
-/// Opens the store named by `url`: `sqlite://PATH` or a plain path (SQLite). Other
-/// schemes are refused by name, so `postgres://…` fails clearly until it is supported.
+/// Opens the store named by `url`: `sqlite://PATH` or a plain path (SQLite), or
+/// `postgres://…` / `postgresql://…` (Postgres, for several replicas). Other schemes are
+/// refused by name.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let path = match url.split_once("://") {
+        Some(("postgres" | "postgresql", _)) => return Ok(Arc::new(PgStore::connect(url).await?)),
         Some(("sqlite", path)) => path.to_string(),
         Some(_) => return Err(StoreError::UnsupportedUrl(url.to_string())),
         None => url.to_string(),
