@@ -282,6 +282,37 @@ fn mint_token_prints_a_demo_jwt() {
 }
 
 #[tokio::test]
+async fn a_logout_answered_200_survives_sigkill_on_postgres() {
+    let url = crate::common::pg_url().await;
+    let mut server = start_server(Path::new(&url));
+    let server_url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        stdout(&run(
+            &server_url,
+            &["logout", "--tenant", "acme", "--user", "42"],
+        ))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("version 1"), "{out}");
+    server.child.kill().unwrap(); // SIGKILL right after the 200
+    server.child.wait().unwrap();
+
+    // A restarted control plane on the same database answers it.
+    let server = start_server(Path::new(&url));
+    let server_url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        stdout(&run(&server_url, &["revocations", "--tenant", "acme"]))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("user 42 (tenant acme)"), "{out}");
+    let store = epochgate_control_plane::store::open(&url).await.unwrap();
+    assert_eq!(store.status().await.unwrap().version, 1);
+    assert_eq!(store.audit(AuditFilter::newest(10)).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_logout_answered_200_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("durable.db");

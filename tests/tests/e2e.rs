@@ -16,3 +16,5 @@ mod hostile;
 mod logout;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/replicas.rs"]
+mod replicas;
