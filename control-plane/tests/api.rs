@@ -808,3 +808,80 @@ async fn a_tenant_never_seen_gets_a_warning() {
     let a = admin_post(&app.state, "/v1/logout", None).await;
     assert!(a.json.get("warnings").is_none(), "{}", a.text);
 }
+
+// ---- operations -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_checked_in_file() {
+    let app = test_app().await;
+    let a = send(&app.state, request("GET", "/openapi.json", None, None)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let pretty = serde_json::to_string_pretty(&a.json).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == pretty,
+        "control-plane/openapi.json differs from GET /openapi.json: \
+         run `UPDATE_OPENAPI=1 cargo test -p epochgate-control-plane openapi` and commit it"
+    );
+    // Every documented path and method is a route (no `no route` 404, no 405).
+    for (path, ops) in a.json["paths"].as_object().unwrap() {
+        let uri = path
+            .replace("{tenant}", "acme")
+            .replace("{user}", "42")
+            .replace("{sid}", "s1");
+        for method in ops.as_object().unwrap().keys() {
+            let r = send(
+                &app.state,
+                request(
+                    &method.to_uppercase(),
+                    &format!("{uri}{}", if uri == "/v1/sync" { "?edge=e" } else { "" }),
+                    Some(ADMIN),
+                    None,
+                ),
+            )
+            .await;
+            assert_ne!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "{method} {uri}: {}",
+                r.text
+            );
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_writes_version_and_per_edge_lag_and_readyz_follows_shutdown() {
+    let app = test_app().await;
+    edge_get(&app.state, "/v1/sync?since=0&edge=envoy%22a").await;
+    admin_post(&app.state, "/v1/tenants/acme/users/1/logout", None).await;
+    admin_post(&app.state, "/v1/tenants/acme/users/2/logout", None).await;
+    let m = send(&app.state, request("GET", "/metrics", None, None)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    for line in [
+        "epochgate_admin_writes_total 2",
+        "epochgate_state_version 2",
+        "epochgate_sync_long_polls_open 0",
+        "epochgate_edge_lag{edge=\"envoy\\\"a\",live=\"true\"} 2",
+        "epochgate_edges_live 1",
+    ] {
+        assert!(
+            m.text.lines().any(|l| l == line),
+            "no `{line}` in\n{}",
+            m.text
+        );
+    }
+    let r = send(&app.state, request("GET", "/readyz", None, None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    app.state.begin_shutdown();
+    let r = send(&app.state, request("GET", "/readyz", None, None)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.error(), "shutting_down");
+    let h = send(&app.state, request("GET", "/healthz", None, None)).await;
+    assert_eq!(h.status, StatusCode::OK, "alive while draining");
+}

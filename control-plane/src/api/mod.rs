@@ -9,10 +9,12 @@
 //! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
-//! | `GET /v1/audit?limit=N` | admin | [`AuditAnswer`] |
+//! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
+//! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
+//! | `GET /openapi.json` | none | the OpenAPI document ([`openapi`]) |
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -25,6 +27,7 @@ use crate::store::{AuditEntry, Entry};
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod sync;
 
@@ -121,7 +124,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)
