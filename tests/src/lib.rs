@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
+pub mod pg;
 pub mod upstream;
 
 use std::net::TcpListener;
@@ -205,7 +206,9 @@ pub const LOGIN_URL: &str = "https://portal.example.test/login";
 /// The `epochgate serve` process.
 pub struct ControlPlane {
     pub port: u16,
-    pub db: PathBuf,
+    /// A SQLite path or a `postgres://` URL.
+    pub db: String,
+    name: String,
     dir: PathBuf,
     pub proc: Proc,
     starts: u32,
@@ -213,14 +216,21 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(dir: &Path, port: u16, db: &Path) -> Self {
+        Self::start_named(dir, "control-plane", port, &db.display().to_string())
+    }
+
+    /// Starts `epochgate serve` on `db` (a path or a `postgres://` URL); `name` tells
+    /// replicas' logs apart.
+    pub fn start_named(dir: &Path, name: &str, port: u16, db: &str) -> Self {
         let mut cp = ControlPlane {
             port,
-            db: db.to_path_buf(),
+            db: db.to_string(),
+            name: name.to_string(),
             dir: dir.to_path_buf(),
             proc: Proc {
-                name: "control plane".into(),
+                name: name.into(),
                 child: None,
-                log: dir.join("control-plane-0.log"),
+                log: dir.join(format!("{name}-0.log")),
             },
             starts: 0,
         };
@@ -232,7 +242,7 @@ impl ControlPlane {
     pub fn restart(&mut self) {
         self.proc.kill();
         self.starts += 1;
-        let log = self.dir.join(format!("control-plane-{}.log", self.starts));
+        let log = self.dir.join(format!("{}-{}.log", self.name, self.starts));
         let mut cmd = Command::new(epochgate_bin());
         cmd.args([
             "serve",
@@ -244,7 +254,7 @@ impl ControlPlane {
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
         .env("RUST_LOG", "info");
-        self.proc = spawn("control plane", cmd, log);
+        self.proc = spawn(&self.name, cmd, log);
         let port = self.port;
         wait_for(
             "the control plane's /healthz",
@@ -312,6 +322,9 @@ pub struct Options {
     pub control_plane_down: bool,
     /// The upstream's behaviour.
     pub upstream: Reply,
+    /// The control plane's store: a `postgres://` URL (default: a SQLite file in the
+    /// stack's temp dir).
+    pub db_url: Option<String>,
 }
 
 impl Default for Options {
@@ -324,6 +337,7 @@ impl Default for Options {
             extra_clusters: String::new(),
             control_plane_down: false,
             upstream: Reply::Echo,
+            db_url: None,
         }
     }
 }
@@ -350,7 +364,11 @@ impl Stack {
             .tempdir()
             .unwrap();
         let upstream = Upstream::start_with(opts.upstream.clone());
-        let mut cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let db = opts
+            .db_url
+            .clone()
+            .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
+        let mut cp = ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db);
         if opts.control_plane_down {
             cp.proc.kill();
         }

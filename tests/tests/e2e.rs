@@ -20,3 +20,5 @@ mod native;
 mod outage;
 #[path = "e2e/production.rs"]
 mod production;
+#[path = "e2e/replicas.rs"]
+mod replicas;

@@ -440,3 +440,49 @@ fn open_streams_end_at_logout_and_others_go_on() {
     });
     assert!(stack.stat("wasmcustom.epochgate.streams_ended").unwrap() >= 1);
 }
+
+#[test]
+fn scheduled_logout_is_announced_then_applies() {
+    let stack = Stack::start();
+    let acme = stack.token("42", "acme", json!({}));
+    let globex = stack.token("42", "globex", json!({}));
+    // Whole seconds: the rule compares in seconds, and the header is whole seconds.
+    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
+    let at = epochgate_core::decision::rfc3339(at_ms);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/logout",
+        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    stack.wait_applied(r.json()["version"].as_u64().unwrap());
+    let before = stack.get_with_token("/", &acme);
+    assert_eq!(before.status, 200);
+    assert_eq!(before.header("epochgate-logout-at"), Some(at.as_str()));
+    assert_eq!(
+        stack
+            .get_with_token("/", &globex)
+            .header("epochgate-logout-at"),
+        None
+    );
+    // A login during the notice period is ended at `at` too.
+    let during = stack.token("43", "acme", json!({"iat": epochgate_tests::now_s()}));
+    let start = Instant::now();
+    wait_for(
+        "the scheduled logout to apply",
+        Duration::from_secs(10),
+        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
+    );
+    println!(
+        "scheduled logout applied {} ms after the announcement was read",
+        start.elapsed().as_millis()
+    );
+    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
+    assert_eq!(stack.get_with_token("/", &during).status, 401);
+    assert_eq!(stack.get_with_token("/", &globex).status, 200);
+    // Signing in after `at` works.
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = stack.token("42", "acme", json!({"iat": epochgate_tests::now_s()}));
+    let r = stack.get_with_token("/", &after);
+    assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
+}
