@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean
+.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -49,6 +49,13 @@ node_modules/.package-lock.json: package-lock.json package.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+postgres: ## Install PostgreSQL from Debian's packages when missing (idempotent; the tests start throwaway clusters)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@ls -d /usr/lib/postgresql/*/bin | tail -1 | sed 's/^/postgres: /'
+
 build: setup ## Build the epochgate binary (debug) and the filter .wasm (release, wasm32-wasip1)
 	$(CARGO) build $(LOCKED) -p epochgate-control-plane
 	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
@@ -80,18 +87,24 @@ lint: setup ## cargo fmt --check; clippy -D warnings natively, for wasm32-wasip1
 	$(CARGO) clippy $(LOCKED) --target wasm32-wasip1 -p epochgate-core -p epochgate-filter -- -D warnings
 	$(CARGO) clippy $(LOCKED) --target wasm32-unknown-unknown -p epochgate-core -p epochgate-worker --all-targets -- -D warnings
 
-unit: ## Unit and integration tests of core, filter and worker (native, fake hosts) and control plane
+unit: postgres ## Unit and integration tests of core, filter and worker (native, fake hosts) and control plane
 	$(CARGO) test $(LOCKED) --workspace --exclude epochgate-tests
 
 test-worker-wasm: setup ## The worker's wasm-bindgen tests (JS requests, responses, fetch, bookkeeping) under node
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_TEST_RUNNER) \
 	  $(CARGO) test $(LOCKED) --target wasm32-unknown-unknown -p epochgate-worker
 
-e2e: build build-worker ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream (prints propagation figures)
+e2e: build build-worker postgres ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream (prints propagation figures)
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
 test: lint unit test-worker-wasm e2e ## Everything CI runs: lint, unit tests (native and wasm), end-to-end tests
 
+bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(CARGO) build $(LOCKED) --release -p epochgate-control-plane
+	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
+	EPOCHGATE_BIN=target/release/epochgate $(CARGO) run $(LOCKED) --release -p epochgate-tests --bin bench
+
 clean: ## Remove build output and the demo's state
 	$(CARGO) clean
-	rm -rf .demo
+	rm -rf .demo .demo-worker

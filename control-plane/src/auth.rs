@@ -1,4 +1,6 @@
-//! Bearer credentials: one admin token, one edge token.
+//! Bearer secrets: digests compared in constant time, the token checks, and the bearer
+//! header parser. Who may do what (admin token, API keys, admin JWTs, the edge token) is
+//! in [`crate::rbac`].
 //!
 //! Tokens are compared as SHA-256 digests with a constant-time fold, so neither the
 //! position of the first wrong byte nor the token's length shows in the response time.
@@ -29,6 +31,11 @@ impl Secret {
         }
     }
 
+    /// The SHA-256 of the token.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// Whether `presented` is this token, in time independent of where they differ.
     pub fn matches(&self, presented: &str) -> bool {
         let other = hmac_sha256::Hash::hash(presented.as_bytes());
@@ -39,20 +46,6 @@ impl Secret {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         std::hint::black_box(diff) == 0
     }
-}
-
-/// Who a request's bearer token says it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Edge,
-}
-
-/// The two configured credentials.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    admin: Secret,
-    edge: Secret,
 }
 
 /// Why a token cannot be configured.
@@ -68,7 +61,7 @@ pub enum TokenError {
     Same,
 }
 
-fn check(name: &'static str, token: &str) -> Result<(), TokenError> {
+pub(crate) fn check(name: &'static str, token: &str) -> Result<(), TokenError> {
     let len = token.chars().count();
     if len < MIN_TOKEN_LEN {
         return Err(TokenError::TooShort { name, len });
@@ -77,32 +70,6 @@ fn check(name: &'static str, token: &str) -> Result<(), TokenError> {
         return Err(TokenError::BadCharacters { name });
     }
     Ok(())
-}
-
-impl Credentials {
-    /// Validates and keeps the two tokens.
-    pub fn new(admin_token: &str, edge_token: &str) -> Result<Self, TokenError> {
-        check("the admin token", admin_token)?;
-        check("the edge token", edge_token)?;
-        if admin_token == edge_token {
-            return Err(TokenError::Same);
-        }
-        Ok(Credentials {
-            admin: Secret::new(admin_token),
-            edge: Secret::new(edge_token),
-        })
-    }
-
-    /// The role of a presented token, if it is one of ours. Both comparisons always run.
-    pub fn role_of(&self, presented: &str) -> Option<Role> {
-        let admin = self.admin.matches(presented);
-        let edge = self.edge.matches(presented);
-        match (admin, edge) {
-            (true, _) => Some(Role::Admin),
-            (false, true) => Some(Role::Edge),
-            (false, false) => None,
-        }
-    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header value (scheme case-insensitive).
@@ -120,38 +87,28 @@ mod tests {
     const EDGE: &str = "edge-token-0123456789";
 
     #[test]
-    fn roles_are_told_apart() {
-        let c = Credentials::new(ADMIN, EDGE).unwrap();
-        assert_eq!(c.role_of(ADMIN), Some(Role::Admin));
-        assert_eq!(c.role_of(EDGE), Some(Role::Edge));
-        assert_eq!(c.role_of("admin-token-012345678"), None);
-        assert_eq!(c.role_of(""), None);
+    fn secrets_match_only_themselves() {
+        let s = Secret::new(ADMIN);
+        assert!(s.matches(ADMIN));
+        assert!(!s.matches(EDGE));
+        assert!(!s.matches("admin-token-012345678"));
+        assert!(!s.matches(""));
     }
 
     #[test]
-    fn short_equal_or_spaced_tokens_are_refused() {
+    fn short_or_spaced_tokens_are_refused() {
         assert_eq!(
-            Credentials::new("short", EDGE).unwrap_err(),
+            check("the admin token", "short").unwrap_err(),
             TokenError::TooShort {
                 name: "the admin token",
                 len: 5
             }
         );
         assert!(matches!(
-            Credentials::new(ADMIN, "x").unwrap_err(),
-            TokenError::TooShort {
-                name: "the edge token",
-                ..
-            }
-        ));
-        assert_eq!(
-            Credentials::new(ADMIN, ADMIN).unwrap_err(),
-            TokenError::Same
-        );
-        assert!(matches!(
-            Credentials::new("admin token 0123456789", EDGE).unwrap_err(),
+            check("x", "admin token 0123456789").unwrap_err(),
             TokenError::BadCharacters { .. }
         ));
+        assert!(check("x", ADMIN).is_ok());
         let msg = TokenError::TooShort {
             name: "the admin token",
             len: 3,

@@ -62,8 +62,12 @@ pub enum Command {
     RevokeSession(RevokeSessionArgs),
     /// List the edges that sync, with the version each has applied and its lag.
     Edges,
-    /// Show the audit log, newest first.
+    /// Show the audit log, newest first; `audit verify` checks its hash chain.
     Audit(AuditArgs),
+    /// List the live revocations of one tenant (and the global one).
+    Revocations(RevocationsArgs),
+    /// Make an API key for automation: prints the key once and its `--api-keys` entry.
+    ApiKey(ApiKeyArgs),
     /// DEV/DEMO ONLY: print a JWT signed with the public built-in demo key (kid `demo`).
     MintToken(MintTokenArgs),
     /// DEV/DEMO ONLY: run the demo upstream app (echoes the identity Envoy passes on).
@@ -77,6 +81,14 @@ pub struct DemoUpstreamArgs {
     pub listen: std::net::SocketAddr,
 }
 
+/// `--wait` for every live edge to apply the change (`5s`, `500ms`, `2.5`; at most 60 s).
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Answer once every live edge applied the change, or after this long (`5s`, `500ms`).
+    #[arg(long)]
+    pub wait: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
     #[arg(long)]
@@ -87,6 +99,8 @@ pub struct LogoutArgs {
     /// Why, for the audit log (at most 1024 bytes).
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,9 +112,18 @@ pub struct LogoutAllArgs {
     /// Log out every user of every tenant.
     #[arg(long)]
     pub all_tenants: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Log out at this future time (RFC 3339, e.g. 2026-11-29T02:00:00Z) instead of now;
+    /// until then the edges announce it in an `epochgate-logout-at` response header.
+    #[arg(long)]
+    pub at: Option<String>,
     /// Why, for the audit log (at most 1024 bytes).
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -113,13 +136,82 @@ pub struct RevokeSessionArgs {
     /// Why, for the audit log (at most 1024 bytes).
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// How many entries, newest first (1..=1000).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Only this tenant's entries.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this actor's (`admin`, `key:NAME`, `jwt:SUB`, with ` (operator)` if named).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (`logout_user`, `logout_tenant`, `revoke_session`,
+    /// `logout_all_tenants`, `read_audit`, …).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only `ok` or only `denied` entries.
+    #[arg(long)]
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit chain in the database itself (not through the server): every entry's
+    /// hash, no entry missing, and every head in the anchor file(s) still present.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The store (`sqlite://PATH`, a path, or `postgres://…`).
+    #[arg(long, env = "EPOCHGATE_DB")]
+    pub db: String,
+    /// An anchor file written by `serve --audit-anchor` (repeat for each replica's).
+    #[arg(long = "anchor", env = "EPOCHGATE_AUDIT_ANCHOR")]
+    pub anchors: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevocationsArgs {
+    #[arg(long)]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ApiKeyArgs {
+    #[command(subcommand)]
+    pub command: ApiKeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Generate a key: the key goes to stdout's first line, the entry for the `--api-keys`
+    /// file (holding only its SHA-256) to the second.
+    Create(ApiKeyCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiKeyCreateArgs {
+    /// The key's name in the audit log (`key:NAME`).
+    #[arg(long)]
+    pub name: String,
+    /// The tenant it may act on, or `*` for every tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// A permission (repeat): sessions:revoke, sessions:revoke_all, audit:read,
+    /// edges:read, revocations:read.
+    #[arg(long = "scope", required = true)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +258,7 @@ mod tests {
         let cli = parse(&["logout-all", "--tenant", "acme", "--reason", "r"]).unwrap();
         match cli.command {
             Command::LogoutAll(a) => {
+                assert!(!a.yes);
                 assert_eq!(a.tenant.as_deref(), Some("acme"));
                 assert!(!a.all_tenants);
             }

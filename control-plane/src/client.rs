@@ -12,9 +12,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::api::extract::ACTOR_HEADER;
-use crate::api::{AuditAnswer, EdgesAnswer, RevokeAnswer};
+use std::io::IsTerminal;
+
+use crate::api::{AuditAnswer, EdgesAnswer, RevocationsAnswer, RevokeAnswer};
 use crate::cli::{
-    AuditArgs, ClientOpts, Command, LogoutAllArgs, LogoutArgs, MintTokenArgs, RevokeSessionArgs,
+    ApiKeyArgs, ApiKeyCommand, ApiKeyCreateArgs, AuditArgs, AuditCommand, AuditVerifyArgs,
+    ClientOpts, Command, LogoutAllArgs, LogoutArgs, MintTokenArgs, RevocationsArgs,
+    RevokeSessionArgs, WaitArgs,
 };
 use crate::{demo, now_ms};
 
@@ -142,7 +146,7 @@ fn http_error(status: StatusCode, body: &str) -> anyhow::Error {
             "the control plane refused the token: {detail} — check --token / EPOCHGATE_ADMIN_TOKEN"
         ),
         StatusCode::FORBIDDEN => anyhow!(
-            "the control plane refused: {detail} — --token / EPOCHGATE_ADMIN_TOKEN must be the admin token"
+            "the control plane refused: {detail} — use a credential with that permission and tenant (the attempt is in the audit log)"
         ),
         _ => anyhow!(
             "the control plane answered {}: {detail} ({code})",
@@ -182,6 +186,8 @@ pub fn describe(target: &Target) -> String {
         Target::Tenant { tenant } => format!("every user of tenant {tenant}"),
         Target::User { tenant, user } => format!("user {user} (tenant {tenant})"),
         Target::Session { tenant, sid } => format!("session {sid} (tenant {tenant})"),
+        Target::ScheduledGlobal => "every user of every tenant".to_string(),
+        Target::ScheduledTenant { tenant } => format!("every user of tenant {tenant}"),
     }
 }
 
@@ -193,25 +199,110 @@ fn reason_body(reason: Option<String>) -> Option<serde_json::Value> {
     reason.map(|r| json!({ "reason": r }))
 }
 
+fn schedule_body(reason: Option<String>, at: Option<String>) -> Option<serde_json::Value> {
+    let mut body = reason_body(reason).unwrap_or_else(|| json!({}));
+    if let Some(at) = at {
+        body["at"] = json!(at);
+    }
+    (body != json!({})).then_some(body)
+}
+
+/// The path of a write, with `?wait=` when asked.
+fn with_wait(path: String, wait: &WaitArgs) -> anyhow::Result<String> {
+    match &wait.wait {
+        None => Ok(path),
+        Some(w) => {
+            crate::api::admin::parse_wait(w).map_err(|e| anyhow!("--wait: {}", e.detail))?;
+            Ok(format!("{path}?wait={}", percent_encode(w)))
+        }
+    }
+}
+
+/// Live edges and how many have applied at least `version` (`None`: this credential may
+/// not list edges).
+async fn edge_counts(client: &AdminClient, version: u64) -> Option<(usize, usize)> {
+    let (_, answer): (String, EdgesAnswer) =
+        client.call(Method::GET, "/v1/edges", None).await.ok()?;
+    let live: Vec<_> = answer.edges.iter().filter(|e| e.live).collect();
+    let acked = live
+        .iter()
+        .filter(|e| {
+            e.applied_version >= version && e.stream.as_deref() == Some(answer.stream.as_str())
+        })
+        .count();
+    Some((live.len(), acked))
+}
+
 async fn revoke(
     client: &AdminClient,
     opts: &ClientOpts,
     path: String,
-    reason: Option<String>,
+    body: Option<serde_json::Value>,
     verb: &str,
+    wait: &WaitArgs,
 ) -> anyhow::Result<()> {
-    let (raw, done): (String, RevokeAnswer) = client
-        .call(Method::POST, &path, reason_body(reason))
-        .await?;
+    let path = with_wait(path, wait)?;
+    let request = client.call::<RevokeAnswer>(Method::POST, &path, body);
+    // While the server waits for the edges, a progress line (on a terminal only).
+    let (raw, done) = if wait.wait.is_some() && std::io::stderr().is_terminal() && !opts.json {
+        let before = client
+            .call::<EdgesAnswer>(Method::GET, "/v1/edges", None)
+            .await
+            .map(|(_, e)| e.version + 1)
+            .unwrap_or(u64::MAX);
+        let started = std::time::Instant::now();
+        let mut request = std::pin::pin!(request);
+        loop {
+            tokio::select! {
+                answer = &mut request => {
+                    eprint!("\r\x1b[2K");
+                    break answer?;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let progress = match edge_counts(client, before).await {
+                        Some((live, acked)) => format!("{acked}/{live} edges"),
+                        None => "edges".to_string(),
+                    };
+                    eprint!(
+                        "\r\x1b[2Kwaiting for {progress} … {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    } else {
+        request.await?
+    };
+    for w in &done.warnings {
+        eprintln!("epochgate: warning: {w}");
+    }
     if opts.json {
         println!("{raw}");
-    } else {
-        println!(
+        return Ok(());
+    }
+    match &done.propagation {
+        None => println!(
             "{verb} {} at {} — version {}",
             describe(&done.target),
             format_ms(done.epoch_ms),
             done.version
-        );
+        ),
+        Some(p) => {
+            println!(
+                "{verb} {} — reached {}/{} edges in {} ms (version {})",
+                describe(&done.target),
+                p.acked,
+                p.edges,
+                p.elapsed_ms,
+                done.version
+            );
+            if !p.lagging.is_empty() {
+                eprintln!(
+                    "epochgate: warning: not yet applied by {} (see `epochgate edges`)",
+                    p.lagging.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -224,7 +315,35 @@ async fn logout(client: &AdminClient, opts: &ClientOpts, a: LogoutArgs) -> anyho
         percent_encode(&a.tenant),
         percent_encode(&a.user)
     );
-    revoke(client, opts, path, a.reason, "logged out").await
+    revoke(
+        client,
+        opts,
+        path,
+        reason_body(a.reason),
+        "logged out",
+        &a.wait,
+    )
+    .await
+}
+
+/// Asks before a tenant-wide or global logout, naming how many edges it reaches.
+async fn confirm(client: &AdminClient, what: &str) -> anyhow::Result<()> {
+    let edges = match edge_counts(client, 0).await {
+        Some((live, _)) => format!("{live} live edge{}", if live == 1 { "" } else { "s" }),
+        None => "every edge (this credential cannot list them)".to_string(),
+    };
+    if !std::io::stdin().is_terminal() {
+        bail!("this logs out {what} on {edges}; pass --yes to confirm (stdin is not a terminal)");
+    }
+    eprint!("Log out {what}? Every session ends at once on {edges}. Type yes to confirm: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the confirmation")?;
+    if line.trim() != "yes" {
+        bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
 }
 
 async fn logout_all(
@@ -232,15 +351,41 @@ async fn logout_all(
     opts: &ClientOpts,
     a: LogoutAllArgs,
 ) -> anyhow::Result<()> {
-    let path = match (a.tenant, a.all_tenants) {
+    let (path, what) = match (a.tenant, a.all_tenants) {
         (Some(tenant), false) => {
             check_arg("--tenant", &tenant)?;
-            format!("/v1/tenants/{}/logout", percent_encode(&tenant))
+            (
+                format!("/v1/tenants/{}/logout", percent_encode(&tenant)),
+                format!("every user of tenant {tenant}"),
+            )
         }
-        (None, true) => "/v1/logout".to_string(),
+        (None, true) => (
+            "/v1/logout".to_string(),
+            "every user of every tenant".to_string(),
+        ),
         _ => bail!("give exactly one of --tenant T or --all-tenants"),
     };
-    revoke(client, opts, path, a.reason, "logged out").await
+    if !a.yes {
+        let when =
+            a.at.as_ref()
+                .map(|at| format!(" at {at}"))
+                .unwrap_or_default();
+        confirm(client, &format!("{what}{when}")).await?;
+    }
+    let verb = if a.at.is_some() {
+        "scheduled the logout of"
+    } else {
+        "logged out"
+    };
+    revoke(
+        client,
+        opts,
+        path,
+        schedule_body(a.reason, a.at),
+        verb,
+        &a.wait,
+    )
+    .await
 }
 
 async fn revoke_session(
@@ -255,7 +400,15 @@ async fn revoke_session(
         percent_encode(&a.tenant),
         percent_encode(&a.sid)
     );
-    revoke(client, opts, path, a.reason, "revoked").await
+    revoke(
+        client,
+        opts,
+        path,
+        reason_body(a.reason),
+        "revoked",
+        &a.wait,
+    )
+    .await
 }
 
 fn ago(now: u64, then: u64) -> String {
@@ -310,6 +463,7 @@ async fn edges(client: &AdminClient, opts: &ClientOpts) -> anyhow::Result<()> {
     let now = now_ms();
     let mut rows = vec![vec![
         "EDGE".to_string(),
+        "LIVE".to_string(),
         "APPLIED".to_string(),
         "LAG".to_string(),
         "LAST SEEN".to_string(),
@@ -318,6 +472,7 @@ async fn edges(client: &AdminClient, opts: &ClientOpts) -> anyhow::Result<()> {
     for e in &answer.edges {
         rows.push(vec![
             e.id.clone(),
+            if e.live { "yes" } else { "no" }.to_string(),
             e.applied_version.to_string(),
             e.lag.to_string(),
             format!(
@@ -333,7 +488,17 @@ async fn edges(client: &AdminClient, opts: &ClientOpts) -> anyhow::Result<()> {
 }
 
 async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow::Result<()> {
-    let path = format!("/v1/audit?limit={}", a.limit);
+    let mut path = format!("/v1/audit?limit={}", a.limit);
+    for (name, value) in [
+        ("tenant", &a.tenant),
+        ("actor", &a.actor),
+        ("action", &a.action),
+        ("outcome", &a.outcome),
+    ] {
+        if let Some(v) = value {
+            path.push_str(&format!("&{name}={}", percent_encode(v)));
+        }
+    }
     let (raw, answer): (String, AuditAnswer) = client.call(Method::GET, &path, None).await?;
     if opts.json {
         println!("{raw}");
@@ -348,6 +513,7 @@ async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow:
         "VERSION".to_string(),
         "ACTOR".to_string(),
         "ACTION".to_string(),
+        "OUTCOME".to_string(),
         "TARGET".to_string(),
         "FROM".to_string(),
         "REASON".to_string(),
@@ -358,12 +524,122 @@ async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow:
             e.version.to_string(),
             e.actor.clone(),
             e.action.clone(),
+            e.outcome.clone(),
             describe(&e.target),
             e.source.clone().unwrap_or_else(|| "-".to_string()),
             e.reason.clone().unwrap_or_default(),
         ]);
     }
     print!("{}", table(&rows));
+    Ok(())
+}
+
+async fn audit_verify(opts: &ClientOpts, a: AuditVerifyArgs) -> anyhow::Result<()> {
+    let store = crate::store::open(&a.db)
+        .await
+        .with_context(|| format!("cannot open the store {}", a.db))?;
+    let chain = store
+        .audit_chain()
+        .await
+        .context("cannot read the audit log")?;
+    let mut anchors = Vec::new();
+    for path in &a.anchors {
+        anchors.extend(crate::audit::read_anchor(path)?);
+    }
+    let v = crate::audit::verify(&chain, &anchors);
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string(&v).context("encoding the result")?
+        );
+    } else if v.ok() {
+        let head = v
+            .head
+            .as_ref()
+            .map(|h| format!(", head {} ({})", h.id, h.hash))
+            .unwrap_or_default();
+        println!("audit chain intact: {} entries{head}", v.entries);
+        if a.anchors.is_empty() {
+            eprintln!(
+                "epochgate: warning: no --anchor given: a deletion of the newest entries cannot be detected"
+            );
+        } else {
+            println!(
+                "every anchored head is present (up to entry {})",
+                v.anchored_id
+            );
+        }
+    } else {
+        for p in &v.problems {
+            eprintln!("epochgate: audit: {p}");
+        }
+    }
+    if v.ok() {
+        Ok(())
+    } else {
+        bail!(
+            "the audit log was tampered with: {} problem(s) in {} entries",
+            v.problems.len(),
+            v.entries
+        )
+    }
+}
+
+async fn revocations(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    a: RevocationsArgs,
+) -> anyhow::Result<()> {
+    check_arg("--tenant", &a.tenant)?;
+    let path = format!("/v1/tenants/{}/revocations", percent_encode(&a.tenant));
+    let (raw, answer): (String, RevocationsAnswer) = client.call(Method::GET, &path, None).await?;
+    if opts.json {
+        println!("{raw}");
+        return Ok(());
+    }
+    if answer.revocations.is_empty() {
+        println!("no live revocation for tenant {}", answer.tenant);
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "TARGET".to_string(),
+        "SINCE".to_string(),
+        "VERSION".to_string(),
+    ]];
+    for e in &answer.revocations {
+        rows.push(vec![
+            describe(&e.target),
+            format_ms(e.epoch_ms),
+            e.version.to_string(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
+    check_arg("--name", &a.name)?;
+    crate::rbac::Tenants::parse(&a.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
+    for s in &a.scopes {
+        if crate::rbac::Scope::parse(s).is_none() {
+            bail!("--scope {s:?} is not a permission (sessions:revoke, sessions:revoke_all, audit:read, edges:read, revocations:read)");
+        }
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let key = format!(
+        "eg_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let entry = json!({
+        "name": a.name,
+        "tenant": a.tenant,
+        "scopes": a.scopes,
+        "sha256": crate::rbac::key_digest_hex(&key),
+    });
+    println!("{key}");
+    println!("{entry}");
+    eprintln!("epochgate: the first line is the key (shown once); add the second to the \"api_keys\" list of the --api-keys file");
     Ok(())
 }
 
@@ -397,7 +673,15 @@ pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         Command::LogoutAll(a) => logout_all(&client()?, &opts, a).await,
         Command::RevokeSession(a) => revoke_session(&client()?, &opts, a).await,
         Command::Edges => edges(&client()?, &opts).await,
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Verify(v)),
+            ..
+        }) => audit_verify(&opts, v).await,
         Command::Audit(a) => audit(&client()?, &opts, a).await,
+        Command::Revocations(a) => revocations(&client()?, &opts, a).await,
+        Command::ApiKey(ApiKeyArgs {
+            command: ApiKeyCommand::Create(a),
+        }) => api_key_create(a),
     }
 }
 

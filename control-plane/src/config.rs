@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::{Credentials, TokenError};
+use std::path::PathBuf;
+
+use crate::rbac::{parse_api_keys, AdminJwt, Credentials, CredentialsError};
 
 /// The longest a sync long-poll is held, whatever the edge asks.
 pub const MAX_WAIT_S: u64 = 60;
@@ -24,9 +26,34 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_DB", default_value = "epochgate.db")]
     pub db: String,
 
-    /// Bearer token for the admin API (at least 16 characters).
+    /// Bootstrap bearer token for the admin API (at least 16 characters): a global
+    /// admin with every permission. Optional when --api-keys or --admin-jwt-config is set.
     #[arg(long, env = "EPOCHGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: Option<String>,
+
+    /// A JSON file of API keys for automation, stored hashed:
+    /// `{"api_keys": [{"name", "tenant" ("*" = every tenant), "scopes": [...], "sha256"}]}`
+    /// (`epochgate api-key create` prints an entry).
+    #[arg(long, env = "EPOCHGATE_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+
+    /// A JSON file configuring admin JWTs, in the filter's format (`keys`, `issuer`,
+    /// `audiences` (required), `claims`); the tenant claim (`tid`) holds the tenant or
+    /// `*`, and `permissions` (list) or `scope` (space-separated) the permissions.
+    #[arg(long, env = "EPOCHGATE_ADMIN_JWT_CONFIG")]
+    pub admin_jwt_config: Option<PathBuf>,
+
+    /// Append-only file that receives the audit chain's head after every audit entry
+    /// (`{"id","hash"}` per line). Keep it where whoever can write the database cannot
+    /// (another volume or user, `chattr +a`); `epochgate audit verify --anchor` checks the
+    /// chain against it, so deleting the newest entries is detected.
+    #[arg(long, env = "EPOCHGATE_AUDIT_ANCHOR")]
+    pub audit_anchor: Option<PathBuf>,
+
+    /// An edge is live (counted by `?wait=` receipts) if it polled within this many
+    /// seconds. Keep it above the edges' long-poll `wait_s`.
+    #[arg(long, env = "EPOCHGATE_EDGE_LIVE_WINDOW", default_value_t = 90)]
+    pub edge_live_window: u64,
 
     /// Bearer token the edges use for `GET /v1/sync` (at least 16 characters, not the
     /// admin token).
@@ -57,6 +84,10 @@ pub struct ServeConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub credentials: Credentials,
+    /// Where the audit chain's head is appended (see `--audit-anchor`).
+    pub audit_anchor: Option<PathBuf>,
+    /// Edges seen within this window are live.
+    pub edge_live_window: Duration,
     pub max_session_lifetime_s: u64,
     pub compact_interval: Duration,
 }
@@ -65,7 +96,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error(transparent)]
-    Token(#[from] TokenError),
+    Credentials(#[from] CredentialsError),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: String },
+    #[error("--edge-live-window must be at least 1 second")]
+    ZeroLiveWindow,
     #[error("--max-session-lifetime must be at least 1 second")]
     ZeroLifetime,
     #[error("--compact-interval must be at least 1 second")]
@@ -81,15 +116,36 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if args.db.trim().is_empty() {
             return Err(ConfigError::EmptyDb);
         }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| ConfigError::Read {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })
+        };
+        let mut credentials = Credentials::new(args.admin_token.as_deref(), &args.edge_token)?;
+        if let Some(path) = &args.api_keys {
+            credentials = credentials.with_api_keys(parse_api_keys(&read(path)?)?)?;
+        }
+        if let Some(path) = &args.admin_jwt_config {
+            credentials = credentials.with_admin_jwt(AdminJwt::from_json(&read(path)?)?);
+        }
+        if !credentials.has_admin() {
+            return Err(CredentialsError::NoAdmin.into());
+        }
+        if args.edge_live_window == 0 {
+            return Err(ConfigError::ZeroLiveWindow);
+        }
+        let mut server = ServerConfig::with_credentials(
+            credentials,
+            args.max_session_lifetime,
+            args.compact_interval,
+        )?;
+        server.audit_anchor = args.audit_anchor;
+        server.edge_live_window = Duration::from_secs(args.edge_live_window);
         Ok(ServeConfig {
             listen: args.listen,
             db: args.db,
-            server: ServerConfig::new(
-                &args.admin_token,
-                &args.edge_token,
-                args.max_session_lifetime,
-                args.compact_interval,
-            )?,
+            server,
         })
     }
 }
@@ -102,6 +158,17 @@ impl ServerConfig {
         max_session_lifetime_s: u64,
         compact_interval_s: u64,
     ) -> Result<Self, ConfigError> {
+        let credentials = Credentials::new(Some(admin_token), edge_token)?;
+        Self::with_credentials(credentials, max_session_lifetime_s, compact_interval_s)
+    }
+
+    /// Validates the server settings with the given credentials; no anchor, a 90 s live
+    /// window.
+    pub fn with_credentials(
+        credentials: Credentials,
+        max_session_lifetime_s: u64,
+        compact_interval_s: u64,
+    ) -> Result<Self, ConfigError> {
         if max_session_lifetime_s == 0 {
             return Err(ConfigError::ZeroLifetime);
         }
@@ -109,7 +176,9 @@ impl ServerConfig {
             return Err(ConfigError::ZeroCompactInterval);
         }
         Ok(ServerConfig {
-            credentials: Credentials::new(admin_token, edge_token)?,
+            credentials,
+            audit_anchor: None,
+            edge_live_window: Duration::from_secs(90),
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
         })
@@ -124,7 +193,11 @@ mod tests {
         ServeArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
             db: "x.db".into(),
-            admin_token: "a".repeat(16),
+            admin_token: Some("a".repeat(16)),
+            api_keys: None,
+            admin_jwt_config: None,
+            audit_anchor: None,
+            edge_live_window: 90,
             edge_token: "e".repeat(16),
             max_session_lifetime: 3600,
             compact_interval: 60,
@@ -141,10 +214,18 @@ mod tests {
     #[test]
     fn bad_args_are_refused_with_their_reason() {
         let mut a = args();
-        a.admin_token = "short".into();
+        a.admin_token = Some("short".into());
         assert!(matches!(
             ServeConfig::try_from(a),
-            Err(ConfigError::Token(TokenError::TooShort { .. }))
+            Err(ConfigError::Credentials(CredentialsError::Token(
+                crate::auth::TokenError::TooShort { .. }
+            )))
+        ));
+        let mut a = args();
+        a.admin_token = None;
+        assert!(matches!(
+            ServeConfig::try_from(a),
+            Err(ConfigError::Credentials(CredentialsError::NoAdmin))
         ));
         let mut a = args();
         a.max_session_lifetime = 0;

@@ -28,12 +28,14 @@ use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod demo_upstream;
+pub mod rbac;
 pub mod state;
 pub mod store;
 

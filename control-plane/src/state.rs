@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::store::Store;
+use crate::store::{AuditHead, Store};
 
 /// Shared state of the HTTP app. Cheap to clone.
 #[derive(Clone)]
@@ -20,17 +20,24 @@ struct Shared {
     config: ServerConfig,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
+    /// Bumped after each edge receipt this replica records (wakes `?wait=` writes).
+    receipts: watch::Sender<u64>,
+    /// Serializes appends to the anchor file.
+    anchor: std::sync::Mutex<()>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         let (shutdown, _) = watch::channel(false);
+        let (receipts, _) = watch::channel(0);
         AppState {
             inner: Arc::new(Shared {
                 store,
                 config,
                 metrics: Metrics::default(),
                 shutdown,
+                receipts,
+                anchor: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -45,6 +52,35 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Announces that an edge receipt was recorded.
+    pub fn receipt_recorded(&self) {
+        self.inner.receipts.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes after each edge receipt this replica records.
+    pub fn receipts(&self) -> watch::Receiver<u64> {
+        self.inner.receipts.subscribe()
+    }
+
+    /// Records the audit chain's new head: a log line (for log shipping) and, with
+    /// `--audit-anchor`, a synced line in the anchor file. A failure is logged and
+    /// counted, never answered: the revocation it follows is committed and must stand.
+    pub fn anchor(&self, head: &AuditHead) {
+        tracing::info!(id = head.id, hash = %head.hash, "audit head");
+        let Some(path) = &self.inner.config.audit_anchor else {
+            return;
+        };
+        let _serial = self
+            .inner
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(err) = crate::audit::append_anchor(path, head) {
+            self.inner.metrics.anchor_failed();
+            tracing::error!(error = %err, path = %path.display(), id = head.id, "cannot append to the audit anchor");
+        }
     }
 
     /// Tells open long-polls and background tasks to finish now.
@@ -65,6 +101,7 @@ pub struct Metrics {
     admin_writes_total: AtomicU64,
     sync_requests_total: AtomicU64,
     long_polls_open: AtomicU64,
+    anchor_failures_total: AtomicU64,
 }
 
 impl Metrics {
@@ -81,6 +118,14 @@ impl Metrics {
     pub fn open_long_poll(&self) -> LongPollGuard<'_> {
         self.long_polls_open.fetch_add(1, Ordering::Relaxed);
         LongPollGuard(self)
+    }
+
+    pub fn anchor_failed(&self) {
+        self.anchor_failures_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn anchor_failures_total(&self) -> u64 {
+        self.anchor_failures_total.load(Ordering::Relaxed)
     }
 
     pub fn admin_writes_total(&self) -> u64 {

@@ -412,3 +412,560 @@ async fn health_and_metrics_need_no_token() {
         assert!(m.text.contains(line), "missing {line:?} in\n{}", m.text);
     }
 }
+
+// ---- RBAC -------------------------------------------------------------------------------
+
+mod rbac {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use epochgate_control_plane::config::ServerConfig;
+    use epochgate_control_plane::rbac::{key_digest_hex, parse_api_keys, AdminJwt, Credentials};
+    use epochgate_control_plane::AppState;
+    use jwt_simple::prelude::*;
+    use serde_json::json;
+
+    use crate::common::{request, send, test_store, TestStore, EDGE};
+
+    pub const ACME_REVOKER: &str = "eg_acme_revoker_0123456789abcdef";
+    pub const ACME_READER: &str = "eg_acme_reader_0123456789abcdef";
+    pub const GLOBAL_OPS: &str = "eg_global_ops_0123456789abcdef";
+    const JWT_SECRET: &[u8] = b"admin-jwt-secret-0123456789abcdef0123";
+
+    pub struct RbacApp {
+        pub state: AppState,
+        pub _store: TestStore,
+    }
+
+    pub async fn rbac_app() -> RbacApp {
+        let ts = test_store().await;
+        let keys = json!({"api_keys": [
+            {"name": "acme-revoker", "tenant": "acme", "scopes": ["sessions:revoke", "sessions:revoke_all"], "sha256": key_digest_hex(ACME_REVOKER)},
+            {"name": "acme-reader", "tenant": "acme", "scopes": ["audit:read", "revocations:read"], "sha256": key_digest_hex(ACME_READER)},
+            {"name": "global-ops", "tenant": "*", "scopes": ["sessions:revoke_all", "audit:read", "edges:read"], "sha256": key_digest_hex(GLOBAL_OPS)},
+        ]});
+        let jwt = AdminJwt::from_json(
+            json!({
+                "keys": [{"kid": "admin", "alg": "HS256", "secret": String::from_utf8_lossy(JWT_SECRET)}],
+                "issuer": "https://idp.test", "audiences": ["epochgate-admin"]
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let creds = Credentials::new(None, EDGE)
+            .unwrap()
+            .with_api_keys(parse_api_keys(keys.to_string().as_bytes()).unwrap())
+            .unwrap()
+            .with_admin_jwt(jwt);
+        let config = ServerConfig::with_credentials(creds, 3600, 60).unwrap();
+        RbacApp {
+            state: AppState::new(Arc::clone(&ts.store), config),
+            _store: ts,
+        }
+    }
+
+    fn admin_jwt(claims: serde_json::Value, aud: &str) -> String {
+        let key = HS256Key::from_bytes(JWT_SECRET).with_key_id("admin");
+        let c = Claims::with_custom_claims(claims, Duration::from_secs(600))
+            .with_issuer("https://idp.test")
+            .with_audience(aud)
+            .with_subject("alice@example.com");
+        key.authenticate(c).unwrap()
+    }
+
+    async fn post(state: &AppState, uri: &str, token: &str) -> crate::common::Answer {
+        send(state, request("POST", uri, Some(token), None)).await
+    }
+
+    async fn get(state: &AppState, uri: &str, token: &str) -> crate::common::Answer {
+        send(state, request("GET", uri, Some(token), None)).await
+    }
+
+    async fn denied_entries(state: &AppState) -> Vec<serde_json::Value> {
+        let a = get(state, "/v1/audit?outcome=denied", GLOBAL_OPS).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.json["entries"].as_array().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_act_on_another_tenant_and_the_attempt_is_audited() {
+        let app = rbac_app().await;
+        let ok = post(&app.state, "/v1/tenants/acme/users/42/logout", ACME_REVOKER).await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+        for uri in [
+            "/v1/tenants/globex/users/42/logout",
+            "/v1/tenants/globex/logout",
+            "/v1/tenants/globex/sessions/s1/revoke",
+        ] {
+            let a = post(&app.state, uri, ACME_REVOKER).await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}: {}", a.text);
+            assert_eq!(a.error(), "forbidden");
+            assert!(
+                a.json["detail"].as_str().unwrap().contains("globex"),
+                "{}",
+                a.text
+            );
+        }
+        assert_eq!(
+            *app.state.store().subscribe().borrow(),
+            1,
+            "no refused attempt wrote a revocation"
+        );
+        let denied = denied_entries(&app.state).await;
+        assert_eq!(denied.len(), 3);
+        assert_eq!(denied[0]["actor"], "key:acme-revoker");
+        assert_eq!(denied[0]["action"], "revoke_session");
+        assert_eq!(denied[0]["target"]["tenant"], "globex");
+        assert!(denied[0]["request_id"].as_str().is_some());
+        assert!(denied[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused:"));
+    }
+
+    #[tokio::test]
+    async fn only_a_global_admin_logs_out_every_tenant() {
+        let app = rbac_app().await;
+        let a = post(&app.state, "/v1/logout", ACME_REVOKER).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+        assert!(a.json["detail"].as_str().unwrap().contains("every tenant"));
+        let a = post(&app.state, "/v1/logout", GLOBAL_OPS).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let denied = denied_entries(&app.state).await;
+        assert_eq!(denied.len(), 1);
+        assert_eq!(denied[0]["action"], "logout_all_tenants");
+    }
+
+    #[tokio::test]
+    async fn each_permission_is_required() {
+        let app = rbac_app().await;
+        // A reader cannot write; a revoker cannot read; global-ops has no sessions:revoke.
+        let cases = [
+            (
+                "POST",
+                "/v1/tenants/acme/users/1/logout",
+                ACME_READER,
+                "sessions:revoke",
+            ),
+            (
+                "POST",
+                "/v1/tenants/acme/logout",
+                ACME_READER,
+                "sessions:revoke_all",
+            ),
+            ("GET", "/v1/audit", ACME_REVOKER, "audit:read"),
+            ("GET", "/v1/edges", ACME_REVOKER, "edges:read"),
+            ("GET", "/v1/edges", ACME_READER, "edges:read"),
+            (
+                "GET",
+                "/v1/tenants/acme/revocations",
+                ACME_REVOKER,
+                "revocations:read",
+            ),
+            (
+                "POST",
+                "/v1/tenants/acme/users/1/logout",
+                GLOBAL_OPS,
+                "sessions:revoke",
+            ),
+        ];
+        for (method, uri, key, scope) in cases {
+            let a = send(&app.state, request(method, uri, Some(key), None)).await;
+            assert_eq!(
+                a.status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri}: {}",
+                a.text
+            );
+            assert!(
+                a.json["detail"].as_str().unwrap().contains(scope),
+                "{}",
+                a.text
+            );
+        }
+        assert_eq!(denied_entries(&app.state).await.len(), cases.len());
+        // What they may do, they can.
+        assert_eq!(
+            get(&app.state, "/v1/tenants/acme/revocations", ACME_READER)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&app.state, "/v1/edges", GLOBAL_OPS).await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_reader_sees_only_its_tenants_audit() {
+        let app = rbac_app().await;
+        post(&app.state, "/v1/tenants/acme/users/1/logout", ACME_REVOKER).await;
+        post(&app.state, "/v1/tenants/globex/logout", GLOBAL_OPS).await;
+        let a = get(&app.state, "/v1/audit", ACME_READER).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let entries = a.json["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        assert!(
+            entries.iter().all(|e| e["target"]["tenant"] == "acme"),
+            "{}",
+            a.text
+        );
+        let a = get(&app.state, "/v1/audit?tenant=globex", ACME_READER).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+        // The global reader filters.
+        let a = get(
+            &app.state,
+            "/v1/audit?tenant=globex&action=logout_tenant",
+            GLOBAL_OPS,
+        )
+        .await;
+        let entries = a.json["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{}", a.text);
+        assert_eq!(entries[0]["actor"], "key:global-ops");
+        let a = get(&app.state, "/v1/audit?outcome=maybe", GLOBAL_OPS).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        let a = get(&app.state, "/v1/audit?colour=red", GLOBAL_OPS).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_eq!(a.error(), "invalid_query");
+    }
+
+    #[tokio::test]
+    async fn admin_jwts_carry_tenant_and_permissions() {
+        let app = rbac_app().await;
+        let acme = admin_jwt(
+            json!({"tid": "acme", "permissions": ["sessions:revoke", "unrelated:perm"]}),
+            "epochgate-admin",
+        );
+        let a = post(&app.state, "/v1/tenants/acme/users/7/logout", &acme).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let a = post(&app.state, "/v1/tenants/globex/users/7/logout", &acme).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+        let a = post(&app.state, "/v1/tenants/acme/logout", &acme).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+
+        let global = admin_jwt(
+            json!({"tid": "*", "scope": "sessions:revoke_all audit:read"}),
+            "epochgate-admin",
+        );
+        assert_eq!(
+            post(&app.state, "/v1/logout", &global).await.status,
+            StatusCode::OK
+        );
+        let audit = get(&app.state, "/v1/audit?limit=10", &global).await;
+        assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+        assert_eq!(audit.json["entries"][0]["actor"], "jwt:alice@example.com");
+
+        // A token for another audience (a portal user's), or a bad signature: 401.
+        let portal = admin_jwt(
+            json!({"tid": "*", "scope": "sessions:revoke_all"}),
+            "portal",
+        );
+        let a = post(&app.state, "/v1/logout", &portal).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+        assert!(
+            a.json["detail"].as_str().unwrap().contains("audience"),
+            "{}",
+            a.text
+        );
+        let mut forged = global.clone();
+        forged.pop();
+        forged.push(if global.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            post(&app.state, "/v1/logout", &forged).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        // An admin JWT cannot sync.
+        let a = get(&app.state, "/v1/sync?since=0&edge=e", &global).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn the_edge_token_reads_sync_and_nothing_else() {
+        let app = rbac_app().await;
+        assert_eq!(
+            get(&app.state, "/v1/sync?since=0&edge=e", EDGE)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        for (method, uri) in [
+            ("POST", "/v1/logout"),
+            ("POST", "/v1/tenants/acme/users/1/logout"),
+            ("GET", "/v1/audit"),
+            ("GET", "/v1/edges"),
+        ] {
+            let a = send(&app.state, request(method, uri, Some(EDGE), None)).await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
+        }
+        // API keys cannot sync either.
+        assert_eq!(
+            get(&app.state, "/v1/sync?since=0&edge=e", GLOBAL_OPS)
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
+
+// ---- propagation receipts ------------------------------------------------------------------
+
+#[tokio::test]
+async fn wait_reports_edges_acked_and_lagging() {
+    let app = test_app().await;
+    // Two edges: one will apply the change, one stays behind.
+    for edge in ["fast", "slow"] {
+        let a = edge_get(&app.state, &format!("/v1/sync?since=0&edge={edge}")).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let state = app.state.clone();
+    let stream = state.store().stream().to_string();
+    let applier = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let a = edge_get(
+            &state,
+            &format!("/v1/sync?since=1&stream={stream}&edge=fast"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+    });
+    let a = admin_post(
+        &app.state,
+        "/v1/tenants/acme/users/42/logout?wait=1.5",
+        None,
+    )
+    .await;
+    applier.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let p = &a.json["propagation"];
+    assert_eq!(p["edges"], 2, "{}", a.text);
+    assert_eq!(p["acked"], 1, "{}", a.text);
+    assert_eq!(p["lagging"], json!(["slow"]));
+    let elapsed = p["elapsed_ms"].as_u64().unwrap();
+    assert!(
+        elapsed >= 1400,
+        "waited the whole wait for the lagging edge: {elapsed}"
+    );
+
+    // Once every live edge holds it, the answer comes without waiting out the wait.
+    let a = edge_get(
+        &app.state,
+        &format!(
+            "/v1/sync?since=1&stream={}&edge=slow",
+            app.state.store().stream()
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let state = app.state.clone();
+    let stream = state.store().stream().to_string();
+    let applier = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for edge in ["fast", "slow"] {
+            edge_get(
+                &state,
+                &format!("/v1/sync?since=2&stream={stream}&edge={edge}"),
+            )
+            .await;
+        }
+    });
+    let a = admin_post(
+        &app.state,
+        "/v1/tenants/acme/users/43/logout?wait=30s",
+        None,
+    )
+    .await;
+    applier.await.unwrap();
+    let p = &a.json["propagation"];
+    assert_eq!(
+        (p["edges"].as_u64(), p["acked"].as_u64()),
+        (Some(2), Some(2)),
+        "{}",
+        a.text
+    );
+    assert_eq!(p["lagging"], json!([]));
+    assert!(p["elapsed_ms"].as_u64().unwrap() < 30_000);
+
+    // Without wait: no propagation field. Bad waits: 400.
+    let a = admin_post(&app.state, "/v1/tenants/acme/users/44/logout", None).await;
+    assert!(a.json.get("propagation").is_none(), "{}", a.text);
+    for bad in ["-1", "61", "soon", "5m", "NaN"] {
+        let a = admin_post(&app.state, &format!("/v1/logout?wait={bad}"), None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "wait={bad}");
+        assert_eq!(a.error(), "invalid_query");
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_never_seen_gets_a_warning() {
+    let app = test_app().await;
+    let a = admin_post(&app.state, "/v1/tenants/acmee/users/1/logout", None).await;
+    let w = a.json["warnings"].as_array().unwrap();
+    assert!(w[0].as_str().unwrap().contains("acmee"), "{}", a.text);
+    let a = admin_post(&app.state, "/v1/tenants/acmee/users/2/logout", None).await;
+    assert!(a.json.get("warnings").is_none(), "{}", a.text);
+    let a = admin_post(&app.state, "/v1/logout", None).await;
+    assert!(a.json.get("warnings").is_none(), "{}", a.text);
+}
+
+// ---- operations -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_checked_in_file() {
+    let app = test_app().await;
+    let a = send(&app.state, request("GET", "/openapi.json", None, None)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let pretty = serde_json::to_string_pretty(&a.json).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == pretty,
+        "control-plane/openapi.json differs from GET /openapi.json: \
+         run `UPDATE_OPENAPI=1 cargo test -p epochgate-control-plane openapi` and commit it"
+    );
+    // Every documented path and method is a route (no `no route` 404, no 405).
+    for (path, ops) in a.json["paths"].as_object().unwrap() {
+        let uri = path
+            .replace("{tenant}", "acme")
+            .replace("{user}", "42")
+            .replace("{sid}", "s1");
+        for method in ops.as_object().unwrap().keys() {
+            let r = send(
+                &app.state,
+                request(
+                    &method.to_uppercase(),
+                    &format!("{uri}{}", if uri == "/v1/sync" { "?edge=e" } else { "" }),
+                    Some(ADMIN),
+                    None,
+                ),
+            )
+            .await;
+            assert_ne!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "{method} {uri}: {}",
+                r.text
+            );
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_writes_version_and_per_edge_lag_and_readyz_follows_shutdown() {
+    let app = test_app().await;
+    edge_get(&app.state, "/v1/sync?since=0&edge=envoy%22a").await;
+    admin_post(&app.state, "/v1/tenants/acme/users/1/logout", None).await;
+    admin_post(&app.state, "/v1/tenants/acme/users/2/logout", None).await;
+    let m = send(&app.state, request("GET", "/metrics", None, None)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    for line in [
+        "epochgate_admin_writes_total 2",
+        "epochgate_state_version 2",
+        "epochgate_sync_long_polls_open 0",
+        "epochgate_edge_lag{edge=\"envoy\\\"a\",live=\"true\"} 2",
+        "epochgate_edges_live 1",
+    ] {
+        assert!(
+            m.text.lines().any(|l| l == line),
+            "no `{line}` in\n{}",
+            m.text
+        );
+    }
+    let r = send(&app.state, request("GET", "/readyz", None, None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    app.state.begin_shutdown();
+    let r = send(&app.state, request("GET", "/readyz", None, None)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.error(), "shutting_down");
+    let h = send(&app.state, request("GET", "/healthz", None, None)).await;
+    assert_eq!(h.status, StatusCode::OK, "alive while draining");
+}
+
+#[tokio::test]
+async fn scheduled_logouts_take_a_future_at_and_can_move_earlier() {
+    let app = test_app().await;
+    let in_an_hour = now_ms() + 3_600_000;
+    let at = epochgate_core::decision::rfc3339(in_an_hour);
+    let a = admin_post(
+        &app.state,
+        "/v1/tenants/acme/logout",
+        Some(&format!(r#"{{"reason": "maintenance", "at": "{at}"}}"#)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json["target"],
+        json!({"scope": "scheduled_tenant", "tenant": "acme"})
+    );
+    assert_eq!(
+        a.json["epoch_ms"].as_u64().unwrap(),
+        in_an_hour / 1000 * 1000
+    );
+    // Moved earlier: a schedule is replaced, not maxed.
+    let earlier = epochgate_core::decision::rfc3339(in_an_hour - 1_800_000);
+    let b = admin_post(
+        &app.state,
+        "/v1/tenants/acme/logout",
+        Some(&format!(r#"{{"at": "{earlier}"}}"#)),
+    )
+    .await;
+    assert_eq!(
+        b.json["epoch_ms"].as_u64().unwrap(),
+        (in_an_hour - 1_800_000) / 1000 * 1000
+    );
+    let g = admin_post(
+        &app.state,
+        "/v1/logout",
+        Some(&format!(r#"{{"at": "{at}"}}"#)),
+    )
+    .await;
+    assert_eq!(g.json["target"], json!({"scope": "scheduled_global"}));
+    let audit = admin_get(&app.state, "/v1/audit?limit=1").await;
+    assert_eq!(
+        audit.json["entries"][0]["action"],
+        "schedule_logout_all_tenants"
+    );
+    // An immediate tenant logout is not held back by the schedule.
+    let now = admin_post(&app.state, "/v1/tenants/acme/logout", None).await;
+    assert_eq!(
+        now.json["target"],
+        json!({"scope": "tenant", "tenant": "acme"})
+    );
+    assert!(now.json["epoch_ms"].as_u64().unwrap() <= now_ms());
+
+    for (uri, body, why) in [
+        (
+            "/v1/tenants/acme/logout",
+            r#"{"at": "2020-01-01T00:00:00Z"}"#,
+            "not in the future",
+        ),
+        (
+            "/v1/tenants/acme/logout",
+            r#"{"at": "tomorrow"}"#,
+            "RFC 3339",
+        ),
+        (
+            "/v1/tenants/acme/logout",
+            r#"{"at": "2099-01-01T00:00:00Z"}"#,
+            "31 days",
+        ),
+        (
+            "/v1/tenants/acme/users/42/logout",
+            &format!(r#"{{"at": "{at}"}}"#),
+            "tenant and global",
+        ),
+    ] {
+        let r = admin_post(&app.state, uri, Some(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert!(
+            r.json["detail"].as_str().unwrap().contains(why),
+            "{}",
+            r.text
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The `epochgate` binary end to end: `serve` on port 0, the admin commands against it,
 //! their errors, SIGTERM.
 
+use epochgate_control_plane::store::AuditFilter;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -19,6 +20,9 @@ fn epochgate() -> Command {
         "EPOCHGATE_EDGE_TOKEN",
         "EPOCHGATE_DB",
         "EPOCHGATE_LISTEN",
+        "EPOCHGATE_AUDIT_ANCHOR",
+        "EPOCHGATE_API_KEYS",
+        "EPOCHGATE_ADMIN_JWT_CONFIG",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -41,9 +45,14 @@ impl Drop for Server {
 }
 
 fn start_server(db: &Path) -> Server {
+    start_server_with(db, &[])
+}
+
+fn start_server_with(db: &Path, extra: &[&str]) -> Server {
     let mut child = epochgate()
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
+        .args(extra)
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE)
         .stdout(Stdio::piped())
@@ -103,12 +112,23 @@ fn admin_commands_against_a_real_server() {
     );
     assert!(out.trim_end().ends_with("— version 1"), "{out}");
 
-    let out = stdout(&run(&url, &["logout-all", "--tenant", "a/b", "--json"]));
+    let out = stdout(&run(
+        &url,
+        &["logout-all", "--tenant", "a/b", "--json", "--yes"],
+    ));
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["target"]["tenant"], "a/b");
     assert_eq!(json["version"], 2);
 
-    let out = stdout(&run(&url, &["logout-all", "--all-tenants"]));
+    // Without --yes and without a terminal to ask on: refused, nothing written.
+    let o = run(&url, &["logout-all", "--all-tenants"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pass --yes") && err.contains("0 live edges"),
+        "{err}"
+    );
+    let out = stdout(&run(&url, &["logout-all", "--all-tenants", "-y"]));
     assert!(
         out.starts_with("logged out every user of every tenant at "),
         "{out}"
@@ -262,6 +282,37 @@ fn mint_token_prints_a_demo_jwt() {
 }
 
 #[tokio::test]
+async fn a_logout_answered_200_survives_sigkill_on_postgres() {
+    let url = crate::common::pg_url().await;
+    let mut server = start_server(Path::new(&url));
+    let server_url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        stdout(&run(
+            &server_url,
+            &["logout", "--tenant", "acme", "--user", "42"],
+        ))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("version 1"), "{out}");
+    server.child.kill().unwrap(); // SIGKILL right after the 200
+    server.child.wait().unwrap();
+
+    // A restarted control plane on the same database answers it.
+    let server = start_server(Path::new(&url));
+    let server_url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        stdout(&run(&server_url, &["revocations", "--tenant", "acme"]))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("user 42 (tenant acme)"), "{out}");
+    let store = epochgate_control_plane::store::open(&url).await.unwrap();
+    assert_eq!(store.status().await.unwrap().version, 1);
+    assert_eq!(store.audit(AuditFilter::newest(10)).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_logout_answered_200_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("durable.db");
@@ -282,5 +333,137 @@ async fn a_logout_answered_200_survives_sigkill() {
     let snap = store.sync(0, None).await.unwrap();
     assert_eq!(snap.version, 1);
     assert_eq!(snap.changes.len(), 1);
-    assert_eq!(store.audit(10).await.unwrap().len(), 1);
+    assert_eq!(store.audit(AuditFilter::newest(10)).await.unwrap().len(), 1);
+}
+
+#[test]
+fn wait_prints_how_many_edges_the_logout_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("cp.db"));
+    let o = run(
+        &server.url,
+        &["logout", "--tenant", "acme", "--user", "42", "--wait", "2s"],
+    );
+    let out = stdout(&o);
+    // No edge polls this server: 0/0 at once, and a warning for the never-seen tenant.
+    assert!(
+        out.starts_with("logged out user 42 (tenant acme) — reached 0/0 edges in "),
+        "{out}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: tenant \"acme\" was never mentioned"),
+        "{err}"
+    );
+    let o = run(
+        &server.url,
+        &[
+            "logout",
+            "--tenant",
+            "acme",
+            "--user",
+            "42",
+            "--wait",
+            "2 minutes",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--wait"));
+
+    let out = stdout(&run(&server.url, &["revocations", "--tenant", "acme"]));
+    assert!(out.starts_with("TARGET"), "{out}");
+    assert!(out.contains("user 42 (tenant acme)"), "{out}");
+}
+
+#[tokio::test]
+async fn audit_verify_detects_edits_deletions_and_a_rewound_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+    let anchor = dir.path().join("anchor/audit.anchor");
+    std::fs::create_dir_all(anchor.parent().unwrap()).unwrap();
+    let anchor_arg = anchor.to_str().unwrap().to_string();
+    let server = start_server_with(&db, &["--audit-anchor", &anchor_arg]);
+    let url = server.url.clone();
+    tokio::task::spawn_blocking(move || {
+        for user in ["1", "2", "3", "4"] {
+            stdout(&run(
+                &url,
+                &[
+                    "logout", "--tenant", "acme", "--user", user, "--reason", "r",
+                ],
+            ));
+        }
+    })
+    .await
+    .unwrap();
+    drop(server);
+
+    let db_arg = db.to_str().unwrap().to_string();
+    let verify = |anchor: bool| {
+        let mut cmd = epochgate();
+        cmd.args(["audit", "verify", "--db", &db_arg]);
+        if anchor {
+            cmd.args(["--anchor", &anchor_arg]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = stdout(&verify(true));
+    assert!(out.contains("audit chain intact: 4 entries"), "{out}");
+    assert!(
+        out.contains("every anchored head is present (up to entry 4)"),
+        "{out}"
+    );
+
+    let sql = |stmt: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(stmt)
+            .unwrap();
+    };
+    let fails_with = |o: Output, needle: &str| {
+        assert!(!o.status.success(), "verify passed a tampered log");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(err.contains(needle), "{err}");
+        assert!(err.contains("tampered"), "{err}");
+    };
+
+    // An edited reason.
+    let backup = std::fs::read(&db).unwrap();
+    sql("UPDATE audit SET reason = 'nothing to see' WHERE id = 2");
+    fails_with(verify(true), "entry 2 was edited");
+    std::fs::write(&db, &backup).unwrap();
+    stdout(&verify(true));
+
+    // A deleted entry in the middle.
+    sql("DELETE FROM audit WHERE id = 2");
+    fails_with(verify(false), "entry 2 is missing");
+    std::fs::write(&db, &backup).unwrap();
+
+    // The newest entries deleted: the chain alone still verifies; the anchor does not.
+    sql("DELETE FROM audit WHERE id >= 3");
+    let o = verify(false);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no --anchor given"));
+    fails_with(verify(true), "newest entries were deleted");
+    std::fs::write(&db, &backup).unwrap();
+
+    // A whole chain rewritten with recomputed hashes: each row checks out, the anchor
+    // does not.
+    sql("DELETE FROM audit WHERE id >= 2");
+    let store = epochgate_control_plane::store::open(&db_arg).await.unwrap();
+    store
+        .record_audit(epochgate_control_plane::store::AuditRecord {
+            at_ms: 1,
+            actor: "attacker".into(),
+            action: "logout_user".into(),
+            outcome: "ok".into(),
+            target: epochgate_core::state::Target::Global,
+            reason: None,
+            source: None,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    fails_with(verify(true), "differs from the anchored head");
 }

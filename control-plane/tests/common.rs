@@ -21,6 +21,39 @@ pub struct TestStore {
     pub dir: TempDir,
 }
 
+/// Which backend a conformance test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database on the process's shared throwaway cluster.
+    Postgres,
+}
+
+impl Backend {
+    pub async fn open(self) -> TestStore {
+        match self {
+            Backend::Sqlite => test_store().await,
+            Backend::Postgres => pg_store().await,
+        }
+    }
+}
+
+/// A fresh Postgres database on the shared cluster (started on first use).
+pub async fn pg_store() -> TestStore {
+    let url = pg_url().await;
+    TestStore {
+        store: store::open(&url).await.unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The URL of a fresh database on the shared cluster.
+pub async fn pg_url() -> String {
+    tokio::task::spawn_blocking(|| epochgate_tests::pg::PgCluster::shared().fresh_database())
+        .await
+        .unwrap()
+}
+
 pub async fn test_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("epochgate.db");

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use epochgate_control_plane::store::{self, EdgeReceipt, RevokeRequest, SqliteStore, Store};
+use epochgate_control_plane::store::{
+    self, AuditFilter, EdgeReceipt, RevokeRequest, SqliteStore, Store,
+};
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
 
-use crate::common::test_store;
+use crate::common::{test_store, Backend};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -22,9 +24,11 @@ fn req(target: Target, now_ms: u64) -> RevokeRequest {
     RevokeRequest {
         target,
         now_ms,
+        at_ms: None,
         actor: "admin".into(),
         reason: None,
         source: None,
+        request_id: None,
     }
 }
 
@@ -36,9 +40,8 @@ fn change(target: Target, epoch_ms: Option<u64>) -> Change {
     Change { target, epoch_ms }
 }
 
-#[tokio::test]
-async fn versions_strictly_increase_and_are_announced() {
-    let ts = test_store().await;
+async fn versions_strictly_increase_and_are_announced(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let rx = s.subscribe();
     assert_eq!(*rx.borrow(), 0);
@@ -66,9 +69,8 @@ async fn versions_strictly_increase_and_are_announced() {
     assert_eq!(s.status().await.unwrap().version, 5);
 }
 
-#[tokio::test]
-async fn concurrent_writes_get_distinct_serial_versions() {
-    let ts = test_store().await;
+async fn concurrent_writes_get_distinct_serial_versions(backend: Backend) {
+    let ts = backend.open().await;
     let mut tasks = Vec::new();
     for i in 0..16u64 {
         let s = Arc::clone(&ts.store);
@@ -87,9 +89,8 @@ async fn concurrent_writes_get_distinct_serial_versions() {
     assert_eq!(versions, (1..=16).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn epochs_only_move_forward() {
-    let ts = test_store().await;
+async fn epochs_only_move_forward(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let first = s.revoke(req(user("42"), T0 + 2000)).await.unwrap();
     assert_eq!(first.epoch_ms, T0 + 2000);
@@ -102,9 +103,8 @@ async fn epochs_only_move_forward() {
     assert_eq!(later.epoch_ms, T0 + 3000);
 }
 
-#[tokio::test]
-async fn a_session_revocation_stores_its_time() {
-    let ts = test_store().await;
+async fn a_session_revocation_stores_its_time(backend: Backend) {
+    let ts = backend.open().await;
     let sid = Target::Session {
         tenant: "acme".into(),
         sid: "s-1".into(),
@@ -115,9 +115,8 @@ async fn a_session_revocation_stores_its_time() {
     assert_eq!(snap.changes, vec![change(sid, Some(T0))]);
 }
 
-#[tokio::test]
-async fn delta_and_snapshot_selection() {
-    let ts = test_store().await;
+async fn delta_and_snapshot_selection(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let stream = s.stream().to_string();
     let v1 = revoke(s, user("1"), T0).await;
@@ -158,9 +157,8 @@ async fn delta_and_snapshot_selection() {
     assert_eq!(other.changes.len(), 2);
 }
 
-#[tokio::test]
-async fn compaction_removes_as_a_delta_then_purges_and_raises_the_floor() {
-    let ts = test_store().await;
+async fn compaction_removes_as_a_delta_then_purges_and_raises_the_floor(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let lifetime_s = 10;
     let old = revoke(s, user("old"), T0).await; // v1
@@ -198,9 +196,8 @@ async fn compaction_removes_as_a_delta_then_purges_and_raises_the_floor() {
     assert_eq!((st.version, st.floor), (4, 3));
 }
 
-#[tokio::test]
-async fn compaction_matches_the_core_rule() {
-    let ts = test_store().await;
+async fn compaction_matches_the_core_rule(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let lifetime_s = 100;
     revoke(s, user("42"), T0).await;
@@ -245,7 +242,7 @@ async fn reopening_the_file_keeps_everything_and_the_stream() {
     let snap = s.sync(0, None).await.unwrap();
     assert_eq!(snap.version, version);
     assert_eq!(snap.changes.len(), 2);
-    let audit = s.audit(10).await.unwrap();
+    let audit = s.audit(AuditFilter::newest(10)).await.unwrap();
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[0].reason.as_deref(), Some("stolen laptop"));
     assert_eq!(s.edges().await.unwrap().len(), 1);
@@ -268,8 +265,12 @@ async fn reopening_the_file_keeps_everything_and_the_stream() {
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_by_name() {
-    let err = store::open("postgres://db/epochgate").await.unwrap_err();
-    assert!(err.to_string().contains("postgres://db/epochgate"), "{err}");
+    let err = store::open("mysql://db/epochgate").await.unwrap_err();
+    assert!(err.to_string().contains("mysql://db/epochgate"), "{err}");
+    assert!(
+        err.to_string().contains("postgres://"),
+        "names what works: {err}"
+    );
     assert!(store::open("sqlite://").await.is_err());
 }
 
@@ -286,22 +287,23 @@ async fn the_database_is_in_wal_mode() {
     drop(SqliteStore::open(ts.dir.path().join("epochgate.db")).unwrap());
 }
 
-#[tokio::test]
-async fn audit_rows_are_newest_first_with_every_field() {
-    let ts = test_store().await;
+async fn audit_rows_are_newest_first_with_every_field(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     for i in 0..3u64 {
         s.revoke(RevokeRequest {
             target: user(&i.to_string()),
             now_ms: T0 + i,
+            at_ms: None,
             actor: format!("admin (op{i})"),
             reason: Some(format!("r{i}")),
             source: Some("127.0.0.1:1".into()),
+            request_id: Some(format!("req-{i}")),
         })
         .await
         .unwrap();
     }
-    let rows = s.audit(2).await.unwrap();
+    let rows = s.audit(AuditFilter::newest(2)).await.unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].version, 3);
     assert_eq!(rows[0].target, user("2"));
@@ -313,9 +315,8 @@ async fn audit_rows_are_newest_first_with_every_field() {
     assert_eq!(rows[1].version, 2);
 }
 
-#[tokio::test]
-async fn edge_receipts_upsert() {
-    let ts = test_store().await;
+async fn edge_receipts_upsert(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     let receipt = |v, now: u64| EdgeReceipt {
         edge: "envoy/1".into(),
@@ -339,9 +340,8 @@ async fn edge_receipts_upsert() {
     assert!(s.edges().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn tenant_revocations_hold_the_tenant_and_the_global_entry() {
-    let ts = test_store().await;
+async fn tenant_revocations_hold_the_tenant_and_the_global_entry(backend: Backend) {
+    let ts = backend.open().await;
     let s = ts.store.as_ref();
     revoke(s, user("42"), T0).await;
     revoke(
@@ -376,3 +376,160 @@ async fn tenant_revocations_hold_the_tenant_and_the_global_entry() {
     );
     assert_eq!(entries[2].version, 4);
 }
+
+async fn audit_chain_stays_intact_under_concurrent_writes_and_refusals(backend: Backend) {
+    let ts = backend.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let s = Arc::clone(&ts.store);
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                s.record_audit(epochgate_control_plane::store::AuditRecord {
+                    at_ms: T0 + i,
+                    actor: "key:x".into(),
+                    action: "logout_tenant".into(),
+                    outcome: "denied".into(),
+                    target: Target::Tenant {
+                        tenant: "globex".into(),
+                    },
+                    reason: Some("refused".into()),
+                    source: None,
+                    request_id: Some(format!("r{i}")),
+                })
+                .await
+                .unwrap();
+            } else {
+                s.revoke(req(user(&format!("u{i}")), T0 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let chain = ts.store.audit_chain().await.unwrap();
+    assert_eq!(chain.len(), 12);
+    let v = epochgate_control_plane::audit::verify(&chain, &[]);
+    assert!(v.ok(), "{:?}", v.problems);
+    let denied = ts
+        .store
+        .audit(AuditFilter {
+            limit: 100,
+            outcome: Some("denied".into()),
+            tenant: Some("globex".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 4);
+    assert!(ts.store.tenant_seen("globex".into()).await.unwrap());
+    assert!(ts.store.tenant_seen("acme".into()).await.unwrap());
+    assert!(!ts.store.tenant_seen("initech".into()).await.unwrap());
+}
+
+/// Two replicas on one Postgres database writing at once: versions stay serial and in
+/// commit order (an edge polling either never skips one), and each replica's long-polls
+/// are woken by the other's commits (LISTEN/NOTIFY).
+#[tokio::test]
+async fn two_postgres_replicas_write_serially_and_wake_each_other() {
+    let url = crate::common::pg_url().await;
+    let a = store::open(&url).await.unwrap();
+    let b = store::open(&url).await.unwrap();
+    assert_eq!(a.stream(), b.stream(), "one database, one stream");
+
+    // B's commit wakes A's watch (what A's long-polls wait on).
+    let mut on_a = a.subscribe();
+    let start = std::time::Instant::now();
+    let v = b.revoke(req(user("42"), T0)).await.unwrap().version;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        on_a.wait_for(|x| *x >= v),
+    )
+    .await
+    .expect("replica A was not woken by B's commit")
+    .unwrap();
+    println!(
+        "replica B commit → replica A woken: {} ms",
+        start.elapsed().as_millis()
+    );
+
+    // Both replicas writing at once: every version exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            s.revoke(req(user(&format!("u{i}")), T0 + i))
+                .await
+                .unwrap()
+                .version
+        }));
+    }
+    // Meanwhile an edge polls replica A with deltas: it must end up with every change.
+    let poller = {
+        let a = Arc::clone(&a);
+        tokio::spawn(async move {
+            let stream = a.stream().to_string();
+            let mut since = v;
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..2000 {
+                let batch = a.sync(since, Some(stream.clone())).await.unwrap();
+                assert!(!batch.snapshot);
+                for c in batch.changes {
+                    seen.insert(c.target);
+                }
+                since = batch.version;
+                if since >= v + 40 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, ((v + 1)..=(v + 40)).collect::<Vec<_>>());
+    let seen = poller.await.unwrap();
+    for i in 0..40u64 {
+        assert!(
+            seen.contains(&user(&format!("u{i}"))),
+            "the delta poller skipped u{i}"
+        );
+    }
+    let chain = a.audit_chain().await.unwrap();
+    assert!(epochgate_control_plane::audit::verify(&chain, &[]).ok());
+}
+
+/// Each conformance test, once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::common::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::common::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+conformance!(
+    versions_strictly_increase_and_are_announced,
+    concurrent_writes_get_distinct_serial_versions,
+    epochs_only_move_forward,
+    a_session_revocation_stores_its_time,
+    delta_and_snapshot_selection,
+    compaction_removes_as_a_delta_then_purges_and_raises_the_floor,
+    compaction_matches_the_core_rule,
+    audit_chain_stays_intact_under_concurrent_writes_and_refusals,
+    audit_rows_are_newest_first_with_every_field,
+    edge_receipts_upsert,
+    tenant_revocations_hold_the_tenant_and_the_global_entry,
+);

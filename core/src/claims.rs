@@ -13,12 +13,47 @@ pub struct Identity {
     pub user: String,
     pub tenant: String,
     pub session: Option<String>,
+    /// Who acts as `user` (RFC 8693 `act`, impersonation), the current actor first, then
+    /// the earlier ones of a delegation chain. A logout of any of them, or of `user`,
+    /// ends the token.
+    pub actors: Vec<Actor>,
     /// `iat` (seconds), if present.
     pub issued_at: Option<i64>,
     /// `auth_time` if present, else `iat` (seconds): what the revocation rule compares.
     pub session_start: i64,
     /// `exp` (seconds).
     pub expires_at: f64,
+}
+
+/// An acting user: `act.sub`, in `act`'s tenant claim if it has one, else the token's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub tenant: String,
+    pub user: String,
+}
+
+/// How deep an `act` chain may nest.
+const MAX_ACT_DEPTH: usize = 8;
+
+fn actors(
+    claims: &Map<String, Value>,
+    names: &crate::config::ClaimNames,
+    tenant: &str,
+) -> Result<Vec<Actor>, TokenError> {
+    let bad = || TokenError::BadClaim(names.actor.clone());
+    let mut out = Vec::new();
+    let mut current = claims.get(&names.actor);
+    while let Some(act) = current {
+        let act = act.as_object().ok_or_else(bad)?;
+        if out.len() == MAX_ACT_DEPTH {
+            return Err(bad());
+        }
+        let user = id_claim(act, "sub")?.ok_or_else(bad)?;
+        let tenant = id_claim(act, &names.tenant)?.unwrap_or_else(|| tenant.to_string());
+        out.push(Actor { tenant, user });
+        current = act.get(&names.actor);
+    }
+    Ok(out)
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number, possibly non-integer.
@@ -108,6 +143,7 @@ pub fn validate(
             .ok_or_else(|| TokenError::MissingClaim(names.tenant.clone()))?,
     };
     let session = id_claim(claims, &names.session)?;
+    let actors = actors(claims, names, &tenant)?;
 
     // `as` saturates: 1e300 becomes i64::MAX, which no epoch ever reaches — but such a
     // token was refused above as issued in the future.
@@ -119,6 +155,7 @@ pub fn validate(
         user,
         tenant,
         session,
+        actors,
         issued_at: iat.map(|t| t.floor() as i64),
         session_start,
         expires_at: exp,

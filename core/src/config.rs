@@ -90,6 +90,8 @@ pub struct RawClaimNames {
     pub session: String,
     pub issued_at: String,
     pub session_start: String,
+    /// The RFC 8693 actor claim (impersonation): `{"sub": ...}`, possibly nested.
+    pub actor: String,
 }
 
 impl Default for RawClaimNames {
@@ -100,6 +102,7 @@ impl Default for RawClaimNames {
             session: "sid".into(),
             issued_at: "iat".into(),
             session_start: "auth_time".into(),
+            actor: "act".into(),
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct RawUpstreamHeaders {
     pub user: String,
     pub tenant: String,
     pub session: String,
+    /// The acting user of an impersonation token (`act.sub`).
+    pub actor: String,
 }
 
 impl Default for RawUpstreamHeaders {
@@ -119,6 +124,7 @@ impl Default for RawUpstreamHeaders {
             user: "x-epochgate-user".into(),
             tenant: "x-epochgate-tenant".into(),
             session: "x-epochgate-session".into(),
+            actor: "x-epochgate-actor".into(),
         }
     }
 }
@@ -138,7 +144,43 @@ pub enum OnStale {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Keys, each with its algorithm pinned.
+    #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// An inline JWKS document (`{"keys": [...]}`), e.g. copied from the IdP.
+    pub jwks: Option<serde_json::Value>,
+    /// The algorithm of JWKs (inline or remote) that carry no `alg`.
+    pub jwks_default_alg: Option<String>,
+    /// Also trust the keys of the remote JWKS that the sync service fetches (its `jwks`
+    /// section); a `kid` not in the current set is then `unknown_key` (503, retry) and
+    /// triggers a rate-limited refresh, rather than `invalid_token`.
+    #[serde(default)]
+    pub remote_jwks: bool,
+    /// `verify` (default): verify the token here. `jwt_authn_metadata`: Envoy's
+    /// `jwt_authn` filter already verified it; take its payload from dynamic metadata.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Where `jwt_authn` put the payload (`payload_in_metadata`).
+    #[serde(default)]
+    pub jwt_authn: RawJwtAuthn,
+    /// Whether a request without a token is refused (`missing_token`), unless a route
+    /// says otherwise.
+    #[serde(default = "defaults::yes")]
+    pub require_token: bool,
+    /// Per path prefix rules; the longest matching prefix wins.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Remove the token (its header, or its cookie from `Cookie`) before the upstream.
+    #[serde(default)]
+    pub strip_token: bool,
+    /// How many verified tokens each worker VM remembers (0: none). Signature and claims
+    /// only: revocation is checked on every request.
+    #[serde(default = "defaults::token_cache_size")]
+    pub token_cache_size: usize,
+    /// Verify RS*/ES* signatures with the host's native crypto when it offers it
+    /// (Envoy's `verify_signature`); PS* and EdDSA always stay in Rust.
+    #[serde(default = "defaults::yes")]
+    pub native_verify: bool,
     pub issuer: Option<String>,
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -153,12 +195,10 @@ pub struct RawConfig {
     pub claims: RawClaimNames,
     #[serde(default = "defaults::token_sources")]
     pub token_sources: Vec<RawTokenSource>,
-    /// Where browsers are sent when their session is over; without it, web requests get
-    /// the API's 401.
+    /// Where browsers are sent when their session is over (`?reason=<reason>` is
+    /// appended); without it, web requests get the API's 401. It may carry the IdP's
+    /// re-authentication parameter, e.g. `https://portal/login?prompt=login`.
     pub login_url: Option<String>,
-    /// Requests under these path prefixes are web requests (as is `Accept: text/html`).
-    #[serde(default)]
-    pub web_path_prefixes: Vec<String>,
     #[serde(default = "defaults::max_staleness_s")]
     pub max_staleness_s: u64,
     #[serde(default)]
@@ -167,8 +207,58 @@ pub struct RawConfig {
     pub upstream_headers: RawUpstreamHeaders,
 }
 
+/// How the token is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Verify,
+    JwtAuthnMetadata,
+}
+
+/// Where Envoy's `jwt_authn` put the verified payload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwtAuthn {
+    /// The dynamic-metadata namespace (`envoy.filters.http.jwt_authn`).
+    pub namespace: String,
+    /// `payload_in_metadata` of the provider.
+    pub payload_key: String,
+}
+
+impl Default for RawJwtAuthn {
+    fn default() -> Self {
+        Self {
+            namespace: "envoy.filters.http.jwt_authn".into(),
+            payload_key: "jwt_payload".into(),
+        }
+    }
+}
+
+/// A rule for requests under a path prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: String,
+    /// No check at all (login page, health checks). Spoofed identity headers are still
+    /// stripped.
+    #[serde(default)]
+    pub exempt: bool,
+    /// Overrides `require_token` (a token that is present is still checked).
+    pub require_token: Option<bool>,
+    /// Web (302 to the login page) or API (401): by default `Accept: text/html` decides.
+    pub web: Option<bool>,
+}
+
 mod defaults {
     use super::RawTokenSource;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn token_cache_size() -> usize {
+        1000
+    }
 
     pub fn clock_skew_s() -> u32 {
         60
@@ -213,6 +303,12 @@ mod defaults {
     pub fn sync_timeout_ms() -> u64 {
         5_000
     }
+    pub fn jwks_refresh_s() -> u64 {
+        300
+    }
+    pub fn jwks_min_refresh_s() -> u64 {
+        10
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -241,6 +337,7 @@ pub struct ClaimNames {
     pub session: String,
     pub issued_at: String,
     pub session_start: String,
+    pub actor: String,
 }
 
 /// Upstream identity headers (lower-case).
@@ -249,12 +346,42 @@ pub struct UpstreamHeaders {
     pub user: String,
     pub tenant: String,
     pub session: String,
+    pub actor: String,
+}
+
+/// A compiled route rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub exempt: bool,
+    pub require_token: bool,
+    pub web: Option<bool>,
+}
+
+/// How tokens are verified (see [`Mode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Verify,
+    JwtAuthnMetadata {
+        namespace: String,
+        payload_key: String,
+    },
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub keys: KeySet,
+    /// The algorithm of remote JWKs without `alg`.
+    pub jwks_default_alg: Option<Algorithm>,
+    pub remote_jwks: bool,
+    pub verification: Verification,
+    pub require_token: bool,
+    /// Longest prefix first.
+    pub routes: Vec<Route>,
+    pub strip_token: bool,
+    pub token_cache_size: usize,
+    pub native_verify: bool,
     pub issuer: Option<String>,
     pub audiences: Vec<String>,
     pub clock_skew_s: u32,
@@ -264,7 +391,6 @@ pub struct Config {
     pub claims: ClaimNames,
     pub sources: Vec<TokenSource>,
     pub login_url: Option<String>,
-    pub web_path_prefixes: Vec<String>,
     pub max_staleness_s: u64,
     pub on_stale: OnStale,
     pub upstream_headers: UpstreamHeaders,
@@ -312,12 +438,44 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        if raw.keys.is_empty() {
-            return Err(ConfigError::new("keys", "at least one key is required"));
-        }
+        let jwks_default_alg = raw
+            .jwks_default_alg
+            .as_deref()
+            .map(str::parse::<Algorithm>)
+            .transpose()
+            .map_err(|e| ConfigError::new("jwks_default_alg", e.to_string()))?;
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (i, key) in raw.keys.into_iter().enumerate() {
             keys.push(compile_key(&format!("keys[{i}]"), key)?);
+        }
+        if let Some(doc) = &raw.jwks {
+            let (jwks, skipped) = crate::jwt::parse_jwks(doc, jwks_default_alg)
+                .map_err(|e| ConfigError::new("jwks", e))?;
+            if let Some(why) = skipped.first() {
+                return Err(ConfigError::new("jwks", why.clone()));
+            }
+            keys.extend(jwks);
+        }
+        let verification = match raw.mode {
+            Mode::Verify => Verification::Verify,
+            Mode::JwtAuthnMetadata => {
+                if raw.jwt_authn.namespace.is_empty() || raw.jwt_authn.payload_key.is_empty() {
+                    return Err(ConfigError::new(
+                        "jwt_authn",
+                        "namespace and payload_key must be set",
+                    ));
+                }
+                Verification::JwtAuthnMetadata {
+                    namespace: raw.jwt_authn.namespace,
+                    payload_key: raw.jwt_authn.payload_key,
+                }
+            }
+        };
+        if keys.is_empty() && !raw.remote_jwks && verification == Verification::Verify {
+            return Err(ConfigError::new(
+                "keys",
+                "at least one key is required (keys, jwks or remote_jwks)",
+            ));
         }
         let keys = KeySet::new(keys)
             .map_err(|kid| ConfigError::new("keys", format!("kid {kid:?} is configured twice")))?;
@@ -335,6 +493,12 @@ impl TryFrom<RawConfig> for Config {
             return Err(ConfigError::new(
                 "max_token_bytes",
                 "must be between 1 and 65536",
+            ));
+        }
+        if raw.token_cache_size > 1_000_000 {
+            return Err(ConfigError::new(
+                "token_cache_size",
+                "must be at most 1000000",
             ));
         }
         if raw.clock_skew_s > 3_600 {
@@ -357,6 +521,7 @@ impl TryFrom<RawConfig> for Config {
             session: claim_name("claims.session", c.session)?,
             issued_at: claim_name("claims.issued_at", c.issued_at)?,
             session_start: claim_name("claims.session_start", c.session_start)?,
+            actor: claim_name("claims.actor", c.actor)?,
         };
 
         if raw.token_sources.is_empty() {
@@ -426,22 +591,53 @@ impl TryFrom<RawConfig> for Config {
                 ));
             }
         }
-        if raw.web_path_prefixes.iter().any(|p| !p.starts_with('/')) {
-            return Err(ConfigError::new(
-                "web_path_prefixes",
-                "each prefix must start with `/`",
-            ));
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            if !r.prefix.starts_with('/') {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].prefix"),
+                    "must start with `/`",
+                ));
+            }
+            if routes.iter().any(|o: &Route| o.prefix == r.prefix) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].prefix"),
+                    format!("{:?} is listed twice", r.prefix),
+                ));
+            }
+            if r.exempt && (r.require_token.is_some() || r.web.is_some()) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}]"),
+                    "an exempt route takes no other rule",
+                ));
+            }
+            routes.push(Route {
+                prefix: r.prefix,
+                exempt: r.exempt,
+                require_token: r.require_token.unwrap_or(raw.require_token),
+                web: r.web,
+            });
         }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
         let h = raw.upstream_headers;
         let upstream_headers = UpstreamHeaders {
             user: header_name("upstream_headers.user", &h.user)?,
             tenant: header_name("upstream_headers.tenant", &h.tenant)?,
             session: header_name("upstream_headers.session", &h.session)?,
+            actor: header_name("upstream_headers.actor", &h.actor)?,
         };
 
         Ok(Config {
             keys,
+            jwks_default_alg,
+            remote_jwks: raw.remote_jwks,
+            verification,
+            require_token: raw.require_token,
+            routes,
+            strip_token: raw.strip_token,
+            token_cache_size: raw.token_cache_size,
+            native_verify: raw.native_verify,
             issuer: raw.issuer,
             audiences: raw.audiences,
             clock_skew_s: raw.clock_skew_s,
@@ -451,7 +647,6 @@ impl TryFrom<RawConfig> for Config {
             claims,
             sources,
             login_url: raw.login_url,
-            web_path_prefixes: raw.web_path_prefixes,
             max_staleness_s: raw.max_staleness_s,
             on_stale: raw.on_stale,
             upstream_headers,
@@ -563,11 +758,43 @@ pub struct RawSyncConfig {
     /// token: never in the plugin configuration, which `/config_dump` shows.
     #[serde(default = "defaults::edge_token_env")]
     pub edge_token_env: String,
+    /// A remote JWKS to fetch and share with the filter VMs (`remote_jwks: true` there).
+    pub jwks: Option<RawJwksSource>,
+}
+
+/// Where the IdP publishes its keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksSource {
+    /// The Envoy cluster of the IdP.
+    pub cluster: String,
+    /// `:authority` of the request (the IdP's host name).
+    pub authority: String,
+    /// e.g. `/.well-known/jwks.json`.
+    pub path: String,
+    /// Refetch this often (seconds).
+    #[serde(default = "defaults::jwks_refresh_s")]
+    pub refresh_s: u64,
+    /// At most one refetch this often when a filter meets an unknown `kid` (seconds), so a
+    /// flood of bogus `kid`s cannot hammer the IdP.
+    #[serde(default = "defaults::jwks_min_refresh_s")]
+    pub min_refresh_s: u64,
+}
+
+/// The validated JWKS source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSource {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub refresh_s: u64,
+    pub min_refresh_s: u64,
 }
 
 /// The validated sync configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
+    pub jwks: Option<JwksSource>,
     pub cluster: String,
     pub authority: String,
     pub wait_s: u32,
@@ -615,7 +842,35 @@ impl TryFrom<RawSyncConfig> for SyncConfig {
         if raw.edge_token_env.is_empty() {
             return Err(ConfigError::new("edge_token_env", "is empty"));
         }
+        let jwks = match raw.jwks {
+            None => None,
+            Some(j) => {
+                if j.cluster.is_empty() || j.authority.is_empty() {
+                    return Err(ConfigError::new(
+                        "jwks",
+                        "cluster and authority must be set",
+                    ));
+                }
+                if !j.path.starts_with('/') {
+                    return Err(ConfigError::new("jwks.path", "must start with `/`"));
+                }
+                if j.refresh_s == 0 || j.min_refresh_s == 0 || j.min_refresh_s > j.refresh_s {
+                    return Err(ConfigError::new(
+                        "jwks.min_refresh_s",
+                        "needs 0 < min_refresh_s <= refresh_s",
+                    ));
+                }
+                Some(JwksSource {
+                    cluster: j.cluster,
+                    authority: j.authority,
+                    path: j.path,
+                    refresh_s: j.refresh_s,
+                    min_refresh_s: j.min_refresh_s,
+                })
+            }
+        };
         Ok(SyncConfig {
+            jwks,
             cluster: raw.cluster,
             authority: raw.authority,
             wait_s: raw.wait_s,

@@ -164,6 +164,7 @@ impl Case {
             Decision::Allow {
                 identity: Some(id),
                 signature_only: false,
+                ..
             } if e.allow => {
                 let got = (Some(&id.user), Some(&id.tenant), id.session.as_ref());
                 let want = (e.user.as_ref(), e.tenant.as_ref(), e.session.as_ref());

@@ -2,12 +2,19 @@
 //! shaped). The glue maps it to `Action::Continue` / `send_http_response` (filter) or a
 //! `Response` (worker).
 
+use serde_json::{Map, Value};
+
+use crate::cache::TokenCache;
 use crate::claims::{validate, Identity};
-use crate::config::{Config, OnStale, TokenSource};
-use crate::jwt::{self, PureRustVerifier, SignatureVerifier, TokenError};
+use crate::config::{Config, OnStale, Route, TokenSource, Verification};
+use crate::jwt::{self, KeySet, PureRustVerifier, SignatureVerifier, TokenError};
 use crate::state::{check_revocation, EpochSource, Revoked};
 use crate::sync::SyncStatus;
 use crate::token::{extract, ExtractError, Headers};
+
+/// The response header that announces a scheduled logout (RFC 3339, UTC), so web and
+/// mobile clients can warn the user and save work.
+pub const LOGOUT_AT_HEADER: &str = "epochgate-logout-at";
 
 /// Every reason a request is denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,17 +105,37 @@ pub struct Response {
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// For a gRPC request: the response is gRPC's trailers-only form (HTTP 200,
+    /// `grpc-status` and `grpc-message` in the headers, no body). Hosts with a native
+    /// gRPC local reply (Envoy's `send_grpc_response`) use this status and `grpc_message`.
+    pub grpc_status: Option<u32>,
+    pub grpc_message: Option<String>,
+}
+
+/// A change to the request before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Remove every value of this header.
+    Remove(String),
+    /// Replace every value of this header with one.
+    Set(String, Vec<u8>),
 }
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Pass it on. `identity` is `None` only when no token was required and none came;
-    /// `signature_only` is set when the state was stale and `on_stale: allow` let it by
-    /// without the revocation check.
+    /// Pass it on, after applying `request_edits` in order (spoofed identity headers
+    /// removed, the verified identity set, the token stripped if configured), and add
+    /// `response_headers` to the response (a scheduled logout's notice).
+    ///
+    /// `identity` is `None` on exempt routes and when no token was required and none
+    /// came; `signature_only` is set when the state was stale and `on_stale: allow` let
+    /// the request by without the revocation check.
     Allow {
         identity: Option<Identity>,
         signature_only: bool,
+        request_edits: Vec<HeaderEdit>,
+        response_headers: Vec<(String, String)>,
     },
     /// Answer with `response`; `detail` is for the log, never for the client.
     Deny {
@@ -118,6 +145,12 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
 /// The per-request inputs besides the headers.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
@@ -125,6 +158,45 @@ pub struct RequestInfo<'a> {
     pub headers: &'a Headers,
     /// The request path (query included or not).
     pub path: &'a str,
+}
+
+/// What the host knows besides the request: the epochs, the sync status, the time, and
+/// where it has them, the remote JWKS's keys and a payload another filter verified.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a, E> {
+    pub epochs: &'a E,
+    pub status: Option<&'a SyncStatus>,
+    pub now_ms: u64,
+    /// The remote JWKS (`remote_jwks: true`), if fetched.
+    pub remote_keys: Option<&'a KeySet>,
+    /// `mode: jwt_authn_metadata`: the payload Envoy's `jwt_authn` verified, if any.
+    pub verified_claims: Option<&'a Map<String, Value>>,
+    /// The host's verified-token cache, if it keeps one.
+    pub cache: Option<&'a TokenCache>,
+}
+
+impl<'a, E> Inputs<'a, E> {
+    pub fn new(epochs: &'a E, status: Option<&'a SyncStatus>, now_ms: u64) -> Self {
+        Self {
+            epochs,
+            status,
+            now_ms,
+            remote_keys: None,
+            verified_claims: None,
+            cache: None,
+        }
+    }
+}
+
+/// How a deny is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// 401/503 JSON with `WWW-Authenticate`.
+    Api,
+    /// 302 to the login page with the session cookie cleared (when `login_url` is set).
+    Web,
+    /// gRPC trailers-only: `grpc-status` 16 (UNAUTHENTICATED) or 14 (UNAVAILABLE).
+    Grpc,
 }
 
 /// The compiled config plus a signature verifier: everything a decision needs besides
@@ -141,6 +213,21 @@ impl Engine<PureRustVerifier> {
     }
 }
 
+/// Whether a path holds dot segments, encoded slashes or dots, or backslashes: an upstream
+/// may resolve such a path elsewhere than its prefix says (`/login/../admin`), so route
+/// exemptions never apply to it.
+fn is_ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("/../")
+        || lower.contains("/./")
+        || lower.ends_with("/..")
+        || lower.ends_with("/.")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains('\\')
+}
+
 impl<V: SignatureVerifier> Engine<V> {
     pub fn with_verifier(config: Config, verifier: V) -> Self {
         Self { config, verifier }
@@ -152,12 +239,34 @@ impl<V: SignatureVerifier> Engine<V> {
 
     /// Verifies a token (signature and claims) without looking at revocations.
     pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<Identity, TokenError> {
+        self.verify_token_with(token, None, now_ms)
+    }
+
+    /// Verifies a token against the configured keys and, if given, the remote JWKS's.
+    pub fn verify_token_with(
+        &self,
+        token: &str,
+        remote: Option<&KeySet>,
+        now_ms: u64,
+    ) -> Result<Identity, TokenError> {
         let parsed = jwt::parse(token, self.config.max_token_bytes)?;
-        jwt::verify_signature(&parsed, &self.config.keys, &self.verifier)?;
+        jwt::verify_signature(&parsed, &self.config.keys, remote, &self.verifier)?;
         validate(&parsed.claims, &self.config, now_ms)
     }
 
-    /// The decision for one request.
+    /// The rule for a path: the longest matching route prefix; none for an ambiguous path.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        let path = path.split('?').next().unwrap_or_default();
+        if is_ambiguous_path(path) {
+            return None;
+        }
+        self.config
+            .routes
+            .iter()
+            .find(|r| path.starts_with(r.prefix.as_str()))
+    }
+
+    /// The decision for one request (verify mode, configured keys only).
     pub fn decide(
         &self,
         req: RequestInfo<'_>,
@@ -165,73 +274,162 @@ impl<V: SignatureVerifier> Engine<V> {
         status: Option<&SyncStatus>,
         now_ms: u64,
     ) -> Decision {
-        let token = match extract(&self.config.sources, req.headers) {
-            Ok(Some(token)) => token,
-            Ok(None) => {
-                return self.deny(
-                    req,
-                    DenyReason::MissingToken,
-                    "no token in the request".into(),
-                )
-            }
-            Err(e @ ExtractError::Ambiguous(_)) => {
-                return self.deny(req, DenyReason::AmbiguousToken, e.to_string())
-            }
-            Err(e @ ExtractError::Malformed(_)) => {
-                return self.deny(req, DenyReason::InvalidToken, e.to_string())
-            }
-        };
-        let identity = match self.verify_token(token, now_ms) {
-            Ok(identity) => identity,
-            Err(e) => return self.deny(req, DenyReason::from(&e), e.to_string()),
-        };
-        if SyncStatus::is_stale(status, now_ms, self.config.max_staleness_s) {
-            let age = status.map_or_else(
-                || "never synced".to_string(),
-                |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
-            );
-            return match self.config.on_stale {
-                OnStale::Deny => self.deny(
-                    req,
-                    DenyReason::StateUnavailable,
-                    format!("revocation state is stale: {age}"),
-                ),
-                OnStale::Allow => Decision::Allow {
-                    identity: Some(identity),
-                    signature_only: true,
-                },
+        self.decide_with(req, &Inputs::new(epochs, status, now_ms))
+    }
+
+    /// The decision for one request.
+    pub fn decide_with<E: EpochSource>(
+        &self,
+        req: RequestInfo<'_>,
+        inputs: &Inputs<'_, E>,
+    ) -> Decision {
+        let route = self.route_for(req.path);
+        let mut edits: Vec<HeaderEdit> = req
+            .headers
+            .iter()
+            .filter(|(n, _)| self.is_reserved_header(n))
+            .map(|(n, _)| HeaderEdit::Remove(n.clone()))
+            .collect();
+        edits.dedup();
+        if route.is_some_and(|r| r.exempt) {
+            return Decision::Allow {
+                identity: None,
+                signature_only: false,
+                request_edits: edits,
+                response_headers: Vec::new(),
             };
         }
-        match check_revocation(
-            epochs,
-            &identity.tenant,
-            &identity.user,
-            identity.session.as_deref(),
-            identity.session_start,
-            self.config.clock_margin_s,
-        ) {
-            Ok(()) => Decision::Allow {
-                identity: Some(identity),
-                signature_only: false,
+        let require_token = route.map_or(self.config.require_token, |r| r.require_token);
+        let kind = self.response_kind(req, route);
+
+        let identity = match &self.config.verification {
+            Verification::Verify => {
+                let token = match extract(&self.config.sources, req.headers) {
+                    Ok(Some(token)) => token,
+                    Ok(None) if require_token => {
+                        return self.deny(kind, DenyReason::MissingToken, "no token in the request".into())
+                    }
+                    Ok(None) => {
+                        return Decision::Allow {
+                            identity: None,
+                            signature_only: false,
+                            request_edits: edits,
+                            response_headers: Vec::new(),
+                        }
+                    }
+                    Err(e @ ExtractError::Ambiguous(_)) => {
+                        return self.deny(kind, DenyReason::AmbiguousToken, e.to_string())
+                    }
+                    Err(e @ ExtractError::Malformed(_)) => {
+                        return self.deny(kind, DenyReason::InvalidToken, e.to_string())
+                    }
+                };
+                let cached = inputs.cache.and_then(|c| c.get(token, inputs.now_ms));
+                let verified = match cached {
+                    Some(identity) => Ok(identity),
+                    None => self.verify_token_with(token, inputs.remote_keys, inputs.now_ms).inspect(|identity| {
+                        if let Some(cache) = inputs.cache {
+                            cache.insert(token, identity.clone());
+                        }
+                    }),
+                };
+                match verified {
+                    Ok(identity) => identity,
+                    Err(e @ TokenError::UnknownKid(_)) if self.config.remote_jwks => {
+                        return self.deny(kind, DenyReason::UnknownKey, e.to_string())
+                    }
+                    Err(e) => return self.deny(kind, DenyReason::from(&e), e.to_string()),
+                }
+            }
+            Verification::JwtAuthnMetadata { .. } => match inputs.verified_claims {
+                Some(claims) => match validate(claims, &self.config, inputs.now_ms) {
+                    Ok(identity) => identity,
+                    Err(e) => return self.deny(kind, DenyReason::from(&e), e.to_string()),
+                },
+                None if require_token => {
+                    return self.deny(
+                        kind,
+                        DenyReason::MissingToken,
+                        "no jwt_authn payload in the dynamic metadata (is jwt_authn before this filter, with payload_in_metadata?)".into(),
+                    )
+                }
+                None => {
+                    return Decision::Allow {
+                        identity: None,
+                        signature_only: false,
+                        request_edits: edits,
+                        response_headers: Vec::new(),
+                    }
+                }
             },
-            Err(Revoked::Epoch { epoch_ms }) => self.deny(
-                req,
-                DenyReason::SessionRevoked,
-                format!(
-                    "session of user {:?} (tenant {:?}) started at {} s, at or before epoch {} ms",
-                    identity.user, identity.tenant, identity.session_start, epoch_ms
-                ),
-            ),
-            Err(Revoked::Session) => self.deny(
-                req,
-                DenyReason::SessionRevoked,
-                format!(
-                    "session {:?} of tenant {:?} is revoked",
-                    identity.session.unwrap_or_default(),
-                    identity.tenant
-                ),
-            ),
+        };
+
+        let now_ms = inputs.now_ms;
+        let stale = SyncStatus::is_stale(inputs.status, now_ms, self.config.max_staleness_s);
+        let mut response_headers = Vec::new();
+        if stale {
+            if self.config.on_stale == OnStale::Deny {
+                let age = inputs.status.map_or_else(
+                    || "never synced".to_string(),
+                    |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
+                );
+                return self.deny(
+                    kind,
+                    DenyReason::StateUnavailable,
+                    format!("revocation state is stale: {age}"),
+                );
+            }
+        } else {
+            match check_revocation(inputs.epochs, &identity, now_ms, self.config.clock_margin_s) {
+                Ok(None) => {}
+                Ok(Some(at_ms)) => {
+                    response_headers.push((LOGOUT_AT_HEADER.to_string(), rfc3339(at_ms)))
+                }
+                Err(Revoked::Epoch { epoch_ms }) => {
+                    let detail = format!(
+                        "session of user {:?} (tenant {:?}{}) started at {} s, at or before epoch {} ms",
+                        identity.user,
+                        identity.tenant,
+                        identity.actors.first().map(|a| format!(", acting: {:?}", a.user)).unwrap_or_default(),
+                        identity.session_start,
+                        epoch_ms
+                    );
+                    return self.deny(kind, DenyReason::SessionRevoked, detail);
+                }
+                Err(Revoked::Session) => {
+                    let detail = format!(
+                        "session {:?} of tenant {:?} is revoked",
+                        identity.session.as_deref().unwrap_or_default(),
+                        identity.tenant
+                    );
+                    return self.deny(kind, DenyReason::SessionRevoked, detail);
+                }
+            }
         }
+
+        if self.config.strip_token {
+            edits.extend(self.token_removal(req.headers));
+        }
+        for (name, value) in self.upstream_headers(&identity) {
+            edits.push(HeaderEdit::Set(name.to_string(), value.as_bytes().to_vec()));
+        }
+        Decision::Allow {
+            identity: Some(identity),
+            signature_only: stale,
+            request_edits: edits,
+            response_headers,
+        }
+    }
+
+    /// Re-checks a verified identity against the epochs (a long-lived stream after its
+    /// request was allowed): `Err` once its session is over.
+    pub fn still_valid(
+        &self,
+        identity: &Identity,
+        epochs: &impl EpochSource,
+        now_ms: u64,
+    ) -> Result<(), Revoked> {
+        check_revocation(epochs, identity, now_ms, self.config.clock_margin_s).map(|_| ())
     }
 
     /// Whether an incoming header is one the filter sets for the upstream: such headers
@@ -239,7 +437,7 @@ impl<V: SignatureVerifier> Engine<V> {
     pub fn is_reserved_header(&self, name: &str) -> bool {
         let h = &self.config.upstream_headers;
         name.len() >= 12 && name[..12].eq_ignore_ascii_case("x-epochgate-")
-            || [&h.user, &h.tenant, &h.session]
+            || [&h.user, &h.tenant, &h.session, &h.actor]
                 .iter()
                 .any(|x| name.eq_ignore_ascii_case(x))
     }
@@ -254,37 +452,111 @@ impl<V: SignatureVerifier> Engine<V> {
         if let Some(sid) = &identity.session {
             out.push((h.session.as_str(), sid.as_str()));
         }
+        if let Some(actor) = identity.actors.first() {
+            out.push((h.actor.as_str(), actor.user.as_str()));
+        }
         out
     }
 
-    /// Web (302 to the login page) or API (401 JSON): by path prefix, or `Accept: text/html`.
-    pub fn is_web_request(&self, req: RequestInfo<'_>) -> bool {
-        let path = req.path.split('?').next().unwrap_or_default();
-        self.config
-            .web_path_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
-            || req.headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("accept")
-                    && v.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html"))
-            })
+    /// The edits that take the token out of the request (`strip_token`).
+    fn token_removal(&self, headers: &Headers) -> Vec<HeaderEdit> {
+        let mut edits = Vec::new();
+        for source in &self.config.sources {
+            match source {
+                TokenSource::Header { name, .. } => edits.push(HeaderEdit::Remove(name.clone())),
+                TokenSource::Cookie { name, .. } => {
+                    let mut kept: Vec<&[u8]> = Vec::new();
+                    let mut found = false;
+                    for (_, value) in headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+                    {
+                        for pair in value.split(|b| *b == b';') {
+                            let trimmed = pair.trim_ascii();
+                            let is_token = trimmed
+                                .iter()
+                                .position(|b| *b == b'=')
+                                .is_some_and(|eq| trimmed[..eq].trim_ascii() == name.as_bytes());
+                            if is_token {
+                                found = true;
+                            } else if !trimmed.is_empty() {
+                                kept.push(trimmed);
+                            }
+                        }
+                    }
+                    if found {
+                        edits.push(if kept.is_empty() {
+                            HeaderEdit::Remove("cookie".into())
+                        } else {
+                            HeaderEdit::Set("cookie".into(), kept.join(&b"; "[..]))
+                        });
+                    }
+                }
+            }
+        }
+        edits
     }
 
-    fn deny(&self, req: RequestInfo<'_>, reason: DenyReason, detail: String) -> Decision {
-        let web = self.is_web_request(req);
+    fn response_kind(&self, req: RequestInfo<'_>, route: Option<&Route>) -> ResponseKind {
+        let header_has = |name: &str, needle: &[u8], prefix_only: bool| {
+            req.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case(name)
+                    && if prefix_only {
+                        v.len() >= needle.len() && v[..needle.len()].eq_ignore_ascii_case(needle)
+                    } else {
+                        v.windows(needle.len())
+                            .any(|w| w.eq_ignore_ascii_case(needle))
+                    }
+            })
+        };
+        if header_has("content-type", b"application/grpc", true) {
+            return ResponseKind::Grpc;
+        }
+        let web = route
+            .and_then(|r| r.web)
+            .unwrap_or_else(|| header_has("accept", b"text/html", false));
+        if web {
+            ResponseKind::Web
+        } else {
+            ResponseKind::Api
+        }
+    }
+
+    /// Web (302 to the login page) or API (401 JSON) or gRPC, for a request.
+    pub fn is_web_request(&self, req: RequestInfo<'_>) -> bool {
+        self.response_kind(req, self.route_for(req.path)) == ResponseKind::Web
+    }
+
+    fn deny(&self, kind: ResponseKind, reason: DenyReason, detail: String) -> Decision {
         Decision::Deny {
             reason,
             detail,
-            response: self.deny_response(reason, web),
+            response: self.deny_response(reason, kind),
         }
     }
 
     /// The response for a deny reason. Web requests whose session is over go to the
     /// login page with the session cookie cleared; retryable reasons (503) never do, so a
     /// key rotation or a control-plane outage logs no one out.
-    pub fn deny_response(&self, reason: DenyReason, web: bool) -> Response {
+    pub fn deny_response(&self, reason: DenyReason, kind: ResponseKind) -> Response {
+        if kind == ResponseKind::Grpc {
+            let status: u32 = if reason.is_retryable() { 14 } else { 16 };
+            return Response {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/grpc".into()),
+                    ("grpc-status".into(), status.to_string()),
+                    ("grpc-message".into(), reason.code().into()),
+                ],
+                body: Vec::new(),
+                grpc_status: Some(status),
+                grpc_message: Some(reason.code().into()),
+            };
+        }
         let mut headers = vec![("cache-control".to_string(), "no-store".to_string())];
-        if let (true, false, Some(login)) = (web, reason.is_retryable(), &self.config.login_url) {
+        if let (ResponseKind::Web, false, Some(login)) =
+            (kind, reason.is_retryable(), &self.config.login_url)
+        {
             let sep = if login.contains('?') { '&' } else { '?' };
             headers.push((
                 "location".into(),
@@ -297,6 +569,8 @@ impl<V: SignatureVerifier> Engine<V> {
                 status: 302,
                 headers,
                 body: Vec::new(),
+                grpc_status: None,
+                grpc_message: None,
             };
         }
         let status = if reason.is_retryable() { 503 } else { 401 };
@@ -325,6 +599,8 @@ impl<V: SignatureVerifier> Engine<V> {
             status,
             headers,
             body: format!("{{\"error\":\"{}\"}}", reason.code()).into_bytes(),
+            grpc_status: None,
+            grpc_message: None,
         }
     }
 
@@ -350,5 +626,136 @@ impl<V: SignatureVerifier> Engine<V> {
         }
         c.push_str("; HttpOnly; SameSite=Lax");
         Some(c)
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-28T21:00:00Z`), whole
+/// seconds (civil-from-days, H. Hinnant's algorithm: no date library in the wasm).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses an RFC 3339 date-time (`2026-11-29T02:00:00Z`, `…T03:00:00.5+01:00`) into
+/// milliseconds since the Unix epoch; `None` if malformed or before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        millis = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    }
+    let offset_s = match s.get(i..)? {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            let sign = if tz.as_bytes()[0] == b'-' { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    // days-from-civil (H. Hinnant)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    u64::try_from(secs * 1000 + millis).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_rfc3339, rfc3339};
+
+    #[test]
+    fn rfc3339_parses_and_round_trips() {
+        for ms in [0u64, 951_782_400_000, 1_795_902_328_000, 1_800_000_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2027-01-15T09:00:00+01:00"),
+            Some(1_800_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2027-01-15T08:00:00.25Z"),
+            Some(1_800_000_000_250)
+        );
+        for bad in [
+            "",
+            "2027-01-15",
+            "2027-13-01T00:00:00Z",
+            "2027-01-15T08:00:00",
+            "2027-01-15T08:00:00+1:00",
+            "1969-12-31T23:59:59Z",
+            "2027-01-15T08:00:0xZ",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_800_000_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_902_328_599), "2026-11-28T21:45:28Z");
     }
 }

@@ -106,7 +106,8 @@ impl fmt::Display for Algorithm {
 #[derive(Clone)]
 pub enum KeyMaterial {
     Hmac(Vec<u8>),
-    Rsa(Box<PKey<Public>>),
+    /// The key, and its DER SubjectPublicKeyInfo.
+    Rsa(Box<(PKey<Public>, Vec<u8>)>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -153,6 +154,9 @@ pub struct VerificationKey {
     pub kid: Option<String>,
     pub alg: Algorithm,
     pub material: KeyMaterial,
+    /// The public key as DER SubjectPublicKeyInfo (RSA and EC keys), for hosts that
+    /// verify natively (Envoy's `verify_signature`): derived once, when the key is loaded.
+    pub spki_der: Option<Vec<u8>>,
 }
 
 fn b64url(s: &str) -> Result<Vec<u8>, ()> {
@@ -160,6 +164,25 @@ fn b64url(s: &str) -> Result<Vec<u8>, ()> {
 }
 
 impl VerificationKey {
+    fn assemble(kid: Option<String>, alg: Algorithm, material: KeyMaterial) -> Self {
+        use p256::pkcs8::EncodePublicKey as _;
+        let spki_der = match &material {
+            KeyMaterial::Hmac(_) | KeyMaterial::Ed25519(_) => None,
+            KeyMaterial::Rsa(rsa) => Some(rsa.1.clone()),
+            KeyMaterial::P256(vk) => vk.to_public_key_der().ok().map(|d| d.as_bytes().to_vec()),
+            KeyMaterial::P384(vk) => {
+                use p384::pkcs8::EncodePublicKey as _;
+                vk.to_public_key_der().ok().map(|d| d.as_bytes().to_vec())
+            }
+        };
+        Self {
+            kid,
+            alg,
+            material,
+            spki_der,
+        }
+    }
+
     /// An HMAC key (HS256/384/512), at least as long as the hash output.
     pub fn hmac(kid: Option<String>, alg: Algorithm, secret: Vec<u8>) -> Result<Self, KeyError> {
         let min = match alg {
@@ -180,11 +203,7 @@ impl VerificationKey {
                 got: secret.len(),
             });
         }
-        Ok(Self {
-            kid,
-            alg,
-            material: KeyMaterial::Hmac(secret),
-        })
+        Ok(Self::assemble(kid, alg, KeyMaterial::Hmac(secret)))
     }
 
     /// A public key in PEM (SubjectPublicKeyInfo; PKCS#1 too for RSA).
@@ -238,7 +257,7 @@ impl VerificationKey {
                     .as_ref(),
             ),
         };
-        Ok(Self { kid, alg, material })
+        Ok(Self::assemble(kid, alg, material))
     }
 
     /// A JWK (RFC 7517): `RSA` (`n`, `e`), `EC` (`crv`, `x`, `y`), `OKP` (`Ed25519`, `x`)
@@ -329,7 +348,7 @@ impl VerificationKey {
                 )
             }
         };
-        Ok(Self { kid, alg, material })
+        Ok(Self::assemble(kid, alg, material))
     }
 }
 
@@ -338,16 +357,105 @@ fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyErro
     if bits < 2048 {
         return Err(KeyError::WeakRsa(bits));
     }
-    PKey::from_rsa(rsa)
-        .map(|k| KeyMaterial::Rsa(Box::new(k)))
-        .map_err(|_| KeyError::Unreadable {
-            alg,
-            what: "RSA public key",
-        })
+    let unreadable = || KeyError::Unreadable {
+        alg,
+        what: "RSA public key",
+    };
+    let der = rsa.public_key_to_der().map_err(|_| unreadable())?;
+    let pkey = PKey::from_rsa(rsa).map_err(|_| unreadable())?;
+    Ok(KeyMaterial::Rsa(Box::new((pkey, der))))
+}
+
+/// Parses a JWKS document (`{"keys": [...]}`). Keys this verifier cannot use are skipped,
+/// each with the reason: encryption keys (`use` other than `sig`), unknown key types or
+/// algorithms, and keys without `alg` when no `default_alg` is configured (a key never
+/// verifies under a guessed algorithm). Only a document that is not a JWKS is an error.
+pub fn parse_jwks(
+    doc: &Value,
+    default_alg: Option<Algorithm>,
+) -> Result<(Vec<VerificationKey>, Vec<String>), String> {
+    let list = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a JWKS: no `keys` array")?;
+    let mut keys = Vec::with_capacity(list.len());
+    let mut skipped = Vec::new();
+    for (i, jwk) in list.iter().enumerate() {
+        let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
+        let name = format!(
+            "keys[{i}]{}",
+            kid.as_ref()
+                .map(|k| format!(" (kid {k:?})"))
+                .unwrap_or_default()
+        );
+        if let Some(u) = jwk.get("use").and_then(Value::as_str) {
+            if u != "sig" {
+                skipped.push(format!("{name}: `use` is {u:?}, not \"sig\""));
+                continue;
+            }
+        }
+        let alg = match (jwk.get("alg").and_then(Value::as_str), default_alg) {
+            (Some(a), _) => match a.parse::<Algorithm>() {
+                Ok(a) => a,
+                Err(e) => {
+                    skipped.push(format!("{name}: {e}"));
+                    continue;
+                }
+            },
+            (None, Some(a)) => a,
+            (None, None) => {
+                skipped.push(format!(
+                    "{name}: no `alg` and no jwks_default_alg configured"
+                ));
+                continue;
+            }
+        };
+        match VerificationKey::from_jwk(kid, alg, jwk) {
+            Ok(key) => keys.push(key),
+            Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    Ok((keys, skipped))
+}
+
+/// Re-encodes a JWS ECDSA signature (raw `r || s`, RFC 7518 §3.4) as DER
+/// `SEQUENCE { INTEGER r, INTEGER s }` — minimal integers, a leading zero when the top
+/// bit is set — for verifiers that take DER (BoringSSL). `None` unless `raw` is exactly
+/// `2 * scalar_len` bytes.
+pub fn ecdsa_raw_to_der(raw: &[u8], scalar_len: usize) -> Option<Vec<u8>> {
+    if raw.len() != 2 * scalar_len || scalar_len == 0 || scalar_len > 66 {
+        return None;
+    }
+    let integer = |bytes: &[u8]| {
+        let start = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut v = bytes[start..].to_vec();
+        if v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, u8::try_from(v.len()).ok()?];
+        out.extend(v);
+        Some(out)
+    };
+    let (r, s) = raw.split_at(scalar_len);
+    let mut body = integer(r)?;
+    body.extend(integer(s)?);
+    let mut der = vec![0x30];
+    let len = body.len();
+    if len < 0x80 {
+        der.push(u8::try_from(len).ok()?);
+    } else {
+        der.push(0x81);
+        der.push(u8::try_from(len).ok()?);
+    }
+    der.extend(body);
+    Some(der)
 }
 
 /// The configured keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerificationKey>,
 }
@@ -363,6 +471,19 @@ impl KeySet {
             }
         }
         Ok(Self { keys })
+    }
+
+    /// A key set from keys of unknown provenance (a remote JWKS): a `kid` listed twice
+    /// keeps its first key.
+    pub fn lenient(keys: Vec<VerificationKey>) -> Self {
+        let mut kept: Vec<VerificationKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let dup = key.kid.is_some() && kept.iter().any(|k| k.kid == key.kid);
+            if !dup {
+                kept.push(key);
+            }
+        }
+        Self { keys: kept }
     }
 
     pub fn keys(&self) -> &[VerificationKey] {
@@ -400,7 +521,8 @@ impl SignatureVerifier for PureRustVerifier {
             (KeyMaterial::Hmac(secret), Algorithm::HS512) => {
                 constant_time_eq(&hmac_sha512::HMAC::mac(input, secret), signature)
             }
-            (KeyMaterial::Rsa(pkey), alg) => {
+            (KeyMaterial::Rsa(rsa), alg) => {
+                let pkey = &rsa.0;
                 let padding = match alg {
                     Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => Padding::PKCS1,
                     Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => Padding::PKCS1_PSS,
@@ -541,17 +663,24 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenErro
 }
 
 /// Checks the signature with the key the token names (or, without `kid`, any key pinned
-/// to the token's `alg`).
+/// to the token's `alg`), among the configured keys and the remote JWKS's, if any.
 pub fn verify_signature(
     token: &ParsedToken<'_>,
     keys: &KeySet,
+    remote: Option<&KeySet>,
     verifier: &dyn SignatureVerifier,
 ) -> Result<(), TokenError> {
     let input = token.signing_input.as_bytes();
+    let all = || {
+        keys.keys()
+            .iter()
+            .chain(remote.map(KeySet::keys).unwrap_or_default())
+    };
     match &token.kid {
         Some(kid) => {
             let key = keys
                 .by_kid(kid)
+                .or_else(|| remote.and_then(|r| r.by_kid(kid)))
                 .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
             if key.alg.name() != token.alg {
                 return Err(TokenError::AlgMismatch {
@@ -566,11 +695,7 @@ pub fn verify_signature(
             }
         }
         None => {
-            let mut candidates = keys
-                .keys()
-                .iter()
-                .filter(|k| k.alg.name() == token.alg)
-                .peekable();
+            let mut candidates = all().filter(|k| k.alg.name() == token.alg).peekable();
             if candidates.peek().is_none() {
                 return Err(TokenError::NoKeyForAlg(token.alg.clone()));
             }

@@ -9,12 +9,14 @@
 //! - [`config`]: raw → validated configuration (filter, worker, sync loop), typed errors.
 //! - [`token`]: taking the token from headers and cookies; ambiguity is refused.
 //! - [`jwt`]: strict JWT parsing, pinned-algorithm keys, the [`jwt::SignatureVerifier`] seam.
+//! - [`cache`]: the verified-token cache (signature and claims only, never revocation).
 //! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
 //! - [`state`]: the epoch keys, [`state::RevocationState`] and the revocation rule.
 //! - [`sync`]: the sync protocol's wire types and how an edge applies them.
 //! - [`decision`]: [`Engine::decide`] and the deny responses.
 
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod decision;
@@ -25,7 +27,9 @@ pub mod sync;
 pub mod token;
 
 pub use config::Config;
-pub use decision::{Decision, DenyReason, Engine, RequestInfo, Response};
+pub use decision::{
+    Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo, Response, ResponseKind,
+};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::Identity;
 use crate::ids::percent_encode;
 
 /// What a revocation applies to.
@@ -24,6 +25,10 @@ pub enum Target {
     User { tenant: String, user: String },
     /// One session id of one tenant.
     Session { tenant: String, sid: String },
+    /// Every tenant, from a time announced in advance (`epoch_ms` in the future).
+    ScheduledGlobal,
+    /// Every user of one tenant, from a time announced in advance.
+    ScheduledTenant { tenant: String },
 }
 
 impl Target {
@@ -34,7 +39,18 @@ impl Target {
             Target::Tenant { tenant } => keys::tenant(tenant),
             Target::User { tenant, user } => keys::user(tenant, user),
             Target::Session { tenant, sid } => keys::session(tenant, sid),
+            Target::ScheduledGlobal => keys::scheduled_global().to_string(),
+            Target::ScheduledTenant { tenant } => keys::scheduled_tenant(tenant),
         }
+    }
+
+    /// Whether a new value replaces the old one (a schedule can be moved earlier) rather
+    /// than only moving it forward (an epoch never goes back).
+    pub fn is_scheduled(&self) -> bool {
+        matches!(
+            self,
+            Target::ScheduledGlobal | Target::ScheduledTenant { .. }
+        )
     }
 }
 
@@ -59,9 +75,13 @@ pub mod keys {
     pub fn session(tenant: &str, sid: &str) -> String {
         format!("s/{}/{}", percent_encode(tenant), percent_encode(sid))
     }
-    /// Whether `key` is one of the epoch keys above (and not, say, the sync status).
-    pub fn is_epoch_key(key: &str) -> bool {
-        key == "g" || key.starts_with("t/") || key.starts_with("u/") || key.starts_with("s/")
+    /// A scheduled global logout.
+    pub fn scheduled_global() -> &'static str {
+        "sg"
+    }
+    /// A tenant's scheduled logout.
+    pub fn scheduled_tenant(tenant: &str) -> String {
+        format!("st/{}", percent_encode(tenant))
     }
 }
 
@@ -97,38 +117,59 @@ pub enum Revoked {
 /// The revocation rule of DESIGN.md.
 ///
 /// `start_s` is the token's `auth_time` if present, else its `iat`. With `E` the largest
-/// of the global, tenant and user epochs (ms), the token is revoked when
+/// of the applicable epochs (ms) — global, the tenant's, the user's, and for an
+/// impersonation token its actors' tenant and user epochs — the token is revoked when
 /// `start_s <= floor(E / 1000) + margin_s`: a token from the logout's own second is
 /// revoked too (`iat` has one-second resolution), a token from the next second passes.
 /// A token whose `sid` is revoked is revoked whatever its time.
+///
+/// Scheduled logouts (global or tenant, an epoch in the future) apply from their time
+/// on; before it, the token passes and `Ok(Some(at_ms))` announces the earliest one.
 pub fn check_revocation(
     epochs: &impl EpochSource,
-    tenant: &str,
-    user: &str,
-    sid: Option<&str>,
-    start_s: i64,
+    id: &Identity,
+    now_ms: u64,
     margin_s: u32,
-) -> Result<(), Revoked> {
-    let largest = [
-        epochs.epoch_ms(keys::global()),
-        epochs.epoch_ms(&keys::tenant(tenant)),
-        epochs.epoch_ms(&keys::user(tenant, user)),
+) -> Result<Option<u64>, Revoked> {
+    let mut largest: Option<u64> = None;
+    let mut upcoming: Option<u64> = None;
+    let mut consider = |epoch: Option<u64>| {
+        if let Some(ms) = epoch {
+            largest = Some(largest.map_or(ms, |l| l.max(ms)));
+        }
+    };
+    consider(epochs.epoch_ms(keys::global()));
+    consider(epochs.epoch_ms(&keys::tenant(&id.tenant)));
+    consider(epochs.epoch_ms(&keys::user(&id.tenant, &id.user)));
+    for actor in &id.actors {
+        consider(epochs.epoch_ms(&keys::tenant(&actor.tenant)));
+        consider(epochs.epoch_ms(&keys::user(&actor.tenant, &actor.user)));
+    }
+    for scheduled in [
+        epochs.epoch_ms(keys::scheduled_global()),
+        epochs.epoch_ms(&keys::scheduled_tenant(&id.tenant)),
     ]
     .into_iter()
     .flatten()
-    .max();
+    {
+        if scheduled <= now_ms {
+            consider(Some(scheduled));
+        } else {
+            upcoming = Some(upcoming.map_or(scheduled, |u| u.min(scheduled)));
+        }
+    }
     if let Some(epoch_ms) = largest {
         let epoch_s = i64::try_from(epoch_ms / 1000).unwrap_or(i64::MAX);
-        if start_s <= epoch_s.saturating_add(i64::from(margin_s)) {
+        if id.session_start <= epoch_s.saturating_add(i64::from(margin_s)) {
             return Err(Revoked::Epoch { epoch_ms });
         }
     }
-    if let Some(sid) = sid {
-        if epochs.epoch_ms(&keys::session(tenant, sid)).is_some() {
+    if let Some(sid) = &id.session {
+        if epochs.epoch_ms(&keys::session(&id.tenant, sid)).is_some() {
             return Err(Revoked::Session);
         }
     }
-    Ok(())
+    Ok(upcoming)
 }
 
 /// Whether an entry set at `epoch_ms` can be dropped at `now_ms`: once a whole session
@@ -156,6 +197,9 @@ impl RevocationState {
     pub fn set(&mut self, target: &Target, epoch_ms: Option<u64>) {
         let key = target.key();
         match epoch_ms {
+            Some(ms) if target.is_scheduled() => {
+                self.entries.insert(key, ms);
+            }
             Some(ms) => {
                 let entry = self.entries.entry(key).or_insert(ms);
                 *entry = (*entry).max(ms);
@@ -200,8 +244,112 @@ impl EpochSource for RevocationState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::Actor;
 
     const E: u64 = 1_799_999_900_400; // a logout at …900.4 s
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn ident(
+        tenant: &str,
+        user: &str,
+        sid: Option<&str>,
+        start_s: i64,
+        actors: Vec<Actor>,
+    ) -> Identity {
+        Identity {
+            user: user.into(),
+            tenant: tenant.into(),
+            session: sid.map(str::to_string),
+            actors,
+            issued_at: Some(start_s),
+            session_start: start_s,
+            expires_at: 0.0,
+        }
+    }
+
+    fn check(
+        s: &RevocationState,
+        tenant: &str,
+        user: &str,
+        sid: Option<&str>,
+        start_s: i64,
+        margin_s: u32,
+    ) -> Result<Option<u64>, Revoked> {
+        check_revocation(s, &ident(tenant, user, sid, start_s, vec![]), NOW, margin_s)
+    }
+
+    #[test]
+    fn a_logout_of_the_actor_or_the_subject_ends_an_impersonation_token() {
+        let actor = Actor {
+            tenant: "support".into(),
+            user: "agent-7".into(),
+        };
+        let token = ident("acme", "42", None, 1_799_999_400, vec![actor]);
+        let mut s = user_logout("support", "agent-7", E);
+        assert_eq!(
+            check_revocation(&s, &token, NOW, 0),
+            Err(Revoked::Epoch { epoch_ms: E })
+        );
+        s = user_logout("acme", "42", E);
+        assert!(check_revocation(&s, &token, NOW, 0).is_err());
+        s = user_logout("acme", "agent-7", E);
+        assert_eq!(
+            check_revocation(&s, &token, NOW, 0),
+            Ok(None),
+            "the actor's id in another tenant"
+        );
+        s = RevocationState::new();
+        s.set(
+            &Target::Tenant {
+                tenant: "support".into(),
+            },
+            Some(E),
+        );
+        assert!(
+            check_revocation(&s, &token, NOW, 0).is_err(),
+            "the actor's tenant"
+        );
+    }
+
+    #[test]
+    fn scheduled_logout_applies_from_its_time_and_is_announced_before() {
+        let mut s = RevocationState::new();
+        let at = NOW + 600_000;
+        s.set(
+            &Target::ScheduledTenant {
+                tenant: "acme".into(),
+            },
+            Some(at),
+        );
+        let token = ident("acme", "42", None, 1_799_999_400, vec![]);
+        assert_eq!(check_revocation(&s, &token, NOW, 0), Ok(Some(at)));
+        assert_eq!(
+            check_revocation(&s, &token, at, 0),
+            Err(Revoked::Epoch { epoch_ms: at })
+        );
+        // A login after the scheduled time passes.
+        let later = ident("acme", "42", None, (at / 1000 + 1) as i64, vec![]);
+        assert_eq!(check_revocation(&s, &later, at + 5_000, 0), Ok(None));
+        // Other tenants are not affected, nor announced.
+        assert_eq!(
+            check_revocation(&s, &ident("globex", "42", None, 1, vec![]), NOW, 0),
+            Ok(None)
+        );
+        // The global one, the earliest announced.
+        s.set(&Target::ScheduledGlobal, Some(at - 1));
+        assert_eq!(check_revocation(&s, &token, NOW, 0), Ok(Some(at - 1)));
+    }
+
+    #[test]
+    fn a_schedule_can_move_earlier_an_epoch_cannot() {
+        let mut s = RevocationState::new();
+        s.set(&Target::ScheduledGlobal, Some(NOW + 10));
+        s.set(&Target::ScheduledGlobal, Some(NOW + 5));
+        assert_eq!(s.epoch_ms(keys::scheduled_global()), Some(NOW + 5));
+        s.set(&Target::Global, Some(NOW + 10));
+        s.set(&Target::Global, Some(NOW + 5));
+        assert_eq!(s.epoch_ms(keys::global()), Some(NOW + 10));
+    }
 
     fn user_logout(tenant: &str, user: &str, ms: u64) -> RevocationState {
         let mut s = RevocationState::new();
@@ -219,7 +367,7 @@ mod tests {
     fn token_before_user_epoch_is_revoked() {
         let s = user_logout("acme", "42", E);
         assert_eq!(
-            check_revocation(&s, "acme", "42", None, 1_799_999_400, 0),
+            check(&s, "acme", "42", None, 1_799_999_400, 0),
             Err(Revoked::Epoch { epoch_ms: E })
         );
     }
@@ -227,30 +375,27 @@ mod tests {
     #[test]
     fn token_from_the_logout_second_is_revoked() {
         let s = user_logout("acme", "42", E);
-        assert!(check_revocation(&s, "acme", "42", None, 1_799_999_900, 0).is_err());
+        assert!(check(&s, "acme", "42", None, 1_799_999_900, 0).is_err());
     }
 
     #[test]
     fn token_from_the_next_second_passes() {
         let s = user_logout("acme", "42", E);
-        assert_eq!(
-            check_revocation(&s, "acme", "42", None, 1_799_999_901, 0),
-            Ok(())
-        );
+        assert_eq!(check(&s, "acme", "42", None, 1_799_999_901, 0), Ok(None));
     }
 
     #[test]
     fn clock_margin_widens_the_rule() {
         let s = user_logout("acme", "42", E);
-        assert!(check_revocation(&s, "acme", "42", None, 1_799_999_902, 2).is_err());
-        assert!(check_revocation(&s, "acme", "42", None, 1_799_999_903, 2).is_ok());
+        assert!(check(&s, "acme", "42", None, 1_799_999_902, 2).is_err());
+        assert!(check(&s, "acme", "42", None, 1_799_999_903, 2).is_ok());
     }
 
     #[test]
     fn user_epoch_is_per_tenant_and_user() {
         let s = user_logout("acme", "42", E);
-        assert!(check_revocation(&s, "acme", "43", None, 1, 0).is_ok());
-        assert!(check_revocation(&s, "globex", "42", None, 1, 0).is_ok());
+        assert!(check(&s, "acme", "43", None, 1, 0).is_ok());
+        assert!(check(&s, "globex", "42", None, 1, 0).is_ok());
     }
 
     #[test]
@@ -270,10 +415,10 @@ mod tests {
             },
             Some(3_000_000),
         );
-        assert!(check_revocation(&s, "acme", "42", None, 4_000, 0).is_err());
-        assert!(check_revocation(&s, "acme", "42", None, 5_001, 0).is_ok());
-        assert!(check_revocation(&s, "globex", "42", None, 999, 0).is_err());
-        assert!(check_revocation(&s, "globex", "42", None, 1_001, 0).is_ok());
+        assert!(check(&s, "acme", "42", None, 4_000, 0).is_err());
+        assert!(check(&s, "acme", "42", None, 5_001, 0).is_ok());
+        assert!(check(&s, "globex", "42", None, 999, 0).is_err());
+        assert!(check(&s, "globex", "42", None, 1_001, 0).is_ok());
     }
 
     #[test]
@@ -287,18 +432,18 @@ mod tests {
             Some(E),
         );
         assert_eq!(
-            check_revocation(&s, "acme", "42", Some("s1"), i64::MAX, 0),
+            check(&s, "acme", "42", Some("s1"), i64::MAX, 0),
             Err(Revoked::Session)
         );
-        assert!(check_revocation(&s, "acme", "42", Some("s2"), 1, 0).is_ok());
-        assert!(check_revocation(&s, "globex", "42", Some("s1"), 1, 0).is_ok());
+        assert!(check(&s, "acme", "42", Some("s2"), 1, 0).is_ok());
+        assert!(check(&s, "globex", "42", Some("s1"), 1, 0).is_ok());
     }
 
     #[test]
     fn ids_with_slash_do_not_collide() {
         let s = user_logout("a/b", "c", E);
-        assert!(check_revocation(&s, "a", "b/c", None, 1, 0).is_ok());
-        assert!(check_revocation(&s, "a/b", "c", None, 1, 0).is_err());
+        assert!(check(&s, "a", "b/c", None, 1, 0).is_ok());
+        assert!(check(&s, "a/b", "c", None, 1, 0).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn config(extra: Value) -> Config {
             {"cookie": "session", "cookie_path": "/app", "cookie_domain": "portal.example.com"}
         ],
         "login_url": "https://portal.example.com/login",
-        "web_path_prefixes": ["/app"],
+        "routes": [{"prefix": "/app", "web": true}],
     });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
@@ -131,6 +131,7 @@ fn valid_token_passes_with_identity() {
     let Decision::Allow {
         identity: Some(id),
         signature_only: false,
+        ..
     } = d
     else {
         panic!("{d:?}")
@@ -818,8 +819,8 @@ fn bad_config_names_the_field() {
             "default_tenant",
         ),
         (
-            json!({"keys": [key], "web_path_prefixes": ["app"]}),
-            "web_path_prefixes",
+            json!({"keys": [key], "routes": [{"prefix": "app"}]}),
+            "routes[0].prefix",
         ),
         (
             json!({"keys": [key], "claims": {"user": ""}}),

@@ -23,6 +23,10 @@ pub struct FakeHost {
     pub next_token: Cell<u32>,
     pub fail_dispatch: Cell<bool>,
     pub answer: RefCell<(Option<u16>, Vec<u8>)>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub response_headers: RefCell<Vec<(String, String)>>,
+    pub grpc_sent: RefCell<Option<(u32, String)>>,
+    pub resets: Cell<u32>,
 }
 
 impl FakeHost {
@@ -79,6 +83,12 @@ impl Host for FakeHost {
     fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
         self.shared.borrow().get(key).cloned()
     }
+    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+        self.shared
+            .borrow_mut()
+            .insert(key.to_string(), value.to_vec());
+        true
+    }
     fn metric(&self, metric: Metric, value: u64) {
         let mut m = self.metrics.borrow_mut();
         let e = m.entry(metric).or_insert(0);
@@ -94,13 +104,26 @@ impl HttpHost for FakeHost {
     fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
         self.request.borrow().clone()
     }
-    fn remove_request_header(&self, name: &str) {
-        self.request.borrow_mut().retain(|(n, _)| n != name);
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+        let mut request = self.request.borrow_mut();
+        request.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            request.push((name.to_string(), value.to_vec()));
+        }
     }
-    fn add_request_header(&self, name: &str, value: &str) {
-        self.request
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.response_headers
             .borrow_mut()
-            .push((name.to_string(), value.as_bytes().to_vec()));
+            .push((name.to_string(), value.to_string()));
+    }
+    fn send_grpc_response(&self, grpc_status: u32, message: &str) {
+        *self.grpc_sent.borrow_mut() = Some((grpc_status, message.to_string()));
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.borrow().get(&path.join(".")).cloned()
+    }
+    fn reset_stream(&self) {
+        self.resets.set(self.resets.get() + 1);
     }
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));
@@ -108,12 +131,6 @@ impl HttpHost for FakeHost {
 }
 
 impl SyncHost for FakeHost {
-    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
-        self.shared
-            .borrow_mut()
-            .insert(key.to_string(), value.to_vec());
-        true
-    }
     fn dispatch_get(
         &self,
         cluster: &str,

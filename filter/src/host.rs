@@ -13,8 +13,14 @@ pub enum Metric {
     Allowed,
     AllowedSignatureOnly,
     Denied(epochgate_core::DenyReason),
+    /// Streams reset because their session was revoked while open.
+    StreamsEnded,
+    /// Signatures verified by the host's native crypto.
+    NativeVerifications,
     SyncOk,
     SyncFailed,
+    JwksOk,
+    JwksFailed,
     /// Gauge.
     StateVersion,
     /// Gauge: ms since the last successful sync.
@@ -27,7 +33,11 @@ impl Metric {
             Metric::Allowed => "epochgate.allowed".into(),
             Metric::AllowedSignatureOnly => "epochgate.allowed_signature_only".into(),
             Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
+            Metric::StreamsEnded => "epochgate.streams_ended".into(),
+            Metric::NativeVerifications => "epochgate.native_verifications".into(),
             Metric::SyncOk => "epochgate.sync_ok".into(),
+            Metric::JwksOk => "epochgate.jwks_ok".into(),
+            Metric::JwksFailed => "epochgate.jwks_failed".into(),
             Metric::SyncFailed => "epochgate.sync_failed".into(),
             Metric::StateVersion => "epochgate.state_version".into(),
             Metric::StateAgeMs => "epochgate.state_age_ms".into(),
@@ -43,8 +53,12 @@ impl Metric {
         let mut all = vec![
             Metric::Allowed,
             Metric::AllowedSignatureOnly,
+            Metric::StreamsEnded,
+            Metric::NativeVerifications,
             Metric::SyncOk,
             Metric::SyncFailed,
+            Metric::JwksOk,
+            Metric::JwksFailed,
             Metric::StateVersion,
             Metric::StateAgeMs,
         ];
@@ -65,6 +79,8 @@ pub trait Host {
     fn shared_data(&self, key: &str) -> Option<Vec<u8>>;
     /// Counts (counter) or sets (gauge).
     fn metric(&self, metric: Metric, value: u64);
+    /// Writes a shared-data value; `false` if the host refused.
+    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool;
 }
 
 /// What the HTTP filter does to a request.
@@ -72,14 +88,21 @@ pub trait HttpHost: Host {
     /// All request headers, values as bytes (never `String`: a non-UTF-8 byte would make
     /// the SDK's string getters panic). Repeated headers appear once each.
     fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
-    fn remove_request_header(&self, name: &str);
-    fn add_request_header(&self, name: &str, value: &str);
+    /// Replaces (`Some`) or removes (`None`) every value of a request header.
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>);
+    fn add_response_header(&self, name: &str, value: &str);
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]);
+    /// A gRPC trailers-only local reply.
+    fn send_grpc_response(&self, grpc_status: u32, message: &str);
+    /// A host property (e.g. `metadata`), raw.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Ends the current stream (after its headers went out, a local reply is no longer
+    /// possible).
+    fn reset_stream(&self);
 }
 
 /// What the sync service does.
 pub trait SyncHost: Host {
-    fn set_shared_data(&self, key: &str, value: &[u8]) -> bool;
     /// Dispatches a GET to the control plane; the token identifies the answer.
     fn dispatch_get(
         &self,
@@ -98,7 +121,7 @@ pub use proxy::ProxyHost;
 mod proxy {
     use super::*;
     use proxy_wasm::hostcalls;
-    use proxy_wasm::types::{BufferType, MapType, MetricType};
+    use proxy_wasm::types::{BufferType, GrpcStatusCode, MapType, MetricType};
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::time::UNIX_EPOCH;
@@ -145,6 +168,10 @@ mod proxy {
             hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
         }
 
+        fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+            hostcalls::set_shared_data(key, Some(value), None).is_ok()
+        }
+
         fn metric(&self, metric: Metric, value: u64) {
             let Some(id) = self.metric_id(metric) else {
                 return;
@@ -162,12 +189,30 @@ mod proxy {
             hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
         }
 
-        fn remove_request_header(&self, name: &str) {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value);
         }
 
-        fn add_request_header(&self, name: &str, value: &str) {
-            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+        fn add_response_header(&self, name: &str, value: &str) {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+        }
+
+        fn send_grpc_response(&self, grpc_status: u32, message: &str) {
+            let status = match grpc_status {
+                14 => GrpcStatusCode::Unavailable,
+                _ => GrpcStatusCode::Unauthenticated,
+            };
+            if let Err(e) = hostcalls::send_grpc_response(status, Some(message), vec![]) {
+                log::error!("send_grpc_response failed: {e:?}");
+            }
+        }
+
+        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            hostcalls::get_property(path.to_vec()).ok().flatten()
+        }
+
+        fn reset_stream(&self) {
+            let _ = hostcalls::reset_http_response();
         }
 
         fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
@@ -183,10 +228,6 @@ mod proxy {
     }
 
     impl SyncHost for ProxyHost {
-        fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
-            hostcalls::set_shared_data(key, Some(value), None).is_ok()
-        }
-
         fn dispatch_get(
             &self,
             cluster: &str,

@@ -11,12 +11,18 @@
 //! # Layout
 //! - [`host`]: the host behind small traits ([`host::Host`], [`host::HttpHost`],
 //!   [`host::SyncHost`]) and the real proxy-wasm implementation.
-//! - [`http`]: the per-request path.
+//! - [`http`]: the per-request path, and the streams it keeps an eye on.
+//! - [`metadata`]: the `jwt_authn` payload out of the dynamic metadata (protobuf).
+//! - [`native`]: RS*/ES* through Envoy's native `verify_signature`.
+//! - [`shared_keys`]: shared-data keys besides the epochs.
 //! - [`sync_service`]: the long-poll loop.
 //! - `roots` (wasm only): the proxy-wasm root and HTTP contexts wiring it together.
 
 pub mod host;
 pub mod http;
+pub mod metadata;
+pub mod native;
+pub mod shared_keys;
 pub mod sync_service;
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `on_configure`), and the HTTP context.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use epochgate_core::config::SyncConfig;
 use epochgate_core::{Config, Engine};
@@ -9,19 +10,40 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType};
 
-use crate::host::ProxyHost;
-use crate::http::{on_request_headers, Verdict};
+use crate::host::{Host, Metric, ProxyHost};
+use crate::http::{FilterShared, Verdict};
+use crate::native::NativeVerifier;
 use crate::sync_service::{SyncService, TICK};
 use crate::{SYNC_ROOT_ID, VERSION};
 
+/// How often a filter VM re-checks its open streams (idle ones send no frame).
+const STREAM_TICK: Duration = Duration::from_millis(250);
+
+/// The host's native signature check (see [`crate::native`]).
+fn host_verify(args: &[u8]) -> Option<Vec<u8>> {
+    hostcalls::call_foreign_function("verify_signature", Some(args))
+        .ok()
+        .flatten()
+}
+
+/// Whether the host registered `verify_signature` (Envoy does; other hosts may not).
+fn native_available() -> bool {
+    !matches!(
+        hostcalls::call_foreign_function("verify_signature", Some(&[])),
+        Err(proxy_wasm::types::Status::NotFound)
+    )
+}
+
 enum Role {
     Unconfigured,
-    Filter(Rc<Engine>),
+    Filter(Rc<FilterShared>),
     Sync(Box<SyncService>),
 }
 
 pub struct Root {
     context_id: u32,
+    /// `NATIVE_CALLS` as last reported.
+    native_reported: u64,
     host: Rc<ProxyHost>,
     role: Role,
 }
@@ -30,6 +52,7 @@ impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
+            native_reported: 0,
             host: Rc::new(ProxyHost::new()),
             role: Role::Unconfigured,
         }
@@ -81,10 +104,18 @@ impl Root {
             return false;
         }
         log::info!(
-            "#{} epochgate sync: edge {edge_id:?} long-polling cluster {:?} (wait {} s)",
+            "#{} epochgate sync: edge {edge_id:?} long-polling cluster {:?} (wait {} s){}",
             self.context_id,
             config.cluster,
-            config.wait_s
+            config.wait_s,
+            config
+                .jwks
+                .as_ref()
+                .map(|j| format!(
+                    ", JWKS from cluster {:?} every {} s",
+                    j.cluster, j.refresh_s
+                ))
+                .unwrap_or_default()
         );
         self.role = Role::Sync(Box::new(SyncService::new(config, token, edge_id)));
         true
@@ -94,12 +125,41 @@ impl Root {
         match Config::from_json(json) {
             Ok(config) => {
                 log::info!(
-                    "#{} epochgate filter configured: {} key(s), on_stale {:?}",
+                    "#{} epochgate filter configured: {} key(s){}, {} route rule(s), on_stale {:?}",
                     self.context_id,
                     config.keys.keys().len(),
+                    if config.remote_jwks {
+                        " + remote JWKS"
+                    } else {
+                        ""
+                    },
+                    config.routes.len(),
                     config.on_stale
                 );
-                self.role = Role::Filter(Rc::new(Engine::new(config)));
+                if let Err(e) = hostcalls::set_tick_period(STREAM_TICK) {
+                    log::warn!(
+                        "#{} cannot set tick period ({e:?}): idle streams are only checked on data",
+                        self.context_id
+                    );
+                }
+                let verifier = if config.native_verify && native_available() {
+                    NativeVerifier::with(host_verify)
+                } else {
+                    NativeVerifier::pure()
+                };
+                log::info!(
+                    "#{} signatures: {}; token cache: {} entries",
+                    self.context_id,
+                    if verifier.is_native() {
+                        "RS*/ES* native (verify_signature), others in Rust"
+                    } else {
+                        "all in Rust"
+                    },
+                    config.token_cache_size
+                );
+                self.role = Role::Filter(Rc::new(FilterShared::new(Engine::with_verifier(
+                    config, verifier,
+                ))));
                 true
             }
             Err(e) => {
@@ -151,20 +211,38 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Role::Sync(sync) = &mut self.role {
-            sync.on_tick(&*self.host);
+        match &mut self.role {
+            Role::Sync(sync) => sync.on_tick(&*self.host),
+            Role::Filter(shared) => {
+                let native = crate::native::NATIVE_CALLS.load(std::sync::atomic::Ordering::Relaxed);
+                if native > self.native_reported {
+                    self.host
+                        .metric(Metric::NativeVerifications, native - self.native_reported);
+                    self.native_reported = native;
+                }
+                for id in shared.revoked_streams(&*self.host) {
+                    // Act on another stream: make it the current context, then reset it.
+                    if hostcalls::set_effective_context(id).is_ok() {
+                        log::info!("#{id} stream ended: session revoked");
+                        let _ = hostcalls::reset_http_response();
+                        self.host.metric(Metric::StreamsEnded, 1);
+                    }
+                }
+            }
+            Role::Unconfigured => {}
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let engine = match &self.role {
-            Role::Filter(engine) => Some(Rc::clone(engine)),
+        let shared = match &self.role {
+            Role::Filter(shared) => Some(Rc::clone(shared)),
             _ => None,
         };
         Some(Box::new(FilterContext {
             context_id,
-            engine,
+            shared,
             host: Rc::clone(&self.host),
+            response_headers: Vec::new(),
         }))
     }
 
@@ -175,15 +253,33 @@ impl RootContext for Root {
 
 struct FilterContext {
     context_id: u32,
-    engine: Option<Rc<Engine>>,
+    shared: Option<Rc<FilterShared>>,
     host: Rc<ProxyHost>,
+    /// Added to the response (a scheduled logout's notice).
+    response_headers: Vec<(String, String)>,
 }
 
-impl Context for FilterContext {}
+impl FilterContext {
+    fn data(&self) -> Action {
+        match &self.shared {
+            Some(shared) if !shared.on_data(&*self.host, self.context_id) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+}
+
+impl Context for FilterContext {
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.on_done(self.context_id);
+        }
+        true
+    }
+}
 
 impl HttpContext for FilterContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(engine) = &self.engine else {
+        let Some(shared) = &self.shared else {
             // Fail closed: a filter that is not configured never lets a request through.
             log::error!(
                 "#{} epochgate filter is not configured; refusing",
@@ -196,9 +292,26 @@ impl HttpContext for FilterContext {
             );
             return Action::Pause;
         };
-        match on_request_headers(engine, &*self.host, self.context_id) {
+        let (verdict, response_headers) = shared.on_request_headers(&*self.host, self.context_id);
+        self.response_headers = response_headers;
+        match verdict {
             Verdict::Continue => Action::Continue,
             Verdict::Stop => Action::Pause,
         }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.data()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in &self.response_headers {
+            crate::host::HttpHost::add_response_header(&*self.host, name, value);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.data()
     }
 }

@@ -13,6 +13,7 @@ use epochgate_core::config::SyncConfig;
 use epochgate_core::sync::{plan_writes, sync_path, SyncResponse, SyncStatus, STATUS_KEY};
 
 use crate::host::{Metric, SyncHost};
+use crate::shared_keys;
 
 /// How often `on_tick` runs: it restarts the loop after a failure and updates the age gauge.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -33,6 +34,17 @@ pub struct SyncService {
     failures: u32,
     next_attempt_ms: u64,
     rng: u64,
+    jwks: JwksState,
+}
+
+/// The remote JWKS fetch (when the sync config has a `jwks` section).
+#[derive(Debug, Default)]
+struct JwksState {
+    in_flight: Option<u32>,
+    fetched_ms: Option<u64>,
+    attempt_ms: u64,
+    failures: u32,
+    next_attempt_ms: u64,
 }
 
 impl SyncService {
@@ -49,6 +61,7 @@ impl SyncService {
             failures: 0,
             next_attempt_ms: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
+            jwks: JwksState::default(),
         }
     }
 
@@ -69,6 +82,104 @@ impl SyncService {
         if self.in_flight.is_none() && now >= self.next_attempt_ms {
             self.dispatch(host);
         }
+        self.maybe_fetch_jwks(host, now);
+    }
+
+    /// Fetches the JWKS when it is due: first at start, then every `refresh_s`, and when a
+    /// filter VM asked (an unknown `kid`) — at most once per `min_refresh_s`.
+    fn maybe_fetch_jwks<H: SyncHost>(&mut self, host: &H, now: u64) {
+        let Some(src) = &self.config.jwks else {
+            return;
+        };
+        let j = &self.jwks;
+        if j.in_flight.is_some() || now < j.next_attempt_ms {
+            return;
+        }
+        let due = match j.fetched_ms {
+            None => true,
+            Some(at) => {
+                let requested = host
+                    .shared_data(shared_keys::JWKS_REFRESH)
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                    .is_some_and(|r| r > j.attempt_ms);
+                now.saturating_sub(at) >= src.refresh_s.saturating_mul(1000)
+                    || (requested
+                        && now.saturating_sub(j.attempt_ms)
+                            >= src.min_refresh_s.saturating_mul(1000))
+            }
+        };
+        if !due {
+            return;
+        }
+        let headers = [
+            (":method", "GET"),
+            (":path", src.path.as_str()),
+            (":authority", src.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        self.jwks.attempt_ms = now;
+        match host.dispatch_get(&src.cluster, &headers, Duration::from_secs(5)) {
+            Ok(token) => self.jwks.in_flight = Some(token),
+            Err(e) => {
+                let why = format!("cannot dispatch to cluster {:?}: {e}", src.cluster);
+                self.jwks_failed(host, now, &why);
+            }
+        }
+    }
+
+    fn on_jwks_response<H: SyncHost>(&mut self, host: &H, body_size: usize) {
+        self.jwks.in_flight = None;
+        let now = host.now_ms();
+        let (status, body) = host.call_response(body_size);
+        if status != Some(200) {
+            let why = format!("the IdP answered {status:?}");
+            return self.jwks_failed(host, now, &why);
+        }
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|doc| epochgate_core::jwt::parse_jwks(&doc, None).map(|_| ()));
+        if let Err(e) = parsed {
+            return self.jwks_failed(host, now, &e);
+        }
+        if !host.set_shared_data(shared_keys::JWKS, &body)
+            || !host.set_shared_data(shared_keys::JWKS_VERSION, now.to_string().as_bytes())
+        {
+            return self.jwks_failed(host, now, "shared-data write failed");
+        }
+        if self.jwks.fetched_ms.is_none() || self.jwks.failures > 0 {
+            log::info!("jwks: fetched ({} bytes)", body.len());
+        }
+        self.jwks.fetched_ms = Some(now);
+        self.jwks.failures = 0;
+        self.jwks.next_attempt_ms = 0;
+        host.metric(Metric::JwksOk, 1);
+    }
+
+    fn jwks_failed<H: SyncHost>(&mut self, host: &H, now: u64, why: &str) {
+        self.jwks.failures = self.jwks.failures.saturating_add(1);
+        let backoff = self.backoff_ms(self.jwks.failures);
+        self.jwks.next_attempt_ms = now.saturating_add(backoff);
+        host.metric(Metric::JwksFailed, 1);
+        log::warn!(
+            "jwks fetch failed ({} in a row): {why}; keeping the previous keys, retrying in {backoff} ms",
+            self.jwks.failures
+        );
+    }
+
+    /// Exponential backoff with jitter: half fixed, half random, so edges do not retry
+    /// in lockstep.
+    fn backoff_ms(&mut self, failures: u32) -> u64 {
+        let exp = failures.saturating_sub(1).min(20);
+        let backoff = self
+            .config
+            .retry_min_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.config.retry_max_ms);
+        self.rng = self
+            .rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        backoff / 2 + (self.rng >> 33) % (backoff / 2 + 1)
     }
 
     fn dispatch<H: SyncHost>(&mut self, host: &H) {
@@ -98,6 +209,9 @@ impl SyncService {
 
     /// Handles the answer to the call `token`.
     pub fn on_response<H: SyncHost>(&mut self, host: &H, token: u32, body_size: usize) {
+        if self.jwks.in_flight == Some(token) {
+            return self.on_jwks_response(host, body_size);
+        }
         if self.in_flight != Some(token) {
             log::warn!("sync: answer for unknown call {token} ignored");
             return;
@@ -189,27 +303,15 @@ impl SyncService {
 
     fn fail<H: SyncHost>(&mut self, host: &H, why: &str) {
         self.failures = self.failures.saturating_add(1);
-        let exp = self.failures.saturating_sub(1).min(20);
-        let backoff = self
-            .config
-            .retry_min_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.config.retry_max_ms);
-        // Jitter: half fixed, half random, so edges do not retry in lockstep.
         self.rng ^= host.now_ms();
-        self.rng = self
-            .rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let jitter = (self.rng >> 33) % (backoff / 2 + 1);
-        self.next_attempt_ms = host.now_ms().saturating_add(backoff / 2 + jitter);
+        let delay = self.backoff_ms(self.failures);
+        self.next_attempt_ms = host.now_ms().saturating_add(delay);
         host.metric(Metric::SyncFailed, 1);
         if self.failures == 1 || self.failures.is_multiple_of(20) {
             log::warn!(
-                "sync failed ({} in a row): {why}; serving the last good state (v{}), retrying in {} ms",
+                "sync failed ({} in a row): {why}; serving the last good state (v{}), retrying in {delay} ms",
                 self.failures,
                 self.version,
-                backoff / 2 + jitter
             );
         }
     }

@@ -10,7 +10,8 @@ use serde_json::json;
 
 use crate::fake::FakeHost;
 use crate::host::Metric;
-use crate::http::{on_request_headers, Verdict};
+use crate::http::{FilterShared, Verdict};
+use crate::native::NativeVerifier;
 use crate::sync_service::SyncService;
 
 fn sync_service() -> SyncService {
@@ -30,7 +31,10 @@ fn answer(host: &FakeHost, sync: &mut SyncService, resp: &SyncResponse) {
 #[test]
 fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
     let vectors = Vectors::load().unwrap();
-    let engine = Engine::new(vectors.config().unwrap());
+    let shared = FilterShared::new(Engine::with_verifier(
+        vectors.config().unwrap(),
+        NativeVerifier::pure(),
+    ));
     for case in &vectors.cases {
         let host = FakeHost::at(case.now_ms);
         let mut sync = sync_service();
@@ -56,7 +60,7 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
         );
         let auth = format!("Bearer {}", case.token);
         host.with_headers(&[(":path", b"/api"), ("authorization", auth.as_bytes())]);
-        let verdict = on_request_headers(&engine, &host, 1);
+        let verdict = shared.on_request_headers(&host, 1).0;
         let sent = host.sent.borrow().clone();
         match (case.expect.allow, verdict) {
             (true, Verdict::Continue) => {
@@ -97,10 +101,11 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
 
 const SECRET: &str = "filter-test-secret-0123456789abcdef";
 
-fn engine() -> Engine {
-    Engine::new(
+fn engine() -> Engine<NativeVerifier> {
+    Engine::with_verifier(
         Config::from_json(json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d"}).to_string().as_bytes())
             .unwrap(),
+        NativeVerifier::pure(),
     )
 }
 
@@ -148,7 +153,10 @@ fn spoofed_identity_headers_are_stripped_and_real_ones_set() {
         ("x-epochgate-session", b"forged"),
         ("x-epochgate-whatever", b"1"),
     ]);
-    assert_eq!(on_request_headers(&engine(), &host, 1), Verdict::Continue);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        Verdict::Continue
+    );
     assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
     assert_eq!(host.header("x-epochgate-session"), None);
     assert_eq!(host.header("x-epochgate-whatever"), None);
@@ -185,7 +193,10 @@ fn logout_in_a_delta_denies_and_counts() {
         },
     );
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(on_request_headers(&engine(), &host, 7), Verdict::Stop);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 7).0,
+        Verdict::Stop
+    );
     assert_eq!(host.sent.borrow().as_ref().unwrap().0, 401);
     assert_eq!(
         host.metric_value(Metric::Denied(DenyReason::SessionRevoked)),
@@ -202,14 +213,20 @@ fn non_utf8_and_repeated_authorization_are_refused_without_panic() {
     let mut bad = format!("Bearer {t}").into_bytes();
     bad.push(0xfe);
     host.with_headers(&[(":path", b"/"), ("authorization", &bad)]);
-    assert_eq!(on_request_headers(&engine(), &host, 1), Verdict::Stop);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        Verdict::Stop
+    );
     let good = format!("Bearer {t}");
     host.with_headers(&[
         (":path", b"/"),
         ("authorization", good.as_bytes()),
         ("authorization", good.as_bytes()),
     ]);
-    assert_eq!(on_request_headers(&engine(), &host, 2), Verdict::Stop);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 2).0,
+        Verdict::Stop
+    );
     let body = host.sent.borrow().as_ref().unwrap().2.clone();
     assert_eq!(body, br#"{"error":"ambiguous_token"}"#);
     host.with_headers(&[
@@ -217,7 +234,10 @@ fn non_utf8_and_repeated_authorization_are_refused_without_panic() {
         ("authorization", good.as_bytes()),
         ("x-bin", &[0xff, 0x00]),
     ]);
-    assert_eq!(on_request_headers(&engine(), &host, 3), Verdict::Continue);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 3).0,
+        Verdict::Continue
+    );
 }
 
 #[test]
@@ -226,7 +246,10 @@ fn before_the_first_sync_the_state_is_unavailable() {
     let t = hs256(json!({"sub": "42", "iat": 1_799_999_000, "exp": 1_800_003_000}));
     let auth = format!("Bearer {t}");
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(on_request_headers(&engine(), &host, 1), Verdict::Stop);
+    assert_eq!(
+        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        Verdict::Stop
+    );
     assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
 }
 
@@ -334,4 +357,259 @@ fn dispatch_failure_backs_off() {
     assert_eq!(host.metric_value(Metric::SyncFailed), 1);
     sync.on_tick(&host);
     assert_eq!(host.metric_value(Metric::SyncFailed), 1);
+}
+
+fn engine_with(extra: serde_json::Value) -> Engine<NativeVerifier> {
+    let mut c =
+        json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d"});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    Engine::with_verifier(
+        Config::from_json(c.to_string().as_bytes()).unwrap(),
+        NativeVerifier::pure(),
+    )
+}
+
+fn good_token() -> String {
+    hs256(json!({"sub": "42", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}))
+}
+
+#[test]
+fn grpc_denies_go_through_the_grpc_local_reply() {
+    let (host, _) = synced_host();
+    host.with_headers(&[
+        (":path", b"/pkg.Svc/Call"),
+        ("content-type", b"application/grpc"),
+    ]);
+    let shared = FilterShared::new(engine());
+    assert_eq!(shared.on_request_headers(&host, 1).0, Verdict::Stop);
+    assert_eq!(
+        host.grpc_sent.borrow().clone(),
+        Some((16, "missing_token".to_string()))
+    );
+    assert!(host.sent.borrow().is_none());
+}
+
+#[test]
+fn scheduled_logout_notice_goes_to_the_response() {
+    let (host, mut sync) = synced_host();
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::ScheduledTenant {
+                    tenant: "acme".into(),
+                },
+                epoch_ms: Some(NOW + 60_000),
+            }],
+            max_session_lifetime_s: 86_400,
+        },
+    );
+    let auth = format!("Bearer {}", good_token());
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    let (verdict, response_headers) = FilterShared::new(engine()).on_request_headers(&host, 1);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(
+        response_headers,
+        vec![(
+            "epochgate-logout-at".to_string(),
+            "2027-01-15T08:01:00Z".to_string()
+        )]
+    );
+}
+
+#[test]
+fn jwt_authn_mode_reads_the_payload_from_the_metadata_property() {
+    let (host, _) = synced_host();
+    let shared = FilterShared::new(engine_with(
+        json!({"mode": "jwt_authn_metadata", "keys": []}),
+    ));
+    host.with_headers(&[(":path", b"/"), ("x-jwt-payload", b"eyJzdWIiOiJhZG1pbiJ9")]);
+    assert_eq!(
+        shared.on_request_headers(&host, 1).0,
+        Verdict::Stop,
+        "no metadata: denied, header ignored"
+    );
+    // Metadata { filter_metadata: {"envoy.filters.http.jwt_authn": {"jwt_payload": {"sub": "42", "exp": ...}}} }
+    let md = crate::metadata::tests_support::metadata_with_payload(
+        &json!({"sub": "42", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}),
+    );
+    host.properties.borrow_mut().insert("metadata".into(), md);
+    host.with_headers(&[(":path", b"/")]);
+    assert_eq!(shared.on_request_headers(&host, 2).0, Verdict::Continue);
+    assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
+}
+
+#[test]
+fn remote_jwks_keys_are_read_from_shared_data_and_unknown_kids_ask_for_a_refresh() {
+    use base64::Engine as _;
+    let (host, _) = synced_host();
+    let shared = FilterShared::new(engine_with(json!({"remote_jwks": true, "keys": []})));
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let remote_secret = "remote-secret-0123456789abcdefghijkl";
+    let sign = |kid: &str| {
+        let input = format!(
+            "{}.{}",
+            b64(format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#).as_bytes()),
+            b64(br#"{"sub":"42","iat":1799999000,"exp":1800003000}"#)
+        );
+        format!(
+            "{input}.{}",
+            b64(&hmac_sha256::HMAC::mac(
+                input.as_bytes(),
+                remote_secret.as_bytes()
+            ))
+        )
+    };
+    let auth = format!("Bearer {}", sign("r1"));
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 1).0, Verdict::Stop);
+    assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
+    assert!(host
+        .shared_data_value(crate::shared_keys::JWKS_REFRESH)
+        .is_some());
+    let doc = json!({"keys": [{"kty": "oct", "kid": "r1", "alg": "HS256", "k": b64(remote_secret.as_bytes())}]});
+    host.shared.borrow_mut().insert(
+        crate::shared_keys::JWKS.into(),
+        doc.to_string().into_bytes(),
+    );
+    host.shared
+        .borrow_mut()
+        .insert(crate::shared_keys::JWKS_VERSION.into(), b"1".to_vec());
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 2).0, Verdict::Continue);
+    // The key is dropped at the IdP: the next version no longer has it.
+    host.shared
+        .borrow_mut()
+        .insert(crate::shared_keys::JWKS.into(), br#"{"keys": []}"#.to_vec());
+    host.shared
+        .borrow_mut()
+        .insert(crate::shared_keys::JWKS_VERSION.into(), b"2".to_vec());
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 3).0, Verdict::Stop);
+}
+
+#[test]
+fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate() {
+    let config = SyncConfig::from_json(
+        br#"{"cluster": "cp", "jwks": {"cluster": "idp", "authority": "idp.test", "path": "/jwks", "refresh_s": 300, "min_refresh_s": 10}}"#,
+    )
+    .unwrap();
+    let host = FakeHost::at(NOW);
+    let mut sync = SyncService::new(config, "edge-token-0123456789".into(), "e".into());
+    sync.on_tick(&host);
+    let calls = host.calls.borrow().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].0, "idp");
+    let jwks_token = host.next_token.get();
+    host.answer_with(Some(200), br#"{"keys": [{"kty": "oct", "kid": "a", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}"#);
+    sync.on_response(&host, jwks_token, 1);
+    assert!(host.shared_data_value(crate::shared_keys::JWKS).is_some());
+    assert_eq!(host.metric_value(Metric::JwksOk), 1);
+    // A refresh request within min_refresh_s waits; after it, one fetch.
+    host.advance(1_000);
+    host.shared.borrow_mut().insert(
+        crate::shared_keys::JWKS_REFRESH.into(),
+        (NOW + 1_000).to_string().into_bytes(),
+    );
+    sync.on_tick(&host);
+    assert_eq!(host.calls.borrow().len(), 2);
+    host.advance(10_000);
+    sync.on_tick(&host);
+    assert_eq!(host.calls.borrow().len(), 3);
+    // A bad answer keeps the previous keys.
+    host.answer_with(Some(200), b"<html>");
+    sync.on_response(&host, host.next_token.get(), 1);
+    assert_eq!(host.metric_value(Metric::JwksFailed), 1);
+    assert!(
+        String::from_utf8(host.shared_data_value(crate::shared_keys::JWKS).unwrap())
+            .unwrap()
+            .contains("\"a\"")
+    );
+}
+
+#[test]
+fn open_streams_end_when_their_session_is_revoked() {
+    let (host, mut sync) = synced_host();
+    let shared = FilterShared::new(engine());
+    let auth = format!("Bearer {}", good_token());
+    let other = format!(
+        "Bearer {}",
+        hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}))
+    );
+    host.with_headers(&[(":path", b"/events"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 10).0, Verdict::Continue);
+    host.with_headers(&[(":path", b"/events"), ("authorization", other.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 11).0, Verdict::Continue);
+    host.with_headers(&[(":path", b"/events"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 12).0, Verdict::Continue);
+    assert!(shared.revoked_streams(&host).is_empty());
+    assert!(shared.on_data(&host, 10));
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::User {
+                    tenant: "acme".into(),
+                    user: "42".into(),
+                },
+                epoch_ms: Some(NOW),
+            }],
+            max_session_lifetime_s: 86_400,
+        },
+    );
+    // A data frame on stream 10 ends it at once; the tick finds the idle stream 12.
+    assert!(!shared.on_data(&host, 10));
+    assert_eq!(host.resets.get(), 1);
+    assert_eq!(shared.revoked_streams(&host), vec![12]);
+    assert!(shared.on_data(&host, 11), "other users' streams go on");
+    shared.on_done(11);
+    assert_eq!(shared.open_streams(), 0);
+}
+
+#[test]
+fn the_token_cache_skips_reverification_but_never_the_revocation_check() {
+    let (host, mut sync) = synced_host();
+    let shared = FilterShared::new(engine());
+    let t = good_token();
+    let auth = format!("Bearer {t}");
+    for id in 1..=3 {
+        host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+        assert_eq!(shared.on_request_headers(&host, id).0, Verdict::Continue);
+    }
+    assert_eq!(shared.cache_stats(), (2, 1), "verified once, then hits");
+    // A different token with the same claims (a forged signature) is verified afresh.
+    let forged = format!("Bearer {}.AAAA", &t[..t.rfind('.').unwrap()]);
+    host.with_headers(&[(":path", b"/"), ("authorization", forged.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 4).0, Verdict::Stop);
+    // A cached token is still revoked at once.
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::User {
+                    tenant: "acme".into(),
+                    user: "42".into(),
+                },
+                epoch_ms: Some(NOW),
+            }],
+            max_session_lifetime_s: 86_400,
+        },
+    );
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 5).0, Verdict::Stop);
+    assert_eq!(shared.cache_stats().0, 3, "a hit, and still denied");
 }

@@ -144,3 +144,89 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         data = data.get(size + 2..)?;
     }
 }
+
+/// A response read as it streams (server-sent events): the connection stays open.
+pub struct Streaming {
+    stream: TcpStream,
+    pub received: Vec<u8>,
+    /// When bytes last arrived.
+    pub last_data: std::time::Instant,
+}
+
+impl Streaming {
+    /// Sends a GET and returns once the response head has arrived.
+    pub fn open(
+        host: &str,
+        port: u16,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> std::io::Result<Self> {
+        let mut stream = TcpStream::connect((host, port))?;
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\n").into_bytes();
+        for (name, value) in headers {
+            req.extend_from_slice(name.as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(value);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        stream.write_all(&req)?;
+        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let mut s = Streaming {
+            stream,
+            received: Vec::new(),
+            last_data: std::time::Instant::now(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !s.received.windows(4).any(|w| w == b"\r\n\r\n") {
+            if std::time::Instant::now() > deadline || !s.poll()? {
+                return Err(std::io::Error::other("no response head"));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Reads what has arrived; `Ok(false)` once the stream has ended (EOF or reset).
+    pub fn poll(&mut self) -> std::io::Result<bool> {
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.received.extend_from_slice(&buf[..n]);
+                self.last_data = std::time::Instant::now();
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many SSE events (`data: ` lines) arrived so far.
+    pub fn events(&self) -> usize {
+        self.received.windows(6).filter(|w| w == b"data: ").count()
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        std::str::from_utf8(self.received.get(..12)?)
+            .ok()?
+            .split(' ')
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
+pub mod pg;
 pub mod upstream;
 pub mod worker;
 
@@ -27,7 +28,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub use http::Response;
-pub use upstream::Upstream;
+pub use upstream::{Reply, Upstream};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -207,7 +208,9 @@ pub const LOGIN_URL: &str = "https://portal.example.test/login";
 /// The `epochgate serve` process.
 pub struct ControlPlane {
     pub port: u16,
-    pub db: PathBuf,
+    /// A SQLite path or a `postgres://` URL.
+    pub db: String,
+    name: String,
     dir: PathBuf,
     pub proc: Proc,
     starts: u32,
@@ -215,14 +218,21 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(dir: &Path, port: u16, db: &Path) -> Self {
+        Self::start_named(dir, "control-plane", port, &db.display().to_string())
+    }
+
+    /// Starts `epochgate serve` on `db` (a path or a `postgres://` URL); `name` tells
+    /// replicas' logs apart.
+    pub fn start_named(dir: &Path, name: &str, port: u16, db: &str) -> Self {
         let mut cp = ControlPlane {
             port,
-            db: db.to_path_buf(),
+            db: db.to_string(),
+            name: name.to_string(),
             dir: dir.to_path_buf(),
             proc: Proc {
-                name: "control plane".into(),
+                name: name.into(),
                 child: None,
-                log: dir.join("control-plane-0.log"),
+                log: dir.join(format!("{name}-0.log")),
             },
             starts: 0,
         };
@@ -234,7 +244,7 @@ impl ControlPlane {
     pub fn restart(&mut self) {
         self.proc.kill();
         self.starts += 1;
-        let log = self.dir.join(format!("control-plane-{}.log", self.starts));
+        let log = self.dir.join(format!("{}-{}.log", self.name, self.starts));
         let mut cmd = Command::new(epochgate_bin());
         cmd.args([
             "serve",
@@ -246,7 +256,7 @@ impl ControlPlane {
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
         .env("RUST_LOG", "info");
-        self.proc = spawn("control plane", cmd, log);
+        self.proc = spawn(&self.name, cmd, log);
         let port = self.port;
         wait_for(
             "the control plane's /healthz",
@@ -303,14 +313,33 @@ impl ControlPlane {
 pub struct Options {
     /// Merged into the filter's plugin configuration.
     pub filter: Value,
+    /// Merged into the sync service's configuration.
+    pub sync: Value,
     pub max_staleness_s: u64,
+    /// See [`EnvoyValues::pre_filters`].
+    pub pre_filters: String,
+    /// See [`EnvoyValues::extra_clusters`].
+    pub extra_clusters: String,
+    /// Start Envoy while the control plane is down (and do not wait for a first sync).
+    pub control_plane_down: bool,
+    /// The upstream's behaviour.
+    pub upstream: Reply,
+    /// The control plane's store: a `postgres://` URL (default: a SQLite file in the
+    /// stack's temp dir).
+    pub db_url: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             filter: json!({}),
+            sync: json!({}),
             max_staleness_s: 300,
+            pre_filters: String::new(),
+            extra_clusters: String::new(),
+            control_plane_down: false,
+            upstream: Reply::Echo,
+            db_url: None,
         }
     }
 }
@@ -336,14 +365,24 @@ impl Stack {
             .prefix("epochgate-e2e-")
             .tempdir()
             .unwrap();
-        let upstream = Upstream::start();
-        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let upstream = Upstream::start_with(opts.upstream.clone());
+        let db = opts
+            .db_url
+            .clone()
+            .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
+        let mut cp = ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db);
+        if opts.control_plane_down {
+            cp.proc.kill();
+        }
         let envoy_port = free_port();
         let admin_port = free_port();
         let node_id = format!("e2e-{envoy_port}");
 
         let filter = filter_config(&opts);
-        let sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
+        let mut sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
+        for (k, v) in opts.sync.as_object().unwrap() {
+            sync[k] = v.clone();
+        }
         let config = render_envoy_config(&EnvoyValues {
             node_id: &node_id,
             listen_port: envoy_port,
@@ -353,6 +392,8 @@ impl Stack {
             wasm: &wasm_path().display().to_string(),
             filter_config: &filter.to_string(),
             sync_config: &sync.to_string(),
+            pre_filters: &opts.pre_filters,
+            extra_clusters: &opts.extra_clusters,
         });
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -382,11 +423,25 @@ impl Stack {
                 .ok()
                 .filter(|r| r.status == 200)
         });
-        stack.wait_applied(0);
+        if !opts.control_plane_down {
+            stack.wait_applied(0);
+        }
         stack
     }
 
-    /// A token for `user` of `tenant`, issued `age_s` seconds ago, with extra claims.
+    /// The claims of [`Stack::token`].
+    pub fn claims(user: &str, tenant: &str, extra: Value) -> Value {
+        let mut claims = json!({
+            "iss": "https://idp.e2e.test", "aud": "portal", "sub": user, "tid": tenant,
+            "iat": now_s() - 60, "exp": now_s() + 3600,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    }
+
+    /// A token for `user` of `tenant`, issued a minute ago, with extra claims.
     pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
         token(user, tenant, extra)
     }
@@ -400,6 +455,18 @@ impl Stack {
     /// A GET through Envoy with exactly these headers.
     pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
         http::request("127.0.0.1", self.envoy_port, "GET", path, headers, b"").unwrap()
+    }
+
+    /// Envoy's admin endpoint `path` (e.g. `/config_dump`).
+    pub fn admin(&self, path: &str) -> Response {
+        http::request("127.0.0.1", self.admin_port, "GET", path, &[], b"").unwrap()
+    }
+
+    /// A cluster for a server on 127.0.0.1 (for [`Options::extra_clusters`]).
+    pub fn cluster_yaml(name: &str, port: u16) -> String {
+        format!(
+            "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+        )
     }
 
     /// Envoy's stat `name` (e.g. `wasmcustom.epochgate.state_version`), if present.
@@ -468,14 +535,7 @@ pub fn filter_config(opts: &Options) -> Value {
 /// A token for `user` of `tenant` that [`filter_config`] accepts, issued 60 s ago,
 /// with extra claims.
 pub fn token(user: &str, tenant: &str, extra: Value) -> String {
-    let mut claims = json!({
-        "iss": "https://idp.e2e.test", "aud": "portal", "sub": user, "tid": tenant,
-        "iat": now_s() - 60, "exp": now_s() + 3600,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        claims[k] = v.clone();
-    }
-    hs256(&claims, SECRET)
+    hs256(&Stack::claims(user, tenant, extra), SECRET)
 }
 
 /// The values the Envoy template takes.
@@ -488,6 +548,10 @@ pub struct EnvoyValues<'a> {
     pub wasm: &'a str,
     pub filter_config: &'a str,
     pub sync_config: &'a str,
+    /// YAML list items for `http_filters` before Epochgate's, indented 10 spaces.
+    pub pre_filters: &'a str,
+    /// YAML list items for `clusters`, indented 2 spaces.
+    pub extra_clusters: &'a str,
 }
 
 /// Renders `envoy/epochgate.yaml.tmpl`. JSON goes into single-quoted YAML strings, where
@@ -503,14 +567,23 @@ pub fn render_envoy_config(v: &EnvoyValues<'_>) -> String {
         .replace("${WASM}", v.wasm)
         .replace("${FILTER_CONFIG}", &v.filter_config.replace('\'', "''"))
         .replace("${SYNC_CONFIG}", &v.sync_config.replace('\'', "''"))
+        .replace("${PRE_FILTERS}\n", v.pre_filters)
+        .replace("${EXTRA_CLUSTERS}\n", v.extra_clusters)
 }
 
 /// An HS256 JWT, built by hand (independent of the code under test).
 pub fn hs256(claims: &Value, secret: &str) -> String {
+    hs256_kid(claims, secret, "e2e")
+}
+
+/// An HS256 JWT with the given `kid`.
+pub fn hs256_kid(claims: &Value, secret: &str, kid: &str) -> String {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let input = format!(
         "{}.{}",
-        b64(br#"{"alg":"HS256","kid":"e2e","typ":"JWT"}"#),
+        b64(json!({"alg": "HS256", "kid": kid, "typ": "JWT"})
+            .to_string()
+            .as_bytes()),
         b64(claims.to_string().as_bytes())
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());

@@ -1,5 +1,7 @@
-//! A small upstream: answers every request with 200 and a JSON echo of its path and the
-//! identity headers, and records each request's headers for the test to inspect.
+//! A small upstream: by default it answers every request with 200 and a JSON echo of its
+//! path and the identity headers; it can also serve a fixed, changeable document (an
+//! IdP's JWKS) or a server-sent-events stream. It records each request's headers for the
+//! test to inspect.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -23,6 +25,21 @@ impl Seen {
     }
 }
 
+/// What the upstream answers.
+#[derive(Debug, Clone, Default)]
+pub enum Reply {
+    /// 200 JSON: `{"path", "user", "tenant", "session"}`.
+    #[default]
+    Echo,
+    /// 200 with this body (shared: the test may change it while running).
+    Document {
+        content_type: &'static str,
+        body: Arc<Mutex<String>>,
+    },
+    /// 200 `text/event-stream`: `data: <n>` every `interval_ms`, `events` times.
+    Sse { interval_ms: u64, events: u32 },
+}
+
 pub struct Upstream {
     pub port: u16,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -32,6 +49,10 @@ impl Upstream {
     /// Listens on a free port; the accept thread lives as long as the test process (the
     /// listener is closed when the process exits).
     pub fn start() -> Self {
+        Self::start_with(Reply::Echo)
+    }
+
+    pub fn start_with(reply: Reply) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,7 +60,8 @@ impl Upstream {
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
                 let record = Arc::clone(&record);
-                std::thread::spawn(move || serve(stream, &record));
+                let reply = reply.clone();
+                std::thread::spawn(move || serve(stream, &record, &reply));
             }
         });
         Upstream { port, seen }
@@ -54,7 +76,7 @@ impl Upstream {
     }
 }
 
-fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
+fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>, reply: &Reply) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
@@ -91,17 +113,44 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
             headers,
             body,
         };
-        let echo = serde_json::json!({
-            "path": seen.path,
-            "user": seen.header("x-epochgate-user"),
-            "tenant": seen.header("x-epochgate-tenant"),
-            "session": seen.header("x-epochgate-session"),
-        })
-        .to_string();
+        let (content_type, body) = match reply {
+            Reply::Echo => (
+                "application/json",
+                serde_json::json!({
+                    "path": seen.path,
+                    "user": seen.header("x-epochgate-user"),
+                    "tenant": seen.header("x-epochgate-tenant"),
+                    "session": seen.header("x-epochgate-session"),
+                    "actor": seen.header("x-epochgate-actor"),
+                })
+                .to_string(),
+            ),
+            Reply::Document { content_type, body } => (*content_type, body.lock().unwrap().clone()),
+            Reply::Sse {
+                interval_ms,
+                events,
+            } => {
+                record.lock().unwrap().push(seen);
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+                if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for n in 0..*events {
+                    let event = format!("data: {n}\n\n");
+                    let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                    if writer.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(*interval_ms));
+                }
+                let _ = writer.write_all(b"0\r\n\r\n");
+                continue;
+            }
+        };
         record.lock().unwrap().push(seen);
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{echo}",
-            echo.len()
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() {
             return;

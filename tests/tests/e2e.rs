@@ -16,7 +16,13 @@ mod demo;
 mod hostile;
 #[path = "e2e/logout.rs"]
 mod logout;
+#[path = "e2e/native.rs"]
+mod native;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/production.rs"]
+mod production;
+#[path = "e2e/replicas.rs"]
+mod replicas;
 #[path = "e2e/worker.rs"]
 mod worker;

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use epochgate_core::{Decision, RequestInfo, Response};
+use epochgate_core::{Decision, HeaderEdit, Inputs, RequestInfo, Response};
 
 use crate::host::{Host, Level};
 use crate::refresh::{IsolateState, Plan, SyncCall, SyncOutcome};
@@ -24,12 +24,14 @@ pub struct IncomingRequest {
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Send it to `url` (same method and body) with the `remove`d headers gone and the
-    /// `add`ed ones set.
+    /// Send it to `url` (same method and body) after `core`'s header edits in order
+    /// (spoofed identity headers removed, the verified identity set, the token stripped
+    /// if configured), and add `response_headers` to the origin's answer (a scheduled
+    /// logout's notice).
     Forward {
         url: String,
-        remove: Vec<String>,
-        add: Vec<(String, String)>,
+        edits: Vec<HeaderEdit>,
+        response_headers: Vec<(String, String)>,
     },
     /// Answer it here.
     Respond(Response),
@@ -81,9 +83,12 @@ pub async fn handle<H: Host>(
             headers: &req.headers,
             path: &req.path,
         };
-        settings
-            .engine
-            .decide(info, s.epochs(), s.status().as_ref(), now_ms)
+        let status = s.status();
+        let inputs = Inputs {
+            cache: Some(&settings.cache),
+            ..Inputs::new(s.epochs(), status.as_ref(), now_ms)
+        };
+        settings.engine.decide_with(info, &inputs)
     };
     let edge_id = state.borrow().edge_id().to_string();
     Handled {
@@ -102,8 +107,10 @@ fn act<H: Host>(
 ) -> Outcome {
     match decision {
         Decision::Allow {
-            identity,
             signature_only,
+            request_edits,
+            response_headers,
+            ..
         } => {
             if signature_only {
                 host.log(
@@ -111,28 +118,10 @@ fn act<H: Host>(
                     &format!("[{edge_id}] revocation state is stale: allowed on signature only (on_stale: allow)"),
                 );
             }
-            let engine = &settings.engine;
-            let mut remove: Vec<String> = req
-                .headers
-                .iter()
-                .filter(|(name, _)| engine.is_reserved_header(name))
-                .map(|(name, _)| name.clone())
-                .collect();
-            remove.dedup();
-            let add = identity
-                .as_ref()
-                .map(|id| {
-                    engine
-                        .upstream_headers(id)
-                        .into_iter()
-                        .map(|(n, v)| (n.to_string(), v.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
             Outcome::Forward {
                 url: settings.worker.origin_url(&req.path),
-                remove,
-                add,
+                edits: request_edits,
+                response_headers,
             }
         }
         Decision::Deny {

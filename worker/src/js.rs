@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use epochgate_core::Response;
+use epochgate_core::{HeaderEdit, Response};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -21,7 +21,7 @@ use crate::refresh::IsolateState;
 use crate::settings::{
     Bindings, Settings, SetupError, CONFIG_BINDING, EDGE_TOKEN_BINDING, WORKER_BINDING,
 };
-use crate::{byte_string_to_bytes, path_and_query, VERSION};
+use crate::{byte_string_to_bytes, bytes_to_byte_string, path_and_query, VERSION};
 
 #[wasm_bindgen]
 extern "C" {
@@ -219,20 +219,15 @@ pub fn to_js_response(r: &Response) -> Result<web_sys::Response, JsValue> {
     web_sys::Response::new_with_opt_u8_array_and_init(body, &init)
 }
 
-/// The request to send to the origin: same method and body, the `remove`d headers gone
-/// and the `add`ed ones set; redirects are handed back to the client, not followed.
-pub fn forward_request(
-    req: &Request,
-    url: &str,
-    remove: &[String],
-    add: &[(String, String)],
-) -> Result<Request, JsValue> {
+/// The request to send to the origin: same method and body, `core`'s header edits
+/// applied in order; redirects are handed back to the client, not followed.
+pub fn forward_request(req: &Request, url: &str, edits: &[HeaderEdit]) -> Result<Request, JsValue> {
     let headers = Headers::new_with_headers(&req.headers())?;
-    for name in remove {
-        headers.delete(name)?;
-    }
-    for (name, value) in add {
-        headers.set(name, value)?;
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => headers.delete(name)?,
+            HeaderEdit::Set(name, value) => headers.set(name, &bytes_to_byte_string(value))?,
+        }
     }
     let init = RequestInit::new();
     init.set_method(&req.method());
@@ -244,6 +239,26 @@ pub fn forward_request(
         js_sys::Reflect::set(&init, &"duplex".into(), &"half".into())?;
     }
     Request::new_with_str_and_init(url, &init)
+}
+
+/// The origin's response with `extra` headers added (a fetched response's headers are
+/// immutable: this is a copy that streams the same body).
+pub fn with_response_headers(
+    resp: web_sys::Response,
+    extra: &[(String, String)],
+) -> Result<web_sys::Response, JsValue> {
+    if extra.is_empty() {
+        return Ok(resp);
+    }
+    let headers = Headers::new_with_headers(&resp.headers())?;
+    for (name, value) in extra {
+        headers.append(name, value)?;
+    }
+    let init = ResponseInit::new();
+    init.set_status(resp.status());
+    init.set_status_text(&resp.status_text());
+    init.set_headers(&headers);
+    web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
 }
 
 async fn send(req: &Request) -> Result<web_sys::Response, JsValue> {
@@ -262,6 +277,8 @@ fn glue_error(status: u16, error: &str, detail: &str) -> Response {
             ("cache-control".into(), "no-store".into()),
         ],
         body: body.to_string().into_bytes(),
+        grpc_status: None,
+        grpc_message: None,
     }
 }
 
@@ -296,34 +313,36 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
             }
             match handled.outcome {
                 Outcome::Respond(r) => r,
-                Outcome::Forward { url, remove, add } => {
-                    match forward_request(&req, &url, &remove, &add) {
-                        Ok(out) => match send(&out).await {
-                            Ok(resp) => return Ok(resp.into()),
-                            Err(e) => {
-                                host.log(
-                                    Level::Error,
-                                    &format!("origin {url} unreachable: {}", js_error(e)),
-                                );
-                                glue_error(502, "origin_unreachable", "the origin did not answer")
-                            }
-                        },
+                Outcome::Forward {
+                    url,
+                    edits,
+                    response_headers,
+                } => match forward_request(&req, &url, &edits) {
+                    Ok(out) => match send(&out)
+                        .await
+                        .and_then(|resp| with_response_headers(resp, &response_headers))
+                    {
+                        Ok(resp) => return Ok(resp.into()),
                         Err(e) => {
                             host.log(
                                 Level::Error,
-                                &format!(
-                                    "cannot build the origin request for {url}: {}",
-                                    js_error(e)
-                                ),
+                                &format!("origin {url} unreachable: {}", js_error(e)),
                             );
-                            glue_error(
-                                502,
-                                "origin_unreachable",
-                                "the origin request could not be built",
-                            )
+                            glue_error(502, "origin_unreachable", "the origin did not answer")
                         }
+                    },
+                    Err(e) => {
+                        host.log(
+                            Level::Error,
+                            &format!("cannot build the origin request for {url}: {}", js_error(e)),
+                        );
+                        glue_error(
+                            502,
+                            "origin_unreachable",
+                            "the origin request could not be built",
+                        )
                     }
-                }
+                },
             }
         }
     };

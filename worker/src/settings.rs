@@ -11,7 +11,8 @@
 
 use std::fmt;
 
-use epochgate_core::config::{ConfigError, WorkerConfig};
+use epochgate_core::cache::TokenCache;
+use epochgate_core::config::{ConfigError, Verification, WorkerConfig};
 use epochgate_core::{Config, Engine, Response};
 
 pub const CONFIG_BINDING: &str = "EPOCHGATE_CONFIG";
@@ -29,6 +30,9 @@ pub struct Bindings {
 /// Everything a request needs besides the isolate state: compiled once per isolate.
 pub struct Settings {
     pub engine: Engine,
+    /// The isolate's verified-token cache (signature and claims only; revocation is
+    /// checked on every request).
+    pub cache: TokenCache,
     pub worker: WorkerConfig,
     pub edge_token: String,
 }
@@ -38,6 +42,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("worker", &self.worker)
+            .field("cached_tokens", &self.cache.len())
             .field("edge_token", &"<redacted>")
             .finish_non_exhaustive()
     }
@@ -89,6 +94,8 @@ impl SetupError {
                 ("cache-control".into(), "no-store".into()),
             ],
             body: body.to_string().into_bytes(),
+            grpc_status: None,
+            grpc_message: None,
         }
     }
 }
@@ -112,10 +119,38 @@ impl Settings {
                 binding: WORKER_BINDING,
                 error,
             })?;
+        Settings::new(config, worker, edge_token.trim().to_string())
+    }
+
+    /// The settings for an already parsed configuration; refuses what the worker cannot
+    /// do.
+    pub fn new(
+        config: Config,
+        worker: WorkerConfig,
+        edge_token: String,
+    ) -> Result<Self, SetupError> {
+        // Envoy-only features: refused here rather than silently ignored.
+        let unsupported = |field: &str, why: &str| SetupError::Invalid {
+            binding: CONFIG_BINDING,
+            error: ConfigError::new(field, why),
+        };
+        if config.remote_jwks {
+            return Err(unsupported(
+                "remote_jwks",
+                "is not supported by the worker yet: configure the keys in `keys`",
+            ));
+        }
+        if config.verification != Verification::Verify {
+            return Err(unsupported(
+                "mode",
+                "jwt_authn_metadata needs Envoy's jwt_authn: the worker verifies tokens itself (mode: verify)",
+            ));
+        }
         Ok(Settings {
+            cache: TokenCache::new(config.token_cache_size, config.clock_skew_s),
             engine: Engine::new(config),
             worker,
-            edge_token: edge_token.trim().to_string(),
+            edge_token,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use epochgate_core::conformance::Vectors;
 use epochgate_core::state::Target;
 use epochgate_core::sync::{Change, SyncResponse};
-use epochgate_core::Engine;
+use epochgate_core::HeaderEdit;
 use serde_json::{json, Value};
 
 use crate::edge::{complete_sync, handle, Handled, IncomingRequest, Outcome};
@@ -124,6 +124,31 @@ fn status_of(outcome: &Outcome) -> u16 {
     }
 }
 
+/// The request headers after `core`'s edits, as the origin would see them.
+fn upstream_view(req: &IncomingRequest, edits: &[HeaderEdit]) -> Vec<(String, String)> {
+    let mut headers = req.headers.clone();
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => headers.retain(|(n, _)| n != name),
+            HeaderEdit::Set(name, value) => {
+                headers.retain(|(n, _)| n != name);
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    headers
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
+fn header_of(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
 /// An isolate that has synced once (snapshot v1, empty).
 fn synced(s: &Settings) -> (FakeHost, RefCell<IsolateState>) {
     let host = FakeHost::at(NOW);
@@ -137,16 +162,13 @@ fn synced(s: &Settings) -> (FakeHost, RefCell<IsolateState>) {
 #[test]
 fn every_decision_vector_passes_through_the_refresh_and_the_worker_glue() {
     let vectors = Vectors::load().unwrap();
-    let engine = Engine::new(vectors.config().unwrap());
+    let worker =
+        epochgate_core::config::WorkerConfig::from_json(worker_json().to_string().as_bytes())
+            .unwrap();
     for case in &vectors.cases {
-        let s = Settings {
-            engine: engine.clone(),
-            worker: epochgate_core::config::WorkerConfig::from_json(
-                worker_json().to_string().as_bytes(),
-            )
-            .unwrap(),
-            edge_token: EDGE_TOKEN.into(),
-        };
+        // A fresh isolate per case (its own token cache), through the real constructor.
+        let s =
+            Settings::new(vectors.config().unwrap(), worker.clone(), EDGE_TOKEN.into()).unwrap();
         let host = FakeHost::at(case.now_ms);
         let changes = case
             .changes()
@@ -158,11 +180,13 @@ fn every_decision_vector_passes_through_the_refresh_and_the_worker_glue() {
             .collect();
         host.answer_json(&snapshot(3, changes));
         let state = isolate();
-        let h = run(&state, &s, &host, &bearer(&case.token));
+        let req = bearer(&case.token);
+        let h = run(&state, &s, &host, &req);
         assert_eq!(state.borrow().version(), 3, "{}: synced first", case.name);
         match (case.expect.allow, &h.outcome) {
-            (true, Outcome::Forward { add, url, .. }) => {
-                let get = |n: &str| add.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            (true, Outcome::Forward { edits, url, .. }) => {
+                let seen = upstream_view(&req, edits);
+                let get = |n: &str| header_of(&seen, n);
                 assert_eq!(get("x-epochgate-user"), case.expect.user, "{}", case.name);
                 assert_eq!(
                     get("x-epochgate-tenant"),
@@ -208,17 +232,29 @@ fn spoofed_identity_headers_are_stripped_and_real_ones_set() {
         "/api/orders?page=2",
     );
     let h = run(&state, &s, &host, &req);
+    let Outcome::Forward { url, edits, .. } = h.outcome else {
+        panic!("must be allowed: {:?}", h.outcome)
+    };
+    assert_eq!(url, "http://origin.test:8081/api/orders?page=2");
+    let seen = upstream_view(&req, &edits);
+    assert_eq!(header_of(&seen, "x-epochgate-user").as_deref(), Some("42"));
     assert_eq!(
-        h.outcome,
-        Outcome::Forward {
-            url: "http://origin.test:8081/api/orders?page=2".into(),
-            remove: vec!["x-epochgate-user".into(), "x-epochgate-whatever".into()],
-            add: vec![
-                ("x-epochgate-user".into(), "42".into()),
-                ("x-epochgate-tenant".into(), "acme".into()),
-                ("x-epochgate-session".into(), "s1".into()),
-            ],
-        }
+        header_of(&seen, "x-epochgate-tenant").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        header_of(&seen, "x-epochgate-session").as_deref(),
+        Some("s1")
+    );
+    assert_eq!(header_of(&seen, "x-epochgate-whatever"), None);
+    assert_eq!(
+        seen.iter().filter(|(n, _)| n == "x-epochgate-user").count(),
+        1,
+        "the spoofed value is gone"
+    );
+    assert_eq!(
+        header_of(&seen, "accept").as_deref(),
+        Some("application/json")
     );
 }
 
@@ -556,6 +592,12 @@ fn bad_bindings_name_the_binding_and_field_and_never_echo_values() {
     assert_eq!(body["error"], "worker_misconfigured");
     assert!(body["detail"].as_str().unwrap().contains("`keys[0].alg`"));
     assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
+    let remote = Bindings {
+        config: Some(json!({"keys": [], "remote_jwks": true}).to_string()),
+        ..good.clone()
+    };
+    let err = Settings::load(&remote).unwrap_err().to_string();
+    assert!(err.contains("remote_jwks"), "{err}");
     let bad_worker = Bindings {
         worker: Some("{\"origin\": 5".into()),
         ..good

@@ -12,14 +12,16 @@ use epochgate_core::ids::validate_id;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::auth::{bearer_token, Role};
+use crate::auth::bearer_token;
+use crate::now_ms;
+use crate::rbac::{Admin, Principal};
 use crate::state::AppState;
 
 /// The header a client may set to name the person behind the admin token in the audit
 /// log (the CLI sends `$USER`). Informative only: whoever holds the token can set it.
 pub const ACTOR_HEADER: &str = "x-epochgate-actor";
 
-fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
+fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let value = parts
         .headers
         .get(AUTHORIZATION)
@@ -30,30 +32,53 @@ fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
     state
         .config()
         .credentials
-        .role_of(token)
-        .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))
+        .authenticate(token, now_ms())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
-/// An admin request. Carries the actor for the audit log.
+/// The request's id for the audit log: the client's `x-request-id` when it is a valid id
+/// of at most 128 bytes, else a fresh random one.
+fn request_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && validate_id(v).is_ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 8];
+            // Without randomness the id is only less unique; the audit row still stands.
+            let _ = getrandom::getrandom(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        })
+}
+
+/// The header carrying a request id (kept in the audit log).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// An admin request: who (for authorization and the audit log) and which request.
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
+    pub admin: Admin,
+    /// The audit log's actor: the credential's name, plus the operator the client named.
     pub actor: String,
+    pub request_id: String,
 }
 
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match role(parts, state)? {
-            Role::Admin => {}
-            Role::Edge => {
+        let admin = match principal(parts, state)? {
+            Principal::Admin(admin) => admin,
+            Principal::Edge => {
                 return Err(ApiError::forbidden(
-                    "the edge token can only read /v1/sync; use the admin token",
+                    "the edge token can only read /v1/sync; use an admin credential",
                 ))
             }
-        }
+        };
         let actor = match parts.headers.get(ACTOR_HEADER) {
-            None => "admin".to_string(),
+            None => admin.actor.clone(),
             Some(value) => {
                 let name = value.to_str().map_err(|_| {
                     ApiError::bad_request("invalid_header", format!("{ACTOR_HEADER} is not text"))
@@ -61,10 +86,14 @@ impl FromRequestParts<AppState> for AdminAuth {
                 validate_id(name).map_err(|e| {
                     ApiError::bad_request("invalid_header", format!("{ACTOR_HEADER} {e}"))
                 })?;
-                format!("admin ({name})")
+                format!("{} ({name})", admin.actor)
             }
         };
-        Ok(AdminAuth { actor })
+        Ok(AdminAuth {
+            admin,
+            actor,
+            request_id: request_id(parts),
+        })
     }
 }
 
@@ -76,10 +105,10 @@ impl FromRequestParts<AppState> for EdgeAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match role(parts, state)? {
-            Role::Edge => Ok(EdgeAuth),
-            Role::Admin => Err(ApiError::forbidden(
-                "/v1/sync takes the edge token; the admin token is for the admin API",
+        match principal(parts, state)? {
+            Principal::Edge => Ok(EdgeAuth),
+            Principal::Admin(_) => Err(ApiError::forbidden(
+                "/v1/sync takes the edge token; admin credentials are for the admin API",
             )),
         }
     }

@@ -9,10 +9,12 @@
 //! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
-//! | `GET /v1/audit?limit=N` | admin | [`AuditAnswer`] |
+//! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
+//! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
+//! | `GET /openapi.json` | none | the OpenAPI document ([`openapi`]) |
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -25,6 +27,7 @@ use crate::store::{AuditEntry, Entry};
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod sync;
 
@@ -34,7 +37,32 @@ pub use error::ApiError;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The answer to an admin write, sent after its commit.
-pub type RevokeAnswer = crate::store::Revocation;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeAnswer {
+    pub target: epochgate_core::state::Target,
+    /// The epoch now stored for the target (never earlier than a previous one).
+    pub epoch_ms: u64,
+    /// The version this write committed as.
+    pub version: u64,
+    /// The audit entry written with it.
+    pub audit: crate::store::AuditHead,
+    /// With `?wait=`: how far the change got before the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+    /// Things the caller should check (e.g. a tenant never seen before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// How far a write got: the live edges (seen within `--edge-live-window`), how many
+/// applied it, which did not (yet), and how long the answer waited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagation {
+    pub edges: u64,
+    pub acked: u64,
+    pub lagging: Vec<String>,
+    pub elapsed_ms: u64,
+}
 
 /// `GET /v1/tenants/{tenant}/revocations`: the tenant's live entries and the global one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +75,8 @@ pub struct RevocationsAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeView {
     pub id: String,
+    /// Seen within `--edge-live-window` (counted by `?wait=` receipts).
+    pub live: bool,
     /// The stream the edge said it holds (absent before its first snapshot).
     pub stream: Option<String>,
     pub applied_version: u64,
@@ -94,7 +124,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)

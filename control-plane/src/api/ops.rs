@@ -35,10 +35,65 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /readyz`: 200 when the store answers and the server takes work; 503 while it
+/// shuts down (so a load balancer stops sending before the process exits).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if *state.shutdown_signal().borrow() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the control plane is shutting down",
+        )
+        .into_response();
+    }
+    healthz(State(state)).await
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let version = *state.store().subscribe().borrow();
     let m = state.metrics();
+    let mut edges = String::new();
+    match state.store().edges().await {
+        Ok(list) => {
+            let now = crate::now_ms();
+            let window =
+                u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
+            edges.push_str(
+                "# HELP epochgate_edge_lag Versions an edge is behind the current one.\n\
+                 # TYPE epochgate_edge_lag gauge\n",
+            );
+            let mut live = 0;
+            for e in &list {
+                let is_live = now.saturating_sub(e.last_seen_ms) <= window;
+                live += u64::from(is_live);
+                edges.push_str(&format!(
+                    "epochgate_edge_lag{{edge=\"{}\",live=\"{is_live}\"}} {}\n",
+                    label(&e.id),
+                    version.saturating_sub(e.applied_version)
+                ));
+            }
+            edges.push_str(&format!(
+                "# HELP epochgate_edges_live Edges seen within the live window.\n\
+                 # TYPE epochgate_edges_live gauge\n\
+                 epochgate_edges_live {live}\n"
+            ));
+        }
+        Err(err) => tracing::warn!(error = %err, "metrics: cannot list edges"),
+    }
     let body = format!(
         "# HELP epochgate_build_info The running control plane's build.\n\
          # TYPE epochgate_build_info gauge\n\
@@ -54,10 +109,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
          epochgate_sync_requests_total {}\n\
          # HELP epochgate_sync_long_polls_open Sync long-polls held open now.\n\
          # TYPE epochgate_sync_long_polls_open gauge\n\
-         epochgate_sync_long_polls_open {}\n",
+         epochgate_sync_long_polls_open {}\n\
+         # HELP epochgate_audit_anchor_failures_total Audit heads that could not be appended to --audit-anchor.\n\
+         # TYPE epochgate_audit_anchor_failures_total counter\n\
+         epochgate_audit_anchor_failures_total {}\n{edges}",
         m.admin_writes_total(),
         m.sync_requests_total(),
         m.long_polls_open(),
+        m.anchor_failures_total(),
     );
     (
         [(

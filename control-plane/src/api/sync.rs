@@ -73,8 +73,9 @@ pub async fn sync(
         now_ms: now_ms(),
         remote_addr: remote.0.map(|a| a.to_string()),
     };
-    if let Err(err) = state.store().record_edge(receipt).await {
-        tracing::warn!(error = %err, edge = %edge, "cannot record the edge's receipt");
+    match state.store().record_edge(receipt).await {
+        Ok(()) => state.receipt_recorded(),
+        Err(err) => tracing::warn!(error = %err, edge = %edge, "cannot record the edge's receipt"),
     }
 
     // 2. Read.

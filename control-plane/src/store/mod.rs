@@ -22,8 +22,10 @@ use epochgate_core::sync::Change;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
@@ -35,6 +37,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("cannot create the directory {path}: {source}")]
     CreateDir {
         path: String,
@@ -48,7 +52,7 @@ pub enum StoreError {
     Poisoned,
     #[error("the blocking store task failed: {0}")]
     Task(String),
-    #[error("unsupported store URL {0:?}: use sqlite://PATH or a plain file path")]
+    #[error("unsupported store URL {0:?}: use sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
 }
 
@@ -57,12 +61,60 @@ pub enum StoreError {
 pub struct RevokeRequest {
     pub target: Target,
     /// The revocation time (ms since the Unix epoch). The stored epoch is
-    /// `max(existing, now_ms)`.
+    /// `max(existing, now_ms)` — or, for a scheduled logout, `at_ms`, which replaces the
+    /// previous schedule (it may move earlier).
     pub now_ms: u64,
+    /// A scheduled logout's time (scheduled targets only).
+    pub at_ms: Option<u64>,
     pub actor: String,
     pub reason: Option<String>,
     /// The client's address, for the audit log.
     pub source: Option<String>,
+    /// The request's id (`x-request-id`), for the audit log.
+    pub request_id: Option<String>,
+}
+
+/// An audit entry that changes nothing: a refused attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub target: Target,
+    pub reason: Option<String>,
+    pub source: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// The newest audit entry after a write: what `--audit-anchor` keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub id: u64,
+    pub hash: String,
+}
+
+/// The filters of `GET /v1/audit`; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// At most this many rows, newest first.
+    pub limit: u32,
+    pub tenant: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+}
+
+impl AuditFilter {
+    /// The newest `limit` rows, unfiltered.
+    pub fn newest(limit: u32) -> Self {
+        AuditFilter {
+            limit,
+            ..Default::default()
+        }
+    }
 }
 
 /// The result of a committed write.
@@ -74,6 +126,8 @@ pub struct Revocation {
     pub epoch_ms: u64,
     /// The version this write committed as.
     pub version: u64,
+    /// The audit entry written with it.
+    pub audit: AuditHead,
 }
 
 /// What `GET /v1/sync` answers, before the HTTP layer adds the config's lifetime.
@@ -144,18 +198,34 @@ pub struct EdgeRecord {
     pub remote_addr: Option<String>,
 }
 
-/// One audit log row.
+/// One audit log row. `hash` chains it to the previous row (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: u64,
     pub at_ms: u64,
     pub actor: String,
     pub action: String,
+    /// `ok`, or `denied` for a refused attempt.
+    pub outcome: String,
     pub target: Target,
     pub reason: Option<String>,
     pub source: Option<String>,
-    /// The version the action committed as.
+    pub request_id: Option<String>,
+    /// The version the action committed as (for a refusal: the version at the time).
     pub version: u64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The tenant column of an audit row (`None` for the global target).
+pub fn target_tenant(target: &Target) -> Option<&str> {
+    match target {
+        Target::Global | Target::ScheduledGlobal => None,
+        Target::Tenant { tenant }
+        | Target::ScheduledTenant { tenant }
+        | Target::User { tenant, .. }
+        | Target::Session { tenant, .. } => Some(tenant),
+    }
 }
 
 /// What one compaction run did.
@@ -177,6 +247,8 @@ pub fn action_name(target: &Target) -> &'static str {
         Target::Tenant { .. } => "logout_tenant",
         Target::User { .. } => "logout_user",
         Target::Session { .. } => "revoke_session",
+        Target::ScheduledGlobal => "schedule_logout_all_tenants",
+        Target::ScheduledTenant { .. } => "schedule_logout_tenant",
     }
 }
 
@@ -210,8 +282,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The live entries of one tenant (tenant, user and session entries) and the global one.
     fn tenant_revocations(&self, tenant: String) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
 
-    /// The newest `limit` audit rows, newest first.
-    fn audit(&self, limit: u32) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+    /// Whether any revocation (live or compacted) or audit entry names `tenant`.
+    fn tenant_seen(&self, tenant: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Appends an audit entry that changes no state (a refused attempt), chained like
+    /// every other.
+    fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>>;
+
+    /// The newest `filter.limit` audit rows that match, newest first.
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+
+    /// Every audit row, oldest first (for `epochgate audit verify`).
+    fn audit_chain(&self) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
 
     /// Turns entries older than the session lifetime into tombstones (a new version, so
     /// edges receive the removal as a delta), deletes tombstones and edges unseen for
@@ -223,10 +305,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<CompactionReport, StoreError>>;
 }
 
-/// Opens the store named by `url`: `sqlite://PATH` or a plain path (SQLite). Other
-/// schemes are refused by name, so `postgres://…` fails clearly until it is supported.
+/// Opens the store named by `url`: `sqlite://PATH` or a plain path (SQLite), or
+/// `postgres://…` / `postgresql://…` (Postgres, for several replicas). Other schemes are
+/// refused by name.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let path = match url.split_once("://") {
+        Some(("postgres" | "postgresql", _)) => return Ok(Arc::new(PgStore::connect(url).await?)),
         Some(("sqlite", path)) => path.to_string(),
         Some(_) => return Err(StoreError::UnsupportedUrl(url.to_string())),
         None => url.to_string(),

@@ -22,16 +22,19 @@ use epochgate_core::sync::Change;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::watch;
 
+use crate::audit;
+
 use super::{
-    action_name, needs_snapshot, AuditEntry, BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord,
-    Entry, Revocation, RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
+    action_name, needs_snapshot, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord,
+    BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord, Entry, Revocation, RevokeRequest, Store,
+    StoreError, StoreStatus, SyncBatch,
 };
 
 /// How long a connection waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema this code writes, kept in `PRAGMA user_version` for future migrations.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -44,7 +47,7 @@ CREATE TABLE IF NOT EXISTS meta (
 -- empty, so '' cannot collide). epoch_ms NULL is a tombstone: removed by compaction,
 -- kept for a session lifetime so edges receive the removal as a delta.
 CREATE TABLE IF NOT EXISTS revocations (
-    scope      TEXT    NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session')),
+    scope      TEXT    NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
     tenant     TEXT    NOT NULL,
     subject    TEXT    NOT NULL,
     epoch_ms   INTEGER,
@@ -54,16 +57,23 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
 CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
+-- Hash-chained (see audit.rs): id is last + 1, assigned inside the write transaction.
 CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms   INTEGER NOT NULL,
-    actor   TEXT    NOT NULL,
-    action  TEXT    NOT NULL,
-    target  TEXT    NOT NULL,   -- the Target as JSON
-    reason  TEXT,
-    source  TEXT,
-    version INTEGER NOT NULL
+    id         INTEGER PRIMARY KEY,
+    at_ms      INTEGER NOT NULL,
+    actor      TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    target     TEXT    NOT NULL,   -- the Target as JSON
+    tenant     TEXT,               -- the target's tenant, for filters (NULL: global)
+    reason     TEXT,
+    source     TEXT,
+    request_id TEXT,
+    version    INTEGER NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT    PRIMARY KEY,
     stream          TEXT,
@@ -192,6 +202,13 @@ fn init_schema(conn: &mut Connection) -> Result<(String, u64), StoreError> {
             "database schema {found} is newer than this build's {SCHEMA_VERSION}"
         )));
     }
+    if found == 1 {
+        return Err(StoreError::Corrupt(
+            "this database was written by an earlier build whose audit log is not \
+             hash-chained (schema 1); move it aside and start with a new file"
+                .into(),
+        ));
+    }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     let existing: Option<(String, u64)> = tx
@@ -228,6 +245,8 @@ fn row_key(target: &Target) -> (&'static str, &str, &str) {
         Target::Tenant { tenant } => ("tenant", tenant, ""),
         Target::User { tenant, user } => ("user", tenant, user),
         Target::Session { tenant, sid } => ("session", tenant, sid),
+        Target::ScheduledGlobal => ("scheduled_global", "", ""),
+        Target::ScheduledTenant { tenant } => ("scheduled_tenant", tenant, ""),
     }
 }
 
@@ -243,6 +262,8 @@ fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Targe
             tenant,
             sid: subject,
         },
+        "scheduled_global" => Target::ScheduledGlobal,
+        "scheduled_tenant" => Target::ScheduledTenant { tenant },
         other => return Err(StoreError::Corrupt(format!("unknown scope {other:?}"))),
     })
 }
@@ -275,39 +296,135 @@ fn revoke_tx(conn: &mut Connection, req: &RevokeRequest) -> Result<Revocation, S
     )?;
     let (scope, tenant, subject) = row_key(&req.target);
     // max(existing, now): a logout never moves an epoch back, even if the clock did.
-    // A tombstone (NULL) counts as nothing.
+    // A tombstone (NULL) counts as nothing. A schedule replaces the previous one.
     let epoch_ms: u64 = tx.query_row(
         "INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?4)
+         VALUES (?1, ?2, ?3, ?6, ?5, ?4)
          ON CONFLICT (scope, tenant, subject) DO UPDATE SET
-             epoch_ms = max(coalesce(revocations.epoch_ms, 0), excluded.epoch_ms),
+             epoch_ms = CASE WHEN ?7 THEN excluded.epoch_ms
+                        ELSE max(coalesce(revocations.epoch_ms, 0), excluded.epoch_ms) END,
              version = excluded.version,
              changed_ms = excluded.changed_ms
          RETURNING epoch_ms",
-        params![scope, tenant, subject, req.now_ms, version],
+        params![
+            scope,
+            tenant,
+            subject,
+            req.now_ms,
+            version,
+            req.at_ms.unwrap_or(req.now_ms),
+            req.target.is_scheduled()
+        ],
         |r| r.get(0),
     )?;
-    let target_json = serde_json::to_string(&req.target)
-        .map_err(|e| StoreError::Corrupt(format!("target does not serialize: {e}")))?;
-    tx.execute(
-        "INSERT INTO audit (at_ms, actor, action, target, reason, source, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            req.now_ms,
-            req.actor,
-            action_name(&req.target),
-            target_json,
-            req.reason,
-            req.source,
-            version
-        ],
+    let audit = append_audit(
+        &tx,
+        &AuditRecord {
+            at_ms: req.now_ms,
+            actor: req.actor.clone(),
+            action: action_name(&req.target).to_string(),
+            outcome: "ok".into(),
+            target: req.target.clone(),
+            reason: req.reason.clone(),
+            source: req.source.clone(),
+            request_id: req.request_id.clone(),
+        },
+        version,
     )?;
     tx.commit()?;
     Ok(Revocation {
         target: req.target.clone(),
         epoch_ms,
         version,
+        audit,
     })
+}
+
+/// Appends one chained audit row inside the caller's write transaction.
+fn append_audit(
+    tx: &rusqlite::Transaction<'_>,
+    rec: &AuditRecord,
+    version: u64,
+) -> Result<AuditHead, StoreError> {
+    let last: Option<(u64, String)> = tx
+        .query_row(
+            "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (id, prev_hash) = match last {
+        Some((id, hash)) => (id + 1, hash),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    let hash = audit::entry_hash(
+        &prev_hash,
+        audit::Fields {
+            id,
+            at_ms: rec.at_ms,
+            actor: &rec.actor,
+            action: &rec.action,
+            outcome: &rec.outcome,
+            target: &rec.target,
+            reason: rec.reason.as_deref(),
+            source: rec.source.as_deref(),
+            request_id: rec.request_id.as_deref(),
+            version,
+        },
+    );
+    let target_json = serde_json::to_string(&rec.target)
+        .map_err(|e| StoreError::Corrupt(format!("target does not serialize: {e}")))?;
+    tx.execute(
+        "INSERT INTO audit (id, at_ms, actor, action, outcome, target, tenant, reason, source,
+                            request_id, version, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            id,
+            rec.at_ms,
+            rec.actor,
+            rec.action,
+            rec.outcome,
+            target_json,
+            target_tenant(&rec.target),
+            rec.reason,
+            rec.source,
+            rec.request_id,
+            version,
+            prev_hash,
+            hash
+        ],
+    )?;
+    Ok(AuditHead { id, hash })
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at_ms, actor, action, outcome, target, reason, source, request_id, version, prev_hash, hash";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditEntry, StoreError>> {
+    let id: u64 = r.get(0)?;
+    let target: String = r.get(5)?;
+    let target = match serde_json::from_str(&target) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "audit row {id} has a bad target: {e}"
+            ))))
+        }
+    };
+    Ok(Ok(AuditEntry {
+        id,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        outcome: r.get(4)?,
+        target,
+        reason: r.get(6)?,
+        source: r.get(7)?,
+        request_id: r.get(8)?,
+        version: r.get(9)?,
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    }))
 }
 
 fn sync_tx(
@@ -501,7 +618,7 @@ impl Store for SqliteStore {
             let conn = inner.read_conn()?;
             let mut stmt = conn.prepare(
                 "SELECT scope, tenant, subject, epoch_ms, version FROM revocations
-                 WHERE epoch_ms IS NOT NULL AND (tenant = ?1 OR scope = 'global')
+                 WHERE epoch_ms IS NOT NULL AND (tenant = ?1 OR scope IN ('global', 'scheduled_global'))
                  ORDER BY version",
             )?;
             let rows = stmt
@@ -527,50 +644,65 @@ impl Store for SqliteStore {
         })
     }
 
-    fn audit(&self, limit: u32) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+    fn tenant_seen(&self, tenant: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.blocking(move |inner| {
+            Ok(inner.read_conn()?.query_row(
+                "SELECT EXISTS (SELECT 1 FROM revocations WHERE tenant = ?1)
+                     OR EXISTS (SELECT 1 FROM audit WHERE tenant = ?1)",
+                params![tenant],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>> {
+        self.blocking(move |inner| {
+            let mut conn = inner.write_conn()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version = read_status(&tx)?.version;
+            let head = append_audit(&tx, &record, version)?;
+            tx.commit()?;
+            Ok(head)
+        })
+    }
+
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         self.blocking(move |inner| {
             let conn = inner.read_conn()?;
-            let mut stmt = conn.prepare(
-                "SELECT id, at_ms, actor, action, target, reason, source, version
-                 FROM audit ORDER BY id DESC LIMIT ?1",
-            )?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR actor = ?2)
+                   AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR outcome = ?4)
+                   AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR at_ms <= ?6)
+                 ORDER BY id DESC LIMIT ?7"
+            ))?;
             let rows = stmt
-                .query_map(params![limit], |r| {
-                    Ok((
-                        (
-                            r.get::<_, u64>(0)?,
-                            r.get::<_, u64>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                        ),
-                        (
-                            r.get::<_, String>(4)?,
-                            r.get::<_, Option<String>>(5)?,
-                            r.get::<_, Option<String>>(6)?,
-                            r.get::<_, u64>(7)?,
-                        ),
-                    ))
-                })?
+                .query_map(
+                    params![
+                        filter.tenant,
+                        filter.actor,
+                        filter.action,
+                        filter.outcome,
+                        filter.since_ms,
+                        filter.until_ms,
+                        filter.limit
+                    ],
+                    audit_from_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(
-                    |((id, at_ms, actor, action), (target, reason, source, version))| {
-                        let target = serde_json::from_str(&target).map_err(|e| {
-                            StoreError::Corrupt(format!("audit row {id} has a bad target: {e}"))
-                        })?;
-                        Ok(AuditEntry {
-                            id,
-                            at_ms,
-                            actor,
-                            action,
-                            target,
-                            reason,
-                            source,
-                            version,
-                        })
-                    },
-                )
-                .collect()
+            rows.into_iter().collect()
+        })
+    }
+
+    fn audit_chain(&self) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.blocking(move |inner| {
+            let conn = inner.read_conn()?;
+            let mut stmt =
+                conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"))?;
+            let rows = stmt
+                .query_map([], audit_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().collect()
         })
     }
 

@@ -20,6 +20,8 @@ fn bad_filter_config_is_refused_with_the_field_named() {
         wasm: &wasm_path().display().to_string(),
         filter_config: r#"{"keys":[{"kid":"k","alg":"HS257","secret":"0123456789abcdef0123456789abcdef"}]}"#,
         sync_config: r#"{"cluster":"epochgate_control_plane"}"#,
+        pre_filters: "",
+        extra_clusters: "",
     });
     let path = dir.path().join("envoy.yaml");
     std::fs::write(&path, config).unwrap();
@@ -64,6 +66,8 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         wasm: "target/wasm32-wasip1/release/epochgate_filter.wasm",
         filter_config: &filter_config,
         sync_config: &sync_config,
+        pre_filters: "",
+        extra_clusters: "",
     });
     let path = repo_root().join("envoy/demo.yaml");
     if std::env::var_os("UPDATE_DEMO_CONFIG").is_some() {
@@ -75,4 +79,44 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         "envoy/demo.yaml drifted from envoy/epochgate.yaml.tmpl and envoy/demo-*.json: \
          run `UPDATE_DEMO_CONFIG=1 cargo test -p epochgate-tests --test e2e the_demo_config`"
     );
+}
+
+/// `envoy --mode validate`: the config parses and every extension in it loads.
+fn validate(path: &std::path::Path) {
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(path)
+        .current_dir(repo_root())
+        .env("EPOCHGATE_EDGE_TOKEN", "validate-only")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} does not validate:\n{log}",
+        path.display()
+    );
+}
+
+#[test]
+fn every_envoy_config_in_the_repo_validates() {
+    validate(&repo_root().join("envoy/demo.yaml"));
+    // The template as the tests render it, with every optional part filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let config = render_envoy_config(&EnvoyValues {
+        node_id: "validate",
+        listen_port: free_port(),
+        admin_port: free_port(),
+        upstream_port: free_port(),
+        control_plane_port: free_port(),
+        wasm: &wasm_path().display().to_string(),
+        filter_config: r#"{"mode":"jwt_authn_metadata","remote_jwks":true,"keys":[]}"#,
+        sync_config: r#"{"cluster":"epochgate_control_plane","jwks":{"cluster":"idp","authority":"idp","path":"/jwks"}}"#,
+        pre_filters: "          - name: envoy.filters.http.jwt_authn\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication\n              providers:\n                p:\n                  remote_jwks:\n                    http_uri: { uri: \"http://idp/jwks\", cluster: idp, timeout: 1s }\n                  payload_in_metadata: jwt_payload\n",
+        extra_clusters: &epochgate_tests::Stack::cluster_yaml("idp", free_port()),
+    });
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    validate(&path);
 }

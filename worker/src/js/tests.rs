@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use epochgate_core::Response;
+use epochgate_core::{Response, ResponseKind};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -165,6 +165,8 @@ async fn deny_responses_become_js_responses_with_every_header() {
         status: 503,
         headers: vec![("retry-after".into(), "5".into())],
         body: b"x".to_vec(),
+        grpc_status: None,
+        grpc_message: None,
     };
     let resp = to_js_response(&custom).unwrap();
     assert_eq!(resp.status(), 503);
@@ -192,10 +194,10 @@ async fn an_allowed_request_goes_to_the_origin_with_identity_and_without_spoofs(
         Some(r#"{"qty":2}"#),
     );
     let handled = handle(&state, &s, &host, &incoming(&req)).await;
-    let Outcome::Forward { url, remove, add } = handled.outcome else {
+    let Outcome::Forward { url, edits, .. } = handled.outcome else {
         panic!("must be allowed: {:?}", handled.outcome)
     };
-    let out = forward_request(&req, &url, &remove, &add).unwrap();
+    let out = forward_request(&req, &url, &edits).unwrap();
     assert_eq!(out.url(), "http://origin.test:8081/base/orders/7?full=1");
     assert_eq!(out.method(), "POST");
     assert_eq!(out.redirect(), web_sys::RequestRedirect::Manual);

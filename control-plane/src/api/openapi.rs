@@ -1,0 +1,123 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json` and checked
+//! in as `control-plane/openapi.json` (a test fails when the two differ; regenerate with
+//! `UPDATE_OPENAPI=1 cargo test -p epochgate-control-plane openapi`).
+
+use serde_json::{json, Value};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn write_op(summary: &str, scope: &str, params: &[&str]) -> Value {
+    let mut parameters: Vec<Value> = params
+        .iter()
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}, "description": "percent-encoded id (printable UTF-8, at most 256 bytes)"}))
+        .collect();
+    parameters.push(json!({"name": "wait", "in": "query", "required": false, "schema": {"type": "string"}, "description": "answer once every live edge applied the change, or after this long: `5`, `2.5`, `5s`, `500ms` (at most 60 s)"}));
+    json!({"post": {
+        "summary": summary,
+        "description": format!("Requires `{scope}` on the tenant (a global admin for every tenant). A refusal is audited."),
+        "security": [{"bearer": []}],
+        "parameters": parameters,
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RevokeBody"}}}},
+        "responses": {
+            "200": {"description": "committed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RevokeAnswer"}}}},
+            "400": error_response("bad id, body or query"),
+            "401": error_response("no or invalid credential"),
+            "403": error_response("the credential lacks the permission or tenant (audited)"),
+            "413": error_response("body over 16 KiB")
+        }
+    }})
+}
+
+fn read_op(summary: &str, scope: Option<&str>, schema: &str, params: Vec<Value>) -> Value {
+    let mut responses = json!({
+        "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+        "400": error_response("bad query"),
+    });
+    let mut op = json!({"summary": summary, "parameters": params});
+    if let Some(scope) = scope {
+        op["description"] = json!(format!("Requires `{scope}`."));
+        op["security"] = json!([{"bearer": []}]);
+        responses["401"] = error_response("no or invalid credential");
+        responses["403"] = error_response("the credential may not read this");
+    }
+    op["responses"] = responses;
+    json!({"get": op})
+}
+
+fn query(name: &str, ty: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let target = json!({"type": "object", "required": ["scope"], "properties": {
+        "scope": {"enum": ["global", "tenant", "user", "session", "scheduled_global", "scheduled_tenant"]},
+        "tenant": {"type": "string"}, "user": {"type": "string"}, "sid": {"type": "string"}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Epochgate control plane", "version": crate::VERSION,
+                 "description": "Force logout at the edge: admin API, the edges' sync API, operations. Every error is `{\"error\", \"detail\"}`."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "admin token, API key, or admin JWT (admin routes); edge token (/v1/sync)"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
+                "Target": target,
+                "RevokeBody": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string", "maxLength": 1024},
+                    "at": {"type": "string", "format": "date-time", "description": "tenant and global logouts: log out at this future time (at most 31 days ahead); until then edges announce it in an `epochgate-logout-at` response header"}}},
+                "AuditHead": {"type": "object", "required": ["id", "hash"], "properties": {"id": {"type": "integer"}, "hash": {"type": "string"}}},
+                "Propagation": {"type": "object", "required": ["edges", "acked", "lagging", "elapsed_ms"], "properties": {
+                    "edges": {"type": "integer", "description": "live edges (seen within --edge-live-window)"},
+                    "acked": {"type": "integer", "description": "live edges that applied this version"},
+                    "lagging": {"type": "array", "items": {"type": "string"}},
+                    "elapsed_ms": {"type": "integer"}}},
+                "RevokeAnswer": {"type": "object", "required": ["target", "epoch_ms", "version", "audit"], "properties": {
+                    "target": {"$ref": "#/components/schemas/Target"},
+                    "epoch_ms": {"type": "integer"}, "version": {"type": "integer"},
+                    "audit": {"$ref": "#/components/schemas/AuditHead"},
+                    "propagation": {"$ref": "#/components/schemas/Propagation"},
+                    "warnings": {"type": "array", "items": {"type": "string"}}}},
+                "RevocationsAnswer": {"type": "object", "properties": {"tenant": {"type": "string"}, "revocations": {"type": "array", "items": {"type": "object"}}}},
+                "EdgesAnswer": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "edges": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "live": {"type": "boolean"}, "stream": {"type": ["string", "null"]}, "applied_version": {"type": "integer"}, "lag": {"type": "integer"},
+                    "first_seen_ms": {"type": "integer"}, "last_seen_ms": {"type": "integer"}, "remote_addr": {"type": ["string", "null"]}}}}}},
+                "AuditAnswer": {"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "at_ms": {"type": "integer"}, "actor": {"type": "string"}, "action": {"type": "string"},
+                    "outcome": {"enum": ["ok", "denied"]}, "target": {"$ref": "#/components/schemas/Target"}, "reason": {"type": ["string", "null"]},
+                    "source": {"type": ["string", "null"]}, "request_id": {"type": ["string", "null"]}, "version": {"type": "integer"},
+                    "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}}}},
+                "SyncResponse": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "snapshot": {"type": "boolean"},
+                    "changes": {"type": "array", "items": {"type": "object"}}, "max_session_lifetime_s": {"type": "integer"}}},
+                "Health": {"type": "object", "properties": {"status": {"type": "string"}, "stream": {"type": "string"}, "version": {"type": "integer"}}}
+            }
+        },
+        "paths": {
+            "/v1/tenants/{tenant}/users/{user}/logout": write_op("End every session of one user", "sessions:revoke", &["tenant", "user"]),
+            "/v1/tenants/{tenant}/logout": write_op("End every session of one tenant", "sessions:revoke_all", &["tenant"]),
+            "/v1/tenants/{tenant}/sessions/{sid}/revoke": write_op("End one session", "sessions:revoke", &["tenant", "sid"]),
+            "/v1/logout": write_op("End every session of every tenant (global admins only)", "sessions:revoke_all", &[]),
+            "/v1/tenants/{tenant}/revocations": read_op("The tenant's live entries and the global one", Some("revocations:read"), "RevocationsAnswer",
+                vec![json!({"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}})]),
+            "/v1/edges": read_op("Each edge's applied version, lag, liveness, last seen", Some("edges:read"), "EdgesAnswer", vec![]),
+            "/v1/audit": read_op("The hash-chained audit log, newest first (a tenant admin sees its tenant only)", Some("audit:read"), "AuditAnswer", vec![
+                query("limit", "integer", "1..=1000, default 100"),
+                query("tenant", "string", "only this tenant's entries"),
+                query("actor", "string", "only this actor's"),
+                query("action", "string", "only this action"),
+                query("outcome", "string", "`ok` or `denied`"),
+                query("since_ms", "integer", "at or after (ms since the Unix epoch)"),
+                query("until_ms", "integer", "at or before")]),
+            "/v1/sync": {"get": {"summary": "The edges' long-poll (edge token only)", "security": [{"bearer": []}],
+                "parameters": [query("since", "integer", "the version the edge applied (its receipt)"), query("wait", "integer", "seconds to hold (at most 60)"),
+                               query("stream", "string", "the stream the edge holds"), {"name": "edge", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "a delta or a snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SyncResponse"}}}},
+                              "401": error_response("no or invalid credential"), "403": error_response("not the edge token")}}},
+            "/healthz": read_op("Liveness: the store answers", None, "Health", vec![]),
+            "/readyz": read_op("Readiness: the store answers and the server is not shutting down (503 otherwise)", None, "Health", vec![]),
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
+        }
+    })
+}

@@ -1,0 +1,794 @@
+//! `make bench`: measures Epochgate against Envoy's own `jwt_authn` and against no filter,
+//! in one run, on this machine, and prints markdown tables (also written to
+//! `bench/results.md`).
+//!
+//! - Throughput: Envoy `--concurrency 1` with a `direct_response` route, `wrk` with one
+//!   thread and 32 connections on the other core. For HS256, RS256, ES256, a warm pool of
+//!   1,000 reused tokens and a cold pool of 100,000 distinct ones (a small Lua script
+//!   rotates them), the configurations alternate: no filter; `jwt_authn` (same keys, its
+//!   `jwt_cache_config` the same size as Epochgate's cache); Epochgate; Epochgate chained
+//!   after `jwt_authn`.
+//! - Propagation: time from an admin call's 200 to Envoy's first deny, over 50 logouts;
+//!   and the time until 1,000 simulated edges long-polling the control plane all have a
+//!   change, over 20 changes.
+//! - Memory: Envoy's RSS with N user epochs in shared data, and the `.wasm` size.
+//!
+//! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use epochgate_tests::{
+    envoy_bin, free_port, http, now_s, repo_root, spawn, wait_for, wasm_path, ControlPlane, Proc,
+    EDGE_TOKEN,
+};
+use jwt_simple::prelude::*;
+use serde_json::json;
+
+const HS_SECRET: &str = "bench-hs256-secret-0123456789abcdefghij";
+const CACHE_SIZE: usize = 1000;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("tests/fixtures").join(name)).unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Alg {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+        }
+    }
+
+    /// The Epochgate key and the `jwt_authn` JWKS for the same key.
+    fn keys(self) -> (serde_json::Value, String) {
+        match self {
+            Alg::Hs256 => {
+                let k = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    HS_SECRET,
+                );
+                (
+                    json!({"kid": "b", "alg": "HS256", "secret": HS_SECRET}),
+                    json!({"keys": [{"kty": "oct", "kid": "b", "alg": "HS256", "k": k}]})
+                        .to_string(),
+                )
+            }
+            Alg::Rs256 => {
+                let pk = RS256PublicKey::from_pem(&fixture("rs256-a.pub.pem")).unwrap();
+                let c = pk.to_components();
+                let b64 = |b: &[u8]| {
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+                };
+                (
+                    json!({"kid": "b", "alg": "RS256", "public_key_pem": fixture("rs256-a.pub.pem")}),
+                    json!({"keys": [{"kty": "RSA", "kid": "b", "alg": "RS256", "n": b64(&c.n), "e": b64(&c.e)}]}).to_string(),
+                )
+            }
+            Alg::Es256 => {
+                let pk = ES256PublicKey::from_pem(&fixture("es256-a.pub.pem")).unwrap();
+                let raw = pk.public_key().to_bytes_uncompressed();
+                let b64 = |b: &[u8]| {
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+                };
+                (
+                    json!({"kid": "b", "alg": "ES256", "public_key_pem": fixture("es256-a.pub.pem")}),
+                    json!({"keys": [{"kty": "EC", "kid": "b", "alg": "ES256", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
+                        .to_string(),
+                )
+            }
+        }
+    }
+}
+
+/// Mints `n` distinct tokens (distinct `sub`), cached on disk while they stay valid.
+fn tokens(alg: Alg, n: usize) -> PathBuf {
+    let dir = repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("tokens-{}-{n}.txt", alg.name()));
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(6 * 3600));
+        if fresh {
+            return path;
+        }
+    }
+    let start = Instant::now();
+    let mint = |i: usize| -> String {
+        let custom = json!({"tid": "bench"});
+        let mut claims =
+            Claims::with_custom_claims(custom, jwt_simple::prelude::Duration::from_hours(12))
+                .with_subject(format!("user-{i}"))
+                .with_issuer("https://idp.bench.test")
+                .with_audience("portal");
+        claims.issued_at = Some(UnixTimeStamp::from_secs(now_s() as u64 - 60));
+        match alg {
+            Alg::Hs256 => HS256Key::from_bytes(HS_SECRET.as_bytes())
+                .with_key_id("b")
+                .authenticate(claims)
+                .unwrap(),
+            Alg::Rs256 => RS256KeyPair::from_pem(&fixture("rs256-a.pem"))
+                .unwrap()
+                .with_key_id("b")
+                .sign(claims)
+                .unwrap(),
+            Alg::Es256 => ES256KeyPair::from_pem(&fixture("es256-a.pem"))
+                .unwrap()
+                .with_key_id("b")
+                .sign(claims)
+                .unwrap(),
+        }
+    };
+    let threads = 2;
+    let parts: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || (t..n).step_by(threads).map(mint).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut out = String::new();
+    for p in parts {
+        for t in p {
+            out.push_str(&t);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+    eprintln!(
+        "minted {n} {} tokens in {:.1} s",
+        alg.name(),
+        start.elapsed().as_secs_f64()
+    );
+    path
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    NoFilter,
+    JwtAuthn,
+    Epochgate,
+    Chained,
+}
+
+impl Setup {
+    const ALL: [Setup; 4] = [
+        Setup::NoFilter,
+        Setup::JwtAuthn,
+        Setup::Epochgate,
+        Setup::Chained,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::NoFilter => "no filter",
+            Setup::JwtAuthn => "Envoy jwt_authn",
+            Setup::Epochgate => "Epochgate",
+            Setup::Chained => "jwt_authn + Epochgate",
+        }
+    }
+}
+
+fn envoy_yaml(setup: Setup, alg: Alg, port: u16, admin: u16, cp_port: u16) -> String {
+    let (key, jwks) = alg.keys();
+    let jwt_authn = format!(
+        r#"
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: https://idp.bench.test
+                  audiences: [portal]
+                  local_jwks: {{ inline_string: '{jwks}' }}
+                  payload_in_metadata: jwt_payload
+                  jwt_cache_config: {{ jwt_cache_size: {CACHE_SIZE} }}
+              rules: [{{ match: {{ prefix: / }}, requires: {{ provider_name: bench }} }}]"#
+    );
+    let filter_config = if setup == Setup::Chained {
+        // jwt_authn verified the token: Epochgate only checks revocation.
+        format!(r#"{{"mode":"jwt_authn_metadata","keys":[],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE}}}"#)
+    } else {
+        format!(r#"{{"keys":[{key}],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE}}}"#)
+    }
+    .replace('\'', "''");
+    let wasm = wasm_path().display().to_string();
+    let epochgate = format!(
+        r#"
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                root_id: epochgate_filter
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: '{filter_config}' }}
+                vm_config: {{ vm_id: epochgate, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {wasm} }} }} }}"#
+    );
+    let filters = match setup {
+        Setup::NoFilter => String::new(),
+        Setup::JwtAuthn => jwt_authn,
+        Setup::Epochgate => epochgate,
+        Setup::Chained => jwt_authn + &epochgate,
+    };
+    let bootstrap = if matches!(setup, Setup::Epochgate | Setup::Chained) {
+        format!(
+            r#"
+bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      root_id: epochgate_sync
+      configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: '{{"cluster":"cp","edge_id":"bench-{port}"}}' }}
+      vm_config: {{ vm_id: epochgate, runtime: envoy.wasm.runtime.v8, environment_variables: {{ host_env_keys: [EPOCHGATE_EDGE_TOKEN] }}, code: {{ local: {{ filename: {wasm} }} }} }}"#
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
+{bootstrap}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: bench
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
+          http_filters:{filters}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: cp
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: cp
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {cp_port} }} }} }} }}] }}]
+"#
+    )
+}
+
+struct Envoy {
+    proc: Proc,
+    port: u16,
+    admin: u16,
+}
+
+fn start_envoy(dir: &Path, yaml: &str, port: u16, admin: u16, synced: bool) -> Envoy {
+    let path = dir.join(format!("envoy-{port}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    // Envoy on core 0, wrk on core 1.
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(envoy_bin())
+        .arg("-c")
+        .arg(&path)
+        .args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ])
+        .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN);
+    let proc = spawn("envoy", cmd, dir.join(format!("envoy-{port}.log")));
+    wait_for("Envoy ready", Duration::from_secs(30), || {
+        http::request("127.0.0.1", admin, "GET", "/ready", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    if synced {
+        wait_for("the first sync", Duration::from_secs(20), || {
+            let r = http::request(
+                "127.0.0.1",
+                admin,
+                "GET",
+                "/stats?filter=epochgate.sync_ok",
+                &[],
+                b"",
+            )
+            .ok()?;
+            r.text()
+                .contains("sync_ok: ")
+                .then_some(())
+                .filter(|_| !r.text().contains("sync_ok: 0"))
+        });
+    }
+    Envoy { proc, port, admin }
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+fn parse_latency(v: &str) -> f64 {
+    let v = v.trim();
+    if let Some(x) = v.strip_suffix("us") {
+        x.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(x) = v.strip_suffix("ms") {
+        x.parse().unwrap_or(0.0)
+    } else if let Some(x) = v.strip_suffix('s') {
+        x.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(port: u16, tokens: &Path, duration_s: u64) -> WrkResult {
+    let lua = repo_root().join("bench/rotate-tokens.lua");
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c32",
+            &format!("-d{duration_s}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&lua)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .env("TOKENS_FILE", tokens)
+        .output()
+        .expect("wrk (make bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut r = WrkResult {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        non_2xx: 0,
+    };
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            r.p50_ms = parse_latency(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            r.p99_ms = parse_latency(v);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            r.non_2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    if r.rps == 0.0 {
+        eprintln!(
+            "wrk printed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    r
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn logout(cp: &ControlPlane, tenant: &str, user: &str) -> u64 {
+    let r = cp.admin(
+        "POST",
+        &format!("/v1/tenants/{tenant}/users/{user}/logout"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["version"].as_u64().unwrap()
+}
+
+fn main() {
+    let duration = env_num("BENCH_DURATION_S", 5);
+    let cold_n = env_num("BENCH_COLD_TOKENS", 100_000) as usize;
+    let dir = tempfile::Builder::new()
+        .prefix("epochgate-bench-")
+        .tempdir()
+        .unwrap();
+    let mut report = String::new();
+    let _ = writeln!(report, "# Epochgate benchmarks\n");
+    let _ = writeln!(
+        report,
+        "Measured by `make bench` on {} ({} cores), {} — Envoy 1.40 `--concurrency 1`, wrk 1 thread / 32 connections on the other core, {duration} s per run, `direct_response` route. Ratios compare rows of the same table, measured in the same run.\n",
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    );
+
+    let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("bench.db"));
+    // Some revocations of other users, so lookups are realistic (mostly absent keys).
+    for i in 0..100 {
+        logout(&cp, "bench", &format!("gone-{i}"));
+    }
+
+    // --- throughput -------------------------------------------------------------------
+    let _ = writeln!(report, "## Throughput\n");
+    let _ = writeln!(
+        report,
+        "| alg | tokens | configuration | req/s | p50 ms | p99 ms | × jwt_authn | × no filter |"
+    );
+    let _ = writeln!(report, "|---|---|---|---:|---:|---:|---:|---:|");
+    for alg in [Alg::Hs256, Alg::Rs256, Alg::Es256] {
+        for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)] {
+            let tokens = tokens(alg, n);
+            let mut results = Vec::new();
+            for setup in Setup::ALL {
+                let (port, admin) = (free_port(), free_port());
+                let yaml = envoy_yaml(setup, alg, port, admin, cp.port);
+                let synced = matches!(setup, Setup::Epochgate | Setup::Chained);
+                let envoy = start_envoy(dir.path(), &yaml, port, admin, synced);
+                // Warm the caches with the pool once (a short run), then measure.
+                let _ = wrk(envoy.port, &tokens, 1);
+                let r = wrk(envoy.port, &tokens, duration);
+                if r.non_2xx > 0 {
+                    eprintln!(
+                        "warning: {} {} {}: {} non-2xx responses",
+                        alg.name(),
+                        pool,
+                        setup.name(),
+                        r.non_2xx
+                    );
+                }
+                drop(envoy);
+                eprintln!("{} {pool} {}: {:.0} req/s", alg.name(), setup.name(), r.rps);
+                results.push((setup, r));
+            }
+            let of = |s: Setup| {
+                results
+                    .iter()
+                    .find(|(x, _)| *x == s)
+                    .map_or(1.0, |(_, r)| r.rps.max(1.0))
+            };
+            let (base_jwt, base_none) = (of(Setup::JwtAuthn), of(Setup::NoFilter));
+            for (setup, r) in &results {
+                let _ = writeln!(
+                    report,
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    alg.name(),
+                    if n == 1000 {
+                        pool.to_string()
+                    } else {
+                        format!("cold {}k", n / 1000)
+                    },
+                    setup.name(),
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.rps / base_jwt,
+                    r.rps / base_none
+                );
+            }
+        }
+    }
+
+    // --- propagation to one Envoy ----------------------------------------------------
+    let (port, admin) = (free_port(), free_port());
+    let envoy = start_envoy(
+        dir.path(),
+        &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
+        port,
+        admin,
+        true,
+    );
+    let mut samples = Vec::new();
+    for i in 0..50 {
+        let user = format!("prop-{i}");
+        let claims = {
+            let mut c = Claims::with_custom_claims(
+                json!({"tid": "bench"}),
+                jwt_simple::prelude::Duration::from_hours(1),
+            )
+            .with_subject(&user)
+            .with_issuer("https://idp.bench.test")
+            .with_audience("portal");
+            c.issued_at = Some(UnixTimeStamp::from_secs(now_s() as u64 - 60));
+            c
+        };
+        let token = HS256Key::from_bytes(HS_SECRET.as_bytes())
+            .with_key_id("b")
+            .authenticate(claims)
+            .unwrap();
+        let auth = format!("Bearer {token}");
+        assert_eq!(
+            http::request(
+                "127.0.0.1",
+                envoy.port,
+                "GET",
+                "/",
+                &[("authorization", auth.as_bytes())],
+                b""
+            )
+            .unwrap()
+            .status,
+            200
+        );
+        logout(&cp, "bench", &user);
+        let t0 = Instant::now();
+        loop {
+            let r = http::request(
+                "127.0.0.1",
+                envoy.port,
+                "GET",
+                "/",
+                &[("authorization", auth.as_bytes())],
+                b"",
+            )
+            .unwrap();
+            if r.status == 401 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "logout never reached Envoy"
+            );
+        }
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let _ = writeln!(report, "\n## Propagation\n");
+    let _ = writeln!(report, "| what | samples | p50 ms | p99 ms | max ms |");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        report,
+        "| admin 200 → first deny at one Envoy | {} | {:.1} | {:.1} | {:.1} |",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().copied().unwrap_or(0.0)
+    );
+    let memory_envoy = envoy;
+
+    // --- fan-out to 1,000 long-polling edges ----------------------------------------
+    let edges = env_num("BENCH_EDGES", 1000) as usize;
+    let changes = 20;
+    let (all, per_edge) = fan_out(&cp, edges, changes);
+    let _ = writeln!(
+        report,
+        "| admin 200 → all {edges} simulated edges have the change | {changes} | {:.1} | {:.1} | {:.1} |",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        report,
+        "| admin 200 → one simulated edge has it | {} | {:.1} | {:.1} | {:.1} |",
+        per_edge.len(),
+        percentile(&per_edge, 0.5),
+        percentile(&per_edge, 0.99),
+        per_edge.last().copied().unwrap_or(0.0)
+    );
+
+    // --- memory ------------------------------------------------------------------------
+    let _ = writeln!(report, "\n## Memory\n");
+    let wasm_size = std::fs::metadata(wasm_path()).map_or(0, |m| m.len());
+    let _ = writeln!(report, "Filter `.wasm`: {wasm_size} bytes.\n");
+    let _ = writeln!(
+        report,
+        "| user epochs in shared data | Envoy RSS MiB | bytes per entry (vs 0) |"
+    );
+    let _ = writeln!(report, "|---:|---:|---:|");
+    let pid = memory_envoy.proc.pid();
+    let mut added = 0usize;
+    let base = rss_kb(pid);
+    let _ = writeln!(
+        report,
+        "| 0 (+150 from the runs above) | {:.1} | |",
+        base as f64 / 1024.0
+    );
+    for target in [1_000usize, env_num("BENCH_MEMORY_ENTRIES", 10_000) as usize] {
+        let mut version = 0;
+        while added < target {
+            version = logout(&cp, "mem", &format!("user-{added:07}"));
+            added += 1;
+        }
+        wait_for("Envoy to apply the epochs", Duration::from_secs(60), || {
+            let r = http::request(
+                "127.0.0.1",
+                memory_envoy.admin,
+                "GET",
+                "/stats?filter=epochgate.state_version",
+                &[],
+                b"",
+            )
+            .ok()?;
+            let v: u64 = r
+                .text()
+                .lines()
+                .find_map(|l| l.split(": ").nth(1)?.trim().parse().ok())?;
+            (v >= version).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = rss_kb(pid);
+        let _ = writeln!(
+            report,
+            "| {target} | {:.1} | {:.0} |",
+            rss as f64 / 1024.0,
+            (rss.saturating_sub(base) * 1024) as f64 / target as f64
+        );
+    }
+    drop(memory_envoy);
+
+    println!("{report}");
+    let out = repo_root().join("bench/results.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
+
+/// Holds `edges` simulated edges long-polling the control plane; for each of `changes`
+/// logouts, the time until every edge has it (and each edge's own time).
+fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f64>) {
+    let version = logout(cp, "fanout", "warmup");
+    let arrivals: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let ready = Arc::new(Barrier::new(edges + 1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = cp.port;
+    let mut handles = Vec::new();
+    for e in 0..edges {
+        let (arrivals, ready, stop) =
+            (Arc::clone(&arrivals), Arc::clone(&ready), Arc::clone(&stop));
+        handles.push(
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let mut since = version;
+                    let mut first = true;
+                    let mut stream = connect(port);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if first {
+                            ready.wait();
+                            first = false;
+                        }
+                        match poll(&mut stream, since, e) {
+                            Some(v) if v > since => {
+                                arrivals.lock().unwrap().push((v, Instant::now()));
+                                since = v;
+                            }
+                            Some(_) => {}
+                            None => stream = connect(port),
+                        }
+                    }
+                })
+                .unwrap(),
+        );
+    }
+    ready.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut all = Vec::new();
+    let mut per_edge = Vec::new();
+    for i in 0..changes {
+        let t0 = Instant::now();
+        let v = logout(cp, "fanout", &format!("u-{i}"));
+        let done = wait_for_count(&arrivals, v, edges, Duration::from_secs(30));
+        let times: Vec<f64> = done
+            .iter()
+            .map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+            .collect();
+        all.push(times.iter().copied().fold(0.0, f64::max));
+        per_edge.extend(times);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // One more change wakes every poll so the threads can see `stop`.
+    logout(cp, "fanout", "stop");
+    for h in handles {
+        let _ = h.join();
+    }
+    all.sort_by(f64::total_cmp);
+    per_edge.sort_by(f64::total_cmp);
+    (all, per_edge)
+}
+
+fn wait_for_count(
+    arrivals: &Mutex<Vec<(u64, Instant)>>,
+    version: u64,
+    n: usize,
+    deadline: Duration,
+) -> Vec<Instant> {
+    let start = Instant::now();
+    loop {
+        let got: Vec<Instant> = arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(v, _)| *v >= version)
+            .map(|(_, t)| *t)
+            .collect();
+        // Each edge records each version it sees once; the first `n` at >= version.
+        if got.len() >= n || start.elapsed() > deadline {
+            let mut got = got;
+            got.sort();
+            got.truncate(n);
+            arrivals.lock().unwrap().retain(|(v, _)| *v > version);
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn connect(port: u16) -> BufReader<TcpStream> {
+    loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(40)));
+            return BufReader::new(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One long-poll on a keep-alive connection; the version it answered.
+fn poll(stream: &mut BufReader<TcpStream>, since: u64, edge: usize) -> Option<u64> {
+    let req = format!(
+        "GET /v1/sync?since={since}&wait=30&edge=sim-{edge} HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {EDGE_TOKEN}\r\n\r\n"
+    );
+    stream.get_mut().write_all(req.as_bytes()).ok()?;
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v["version"].as_u64()
+}

@@ -1,0 +1,488 @@
+//! The filter in production: key rotation from a remote JWKS, chaining after Envoy's own
+//! `jwt_authn`, the staleness policy, per-route rules and gRPC, header hygiene and
+//! secrets, impersonation, metrics, and streams that end at logout.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use epochgate_tests::http::Streaming;
+use epochgate_tests::{hs256_kid, wait_for, Options, Reply, Stack, Upstream, EDGE_TOKEN, SECRET};
+use serde_json::json;
+
+fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn oct_jwk(kid: &str, secret: &str) -> serde_json::Value {
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": b64(secret.as_bytes())})
+}
+
+#[test]
+fn keys_rotate_through_the_remote_jwks_without_a_restart() {
+    let (s1, s2) = (
+        "rotation-key-one-0123456789abcdefghij",
+        "rotation-key-two-0123456789abcdefghij",
+    );
+    let doc = Arc::new(Mutex::new(json!({"keys": [oct_jwk("k1", s1)]}).to_string()));
+    let idp = Upstream::start_with(Reply::Document {
+        content_type: "application/json",
+        body: Arc::clone(&doc),
+    });
+    let stack = Stack::start_with(Options {
+        filter: json!({"keys": [], "remote_jwks": true}),
+        sync: json!({"jwks": {"cluster": "idp", "authority": "idp.e2e.test", "path": "/jwks.json", "refresh_s": 300, "min_refresh_s": 1}}),
+        extra_clusters: Stack::cluster_yaml("idp", idp.port),
+        ..Options::default()
+    });
+    wait_for("the first JWKS fetch", Duration::from_secs(10), || {
+        (stack.stat("wasmcustom.epochgate.jwks_ok")? > 0).then_some(())
+    });
+    let claims = Stack::claims("42", "acme", json!({}));
+    let (t1, t2) = (hs256_kid(&claims, s1, "k1"), hs256_kid(&claims, s2, "k2"));
+    assert_eq!(stack.get_with_token("/", &t1).status, 200);
+
+    // A kid the edge does not know yet: retry, not a logout.
+    let r = stack.get_with_token("/", &t2);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "unknown_key");
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    // The IdP rotates: adds k2, drops k1. The unknown kid triggers a refresh.
+    *doc.lock().unwrap() = json!({"keys": [oct_jwk("k2", s2)]}).to_string();
+    let took = stack.time_until_status(&t2, 200, Duration::from_secs(10));
+    println!("key rotation picked up after {} ms", took.as_millis());
+    let r = stack.get_with_token("/", &t1);
+    assert_eq!(
+        r.status,
+        503,
+        "the dropped key's tokens are rejected: {}",
+        r.text()
+    );
+
+    // A flood of bogus kids does not hammer the IdP: at most one fetch per min_refresh_s.
+    let fetches = idp.requests().len();
+    let start = Instant::now();
+    for i in 0..40 {
+        let bogus = hs256_kid(&claims, s2, &format!("bogus-{i}"));
+        assert_eq!(stack.get_with_token("/", &bogus).status, 503);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed_s = start.elapsed().as_secs() + 1;
+    let extra = idp.requests().len() - fetches;
+    assert!(
+        extra as u64 <= elapsed_s + 1,
+        "{extra} JWKS fetches in {elapsed_s} s"
+    );
+}
+
+fn jwt_authn_filter(secret: &str) -> String {
+    let jwks = json!({"keys": [oct_jwk("e2e", secret)]}).to_string();
+    format!(
+        r#"          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                e2e:
+                  issuer: https://idp.e2e.test
+                  audiences: [portal]
+                  local_jwks:
+                    inline_string: '{jwks}'
+                  payload_in_metadata: jwt_payload
+                  forward: true
+                  forward_payload_header: x-jwt-payload
+              rules:
+              - match: {{ prefix: / }}
+                requires:
+                  requires_any:
+                    requirements:
+                    - provider_name: e2e
+                    - allow_missing: {{}}
+"#
+    )
+}
+
+#[test]
+fn chained_after_jwt_authn_it_takes_the_verified_payload_and_never_the_header() {
+    let stack = Stack::start_with(Options {
+        filter: json!({"keys": [], "mode": "jwt_authn_metadata"}),
+        pre_filters: jwt_authn_filter(SECRET),
+        ..Options::default()
+    });
+    let t = stack.token("42", "acme", json!({"sid": "s1"}));
+    let r = stack.get_with_token("/orders", &t);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"], "42");
+
+    // No token: jwt_authn lets it by (allow_missing) with no metadata; a forged payload
+    // header changes nothing.
+    let forged = b64(Stack::claims("admin", "acme", json!({}))
+        .to_string()
+        .as_bytes());
+    let r = stack.get("/orders", &[("x-jwt-payload", forged.as_bytes())]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "missing_token");
+
+    // A bad token is jwt_authn's to refuse.
+    assert_eq!(stack.get_with_token("/orders", "x.y.z").status, 401);
+
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/sessions/s1/revoke", "");
+    stack.time_until_status(&t, 401, Duration::from_secs(1));
+    assert_eq!(
+        stack.get_with_token("/orders", &t).json()["error"],
+        "session_revoked"
+    );
+}
+
+#[test]
+fn stale_state_with_on_stale_deny_answers_503_until_the_control_plane_returns() {
+    let mut stack = Stack::start_with(Options {
+        max_staleness_s: 2,
+        sync: json!({"wait_s": 1}),
+        ..Options::default()
+    });
+    let t = stack.token("43", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/", &t).status, 200);
+    stack.cp.proc.kill();
+    let took = stack.time_until_status(&t, 503, Duration::from_secs(10));
+    println!(
+        "on_stale deny: 503 after {} ms without the control plane",
+        took.as_millis()
+    );
+    let r = stack.get_with_token("/", &t);
+    assert_eq!(r.json()["error"], "state_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        stack
+            .stat("wasmcustom.epochgate.denied.state_unavailable")
+            .unwrap()
+            > 0
+    );
+    assert!(stack.envoy.log().contains("revocation state is stale"));
+
+    stack.cp.restart();
+    stack.time_until_status(&t, 200, Duration::from_secs(10));
+}
+
+#[test]
+fn stale_state_with_on_stale_allow_checks_signatures_only_until_the_control_plane_returns() {
+    let mut stack = Stack::start_with(Options {
+        max_staleness_s: 2,
+        sync: json!({"wait_s": 1}),
+        filter: json!({"on_stale": "allow"}),
+        ..Options::default()
+    });
+    let t42 = stack.token("42", "acme", json!({}));
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    stack.time_until_status(&t42, 401, Duration::from_secs(1));
+    stack.cp.proc.kill();
+    // Once stale, the revocation check is off: signature and claims only.
+    stack.time_until_status(&t42, 200, Duration::from_secs(10));
+    assert_eq!(
+        stack.get_with_token("/", "x.y.z").status,
+        401,
+        "signatures are still checked"
+    );
+    assert!(
+        stack
+            .stat("wasmcustom.epochgate.allowed_signature_only")
+            .unwrap()
+            > 0
+    );
+    assert!(stack.envoy.log().contains("allowing on signature only"));
+    stack.cp.restart();
+    stack.time_until_status(&t42, 401, Duration::from_secs(10));
+}
+
+#[test]
+fn before_the_first_sync_the_policy_decides() {
+    let mut deny = Stack::start_with(Options {
+        control_plane_down: true,
+        ..Options::default()
+    });
+    let t = deny.token("42", "acme", json!({}));
+    let r = deny.get_with_token("/", &t);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "state_unavailable");
+    deny.cp.restart();
+    deny.time_until_status(&t, 200, Duration::from_secs(10));
+
+    let allow = Stack::start_with(Options {
+        control_plane_down: true,
+        filter: json!({"on_stale": "allow"}),
+        ..Options::default()
+    });
+    let t = allow.token("42", "acme", json!({}));
+    assert_eq!(allow.get_with_token("/", &t).status, 200);
+}
+
+#[test]
+fn route_rules_exempt_optional_web_and_grpc() {
+    let stack = Stack::start_with(Options {
+        filter: json!({"routes": [
+            {"prefix": "/login", "exempt": true},
+            {"prefix": "/healthz", "exempt": true},
+            {"prefix": "/public", "require_token": false},
+            {"prefix": "/app", "web": true}
+        ]}),
+        ..Options::default()
+    });
+    let r = stack.get("/login?next=/app", &[]);
+    assert_eq!(r.status, 200);
+    let r = stack.get("/healthz", &[("x-epochgate-user", b"admin")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        stack.upstream.last().unwrap().header("x-epochgate-user"),
+        None
+    );
+    assert_eq!(stack.get("/public/news", &[]).status, 200);
+    let r = stack.get("/app/home", &[]);
+    assert_eq!(r.status, 302);
+    assert!(r
+        .header("location")
+        .unwrap()
+        .ends_with("reason=missing_token"));
+    let r = stack.get("/api/orders", &[]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    // Envoy normalizes the path first: this is /api/orders, not a login page.
+    assert_eq!(stack.get("/login/../api/orders", &[]).status, 401);
+
+    // A revoked token on an optional route is still refused.
+    let t = stack.token("42", "acme", json!({}));
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    stack.time_until_status(&t, 401, Duration::from_secs(1));
+    assert_eq!(stack.get_with_token("/public/news", &t).status, 401);
+
+    // gRPC: trailers-only, grpc-status 16 (UNAUTHENTICATED).
+    let r = epochgate_tests::http::request(
+        "127.0.0.1",
+        stack.envoy_port,
+        "POST",
+        "/portal.Orders/List",
+        &[("content-type", b"application/grpc"), ("te", b"trailers")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("16"), "{:?}", r.headers);
+    assert_eq!(r.header("grpc-message"), Some("missing_token"));
+}
+
+#[test]
+fn header_hygiene_and_secrets() {
+    let stack = Stack::start_with(Options {
+        filter: json!({
+            "strip_token": true,
+            "upstream_headers": {"user": "x-portal-user", "tenant": "x-portal-tenant", "session": "x-portal-session", "actor": "x-portal-actor"}
+        }),
+        ..Options::default()
+    });
+    let t = stack.token("42", "acme", json!({}));
+    let auth = format!("Bearer {t}");
+    let r = stack.get(
+        "/",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("x-portal-user", b"admin"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let seen = stack.upstream.last().unwrap();
+    assert_eq!(seen.header("authorization"), None, "the token was stripped");
+    assert_eq!(seen.header("x-portal-user"), Some("42"));
+    assert_eq!(
+        seen.headers
+            .iter()
+            .filter(|(n, _)| n == "x-portal-user")
+            .count(),
+        1
+    );
+
+    let cookie = format!("theme=dark; portal_session={t}; lang=en");
+    assert_eq!(stack.get("/", &[("cookie", cookie.as_bytes())]).status, 200);
+    assert_eq!(
+        stack.upstream.last().unwrap().header("cookie"),
+        Some("theme=dark; lang=en")
+    );
+
+    // The edge token never shows in /config_dump (it comes from the environment).
+    let dump = stack.admin("/config_dump").text();
+    assert!(
+        dump.contains("epochgate_sync"),
+        "the sync service is in the dump"
+    );
+    assert!(
+        !dump.contains(EDGE_TOKEN),
+        "the edge token leaked into /config_dump"
+    );
+}
+
+#[test]
+fn impersonation_ends_with_a_logout_of_the_actor() {
+    let stack = Stack::start();
+    let t = stack.token(
+        "42",
+        "acme",
+        json!({"act": {"sub": "agent-7", "tid": "support"}}),
+    );
+    let own = stack.token("agent-7", "support", json!({}));
+    let r = stack.get_with_token("/", &t);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["actor"], "agent-7");
+    stack.cp.admin(
+        "POST",
+        "/v1/tenants/support/users/agent-7/logout",
+        r#"{"reason":"agent left"}"#,
+    );
+    stack.time_until_status(&t, 401, Duration::from_secs(1));
+    assert_eq!(stack.get_with_token("/", &own).status, 401);
+    assert_eq!(
+        stack
+            .get_with_token("/", &stack.token("42", "acme", json!({})))
+            .status,
+        200,
+        "the subject's own token"
+    );
+}
+
+#[test]
+fn metrics_show_on_envoys_stats() {
+    let stack = Stack::start();
+    let t = stack.token("42", "acme", json!({}));
+    for _ in 0..3 {
+        assert_eq!(stack.get_with_token("/", &t).status, 200);
+    }
+    assert_eq!(stack.get("/", &[]).status, 401);
+    let v = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "")
+        .json()["version"]
+        .as_u64()
+        .unwrap();
+    stack.time_until_status(&t, 401, Duration::from_secs(1));
+    stack.wait_applied(v);
+    let stat = |name: &str| {
+        stack
+            .stat(&format!("wasmcustom.epochgate.{name}"))
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    };
+    assert!(stat("allowed") >= 3);
+    assert!(stat("denied.missing_token") >= 1);
+    assert!(stat("denied.session_revoked") >= 1);
+    assert!(stat("sync_ok") >= 2);
+    assert_eq!(stat("sync_failed"), 0);
+    assert_eq!(stat("state_version"), v);
+    assert!(stat("state_age_ms") < 60_000);
+}
+
+#[test]
+fn open_streams_end_at_logout_and_others_go_on() {
+    let stack = Stack::start_with(Options {
+        upstream: Reply::Sse {
+            interval_ms: 100,
+            events: 600,
+        },
+        ..Options::default()
+    });
+    let open = |user: &str| {
+        let auth = format!("Bearer {}", stack.token(user, "acme", json!({})));
+        let s = Streaming::open(
+            "127.0.0.1",
+            stack.envoy_port,
+            "/events",
+            &[
+                ("authorization", auth.as_bytes()),
+                ("accept", b"text/event-stream"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.status(), Some(200));
+        s
+    };
+    let (mut s42, mut s43) = (open("42"), open("43"));
+    wait_for("events on both streams", Duration::from_secs(5), || {
+        (s42.poll().unwrap() && s43.poll().unwrap() && s42.events() >= 3 && s43.events() >= 3)
+            .then_some(())
+    });
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    assert_eq!(r.status, 200);
+    let start = Instant::now();
+    // Envoy resets the stream at once; the connection's FIN may follow after its
+    // delayed-close timeout (1 s), so what counts is when the data stops.
+    wait_for("42's stream to end", Duration::from_secs(3), || {
+        (!s42.poll().unwrap()).then_some(())
+    });
+    let stopped = s42.last_data.saturating_duration_since(start);
+    println!(
+        "stream stopped {} ms after the logout (closed after {} ms)",
+        stopped.as_millis(),
+        start.elapsed().as_millis()
+    );
+    assert!(
+        stopped < Duration::from_secs(1),
+        "data flowed for {stopped:?} after the logout"
+    );
+    let before = s43.events();
+    wait_for("43's stream to go on", Duration::from_secs(2), || {
+        (s43.poll().unwrap() && s43.events() >= before + 3).then_some(())
+    });
+    assert!(stack.stat("wasmcustom.epochgate.streams_ended").unwrap() >= 1);
+}
+
+#[test]
+fn scheduled_logout_is_announced_then_applies() {
+    let stack = Stack::start();
+    let acme = stack.token("42", "acme", json!({}));
+    let globex = stack.token("42", "globex", json!({}));
+    // Whole seconds: the rule compares in seconds, and the header is whole seconds.
+    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
+    let at = epochgate_core::decision::rfc3339(at_ms);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/logout",
+        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    stack.wait_applied(r.json()["version"].as_u64().unwrap());
+    let before = stack.get_with_token("/", &acme);
+    assert_eq!(before.status, 200);
+    assert_eq!(before.header("epochgate-logout-at"), Some(at.as_str()));
+    assert_eq!(
+        stack
+            .get_with_token("/", &globex)
+            .header("epochgate-logout-at"),
+        None
+    );
+    // A login during the notice period is ended at `at` too.
+    let during = stack.token("43", "acme", json!({"iat": epochgate_tests::now_s()}));
+    let start = Instant::now();
+    wait_for(
+        "the scheduled logout to apply",
+        Duration::from_secs(10),
+        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
+    );
+    println!(
+        "scheduled logout applied {} ms after the announcement was read",
+        start.elapsed().as_millis()
+    );
+    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
+    assert_eq!(stack.get_with_token("/", &during).status, 401);
+    assert_eq!(stack.get_with_token("/", &globex).status, 200);
+    // Signing in after `at` works.
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = stack.token("42", "acme", json!({"iat": epochgate_tests::now_s()}));
+    let r = stack.get_with_token("/", &after);
+    assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
+}
