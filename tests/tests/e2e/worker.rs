@@ -301,3 +301,107 @@ fn worker_with_a_bad_config_answers_a_clear_500_and_logs_why() {
             .then_some(())
     });
 }
+
+#[test]
+fn worker_impersonation_ends_with_a_logout_of_the_actor() {
+    let stack = WorkerStack::start();
+    let t = stack.token(
+        "42",
+        "acme",
+        json!({"act": {"sub": "agent-7", "tid": "support"}}),
+    );
+    let r = stack.get_with_token("/", &t);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["actor"], "agent-7");
+    stack.cp.admin(
+        "POST",
+        "/v1/tenants/support/users/agent-7/logout",
+        r#"{"reason":"agent left"}"#,
+    );
+    stack.time_until_status(&t, 401, deadline(&stack));
+    let own = stack.token("42", "acme", json!({}));
+    assert_eq!(
+        stack.get_with_token("/", &own).status,
+        200,
+        "the subject's own token"
+    );
+}
+
+#[test]
+fn worker_scheduled_logout_is_announced_then_applies() {
+    let stack = WorkerStack::start();
+    let acme = stack.token("42", "acme", json!({}));
+    let globex = stack.token("42", "globex", json!({}));
+    assert_eq!(stack.get_with_token("/", &acme).status, 200);
+    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
+    let at = epochgate_core::decision::rfc3339(at_ms);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/logout",
+        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The notice reaches the worker within the refresh interval, on the origin's answer.
+    epochgate_tests::wait_for("the notice", deadline(&stack), || {
+        let r = stack.get_with_token("/", &acme);
+        (r.status == 200 && r.header("epochgate-logout-at") == Some(at.as_str())).then_some(())
+    });
+    assert_eq!(
+        stack
+            .get_with_token("/", &globex)
+            .header("epochgate-logout-at"),
+        None
+    );
+    epochgate_tests::wait_for(
+        "the scheduled logout to apply",
+        Duration::from_secs(10),
+        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
+    );
+    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
+    assert_eq!(stack.get_with_token("/", &globex).status, 200);
+}
+
+#[test]
+fn worker_receipt_a_logout_with_wait_reports_the_live_isolate_once_it_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = WorkerStack::start();
+    let t42 = stack.token("42", "acme", json!({}));
+    let t43 = stack.token("43", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/", &t43).status, 200);
+    let done = AtomicBool::new(false);
+    let answer = std::thread::scope(|scope| {
+        // Traffic: an isolate syncs (and so reports) only while it serves requests.
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let _ = stack.get_with_token("/", &t43);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = stack.cp.admin(
+            "POST",
+            "/v1/tenants/acme/users/42/logout?wait=5",
+            r#"{"reason":"lost phone"}"#,
+        );
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = answer.json();
+    let p = &body["propagation"];
+    assert_eq!(
+        (p["edges"].as_u64(), p["acked"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    println!(
+        "receipt from the worker (refresh every {} ms, under traffic): {} ms",
+        stack.refresh_ms, p["elapsed_ms"]
+    );
+    assert_eq!(
+        stack.get_with_token("/", &t42).status,
+        401,
+        "applied before the receipt"
+    );
+    let edges = stack.edges();
+    assert_eq!(edges[0]["live"], true, "{edges:?}");
+}

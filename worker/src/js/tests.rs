@@ -137,9 +137,10 @@ fn a_js_request_becomes_headers_as_bytes_and_a_path() {
 #[wasm_bindgen_test]
 async fn deny_responses_become_js_responses_with_every_header() {
     let s = settings("http://127.0.0.1:1");
-    let web = s
-        .engine
-        .deny_response(epochgate_core::DenyReason::SessionRevoked, true);
+    let web = s.engine.deny_response(
+        epochgate_core::DenyReason::SessionRevoked,
+        ResponseKind::Web,
+    );
     let resp = to_js_response(&web).unwrap();
     assert_eq!(resp.status(), 302);
     assert_eq!(
@@ -149,9 +150,10 @@ async fn deny_responses_become_js_responses_with_every_header() {
     let cookie = resp.headers().get("set-cookie").unwrap().unwrap();
     assert!(cookie.starts_with("session=; Max-Age=0"), "{cookie}");
     assert_eq!(text(&resp).await, "");
-    let api = s
-        .engine
-        .deny_response(epochgate_core::DenyReason::SessionRevoked, false);
+    let api = s.engine.deny_response(
+        epochgate_core::DenyReason::SessionRevoked,
+        ResponseKind::Api,
+    );
     let resp = to_js_response(&api).unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp
