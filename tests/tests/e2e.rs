@@ -22,3 +22,5 @@ mod outage;
 mod production;
 #[path = "e2e/replicas.rs"]
 mod replicas;
+#[path = "e2e/tls.rs"]
+mod tls;
