@@ -48,6 +48,11 @@ pub struct ClientOpts {
     /// Print the server's raw JSON answer instead of a sentence.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Trust this CA certificate (PEM) for an https:// control plane, besides the
+    /// system's roots.
+    #[arg(long, global = true, env = "EPOCHGATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,24 +37,34 @@ pub struct AdminClient {
 impl AdminClient {
     /// `url` is the control plane's base URL; `token` the admin token.
     pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        Self::with_ca(url, token, None)
+    }
+
+    /// Like [`AdminClient::new`], trusting `ca_cert` (PEM) for https:// besides the
+    /// system's roots.
+    pub fn with_ca(
+        url: &str,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_string();
-        if base.starts_with("https://") {
-            bail!(
-                "{url}: this build of the epochgate CLI speaks plain HTTP only; \
-                 reach the control plane over http:// (e.g. through an SSH tunnel)"
-            );
-        }
-        if !base.starts_with("http://") {
-            bail!("--url {url:?} is not an http:// URL (e.g. http://127.0.0.1:8080)");
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--url {url:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:8080)");
         }
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| anyhow!("no admin token: pass --token or set EPOCHGATE_ADMIN_TOKEN"))?
             .to_string();
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
+                format!("--ca-cert {} is not a PEM certificate", path.display())
+            })?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         // Who runs the command, for the audit log (informative; see ACTOR_HEADER).
         let actor = std::env::var("USER")
             .ok()
@@ -111,11 +121,29 @@ impl AdminClient {
     }
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
-        if err.is_connect() {
+        // The innermost cause says what really failed (refused, a certificate, …).
+        let mut cause = std::error::Error::source(&err);
+        let mut root = None;
+        while let Some(c) = cause {
+            root = Some(c.to_string());
+            cause = c.source();
+        }
+        let tls = root.as_deref().is_some_and(|r| {
+            let r = r.to_ascii_lowercase();
+            r.contains("certificate") || r.contains("tls") || r.contains("handshake")
+        });
+        if tls {
             anyhow!(
-                "cannot connect to {}: is `epochgate serve` running at {}? (set --url / EPOCHGATE_URL)",
+                "TLS with {} failed: {}; if it uses a private CA, pass --ca-cert (or EPOCHGATE_CA_CERT)",
                 self.base,
-                self.base
+                root.unwrap_or_default()
+            )
+        } else if err.is_connect() {
+            anyhow!(
+                "cannot connect to {}: is `epochgate serve` running at {}? (set --url / EPOCHGATE_URL){}",
+                self.base,
+                self.base,
+                root.map(|r| format!(" — {r}")).unwrap_or_default()
             )
         } else if err.is_timeout() {
             anyhow!(
@@ -664,7 +692,7 @@ fn mint_token(a: MintTokenArgs) -> anyhow::Result<()> {
 
 /// Runs one client command (everything but `serve`).
 pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
-    let client = || AdminClient::new(&opts.url, opts.token.as_deref());
+    let client = || AdminClient::with_ca(&opts.url, opts.token.as_deref(), opts.ca_cert.as_deref());
     match command {
         Command::Serve(_) => bail!("`serve` is not a client command"),
         Command::DemoUpstream(_) => bail!("`demo-upstream` is not a client command"),
@@ -736,7 +764,8 @@ mod tests {
     fn client_refuses_missing_token_and_odd_urls() {
         let e = AdminClient::new("http://127.0.0.1:1", None).unwrap_err();
         assert!(e.to_string().contains("--token"));
-        assert!(AdminClient::new("https://x", Some("t")).is_err());
+        assert!(AdminClient::new("https://x", Some("t")).is_ok());
+        assert!(AdminClient::new("ftp://x", Some("t")).is_err());
         assert!(AdminClient::new("127.0.0.1:8080", Some("t")).is_err());
     }
 

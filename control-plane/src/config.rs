@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// Seconds between compaction runs.
     #[arg(long, env = "EPOCHGATE_COMPACT_INTERVAL", default_value_t = 60)]
     pub compact_interval: u64,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "EPOCHGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A validated `serve` configuration.
@@ -77,6 +85,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub db: String,
     pub server: ServerConfig,
+    /// `(certificate, key)` PEM files: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// What the running server needs (the part of [`ServeConfig`] handlers and background
@@ -146,6 +156,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             listen: args.listen,
             db: args.db,
             server,
+            tls: args.tls_cert.zip(args.tls_key),
         })
     }
 }
@@ -201,6 +212,8 @@ mod tests {
             edge_token: "e".repeat(16),
             max_session_lifetime: 3600,
             compact_interval: 60,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 

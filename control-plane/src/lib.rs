@@ -38,6 +38,7 @@ pub mod demo_upstream;
 pub mod rbac;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use api::app;
 pub use state::AppState;
@@ -68,18 +69,52 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_on(Transport::Plain(listener), state, shutdown).await
+}
+
+/// Like [`serve`], over HTTPS (see [`tls`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tls::TlsListener::new(listener, tls).context("the TLS listener")?;
+    serve_on(Transport::Tls(listener), state, shutdown).await
+}
+
+enum Transport {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
+async fn serve_on(
+    transport: Transport,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
     let compactor = tokio::spawn(compaction_loop(state.clone()));
     let signal_state = state.clone();
-    let result = axum::serve(
-        listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down: answering open long-polls");
         signal_state.begin_shutdown();
-    })
-    .await;
+    };
+    let make = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match transport {
+        Transport::Plain(listener) => {
+            axum::serve(listener, make)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+        // `tap_io` gives a custom listener the `ConnectInfo<SocketAddr>` the handlers use.
+        Transport::Tls(listener) => {
+            axum::serve(listener.tap_io(|_| {}), make)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+    };
     // Also when the server failed: stop the compactor before returning.
     state.begin_shutdown();
     if let Err(err) = compactor.await {

@@ -55,6 +55,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         "epochgate control plane starting"
     );
     let config = ServeConfig::try_from(args).context("invalid serve configuration")?;
+    // Load the certificate before opening anything: a bad one is a config error.
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(epochgate_control_plane::tls::server_config(cert, key)?),
+        None => None,
+    };
     let store = store::open(&config.db)
         .await
         .with_context(|| format!("cannot open the store {}", config.db))?;
@@ -65,18 +70,20 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // One line on stdout, flushed: scripts and tests that pass port 0 read the port here.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    writeln!(stdout, "listening on {scheme}://{addr}").context("writing to stdout")?;
     stdout.flush().context("flushing stdout")?;
     drop(stdout);
-    tracing::info!(%addr, "listening");
-    serve(
-        listener,
-        AppState::new(store, config.server),
-        shutdown_signal(),
-    )
-    .await
+    tracing::info!(%addr, scheme, "listening");
+    let state = AppState::new(store, config.server);
+    match tls {
+        Some(tls) => {
+            epochgate_control_plane::serve_tls(listener, tls, state, shutdown_signal()).await
+        }
+        None => serve(listener, state, shutdown_signal()).await,
+    }
 }
 
 async fn run_demo_upstream(listen: std::net::SocketAddr) -> anyhow::Result<()> {

@@ -467,3 +467,32 @@ async fn audit_verify_detects_edits_deletions_and_a_rewound_head() {
     drop(store);
     fails_with(verify(true), "differs from the anchored head");
 }
+
+#[test]
+fn serve_refuses_an_unreadable_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_epochgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("x.db"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&cert)
+        .env("EPOCHGATE_ADMIN_TOKEN", "admin-token-0123456789")
+        .env("EPOCHGATE_EDGE_TOKEN", "edge-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cert.pem"), "names the file: {err}");
+    // Only one of the pair is refused by the flags themselves.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_epochgate"))
+        .args(["serve", "--tls-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}

@@ -29,6 +29,58 @@ impl<H: Host> EpochSource for SharedEpochs<'_, H> {
     }
 }
 
+/// Epochs read through a per-VM cache that lives as long as one state version: the
+/// sync service writes the epoch keys first and the status (with the version) last, so
+/// anything read after seeing version V is at least as new as V. Most requests then cost
+/// one shared-data read (the status) instead of one per epoch key.
+struct CachedEpochs<'a, H> {
+    host: &'a H,
+    cache: Option<&'a RefCell<EpochCache>>,
+}
+
+/// Epoch lookups of one state version.
+#[derive(Default)]
+struct EpochCache {
+    /// `(stream, version)`: a version number means one state only within a stream.
+    version: Option<(String, u64)>,
+    entries: HashMap<String, Option<u64>>,
+}
+
+/// Entries kept per version at most (distinct keys looked up); then it starts over.
+const EPOCH_CACHE_MAX: usize = 50_000;
+
+impl<H: Host> EpochSource for CachedEpochs<'_, H> {
+    fn epoch_ms(&self, key: &str) -> Option<u64> {
+        let Some(cache) = self.cache else {
+            return SharedEpochs(self.host).epoch_ms(key);
+        };
+        if let Some(hit) = cache.borrow().entries.get(key) {
+            return *hit;
+        }
+        let value = SharedEpochs(self.host).epoch_ms(key);
+        let mut cache = cache.borrow_mut();
+        if cache.entries.len() >= EPOCH_CACHE_MAX {
+            cache.entries.clear();
+        }
+        cache.entries.insert(key.to_string(), value);
+        value
+    }
+}
+
+/// Whether a request opens a long-lived stream the filter should keep an eye on:
+/// a WebSocket (or other) upgrade, an extended CONNECT, server-sent events, gRPC.
+fn is_streaming(headers: &[(String, Vec<u8>)]) -> bool {
+    headers.iter().any(|(n, v)| match n.as_str() {
+        "upgrade" | ":protocol" => true,
+        ":method" => v.as_slice() == b"CONNECT",
+        "accept" => v
+            .windows(17)
+            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream")),
+        "content-type" => v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc"),
+        _ => false,
+    })
+}
+
 /// What to tell Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -53,6 +105,7 @@ pub struct FilterShared {
     cache: TokenCache,
     remote_keys: RefCell<Option<(Vec<u8>, Rc<KeySet>)>>,
     streams: RefCell<HashMap<u32, Tracked>>,
+    epochs: RefCell<EpochCache>,
     stale_logged_ms: Cell<u64>,
 }
 
@@ -73,6 +126,7 @@ impl FilterShared {
             engine,
             remote_keys: RefCell::new(None),
             streams: RefCell::new(HashMap::new()),
+            epochs: RefCell::new(EpochCache::default()),
             stale_logged_ms: Cell::new(0),
         }
     }
@@ -139,7 +193,22 @@ impl FilterShared {
                 .property(&["metadata"])
                 .and_then(|md| metadata::payload(&md, namespace, payload_key)),
         };
-        let epochs = SharedEpochs(host);
+        {
+            let mut cache = self.epochs.borrow_mut();
+            let same = match (&cache.version, &status) {
+                (Some((stream, version)), Some(s)) => *stream == s.stream && *version == s.version,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                cache.version = status.as_ref().map(|s| (s.stream.clone(), s.version));
+                cache.entries.clear();
+            }
+        }
+        let epochs = CachedEpochs {
+            host,
+            cache: status.is_some().then_some(&self.epochs),
+        };
         let inputs = Inputs {
             epochs: &epochs,
             status: status.as_ref(),
@@ -181,7 +250,7 @@ impl FilterShared {
                         );
                     }
                 }
-                if let Some(identity) = identity {
+                if let Some(identity) = identity.filter(|_| is_streaming(&headers)) {
                     self.streams.borrow_mut().insert(
                         context_id,
                         Tracked {

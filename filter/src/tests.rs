@@ -51,7 +51,9 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
             &host,
             &mut sync,
             &SyncResponse {
-                stream: "s".into(),
+                // Each case is its own history: one filter VM serves them all, and its
+                // caches must never carry one case's state into another.
+                stream: format!("case-{}", case.name),
                 version: 3,
                 snapshot: true,
                 changes,
@@ -542,12 +544,29 @@ fn open_streams_end_when_their_session_is_revoked() {
         "Bearer {}",
         hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}))
     );
-    host.with_headers(&[(":path", b"/events"), ("authorization", auth.as_bytes())]);
+    let sse: (&str, &[u8]) = ("accept", b"text/event-stream");
+    host.with_headers(&[
+        (":path", b"/events"),
+        ("authorization", auth.as_bytes()),
+        sse,
+    ]);
     assert_eq!(shared.on_request_headers(&host, 10).0, Verdict::Continue);
-    host.with_headers(&[(":path", b"/events"), ("authorization", other.as_bytes())]);
+    host.with_headers(&[
+        (":path", b"/events"),
+        ("authorization", other.as_bytes()),
+        sse,
+    ]);
     assert_eq!(shared.on_request_headers(&host, 11).0, Verdict::Continue);
-    host.with_headers(&[(":path", b"/events"), ("authorization", auth.as_bytes())]);
+    host.with_headers(&[
+        (":path", b"/ws"),
+        ("authorization", auth.as_bytes()),
+        ("upgrade", b"websocket"),
+    ]);
     assert_eq!(shared.on_request_headers(&host, 12).0, Verdict::Continue);
+    // A plain request is not a stream: nothing to keep an eye on.
+    host.with_headers(&[(":path", b"/api"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 13).0, Verdict::Continue);
+    assert_eq!(shared.open_streams(), 3);
     assert!(shared.revoked_streams(&host).is_empty());
     assert!(shared.on_data(&host, 10));
     answer(

@@ -214,6 +214,56 @@ pub struct ControlPlane {
     dir: PathBuf,
     pub proc: Proc,
     starts: u32,
+    /// Serve HTTPS with this certificate (see [`TestPki`]).
+    pub tls: Option<TestPki>,
+}
+
+/// A CA the test makes itself, and a server certificate it signed for
+/// `epochgate-control-plane`, `localhost` and 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    pub const SERVER_NAME: &'static str = "epochgate-control-plane";
+
+    pub fn new(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "epochgate e2e CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let mut leaf =
+            CertificateParams::new(vec![Self::SERVER_NAME.to_string(), "localhost".to_string()])
+                .unwrap();
+        leaf.subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+        let pki = TestPki {
+            ca_cert: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+        };
+        std::fs::write(&pki.ca_cert, ca_cert.pem()).unwrap();
+        std::fs::write(&pki.cert, leaf_cert.pem()).unwrap();
+        std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+        pki
+    }
+
+    /// The `transport_socket` of Envoy's control-plane cluster (see the template).
+    pub fn envoy_transport_socket(&self) -> String {
+        format!(
+            "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: {name}\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: {ca} }}\n            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {name} }} }}]\n",
+            name = Self::SERVER_NAME,
+            ca = self.ca_cert.display()
+        )
+    }
 }
 
 impl ControlPlane {
@@ -223,7 +273,16 @@ impl ControlPlane {
 
     /// Starts `epochgate serve` on `db` (a path or a `postgres://` URL); `name` tells
     /// replicas' logs apart.
+    /// Starts serving HTTPS with `pki`'s server certificate.
+    pub fn start_tls(dir: &Path, port: u16, db: &str, pki: TestPki) -> Self {
+        Self::start_with(dir, "control-plane", port, db, Some(pki))
+    }
+
     pub fn start_named(dir: &Path, name: &str, port: u16, db: &str) -> Self {
+        Self::start_with(dir, name, port, db, None)
+    }
+
+    fn start_with(dir: &Path, name: &str, port: u16, db: &str, tls: Option<TestPki>) -> Self {
         let mut cp = ControlPlane {
             port,
             db: db.to_string(),
@@ -235,6 +294,7 @@ impl ControlPlane {
                 log: dir.join(format!("{name}-0.log")),
             },
             starts: 0,
+            tls,
         };
         cp.restart();
         cp
@@ -256,6 +316,21 @@ impl ControlPlane {
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
         .env("RUST_LOG", "info");
+        if let Some(pki) = &self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
+            self.proc = spawn(&self.name, cmd, log);
+            // Plain-HTTP probes cannot reach it: wait for its `listening on` line.
+            let proc = &self.proc;
+            wait_for(
+                "the control plane to listen (https)",
+                Duration::from_secs(20),
+                || proc.log().contains("listening on https://").then_some(()),
+            );
+            return;
+        }
         self.proc = spawn(&self.name, cmd, log);
         let port = self.port;
         wait_for(
@@ -327,6 +402,8 @@ pub struct Options {
     /// The control plane's store: a `postgres://` URL (default: a SQLite file in the
     /// stack's temp dir).
     pub db_url: Option<String>,
+    /// The control plane serves HTTPS with a CA the test makes; Envoy trusts that CA.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -340,6 +417,7 @@ impl Default for Options {
             control_plane_down: false,
             upstream: Reply::Echo,
             db_url: None,
+            tls: false,
         }
     }
 }
@@ -370,7 +448,11 @@ impl Stack {
             .db_url
             .clone()
             .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
-        let mut cp = ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db);
+        let pki = opts.tls.then(|| TestPki::new(dir.path()));
+        let mut cp = match &pki {
+            Some(pki) => ControlPlane::start_tls(dir.path(), free_port(), &db, pki.clone()),
+            None => ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db),
+        };
         if opts.control_plane_down {
             cp.proc.kill();
         }
@@ -394,6 +476,10 @@ impl Stack {
             sync_config: &sync.to_string(),
             pre_filters: &opts.pre_filters,
             extra_clusters: &opts.extra_clusters,
+            control_plane_tls: &pki
+                .as_ref()
+                .map(TestPki::envoy_transport_socket)
+                .unwrap_or_default(),
         });
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -552,6 +638,8 @@ pub struct EnvoyValues<'a> {
     pub pre_filters: &'a str,
     /// YAML list items for `clusters`, indented 2 spaces.
     pub extra_clusters: &'a str,
+    /// The control-plane cluster's `transport_socket` (indented 4 spaces), or empty.
+    pub control_plane_tls: &'a str,
 }
 
 /// Renders `envoy/epochgate.yaml.tmpl`. JSON goes into single-quoted YAML strings, where
@@ -569,6 +657,7 @@ pub fn render_envoy_config(v: &EnvoyValues<'_>) -> String {
         .replace("${SYNC_CONFIG}", &v.sync_config.replace('\'', "''"))
         .replace("${PRE_FILTERS}\n", v.pre_filters)
         .replace("${EXTRA_CLUSTERS}\n", v.extra_clusters)
+        .replace("${CONTROL_PLANE_TLS}\n", v.control_plane_tls)
 }
 
 /// An HS256 JWT, built by hand (independent of the code under test).

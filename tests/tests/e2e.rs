@@ -24,5 +24,7 @@ mod outage;
 mod production;
 #[path = "e2e/replicas.rs"]
 mod replicas;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/worker.rs"]
 mod worker;

@@ -626,28 +626,52 @@ fn main() {
         "| 0 (+150 from the runs above) | {:.1} | |",
         base as f64 / 1024.0
     );
-    for target in [1_000usize, env_num("BENCH_MEMORY_ENTRIES", 10_000) as usize] {
-        let mut version = 0;
-        while added < target {
-            version = logout(&cp, "mem", &format!("user-{added:07}"));
-            added += 1;
-        }
-        wait_for("Envoy to apply the epochs", Duration::from_secs(60), || {
-            let r = http::request(
-                "127.0.0.1",
-                memory_envoy.admin,
-                "GET",
-                "/stats?filter=epochgate.state_version",
-                &[],
-                b"",
-            )
-            .ok()?;
-            let v: u64 = r
-                .text()
-                .lines()
-                .find_map(|l| l.split(": ").nth(1)?.trim().parse().ok())?;
-            (v >= version).then_some(())
+    let max_entries = env_num("BENCH_MEMORY_ENTRIES", 100_000) as usize;
+    for target in [10_000usize, max_entries]
+        .into_iter()
+        .filter(|t| *t <= max_entries)
+    {
+        // Logouts from 4 threads: each one is committed (and fsynced) on its own.
+        let version = std::thread::scope(|sc| {
+            let chunks: Vec<_> = (0..4)
+                .map(|t| {
+                    let cp = &cp;
+                    sc.spawn(move || {
+                        let mut v = 0;
+                        for i in (added + t..target).step_by(4) {
+                            v = v.max(logout(cp, "mem", &format!("user-{i:07}")));
+                        }
+                        v
+                    })
+                })
+                .collect();
+            chunks
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .max()
+                .unwrap_or(0)
         });
+        added = target;
+        wait_for(
+            "Envoy to apply the epochs",
+            Duration::from_secs(120),
+            || {
+                let r = http::request(
+                    "127.0.0.1",
+                    memory_envoy.admin,
+                    "GET",
+                    "/stats?filter=epochgate.state_version",
+                    &[],
+                    b"",
+                )
+                .ok()?;
+                let v: u64 = r
+                    .text()
+                    .lines()
+                    .find_map(|l| l.split(": ").nth(1)?.trim().parse().ok())?;
+                (v >= version).then_some(())
+            },
+        );
         std::thread::sleep(Duration::from_millis(500));
         let rss = rss_kb(pid);
         let _ = writeln!(
@@ -657,6 +681,23 @@ fn main() {
             (rss.saturating_sub(base) * 1024) as f64 / target as f64
         );
     }
+    // A new edge joining now gets all of it in one snapshot.
+    let (port, admin) = (free_port(), free_port());
+    let start = Instant::now();
+    let fresh = start_envoy(
+        dir.path(),
+        &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
+        port,
+        admin,
+        true,
+    );
+    let _ = writeln!(
+        report,
+        "\nA new Envoy joining with {added} user epochs: first sync (snapshot) applied {:.1} s after start, RSS {:.1} MiB.",
+        start.elapsed().as_secs_f64(),
+        rss_kb(fresh.proc.pid()) as f64 / 1024.0
+    );
+    drop(fresh);
     drop(memory_envoy);
 
     println!("{report}");

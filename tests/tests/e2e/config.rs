@@ -22,6 +22,7 @@ fn bad_filter_config_is_refused_with_the_field_named() {
         sync_config: r#"{"cluster":"epochgate_control_plane"}"#,
         pre_filters: "",
         extra_clusters: "",
+        control_plane_tls: "",
     });
     let path = dir.path().join("envoy.yaml");
     std::fs::write(&path, config).unwrap();
@@ -68,6 +69,7 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         sync_config: &sync_config,
         pre_filters: "",
         extra_clusters: "",
+        control_plane_tls: "",
     });
     let path = repo_root().join("envoy/demo.yaml");
     if std::env::var_os("UPDATE_DEMO_CONFIG").is_some() {
@@ -115,6 +117,7 @@ fn every_envoy_config_in_the_repo_validates() {
         sync_config: r#"{"cluster":"epochgate_control_plane","jwks":{"cluster":"idp","authority":"idp","path":"/jwks"}}"#,
         pre_filters: "          - name: envoy.filters.http.jwt_authn\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication\n              providers:\n                p:\n                  remote_jwks:\n                    http_uri: { uri: \"http://idp/jwks\", cluster: idp, timeout: 1s }\n                  payload_in_metadata: jwt_payload\n",
         extra_clusters: &epochgate_tests::Stack::cluster_yaml("idp", free_port()),
+        control_plane_tls: &epochgate_tests::TestPki::new(dir.path()).envoy_transport_socket(),
     });
     let path = dir.path().join("envoy.yaml");
     std::fs::write(&path, config).unwrap();

@@ -486,3 +486,42 @@ fn scheduled_logout_is_announced_then_applies() {
     let r = stack.get_with_token("/", &after);
     assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
 }
+
+#[test]
+fn an_idle_stream_ends_on_the_filters_tick() {
+    // Events 4 s apart: after the logout no frame comes for seconds, so only the tick can
+    // end the stream in time.
+    let stack = Stack::start_with(Options {
+        upstream: Reply::Sse {
+            interval_ms: 4000,
+            events: 10,
+        },
+        ..Options::default()
+    });
+    let auth = format!("Bearer {}", stack.token("42", "acme", json!({})));
+    let mut s = Streaming::open(
+        "127.0.0.1",
+        stack.envoy_port,
+        "/events",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("accept", b"text/event-stream"),
+        ],
+    )
+    .unwrap();
+    wait_for("the first event", Duration::from_secs(5), || {
+        (s.poll().unwrap() && s.events() >= 1).then_some(())
+    });
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    let start = Instant::now();
+    wait_for("the idle stream to end", Duration::from_secs(3), || {
+        (!s.poll().unwrap()).then_some(())
+    });
+    println!(
+        "idle stream closed {} ms after the logout",
+        start.elapsed().as_millis()
+    );
+    assert_eq!(s.events(), 1, "no further event reached the client");
+}
