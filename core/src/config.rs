@@ -294,6 +294,15 @@ mod defaults {
     pub fn edge_token_env() -> String {
         "EPOCHGATE_EDGE_TOKEN".into()
     }
+    pub fn deployment() -> String {
+        "worker".into()
+    }
+    pub fn refresh_ms() -> u64 {
+        500
+    }
+    pub fn sync_timeout_ms() -> u64 {
+        5_000
+    }
     pub fn jwks_refresh_s() -> u64 {
         300
     }
@@ -869,6 +878,127 @@ impl TryFrom<RawSyncConfig> for SyncConfig {
             retry_min_ms: raw.retry_min_ms,
             retry_max_ms: raw.retry_max_ms,
             edge_token_env: raw.edge_token_env,
+        })
+    }
+}
+
+/// The Cloudflare Worker's own settings, next to the filter configuration ([`Config`])
+/// it shares with Envoy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkerConfig {
+    /// Where allowed requests go: `http(s)://host[:port][/base]`; the request's path and
+    /// query are appended.
+    pub origin: String,
+    /// The control plane's base URL (`/v1/sync` is appended).
+    pub control_plane: String,
+    /// The deployment's name; each isolate reports as `<deployment>-<random id>`.
+    #[serde(default = "defaults::deployment")]
+    pub deployment: String,
+    /// At most one sync per isolate per this many ms (the propagation delay).
+    #[serde(default = "defaults::refresh_ms")]
+    pub refresh_ms: u64,
+    /// How long one sync call may take.
+    #[serde(default = "defaults::sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// Backoff after failed syncs: from `refresh_ms`, doubling up to this.
+    #[serde(default = "defaults::retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+/// The validated worker settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Without a trailing `/`.
+    pub origin: String,
+    /// Without a trailing `/`.
+    pub control_plane: String,
+    pub deployment: String,
+    pub refresh_ms: u64,
+    pub sync_timeout_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawWorkerConfig = serde_json::from_slice(json).map_err(ConfigError::json)?;
+        WorkerConfig::try_from(raw)
+    }
+
+    /// The edge id of one isolate: the deployment's name and the isolate's random id, so
+    /// `GET /v1/edges` lists every live isolate apart.
+    pub fn edge_id(&self, isolate_random: u64) -> String {
+        format!("{}-{isolate_random:016x}", self.deployment)
+    }
+
+    /// The URL an allowed request is sent to: the origin plus the request's path and query.
+    pub fn origin_url(&self, path_and_query: &str) -> String {
+        let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
+        format!("{}/{rest}", self.origin)
+    }
+
+    /// The URL of a sync call, from [`crate::sync::sync_path`].
+    pub fn sync_url(&self, sync_path: &str) -> String {
+        format!("{}{sync_path}", self.control_plane)
+    }
+}
+
+/// `http(s)://authority[/path]`, no query or fragment; returned without a trailing `/`.
+fn base_url(field: &str, url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ConfigError::new(field, format!("{url:?} is not an http(s) URL")))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(ConfigError::new(field, format!("{url:?} has no host")));
+    }
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::new(
+            field,
+            format!("{url:?} must be a base URL (no query, fragment or spaces)"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+impl TryFrom<RawWorkerConfig> for WorkerConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawWorkerConfig) -> Result<Self, ConfigError> {
+        let origin = base_url("origin", &raw.origin)?;
+        let control_plane = base_url("control_plane", &raw.control_plane)?;
+        if raw.deployment.is_empty() {
+            return Err(ConfigError::new("deployment", "is empty"));
+        }
+        // The isolate's edge id must be a valid id once the random part is added.
+        validate_id(&format!("{}-{:016x}", raw.deployment, u64::MAX))
+            .map_err(|e| ConfigError::new("deployment", format!("as an edge id {e}")))?;
+        if !(50..=60_000).contains(&raw.refresh_ms) {
+            return Err(ConfigError::new(
+                "refresh_ms",
+                "must be between 50 and 60000",
+            ));
+        }
+        if !(100..=60_000).contains(&raw.sync_timeout_ms) {
+            return Err(ConfigError::new(
+                "sync_timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if raw.retry_max_ms < raw.refresh_ms {
+            return Err(ConfigError::new(
+                "retry_max_ms",
+                "must be at least refresh_ms",
+            ));
+        }
+        Ok(WorkerConfig {
+            origin,
+            control_plane,
+            deployment: raw.deployment,
+            refresh_ms: raw.refresh_ms,
+            sync_timeout_ms: raw.sync_timeout_ms,
+            retry_max_ms: raw.retry_max_ms,
         })
     }
 }

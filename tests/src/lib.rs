@@ -8,12 +8,14 @@
 //!   bytes they mean (non-UTF-8 values, repeated headers).
 //! - [`upstream`]: an in-process upstream that records what reached it.
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
+//! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
 pub mod pg;
 pub mod upstream;
+pub mod worker;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -36,7 +38,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn artefact(env: &str, default: PathBuf, build: &str) -> PathBuf {
+pub(crate) fn artefact(env: &str, default: PathBuf, build: &str) -> PathBuf {
     let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
     assert!(
         path.exists(),
@@ -458,20 +460,7 @@ impl Stack {
         let admin_port = free_port();
         let node_id = format!("e2e-{envoy_port}");
 
-        let mut filter = json!({
-            "keys": [{"kid": "e2e", "alg": "HS256", "secret": SECRET}],
-            "issuer": "https://idp.e2e.test",
-            "audiences": ["portal"],
-            "token_sources": [
-                {"header": "authorization", "prefix": "Bearer "},
-                {"cookie": "portal_session", "cookie_path": "/", "cookie_domain": "portal.example.test"}
-            ],
-            "login_url": LOGIN_URL,
-            "max_staleness_s": opts.max_staleness_s,
-        });
-        for (k, v) in opts.filter.as_object().unwrap() {
-            filter[k] = v.clone();
-        }
+        let filter = filter_config(&opts);
         let mut sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
         for (k, v) in opts.sync.as_object().unwrap() {
             sync[k] = v.clone();
@@ -540,7 +529,7 @@ impl Stack {
 
     /// A token for `user` of `tenant`, issued a minute ago, with extra claims.
     pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
-        hs256(&Self::claims(user, tenant, extra), SECRET)
+        token(user, tenant, extra)
     }
 
     /// A GET through Envoy with a bearer token.
@@ -606,6 +595,33 @@ impl Stack {
         });
         start.elapsed()
     }
+}
+
+/// The filter configuration of the e2e edges (Envoy's plugin configuration, the
+/// worker's `EPOCHGATE_CONFIG`): the e2e key, issuer and audience, header and cookie
+/// sources, the login URL; `opts.filter` merged in.
+pub fn filter_config(opts: &Options) -> Value {
+    let mut filter = json!({
+        "keys": [{"kid": "e2e", "alg": "HS256", "secret": SECRET}],
+        "issuer": "https://idp.e2e.test",
+        "audiences": ["portal"],
+        "token_sources": [
+            {"header": "authorization", "prefix": "Bearer "},
+            {"cookie": "portal_session", "cookie_path": "/", "cookie_domain": "portal.example.test"}
+        ],
+        "login_url": LOGIN_URL,
+        "max_staleness_s": opts.max_staleness_s,
+    });
+    for (k, v) in opts.filter.as_object().unwrap() {
+        filter[k] = v.clone();
+    }
+    filter
+}
+
+/// A token for `user` of `tenant` that [`filter_config`] accepts, issued 60 s ago,
+/// with extra claims.
+pub fn token(user: &str, tenant: &str, extra: Value) -> String {
+    hs256(&Stack::claims(user, tenant, extra), SECRET)
 }
 
 /// The values the Envoy template takes.

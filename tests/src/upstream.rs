@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -81,6 +83,7 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>, reply: &Reply) 
         let Some(request_line) = read_line(&mut reader) else {
             return;
         };
+        let method = request_line.split(' ').next().unwrap_or("").to_string();
         let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
         let mut headers = Vec::new();
         let mut content_length = 0usize;
@@ -104,7 +107,12 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>, reply: &Reply) 
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
-        let seen = Seen { path, headers };
+        let seen = Seen {
+            method,
+            path,
+            headers,
+            body,
+        };
         let (content_type, body) = match reply {
             Reply::Echo => (
                 "application/json",

@@ -1,8 +1,10 @@
-//! End-to-end: a real Envoy (`.venv/bin/envoy`) running the built `.wasm`, the real
-//! `epochgate` binary on a SQLite file, and a small upstream, all on 127.0.0.1.
+//! End-to-end: a real Envoy (`.venv/bin/envoy`) running the built `.wasm`, and a real
+//! workerd (`node_modules/.bin/workerd`) running the built Cloudflare Worker, with the
+//! real `epochgate` binary on a SQLite file and a small upstream, all on 127.0.0.1.
 //!
-//! Build first: `make build` (or `cargo build -p epochgate-control-plane` and
-//! `cargo build --release --target wasm32-wasip1 -p epochgate-filter`).
+//! Build first: `make build build-worker` (or `cargo build -p epochgate-control-plane`,
+//! `cargo build --release --target wasm32-wasip1 -p epochgate-filter` and
+//! `make build-worker`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,3 +26,5 @@ mod production;
 mod replicas;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/worker.rs"]
+mod worker;

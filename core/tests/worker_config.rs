@@ -1,0 +1,96 @@
+//! The worker's own settings: defaults, URL handling, edge ids, and bad values named.
+
+use epochgate_core::config::WorkerConfig;
+use serde_json::{json, Value};
+
+fn parse(v: Value) -> Result<WorkerConfig, String> {
+    WorkerConfig::from_json(v.to_string().as_bytes()).map_err(|e| e.to_string())
+}
+
+fn minimal() -> Value {
+    json!({"origin": "http://127.0.0.1:8081/", "control_plane": "https://cp.example.com"})
+}
+
+#[test]
+fn worker_config_defaults_and_urls() {
+    let c = parse(minimal()).unwrap();
+    assert_eq!(c.origin, "http://127.0.0.1:8081");
+    assert_eq!(c.control_plane, "https://cp.example.com");
+    assert_eq!(c.deployment, "worker");
+    assert!(
+        c.refresh_ms <= 1000,
+        "the refresh interval is short by default"
+    );
+    assert_eq!(
+        c.origin_url("/api/x?a=1"),
+        "http://127.0.0.1:8081/api/x?a=1"
+    );
+    assert_eq!(c.origin_url(""), "http://127.0.0.1:8081/");
+    assert_eq!(
+        c.sync_url("/v1/sync?since=0&wait=0"),
+        "https://cp.example.com/v1/sync?since=0&wait=0"
+    );
+    let based =
+        parse(json!({"origin": "https://o.example/base/", "control_plane": "http://cp"})).unwrap();
+    assert_eq!(based.origin_url("/x"), "https://o.example/base/x");
+}
+
+#[test]
+fn worker_edge_id_is_deployment_plus_isolate_random_id() {
+    let mut v = minimal();
+    v["deployment"] = json!("portal-eu");
+    let c = parse(v).unwrap();
+    assert_eq!(c.edge_id(0xab), "portal-eu-00000000000000ab");
+    assert_ne!(c.edge_id(1), c.edge_id(2));
+}
+
+#[test]
+fn bad_worker_config_names_the_field() {
+    let cases = [
+        (
+            json!({"origin": "ftp://x", "control_plane": "http://cp"}),
+            "`origin`",
+        ),
+        (
+            json!({"origin": "http://", "control_plane": "http://cp"}),
+            "`origin`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "cp:8080"}),
+            "`control_plane`",
+        ),
+        (
+            json!({"origin": "http://o?x=1", "control_plane": "http://cp"}),
+            "`origin`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "deployment": ""}),
+            "`deployment`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "deployment": "a\nb"}),
+            "`deployment`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "refresh_ms": 0}),
+            "`refresh_ms`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "sync_timeout_ms": 1}),
+            "`sync_timeout_ms`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "refresh_ms": 9000, "retry_max_ms": 1000}),
+            "`retry_max_ms`",
+        ),
+    ];
+    for (v, field) in cases {
+        let err = parse(v.clone()).unwrap_err();
+        assert!(err.contains(field), "{v}: {err}");
+    }
+    let err = parse(json!({"origin": "http://o", "control_plane": "http://cp", "refresh": 5}))
+        .unwrap_err();
+    assert!(err.contains("unknown field"), "{err}");
+    let err = parse(json!({"control_plane": "http://cp"})).unwrap_err();
+    assert!(err.contains("origin"), "{err}");
+}

@@ -1,0 +1,266 @@
+//! The Cloudflare Worker under a real workerd (`node_modules/.bin/workerd`, from npm):
+//! renders `worker/workerd.capnp.tmpl` with the built worker (`target/worker-dist`,
+//! `make build-worker`) copied into the test's temp dir, free ports and the bindings, and
+//! runs `workerd serve` next to the real control plane and the in-process upstream.
+//! Everything is stopped on drop (through [`Proc`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{
+    artefact, filter_config, free_port, http, repo_root, spawn, token, wait_for, ControlPlane,
+    Options, Proc, Response, Upstream, EDGE_TOKEN,
+};
+
+/// `workerd`, from npm (`make setup` runs `npm ci`).
+pub fn workerd_bin() -> PathBuf {
+    artefact(
+        "WORKERD_BIN",
+        repo_root().join("node_modules/.bin/workerd"),
+        "make setup",
+    )
+}
+
+/// The built worker: `entry.mjs`, the wasm-bindgen glue and the `.wasm`.
+pub fn worker_dist() -> PathBuf {
+    let dir = artefact(
+        "EPOCHGATE_WORKER_DIST",
+        repo_root().join("target/worker-dist"),
+        "make build-worker",
+    );
+    artefact(
+        "EPOCHGATE_WORKER_DIST",
+        dir.join("epochgate_worker_bg.wasm"),
+        "make build-worker",
+    );
+    dir
+}
+
+/// A capnp text literal (JSON goes in as is, quotes and backslashes escaped).
+pub fn capnp_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The module list of a built worker dir: `entry.mjs` first (the main module), then
+/// every other `.js`/`.mjs` (the glue and its snippets) and the `.wasm`; paths relative
+/// to `dir`, which is where the config is written.
+pub fn worker_modules(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(rel);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    let mut modules = vec![format!(
+        "    (name = \"entry.mjs\", esModule = embed \"entry.mjs\"),"
+    )];
+    for f in files {
+        if f == "entry.mjs" {
+            continue;
+        }
+        if f.ends_with(".js") || f.ends_with(".mjs") {
+            modules.push(format!("    (name = \"{f}\", esModule = embed \"{f}\"),"));
+        } else if f.ends_with(".wasm") {
+            modules.push(format!("    (name = \"{f}\", wasm = embed \"{f}\"),"));
+        }
+    }
+    modules
+}
+
+/// Renders `worker/workerd.capnp.tmpl`.
+pub fn render_workerd_config(dir: &Path, port: u16, bindings: &[(&str, String)]) -> String {
+    let template = std::fs::read_to_string(repo_root().join("worker/workerd.capnp.tmpl")).unwrap();
+    let bindings: Vec<String> = bindings
+        .iter()
+        .map(|(name, text)| format!("    (name = \"{name}\", text = {}),", capnp_string(text)))
+        .collect();
+    template
+        .replace("${ADDRESS}", &format!("127.0.0.1:{port}"))
+        .replace("${MODULES}", &worker_modules(dir).join("\n"))
+        .replace("${BINDINGS}", &bindings.join("\n"))
+}
+
+/// Options for a [`WorkerStack`].
+#[derive(Clone)]
+pub struct WorkerOptions {
+    /// The filter configuration's options (as for Envoy).
+    pub edge: Options,
+    /// Merged into `EPOCHGATE_WORKER`.
+    pub worker: Value,
+    /// Replaces the whole `EPOCHGATE_CONFIG` text when set (bad-config tests).
+    pub raw_config: Option<String>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            edge: Options::default(),
+            worker: json!({}),
+            raw_config: None,
+        }
+    }
+}
+
+/// `refresh_ms` when `EPOCHGATE_WORKER` does not set it (`core`'s `WorkerConfig`).
+pub const DEFAULT_REFRESH_MS: u64 = 500;
+
+/// The deployment name the e2e worker reports under.
+pub const DEPLOYMENT: &str = "e2e-worker";
+
+/// workerd running the worker + control plane + upstream.
+pub struct WorkerStack {
+    pub dir: tempfile::TempDir,
+    pub upstream: Upstream,
+    pub cp: ControlPlane,
+    pub workerd: Proc,
+    pub port: u16,
+    pub refresh_ms: u64,
+}
+
+impl WorkerStack {
+    pub fn start() -> Self {
+        Self::start_with(WorkerOptions::default())
+    }
+
+    pub fn start_with(opts: WorkerOptions) -> Self {
+        let dist = worker_dist();
+        let bin = workerd_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("epochgate-e2e-worker-")
+            .tempdir()
+            .unwrap();
+        let upstream = Upstream::start();
+        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let port = free_port();
+
+        let worker_dir = dir.path().join("worker");
+        copy_dir(&dist, &worker_dir);
+        let mut worker = json!({
+            "origin": format!("http://127.0.0.1:{}", upstream.port),
+            "control_plane": format!("http://127.0.0.1:{}", cp.port),
+            "deployment": DEPLOYMENT,
+            "retry_max_ms": 1000,
+            "sync_timeout_ms": 2000,
+        });
+        for (k, v) in opts.worker.as_object().unwrap() {
+            worker[k] = v.clone();
+        }
+        // The worker's default refresh interval unless the test sets one.
+        let refresh_ms = worker["refresh_ms"].as_u64().unwrap_or(DEFAULT_REFRESH_MS);
+        let config = opts
+            .raw_config
+            .clone()
+            .unwrap_or_else(|| filter_config(&opts.edge).to_string());
+        let capnp = render_workerd_config(
+            &worker_dir,
+            port,
+            &[
+                ("EPOCHGATE_CONFIG", config),
+                ("EPOCHGATE_WORKER", worker.to_string()),
+                ("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN.to_string()),
+            ],
+        );
+        let config_path = worker_dir.join("config.capnp");
+        std::fs::write(&config_path, capnp).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(&worker_dir)
+            .arg("serve")
+            .arg(&config_path)
+            .arg("--verbose");
+        let workerd = spawn("workerd", cmd, dir.path().join("workerd.log"));
+        let stack = WorkerStack {
+            dir,
+            upstream,
+            cp,
+            workerd,
+            port,
+            refresh_ms,
+        };
+        // A connect, not a request: the isolate stays cold until the test's first request.
+        wait_for("workerd to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", stack.port)).ok()
+        });
+        stack
+    }
+
+    /// A token the worker's configuration accepts.
+    pub fn token(&self, user: &str, tenant: &str, extra: Value) -> String {
+        token(user, tenant, extra)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
+        http::request("127.0.0.1", self.port, "GET", path, headers, b"").unwrap()
+    }
+
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        let auth = format!("Bearer {token}");
+        self.get(path, &[("authorization", auth.as_bytes())])
+    }
+
+    /// Polls every 10 ms (up to `deadline`) until a request with `token` gets `status`;
+    /// returns the time it took.
+    pub fn time_until_status(&self, token: &str, status: u16, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        wait_for(&format!("status {status}"), deadline, || {
+            (self.get_with_token("/api/orders", token).status == status).then_some(())
+        });
+        start.elapsed()
+    }
+
+    /// This worker's entries in `GET /v1/edges` (ids `e2e-worker-<random>`).
+    pub fn edges(&self) -> Vec<Value> {
+        self.cp.edges()["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(&format!("{DEPLOYMENT}-")))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}

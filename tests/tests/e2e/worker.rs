@@ -1,0 +1,407 @@
+//! The Cloudflare Worker build, end to end: the built worker in a real workerd, the real
+//! control plane, the in-process upstream — the same scenarios as Envoy's.
+//!
+//! Build first: `make build-worker` (and `cargo build -p epochgate-control-plane`).
+
+use std::time::Duration;
+
+use epochgate_tests::worker::{WorkerOptions, WorkerStack, DEPLOYMENT};
+use epochgate_tests::{now_s, LOGIN_URL};
+use serde_json::json;
+
+/// The issue's bound: the refresh interval plus one second.
+fn deadline(stack: &WorkerStack) -> Duration {
+    Duration::from_millis(stack.refresh_ms + 1000)
+}
+
+#[test]
+fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() {
+    let stack = WorkerStack::start();
+    let token = stack.token("42", "acme", json!({"sid": "s-42-a"}));
+    let auth = format!("Bearer {token}");
+    let r = stack.get(
+        "/api/orders?page=2",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("x-epochgate-user", b"admin"),
+            ("x-epochgate-role", b"root"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/api/orders?page=2");
+    let seen = stack.upstream.last().unwrap();
+    assert_eq!(seen.header("x-epochgate-user"), Some("42"));
+    assert_eq!(seen.header("x-epochgate-tenant"), Some("acme"));
+    assert_eq!(seen.header("x-epochgate-session"), Some("s-42-a"));
+    assert_eq!(
+        seen.header("x-epochgate-role"),
+        None,
+        "spoofed header stripped"
+    );
+
+    let before = stack.upstream.requests().len();
+    let r = stack.get("/api/orders", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "missing_token");
+    assert_eq!(stack.upstream.requests().len(), before);
+
+    // The isolate is an edge: `<deployment>-<random id>`, at the current version.
+    let version = stack.cp.edges()["version"].as_u64().unwrap();
+    let edges = stack.edges();
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    let id = edges[0]["id"].as_str().unwrap();
+    let random = id.strip_prefix(&format!("{DEPLOYMENT}-")).unwrap();
+    assert_eq!(random.len(), 16, "{id}");
+    assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert_eq!(edges[0]["applied_version"].as_u64(), Some(version));
+    assert_eq!(edges[0]["lag"].as_u64(), Some(0));
+}
+
+#[test]
+fn worker_cold_isolate_burst_waits_for_one_sync_and_passes() {
+    let stack = WorkerStack::start();
+    let token = stack.token("42", "acme", json!({}));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| stack.get_with_token("/api/orders", &token).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses,
+        vec![200; 8],
+        "no 503 while the first sync is in flight"
+    );
+    let log = stack.workerd.log();
+    assert_eq!(
+        log.matches("sync: applied snapshot").count(),
+        1,
+        "one sync for the burst: {log}"
+    );
+}
+
+#[test]
+fn worker_forwards_method_body_and_query() {
+    let stack = WorkerStack::start();
+    let token = stack.token("42", "acme", json!({}));
+    let auth = format!("Bearer {token}");
+    let body = br#"{"qty":2,"sku":"A-1"}"#;
+    let r = epochgate_tests::http::request(
+        "127.0.0.1",
+        stack.port,
+        "POST",
+        "/api/orders?dry_run=1",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("content-type", b"application/json"),
+        ],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = stack.upstream.last().unwrap();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/api/orders?dry_run=1");
+    assert_eq!(seen.body, body);
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn worker_user_logout_is_denied_within_the_refresh_interval_and_new_logins_pass() {
+    let stack = WorkerStack::start();
+    let t42 = stack.token("42", "acme", json!({}));
+    let t43 = stack.token("43", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/api/orders", &t42).status, 200);
+    assert_eq!(stack.get_with_token("/api/orders", &t43).status, 200);
+
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/users/42/logout",
+        r#"{"reason":"lost phone"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let took = stack.time_until_status(&t42, 401, deadline(&stack));
+    println!(
+        "propagation (user logout → worker denies, refresh every {} ms): {} ms",
+        stack.refresh_ms,
+        took.as_millis()
+    );
+    let r = stack.get_with_token("/api/orders", &t42);
+    assert_eq!(r.json()["error"], "session_revoked");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token", error_description="session revoked""#)
+    );
+    assert_eq!(stack.get_with_token("/api/orders", &t43).status, 200);
+
+    // The receipt: the isolate reports the version that holds the logout.
+    let version = r_version(&stack);
+    epochgate_tests::wait_for("the worker's receipt", Duration::from_secs(3), || {
+        let _ = stack.get_with_token("/api/orders", &t43);
+        (stack.edges()[0]["applied_version"].as_u64() == Some(version)).then_some(())
+    });
+
+    // Signing in again works; a refresh of the old login does not.
+    std::thread::sleep(Duration::from_millis(1100));
+    let fresh = stack.token("42", "acme", json!({"iat": now_s()}));
+    assert_eq!(stack.get_with_token("/api/orders", &fresh).status, 200);
+    let refreshed = stack.token(
+        "42",
+        "acme",
+        json!({"iat": now_s(), "auth_time": now_s() - 600}),
+    );
+    assert_eq!(stack.get_with_token("/api/orders", &refreshed).status, 401);
+}
+
+fn r_version(stack: &WorkerStack) -> u64 {
+    stack.cp.edges()["version"].as_u64().unwrap()
+}
+
+#[test]
+fn worker_tenant_logout_rejects_that_tenant_only() {
+    let stack = WorkerStack::start();
+    let acme1 = stack.token("1", "acme", json!({}));
+    let acme2 = stack.token("2", "acme", json!({}));
+    let globex = stack.token("1", "globex", json!({}));
+    assert_eq!(stack.get_with_token("/", &acme1).status, 200);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/logout",
+        r#"{"reason":"incident"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let took = stack.time_until_status(&acme1, 401, deadline(&stack));
+    println!(
+        "propagation (tenant logout → worker denies): {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        stack.get_with_token("/", &acme2).json()["error"],
+        "session_revoked"
+    );
+    assert_eq!(stack.get_with_token("/", &globex).status, 200);
+}
+
+#[test]
+fn worker_session_revoke_rejects_only_that_sid() {
+    let stack = WorkerStack::start();
+    let laptop = stack.token("42", "acme", json!({"sid": "laptop"}));
+    let phone = stack.token("42", "acme", json!({"sid": "phone"}));
+    assert_eq!(stack.get_with_token("/", &phone).status, 200);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/sessions/phone/revoke",
+        r#"{"reason":"lost device"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let took = stack.time_until_status(&phone, 401, deadline(&stack));
+    println!(
+        "propagation (session revoke → worker denies): {} ms",
+        took.as_millis()
+    );
+    assert_eq!(stack.get_with_token("/", &laptop).status, 200);
+}
+
+#[test]
+fn worker_sends_a_browser_with_a_revoked_session_to_login_with_the_cookie_cleared() {
+    let stack = WorkerStack::start();
+    let t = stack.token("42", "acme", json!({}));
+    let cookie = format!("theme=dark; portal_session={t}");
+    let browser = |s: &WorkerStack| {
+        s.get(
+            "/reports",
+            &[
+                ("accept", b"text/html,application/xhtml+xml"),
+                ("cookie", cookie.as_bytes()),
+            ],
+        )
+    };
+    assert_eq!(browser(&stack).status, 200);
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    stack.time_until_status(&t, 401, deadline(&stack));
+    let r = browser(&stack);
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{LOGIN_URL}?reason=session_revoked").as_str())
+    );
+    let set_cookie = r.header("set-cookie").unwrap();
+    assert!(
+        set_cookie.starts_with("portal_session=; Max-Age=0")
+            && set_cookie.contains("Path=/")
+            && set_cookie.contains("Domain=portal.example.test"),
+        "{set_cookie}"
+    );
+}
+
+#[test]
+fn worker_keeps_the_last_state_while_the_control_plane_is_down_and_catches_up_after() {
+    let mut stack = WorkerStack::start();
+    let t42 = stack.token("42", "acme", json!({}));
+    let t43 = stack.token("43", "acme", json!({}));
+    let t44 = stack.token("44", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/", &t43).status, 200);
+    stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    stack.time_until_status(&t42, 401, deadline(&stack));
+
+    stack.cp.proc.kill();
+    // Several refresh intervals: the syncs fail, the state is kept.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(
+            stack.get_with_token("/", &t42).status,
+            401,
+            "revoked stays revoked"
+        );
+        assert_eq!(stack.get_with_token("/", &t43).status, 200, "others pass");
+    }
+    let log = stack.workerd.log();
+    assert!(log.contains("sync failed"), "{log}");
+
+    stack.cp.restart();
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/44/logout", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Backoff is at most retry_max_ms (1 s) here.
+    let took = stack.time_until_status(&t44, 401, Duration::from_secs(5));
+    println!(
+        "propagation after the control plane came back (worker): {} ms",
+        took.as_millis()
+    );
+    assert_eq!(stack.get_with_token("/", &t42).status, 401);
+    assert_eq!(stack.get_with_token("/", &t43).status, 200);
+}
+
+#[test]
+fn worker_with_a_bad_config_answers_a_clear_500_and_logs_why() {
+    let stack = WorkerStack::start_with(WorkerOptions {
+        raw_config: Some(r#"{"keys": [{"kid": "k", "alg": "HS257", "secret": "x"}]}"#.into()),
+        ..WorkerOptions::default()
+    });
+    let t = stack.token("42", "acme", json!({}));
+    let r = stack.get_with_token("/", &t);
+    assert_eq!(r.status, 500, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["error"], "worker_misconfigured");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`keys[0].alg`"),
+        "{body}"
+    );
+    assert!(stack.upstream.requests().is_empty());
+    epochgate_tests::wait_for("the log line", Duration::from_secs(5), || {
+        stack
+            .workerd
+            .log()
+            .contains("config field `keys[0].alg`: unsupported algorithm")
+            .then_some(())
+    });
+}
+
+#[test]
+fn worker_impersonation_ends_with_a_logout_of_the_actor() {
+    let stack = WorkerStack::start();
+    let t = stack.token(
+        "42",
+        "acme",
+        json!({"act": {"sub": "agent-7", "tid": "support"}}),
+    );
+    let r = stack.get_with_token("/", &t);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["actor"], "agent-7");
+    stack.cp.admin(
+        "POST",
+        "/v1/tenants/support/users/agent-7/logout",
+        r#"{"reason":"agent left"}"#,
+    );
+    stack.time_until_status(&t, 401, deadline(&stack));
+    let own = stack.token("42", "acme", json!({}));
+    assert_eq!(
+        stack.get_with_token("/", &own).status,
+        200,
+        "the subject's own token"
+    );
+}
+
+#[test]
+fn worker_scheduled_logout_is_announced_then_applies() {
+    let stack = WorkerStack::start();
+    let acme = stack.token("42", "acme", json!({}));
+    let globex = stack.token("42", "globex", json!({}));
+    assert_eq!(stack.get_with_token("/", &acme).status, 200);
+    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
+    let at = epochgate_core::decision::rfc3339(at_ms);
+    let r = stack.cp.admin(
+        "POST",
+        "/v1/tenants/acme/logout",
+        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The notice reaches the worker within the refresh interval, on the origin's answer.
+    epochgate_tests::wait_for("the notice", deadline(&stack), || {
+        let r = stack.get_with_token("/", &acme);
+        (r.status == 200 && r.header("epochgate-logout-at") == Some(at.as_str())).then_some(())
+    });
+    assert_eq!(
+        stack
+            .get_with_token("/", &globex)
+            .header("epochgate-logout-at"),
+        None
+    );
+    epochgate_tests::wait_for(
+        "the scheduled logout to apply",
+        Duration::from_secs(10),
+        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
+    );
+    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
+    assert_eq!(stack.get_with_token("/", &globex).status, 200);
+}
+
+#[test]
+fn worker_receipt_a_logout_with_wait_reports_the_live_isolate_once_it_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = WorkerStack::start();
+    let t42 = stack.token("42", "acme", json!({}));
+    let t43 = stack.token("43", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/", &t43).status, 200);
+    let done = AtomicBool::new(false);
+    let answer = std::thread::scope(|scope| {
+        // Traffic: an isolate syncs (and so reports) only while it serves requests.
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let _ = stack.get_with_token("/", &t43);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = stack.cp.admin(
+            "POST",
+            "/v1/tenants/acme/users/42/logout?wait=5",
+            r#"{"reason":"lost phone"}"#,
+        );
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = answer.json();
+    let p = &body["propagation"];
+    assert_eq!(
+        (p["edges"].as_u64(), p["acked"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    println!(
+        "receipt from the worker (refresh every {} ms, under traffic): {} ms",
+        stack.refresh_ms, p["elapsed_ms"]
+    );
+    assert_eq!(
+        stack.get_with_token("/", &t42).status,
+        401,
+        "applied before the receipt"
+    );
+    let edges = stack.edges();
+    assert_eq!(edges[0]["live"], true, "{edges:?}");
+}

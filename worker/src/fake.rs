@@ -1,0 +1,84 @@
+//! A fake host for native tests: time and the control plane's answers are injected; the
+//! sync calls and log lines are recorded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::host::{GetResult, Host, Level};
+
+#[derive(Default)]
+pub struct FakeHost {
+    pub now_ms: Cell<u64>,
+    /// Answers to the next GETs, in order; none left is a refused connection.
+    pub answers: RefCell<VecDeque<GetResult>>,
+    /// `(url, bearer)` of every GET.
+    pub calls: RefCell<Vec<(String, String)>>,
+    pub logs: RefCell<Vec<(Level, String)>>,
+}
+
+impl FakeHost {
+    pub fn at(now_ms: u64) -> Self {
+        let h = Self::default();
+        h.now_ms.set(now_ms);
+        h
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.now_ms.set(self.now_ms.get() + ms);
+    }
+
+    pub fn answer(&self, status: u16, body: impl Into<Vec<u8>>) {
+        self.answers
+            .borrow_mut()
+            .push_back(Ok((status, body.into())));
+    }
+
+    pub fn answer_json(&self, body: &serde_json::Value) {
+        self.answer(200, body.to_string());
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.borrow().iter().any(|(_, l)| l.contains(needle))
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+
+    fn get(&self, url: &str, bearer: &str, _timeout_ms: u64) -> impl Future<Output = GetResult> {
+        self.calls
+            .borrow_mut()
+            .push((url.to_string(), bearer.to_string()));
+        let answer = self
+            .answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err("connection refused".into()));
+        std::future::ready(answer)
+    }
+
+    /// Time passes; nothing else happens meanwhile (one request at a time).
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        self.advance(ms);
+        std::future::ready(())
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_string()));
+    }
+}
+
+/// Runs a future that never waits on anything real (the fake host answers at once).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a fake-host future did not complete at once"),
+    }
+}

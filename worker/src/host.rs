@@ -1,0 +1,30 @@
+//! What the worker needs from its runtime, behind a small trait: the real one is in
+//! `js` (workerd / Cloudflare: `Date.now()`, `fetch`, `console`); native tests use
+//! [`crate::fake::FakeHost`] with time and answers injected.
+
+use std::future::Future;
+
+/// Log levels, mapped to `console.log` / `console.warn` / `console.error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// The answer to a GET (status and body), or why there is none.
+pub type GetResult = Result<(u16, Vec<u8>), String>;
+
+pub trait Host {
+    /// Wall-clock time in ms.
+    fn now_ms(&self) -> u64;
+
+    /// `GET url` with `Authorization: Bearer <bearer>`, given up after `timeout_ms`:
+    /// the answer's status and body, or why there is none.
+    fn get(&self, url: &str, bearer: &str, timeout_ms: u64) -> impl Future<Output = GetResult>;
+
+    /// Resolves after `ms` (a timer; lets other requests run meanwhile).
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+
+    fn log(&self, level: Level, message: &str);
+}

@@ -1,0 +1,369 @@
+//! The runtime side (wasm only): the `fetch` export that workerd / Cloudflare calls, the
+//! real [`Host`], isolate-global state, and the conversions between JS requests and
+//! responses and the glue's types. Nothing here judges a token.
+//!
+//! No JS exception and no Rust error reaches the runtime: every failure becomes a
+//! response (500 misconfigured, 502 origin unreachable) and a log line.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use epochgate_core::{HeaderEdit, Response};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Headers, Request, RequestInit, RequestRedirect, ResponseInit, WorkerGlobalScope};
+use worker::worker_sys::Context;
+
+use crate::edge::{self, IncomingRequest, Outcome};
+use crate::host::{Host, Level};
+use crate::refresh::IsolateState;
+use crate::settings::{
+    Bindings, Settings, SetupError, CONFIG_BINDING, EDGE_TOKEN_BINDING, WORKER_BINDING,
+};
+use crate::{byte_string_to_bytes, bytes_to_byte_string, path_and_query, VERSION};
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
+    fn abort_signal_timeout(ms: f64) -> web_sys::AbortSignal;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &js_sys::Function, ms: f64) -> JsValue;
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn console_log(message: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(message: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// The real host: `Date.now()`, `fetch` with `AbortSignal.timeout`, `console`.
+#[derive(Debug, Clone, Copy)]
+pub struct JsHost;
+
+impl Host for JsHost {
+    fn now_ms(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        bearer: &str,
+        timeout_ms: u64,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let headers = Headers::new().map_err(js_error)?;
+        headers
+            .set("authorization", &format!("Bearer {bearer}"))
+            .map_err(js_error)?;
+        headers
+            .set("accept", "application/json")
+            .map_err(js_error)?;
+        let init = RequestInit::new();
+        init.set_method("GET");
+        init.set_headers(&headers);
+        // The signal also bounds reading the body.
+        init.set_signal(Some(&abort_signal_timeout(timeout_ms as f64)));
+        let global: WorkerGlobalScope = js_sys::global().unchecked_into();
+        let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(url, &init))
+            .await
+            .map_err(js_error)?
+            .dyn_into()
+            .map_err(js_error)?;
+        let status = resp.status();
+        let buffer = JsFuture::from(resp.array_buffer().map_err(js_error)?)
+            .await
+            .map_err(js_error)?;
+        Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+    }
+
+    async fn sleep(&self, ms: u64) {
+        let timer = js_sys::Promise::new(&mut |resolve, _reject| {
+            set_timeout(&resolve, ms as f64);
+        });
+        // A timer promise never rejects.
+        let _ = JsFuture::from(timer).await;
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        match level {
+            Level::Info => console_log(message),
+            Level::Warn => console_warn(message),
+            Level::Error => console_error(message),
+        }
+    }
+}
+
+/// A JS exception as text.
+pub fn js_error(value: JsValue) -> String {
+    if let Some(e) = value.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// What one isolate keeps between requests: its bindings, the settings compiled from
+/// them (or why they are bad), and its state.
+struct Isolate {
+    bindings: Bindings,
+    settings: Result<Rc<Settings>, SetupError>,
+    state: Rc<RefCell<IsolateState>>,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
+    static ISOLATE_RANDOM_ID: u64 = random_id();
+}
+
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // crypto.getRandomValues is always there in workerd; this is only a fallback.
+        let r = js_sys::Math::random() * 2f64.powi(53);
+        return r as u64 ^ js_sys::Date::now() as u64;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The isolate's settings and state for these bindings: compiled on the first request
+/// (and again only if the bindings change), logged once.
+fn isolate(
+    bindings: Bindings,
+    host: &JsHost,
+) -> (Result<Rc<Settings>, SetupError>, Rc<RefCell<IsolateState>>) {
+    ISOLATE.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if let Some(i) = slot.as_ref().filter(|i| i.bindings == bindings) {
+            return (i.settings.clone(), i.state.clone());
+        }
+        let random = ISOLATE_RANDOM_ID.with(|r| *r);
+        let settings = Settings::load(&bindings).map(Rc::new);
+        let edge_id = match &settings {
+            Ok(s) => {
+                let edge_id = s.worker.edge_id(random);
+                host.log(
+                    Level::Info,
+                    &format!(
+                        "epochgate-worker {VERSION}: edge {edge_id}, origin {}, control plane {}, refresh every {} ms",
+                        s.worker.origin, s.worker.control_plane, s.worker.refresh_ms
+                    ),
+                );
+                edge_id
+            }
+            Err(e) => {
+                host.log(
+                    Level::Error,
+                    &format!("epochgate-worker {VERSION}: bad configuration, every request answers 500: {e}"),
+                );
+                format!("unconfigured-{random:016x}")
+            }
+        };
+        let state = Rc::new(RefCell::new(IsolateState::new(edge_id)));
+        *slot = Some(Isolate {
+            bindings,
+            settings: settings.clone(),
+            state: state.clone(),
+        });
+        (settings, state)
+    })
+}
+
+/// A binding as text: a string as is, an object (a JSON var) serialised.
+fn binding(env: &JsValue, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
+    if let Some(text) = value.as_string() {
+        return Some(text);
+    }
+    if value.is_object() {
+        return js_sys::JSON::stringify(&value).ok()?.as_string();
+    }
+    None
+}
+
+pub fn read_bindings(env: &JsValue) -> Bindings {
+    Bindings {
+        config: binding(env, CONFIG_BINDING),
+        worker: binding(env, WORKER_BINDING),
+        edge_token: binding(env, EDGE_TOKEN_BINDING),
+    }
+}
+
+/// The request as the glue sees it: header values as bytes, the path with its query.
+pub fn incoming(req: &Request) -> IncomingRequest {
+    let mut headers = Vec::new();
+    if let Ok(Some(entries)) = js_sys::try_iter(&req.headers()) {
+        for entry in entries.flatten() {
+            let pair: js_sys::Array = entry.unchecked_into();
+            if let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                headers.push((name.to_ascii_lowercase(), byte_string_to_bytes(&value)));
+            }
+        }
+    }
+    IncomingRequest {
+        headers,
+        path: path_and_query(&req.url()),
+    }
+}
+
+/// A JS `Response` for one of `core`'s (or the glue's) responses.
+pub fn to_js_response(r: &Response) -> Result<web_sys::Response, JsValue> {
+    let headers = Headers::new()?;
+    for (name, value) in &r.headers {
+        headers.append(name, value)?;
+    }
+    let init = ResponseInit::new();
+    init.set_status(r.status);
+    init.set_headers(&headers);
+    let mut body = r.body.clone();
+    let body = (!body.is_empty()).then_some(body.as_mut_slice());
+    web_sys::Response::new_with_opt_u8_array_and_init(body, &init)
+}
+
+/// The request to send to the origin: same method and body, `core`'s header edits
+/// applied in order; redirects are handed back to the client, not followed.
+pub fn forward_request(req: &Request, url: &str, edits: &[HeaderEdit]) -> Result<Request, JsValue> {
+    let headers = Headers::new_with_headers(&req.headers())?;
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => headers.delete(name)?,
+            HeaderEdit::Set(name, value) => headers.set(name, &bytes_to_byte_string(value))?,
+        }
+    }
+    let init = RequestInit::new();
+    init.set_method(&req.method());
+    init.set_headers(&headers);
+    init.set_redirect(RequestRedirect::Manual);
+    if let Some(body) = req.body() {
+        init.set_body(&body);
+        // A stream body needs `duplex: "half"` (the Fetch standard; node insists).
+        js_sys::Reflect::set(&init, &"duplex".into(), &"half".into())?;
+    }
+    Request::new_with_str_and_init(url, &init)
+}
+
+/// The origin's response with `extra` headers added (a fetched response's headers are
+/// immutable: this is a copy that streams the same body).
+pub fn with_response_headers(
+    resp: web_sys::Response,
+    extra: &[(String, String)],
+) -> Result<web_sys::Response, JsValue> {
+    if extra.is_empty() {
+        return Ok(resp);
+    }
+    let headers = Headers::new_with_headers(&resp.headers())?;
+    for (name, value) in extra {
+        headers.append(name, value)?;
+    }
+    let init = ResponseInit::new();
+    init.set_status(resp.status());
+    init.set_status_text(&resp.status_text());
+    init.set_headers(&headers);
+    web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
+}
+
+async fn send(req: &Request) -> Result<web_sys::Response, JsValue> {
+    let global: WorkerGlobalScope = js_sys::global().unchecked_into();
+    JsFuture::from(global.fetch_with_request(req))
+        .await?
+        .dyn_into()
+}
+
+fn glue_error(status: u16, error: &str, detail: &str) -> Response {
+    let body = serde_json::json!({"error": error, "detail": detail});
+    Response {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: body.to_string().into_bytes(),
+        grpc_status: None,
+        grpc_message: None,
+    }
+}
+
+/// The Worker's fetch handler (the committed ES-module entry, `worker/entry.mjs`, hands
+/// the runtime's `fetch(request, env, ctx)` to it).
+#[wasm_bindgen]
+pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, JsValue> {
+    let host = JsHost;
+    let (settings, state) = isolate(read_bindings(&env), &host);
+    let response = match settings {
+        Err(e) => {
+            host.log(
+                Level::Error,
+                &format!("request refused: worker misconfigured: {e}"),
+            );
+            e.response()
+        }
+        Ok(settings) => {
+            let handled = edge::handle(&state, &settings, &host, &incoming(&req)).await;
+            if let Some(call) = handled.background_sync {
+                let (state, settings) = (state.clone(), settings.clone());
+                let sync = wasm_bindgen_futures::future_to_promise(async move {
+                    edge::complete_sync(&state, &settings, &JsHost, call).await;
+                    Ok(JsValue::UNDEFINED)
+                });
+                if let Err(e) = ctx.wait_until(&sync) {
+                    host.log(
+                        Level::Warn,
+                        &format!("waitUntil refused the sync: {}", js_error(e)),
+                    );
+                }
+            }
+            match handled.outcome {
+                Outcome::Respond(r) => r,
+                Outcome::Forward {
+                    url,
+                    edits,
+                    response_headers,
+                } => match forward_request(&req, &url, &edits) {
+                    Ok(out) => match send(&out)
+                        .await
+                        .and_then(|resp| with_response_headers(resp, &response_headers))
+                    {
+                        Ok(resp) => return Ok(resp.into()),
+                        Err(e) => {
+                            host.log(
+                                Level::Error,
+                                &format!("origin {url} unreachable: {}", js_error(e)),
+                            );
+                            glue_error(502, "origin_unreachable", "the origin did not answer")
+                        }
+                    },
+                    Err(e) => {
+                        host.log(
+                            Level::Error,
+                            &format!("cannot build the origin request for {url}: {}", js_error(e)),
+                        );
+                        glue_error(
+                            502,
+                            "origin_unreachable",
+                            "the origin request could not be built",
+                        )
+                    }
+                },
+            }
+        }
+    };
+    match to_js_response(&response) {
+        Ok(r) => Ok(r.into()),
+        Err(e) => {
+            host.log(
+                Level::Error,
+                &format!("cannot build a response: {}", js_error(e)),
+            );
+            // A bare 500 cannot fail to build.
+            Ok(web_sys::Response::new_with_opt_str_and_init(None, &{
+                let i = ResponseInit::new();
+                i.set_status(500);
+                i
+            })
+            .map(JsValue::from)
+            .unwrap_or(JsValue::NULL))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
