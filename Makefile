@@ -13,6 +13,9 @@ LOCKED := --locked
 # The Cloudflare Worker: wasm-bindgen's CLI must match the library version in Cargo.lock.
 WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' Cargo.lock)
 TOOLS := .tools
+# `cargo install`'s build directory, kept per user: a fresh clone on the same machine
+# (CI) relinks the tools in seconds instead of compiling them again.
+INSTALL_CACHE ?= $(HOME)/.cache/epochgate/cargo-install
 WASM_BINDGEN := $(TOOLS)/bin/wasm-bindgen
 WASM_BINDGEN_TEST_RUNNER := $(abspath $(TOOLS)/bin/wasm-bindgen-test-runner)
 WASM_OPT := node_modules/.bin/wasm-opt
@@ -40,7 +43,7 @@ setup: node_modules/.package-lock.json ## Install what the build and tests need 
 	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*" | sed 's/^/envoy: /'
 	@# Without --locked: one of wasm-bindgen-cli's locked dependencies is not served here.
 	@if ! $(WASM_BINDGEN) --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)"; then \
-	  $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS); \
+	  $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS) --target-dir $(INSTALL_CACHE); \
 	fi
 	@echo "$$($(WASM_BINDGEN) --version); workerd $$($(WORKERD) --version | cut -d' ' -f2); $$($(WASM_OPT) --version)"
 
