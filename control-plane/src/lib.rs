@@ -20,7 +20,6 @@
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -59,6 +58,11 @@ pub fn now_ms() -> u64 {
 /// Serves [`app`] on `listener` until `shutdown` resolves, with compaction running in
 /// the background every `compact_interval`.
 ///
+/// Each connection is served by hyper's HTTP/1.1 server with a header read timeout
+/// ([`config::ServerConfig::header_read_timeout`]): `axum::serve` sets no timer, so a
+/// client sending its headers a byte at a time (slowloris) could hold a connection
+/// forever. Other requests are never stalled by one: every connection is its own task.
+///
 /// When `shutdown` resolves, open long-polls are answered at once (an empty delta at the
 /// current version), new connections are refused, and the call returns once in-flight
 /// requests are done — so a restart never leaves edges hanging for the rest of their
@@ -69,23 +73,78 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let compactor = tokio::spawn(compaction_loop(state.clone()));
-    let signal_state = state.clone();
-    let result = axum::serve(
-        listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: answering open long-polls");
-        signal_state.begin_shutdown();
-    })
-    .await;
+    let result = accept_loop(listener, state.clone(), shutdown).await;
     // Also when the server failed: stop the compactor before returning.
     state.begin_shutdown();
     if let Err(err) = compactor.await {
         tracing::warn!(error = %err, "the compaction task ended abnormally");
     }
     result.context("the HTTP server failed")
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let router = app(state.clone());
+    let header_timeout = state.config().header_read_timeout;
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                req
+            },
+        ));
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, %remote, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: answering open long-polls");
+    state.begin_shutdown();
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Compacts every `compact_interval` (the first run at start) until shutdown.
