@@ -66,6 +66,9 @@ impl Rng {
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 const USERS_PER_TENANT: usize = 20;
 
+/// Each user's (tenant, user) current token, with its login generation.
+type Tokens = HashMap<(&'static str, String), (u64, Token)>;
+
 /// One user's current token and what the oracle needs of it.
 #[derive(Clone)]
 struct Token {
@@ -173,10 +176,10 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
         .iter()
         .flat_map(|t| (0..USERS_PER_TENANT).map(move |i| (*t, format!("u{i}"))))
         .collect();
-    let tokens: Arc<Mutex<HashMap<(&'static str, String), (u64, Token)>>> = Arc::new(Mutex::new(
+    let tokens: Arc<Mutex<Tokens>> = Arc::new(Mutex::new(
         users
             .iter()
-            .map(|(t, u)| ((*t, u.clone()), (0, mint(&stack, &mut rng, *t, u, 0))))
+            .map(|&(t, ref u)| ((t, u.clone()), (0, mint(&stack, &mut rng, t, u, 0))))
             .collect(),
     ));
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
@@ -232,12 +235,12 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                 .collect();
             while !stop.load(Ordering::SeqCst) {
                 let now = Instant::now();
-                for (i, (t, u)) in users.iter().enumerate() {
+                for (i, &(t, ref u)) in users.iter().enumerate() {
                     if due[i] <= now {
                         let mut map = tokens.lock().unwrap();
-                        let generation = map[&(*t, u.clone())].0 + 1;
-                        let token = mint(&stack, &mut rng, *t, u, generation);
-                        map.insert((*t, u.clone()), (generation, token));
+                        let generation = map[&(t, u.clone())].0 + 1;
+                        let token = mint(&stack, &mut rng, t, u, generation);
+                        map.insert((t, u.clone()), (generation, token));
                         due[i] = now + Duration::from_millis(1000 + rng.below(2000));
                     }
                 }
@@ -267,8 +270,8 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                     thread::sleep(next - now);
                 }
                 next += Duration::from_millis(100);
-                let (t, u) = &users[rng.below(users.len() as u64) as usize];
-                let victim = tokens.lock().unwrap()[&(*t, u.clone())].1.clone();
+                let (t, u) = users[rng.below(users.len() as u64) as usize].clone();
+                let victim = tokens.lock().unwrap()[&(t, u.clone())].1.clone();
                 let roll = rng.below(10);
                 let (kind, id, path) = if roll < 7 {
                     (
@@ -304,7 +307,7 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                 assert_eq!(r.status, 200, "{path}: {}", r.text());
                 let logout = Logout {
                     kind,
-                    tenant: *t,
+                    tenant: t,
                     id,
                     sent,
                     answered,
