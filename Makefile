@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench
+.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench fuzz soak schemathesis
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -100,7 +100,24 @@ test-worker-wasm: setup ## The worker's wasm-bindgen tests (JS requests, respons
 e2e: build build-worker postgres ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream (prints propagation figures)
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
-test: lint unit test-worker-wasm e2e ## Everything CI runs: lint, unit tests (native and wasm), end-to-end tests
+test: lint unit test-worker-wasm e2e schemathesis ## Everything CI runs: lint, unit tests (native and wasm), end-to-end tests, schemathesis on the admin API
+
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 60
+TOOLS_VENV := .venv-tools
+SCHEMATHESIS_VERSION := 4.32.5
+
+fuzz: ## cargo-fuzz each target in fuzz/ for FUZZ_SECONDS (default 60) each; installs cargo-fuzz; prints executions and crashes
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+soak: build ## Soak: fixed-rate load through Envoy with logouts every 100 ms, an oracle counts wrong answers (SOAK_SECONDS, default 60)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test $(LOCKED) -p epochgate-tests --test soak -- --nocapture
+
+schemathesis: build ## Schemathesis (in .venv-tools) against a running `epochgate serve` with control-plane/openapi.json: no 5xx, every error JSON
+	@if ! $(TOOLS_VENV)/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then \
+	  python3 -m venv $(TOOLS_VENV) && $(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION); \
+	fi
+	SCHEMATHESIS=$(TOOLS_VENV)/bin/schemathesis scripts/schemathesis.sh
 
 bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -110,4 +127,4 @@ bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prin
 
 clean: ## Remove build output and the demo's state
 	$(CARGO) clean
-	rm -rf .demo .demo-worker
+	rm -rf .demo .demo-worker fuzz/target

@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub edge_live_window: Duration,
     pub max_session_lifetime_s: u64,
     pub compact_interval: Duration,
+    /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
+    /// (slowloris) is disconnected after it, instead of holding a connection forever.
+    pub header_read_timeout: Duration,
 }
 
 /// Why a `serve` configuration is refused.
@@ -192,6 +195,7 @@ impl ServerConfig {
             edge_live_window: Duration::from_secs(90),
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
+            header_read_timeout: Duration::from_secs(10),
         })
     }
 }

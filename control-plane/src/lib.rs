@@ -20,7 +20,6 @@
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -60,6 +59,11 @@ pub fn now_ms() -> u64 {
 /// Serves [`app`] on `listener` until `shutdown` resolves, with compaction running in
 /// the background every `compact_interval`.
 ///
+/// Each connection is served by hyper's HTTP/1.1 server with a header read timeout
+/// ([`config::ServerConfig::header_read_timeout`]): `axum::serve` sets no timer, so a
+/// client sending its headers a byte at a time (slowloris) could hold a connection
+/// forever. Other requests are never stalled by one: every connection is its own task.
+///
 /// When `shutdown` resolves, open long-polls are answered at once (an empty delta at the
 /// current version), new connections are refused, and the call returns once in-flight
 /// requests are done — so a restart never leaves edges hanging for the rest of their
@@ -93,27 +97,10 @@ async fn serve_on(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     let compactor = tokio::spawn(compaction_loop(state.clone()));
-    let signal_state = state.clone();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutting down: answering open long-polls");
-        signal_state.begin_shutdown();
-    };
-    let make = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let result = match transport {
-        Transport::Plain(listener) => {
-            axum::serve(listener, make)
-                .with_graceful_shutdown(graceful)
-                .await
-        }
-        // `tap_io` gives a custom listener the `ConnectInfo<SocketAddr>` the handlers use.
-        Transport::Tls(listener) => {
-            axum::serve(listener.tap_io(|_| {}), make)
-                .with_graceful_shutdown(graceful)
-                .await
-        }
+        Transport::Plain(listener) => accept_loop(listener, state.clone(), shutdown).await,
+        Transport::Tls(listener) => accept_loop(listener, state.clone(), shutdown).await,
     };
     // Also when the server failed: stop the compactor before returning.
     state.begin_shutdown();
@@ -121,6 +108,68 @@ async fn serve_on(
         tracing::warn!(error = %err, "the compaction task ended abnormally");
     }
     result.context("the HTTP server failed")
+}
+
+async fn accept_loop<L>(
+    mut listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let router = app(state.clone());
+    let header_timeout = state.config().header_read_timeout;
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            // The listener retries failed accepts itself (out of file descriptors and
+            // the like), and for TLS hands over only finished handshakes.
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                req
+            },
+        ));
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, %remote, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: answering open long-polls");
+    state.begin_shutdown();
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Compacts every `compact_interval` (the first run at start) until shutdown.

@@ -22,8 +22,13 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(Duration::from_secs(10)).await
+}
+
+async fn start_with(header_read_timeout: Duration) -> Running {
     let ts = test_store().await;
-    let config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
+    let mut config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
+    config.header_read_timeout = header_read_timeout;
     let state = AppState::new(Arc::clone(&ts.store), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -227,4 +232,94 @@ async fn edge_receipts_show_up_in_edges_with_the_peer_address() {
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
+}
+
+/// Sends headers one byte every 100 ms, never finishing them, until the server closes
+/// the connection; returns how long that took (or `None` if it never did within 30 s).
+async fn slowloris(base: String) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ";
+    let mut bytes = head.iter().chain(std::iter::repeat(&b'a'));
+    let mut buf = [0u8; 512];
+    while started.elapsed() < Duration::from_secs(30) {
+        if stream.write_all(&[*bytes.next().unwrap()]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        // Did the server give up on us (EOF, or a 408 then EOF)?
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn slow_clients_and_oversize_bodies_do_not_stall_other_requests() {
+    let srv = Arc::new(start_with(Duration::from_secs(2)).await);
+    let slow: Vec<_> = (0..30)
+        .map(|_| tokio::spawn(slowloris(srv.base.clone())))
+        .collect();
+    // Oversize bodies: a 1 MiB JSON body on a logout, several at once.
+    let big = format!(r#"{{"reason":"{}"}}"#, "x".repeat(1 << 20));
+    let oversize: Vec<_> = (0..5)
+        .map(|_| {
+            let (srv, big) = (Arc::clone(&srv), big.clone());
+            tokio::spawn(async move {
+                srv.http
+                    .post(format!("{}/v1/tenants/acme/users/42/logout", srv.base))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", "application/json")
+                    .body(big)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile normal requests are answered, a write included.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let v = srv
+            .admin(reqwest::Method::POST, "/v1/tenants/acme/users/43/logout")
+            .await;
+        assert!(v["version"].as_u64().unwrap() > 0);
+        let health = srv
+            .http
+            .get(format!("{}/healthz", srv.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        // Generous on a shared machine; stalled would be the slow clients' 2 s or more.
+        assert!(
+            asked.elapsed() < Duration::from_millis(1500),
+            "took {:?}",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for o in oversize {
+        let r = o.await.unwrap().unwrap();
+        assert_eq!(r.status(), 413);
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    // The slow clients are cut off after the header read timeout, not held forever.
+    for s in slow {
+        let took = s
+            .await
+            .unwrap()
+            .expect("the server never closed a slow client");
+        assert!(
+            took >= Duration::from_millis(1500),
+            "closed too early: {took:?}"
+        );
+    }
 }

@@ -611,15 +611,83 @@ pub struct ParsedToken<'a> {
     pub signature: Vec<u8>,
 }
 
+/// A JSON value parsed with duplicate member names refused, at any depth.
+///
+/// `serde_json` keeps the last of two equal names silently. RFC 7515 §4 and RFC 7519 §4
+/// allow a parser to either reject such a document or keep the last member; RFC 8725
+/// §3 asks for the stricter reading. Two `sub`s (or two `alg`s) mean two parsers can
+/// read two different tokens from the same bytes — an IdP's logging, an upstream and
+/// this filter could disagree on who the token speaks for. So they are refused.
+/// Nesting stays bounded by `serde_json`'s recursion limit (128), which applies here too.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value without duplicate member names")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate member name"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 fn json_object(bytes: &[u8], part: &'static str) -> Result<Map<String, Value>, TokenError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    match serde_json::from_slice::<StrictValue>(bytes) {
+        Ok(StrictValue(Value::Object(map))) => Ok(map),
         _ => Err(TokenError::Json(part)),
     }
 }
 
 /// Parses a compact JWS strictly: three segments, strict base64url (no padding, no
-/// stray characters or bits), JSON objects for header and claims.
+/// stray characters or bits), JSON objects for header and claims, no duplicate member
+/// names at any depth (see [`StrictValue`]).
 pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenError> {
     if token.len() > max_bytes {
         return Err(TokenError::TooLarge(max_bytes));

@@ -7,6 +7,7 @@
 //! - [`http`]: a minimal HTTP/1.1 client over `TcpStream`, so tests can send exactly the
 //!   bytes they mean (non-UTF-8 values, repeated headers).
 //! - [`upstream`]: an in-process upstream that records what reached it.
+//! - [`proxy`]: a TCP proxy that can cut the link between Envoy and the control plane.
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
 //! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
 
@@ -14,6 +15,7 @@
 
 pub mod http;
 pub mod pg;
+pub mod proxy;
 pub mod upstream;
 pub mod worker;
 
@@ -28,6 +30,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub use http::Response;
+pub use proxy::LinkProxy;
 pub use upstream::{Reply, Upstream};
 
 /// The repository root.
@@ -404,6 +407,9 @@ pub struct Options {
     pub db_url: Option<String>,
     /// The control plane serves HTTPS with a CA the test makes; Envoy trusts that CA.
     pub tls: bool,
+    /// Route Envoy's `epochgate_control_plane` cluster through a [`LinkProxy`]
+    /// ([`Stack::link`]), so a test can cut and restore the link.
+    pub link_proxy: bool,
 }
 
 impl Default for Options {
@@ -418,6 +424,7 @@ impl Default for Options {
             upstream: Reply::Echo,
             db_url: None,
             tls: false,
+            link_proxy: false,
         }
     }
 }
@@ -431,6 +438,8 @@ pub struct Stack {
     pub envoy_port: u16,
     pub admin_port: u16,
     pub node_id: String,
+    /// The proxy between Envoy and the control plane ([`Options::link_proxy`]).
+    pub link: Option<LinkProxy>,
 }
 
 impl Stack {
@@ -459,6 +468,7 @@ impl Stack {
         let envoy_port = free_port();
         let admin_port = free_port();
         let node_id = format!("e2e-{envoy_port}");
+        let link = opts.link_proxy.then(|| LinkProxy::start(cp.port));
 
         let filter = filter_config(&opts);
         let mut sync = json!({"cluster": "epochgate_control_plane", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000});
@@ -470,7 +480,7 @@ impl Stack {
             listen_port: envoy_port,
             admin_port,
             upstream_port: upstream.port,
-            control_plane_port: cp.port,
+            control_plane_port: link.as_ref().map_or(cp.port, |l| l.port),
             wasm: &wasm_path().display().to_string(),
             filter_config: &filter.to_string(),
             sync_config: &sync.to_string(),
@@ -483,18 +493,7 @@ impl Stack {
         });
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let mut cmd = Command::new(envoy_bin());
-        cmd.arg("-c")
-            .arg(&config_path)
-            .args([
-                "--concurrency",
-                "2",
-                "--disable-hot-restart",
-                "--log-level",
-                "info",
-            ])
-            .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN);
-        let envoy = spawn("envoy", cmd, dir.path().join("envoy.log"));
+        let envoy = spawn_envoy(&config_path, &dir.path().join("envoy.log"));
         let stack = Stack {
             dir,
             upstream,
@@ -503,16 +502,34 @@ impl Stack {
             envoy_port,
             admin_port,
             node_id,
+            link,
         };
-        wait_for("Envoy's /ready", Duration::from_secs(30), || {
-            http::request("127.0.0.1", stack.admin_port, "GET", "/ready", &[], b"")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
+        stack.wait_ready();
         if !opts.control_plane_down {
             stack.wait_applied(0);
         }
         stack
+    }
+
+    fn wait_ready(&self) {
+        wait_for("Envoy's /ready", Duration::from_secs(30), || {
+            http::request("127.0.0.1", self.admin_port, "GET", "/ready", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// Stops Envoy (SIGTERM) and starts it again with the same configuration and ports;
+    /// returns once its listener is ready (not once it has synced). Its log goes to
+    /// `envoy-<n>.log`; [`Stack::envoy`] is the new process.
+    pub fn restart_envoy(&mut self, n: u32) {
+        self.envoy.terminate();
+        let config_path = self.dir.path().join("envoy.yaml");
+        self.envoy = spawn_envoy(
+            &config_path,
+            &self.dir.path().join(format!("envoy-{n}.log")),
+        );
+        self.wait_ready();
     }
 
     /// The claims of [`Stack::token`].
@@ -622,6 +639,21 @@ pub fn filter_config(opts: &Options) -> Value {
 /// with extra claims.
 pub fn token(user: &str, tenant: &str, extra: Value) -> String {
     hs256(&Stack::claims(user, tenant, extra), SECRET)
+}
+
+fn spawn_envoy(config_path: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c")
+        .arg(config_path)
+        .args([
+            "--concurrency",
+            "2",
+            "--disable-hot-restart",
+            "--log-level",
+            "info",
+        ])
+        .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN);
+    spawn("envoy", cmd, log.to_path_buf())
 }
 
 /// The values the Envoy template takes.

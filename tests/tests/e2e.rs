@@ -12,8 +12,12 @@
 mod config;
 #[path = "e2e/demo.rs"]
 mod demo;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/hostile_tokens.rs"]
+mod hostile_tokens;
 #[path = "e2e/logout.rs"]
 mod logout;
 #[path = "e2e/native.rs"]
