@@ -157,6 +157,81 @@ async fn delta_and_snapshot_selection(backend: Backend) {
     assert_eq!(other.changes.len(), 2);
 }
 
+async fn paged_snapshots_hold_their_version_and_cover_every_entry(backend: Backend) {
+    use epochgate_control_plane::store::PageRequest;
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let stream = s.stream().to_string();
+    for i in 0..7 {
+        revoke(s, user(&format!("u{i}")), T0 + i).await;
+    }
+    let page = |resume: Option<(u64, Target)>| PageRequest { limit: 3, resume };
+    let first = s.sync_paged(0, None, Some(page(None))).await.unwrap();
+    assert!(first.snapshot);
+    assert_eq!((first.version, first.changes.len()), (7, 3));
+    let mut seen = first.changes.clone();
+    let mut next = first.next.clone();
+    // A logout between pages: not in the pages (its version is after the snapshot's);
+    // the delta since 7 brings it.
+    let v8 = revoke(s, user("u0"), T0 + 100).await;
+    let mut pages = 1;
+    while let Some(cursor) = next {
+        let target = Target::from_key(&cursor).expect("a cursor names a target");
+        let p = s
+            .sync_paged(0, Some(stream.clone()), Some(page(Some((7, target)))))
+            .await
+            .unwrap();
+        assert!(p.snapshot);
+        assert_eq!(p.version, 7, "every page has the snapshot's version");
+        seen.extend(p.changes.clone());
+        next = p.next;
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    let mut users: Vec<String> = seen
+        .iter()
+        .map(|c| match &c.target {
+            Target::User { user, .. } => user.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        (0..7).map(|i| format!("u{i}")).collect::<Vec<_>>(),
+        "each entry once"
+    );
+    assert_eq!(
+        seen.iter()
+            .find(|c| c.target == user("u0"))
+            .unwrap()
+            .epoch_ms,
+        Some(T0),
+        "u0 as of version 7"
+    );
+    let delta = s
+        .sync_paged(7, Some(stream.clone()), Some(page(None)))
+        .await
+        .unwrap();
+    assert!(!delta.snapshot);
+    assert_eq!(
+        (delta.version, delta.changes.clone()),
+        (v8, vec![change(user("u0"), Some(T0 + 100))])
+    );
+    // A delta larger than a page comes as a paged snapshot instead.
+    let big = s
+        .sync_paged(1, Some(stream.clone()), Some(page(None)))
+        .await
+        .unwrap();
+    assert!(big.snapshot && big.next.is_some());
+    // A resume point of another stream starts over at the current version.
+    let other = s
+        .sync_paged(0, Some("another".into()), Some(page(Some((7, user("u1"))))))
+        .await
+        .unwrap();
+    assert_eq!((other.version, other.changes.len()), (v8, 3));
+}
+
 async fn compaction_removes_as_a_delta_then_purges_and_raises_the_floor(backend: Backend) {
     let ts = backend.open().await;
     let s = ts.store.as_ref();
@@ -526,6 +601,7 @@ conformance!(
     epochs_only_move_forward,
     a_session_revocation_stores_its_time,
     delta_and_snapshot_selection,
+    paged_snapshots_hold_their_version_and_cover_every_entry,
     compaction_removes_as_a_delta_then_purges_and_raises_the_floor,
     compaction_matches_the_core_rule,
     audit_chain_stays_intact_under_concurrent_writes_and_refusals,

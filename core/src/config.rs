@@ -303,6 +303,9 @@ mod defaults {
     pub fn sync_timeout_ms() -> u64 {
         5_000
     }
+    pub fn snapshot_page() -> u32 {
+        10_000
+    }
     pub fn jwks_refresh_s() -> u64 {
         300
     }
@@ -758,6 +761,10 @@ pub struct RawSyncConfig {
     /// token: never in the plugin configuration, which `/config_dump` shows.
     #[serde(default = "defaults::edge_token_env")]
     pub edge_token_env: String,
+    /// Take snapshots in pages of this many entries (0: one answer), so a large state
+    /// never outgrows Envoy's buffer for a call's response.
+    #[serde(default = "defaults::snapshot_page")]
+    pub snapshot_page: u32,
     /// A remote JWKS to fetch and share with the filter VMs (`remote_jwks: true` there).
     pub jwks: Option<RawJwksSource>,
 }
@@ -795,6 +802,7 @@ pub struct JwksSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
     pub jwks: Option<JwksSource>,
+    pub snapshot_page: u32,
     pub cluster: String,
     pub authority: String,
     pub wait_s: u32,
@@ -869,8 +877,12 @@ impl TryFrom<RawSyncConfig> for SyncConfig {
                 })
             }
         };
+        if raw.snapshot_page > 100_000 {
+            return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
+        }
         Ok(SyncConfig {
             jwks,
+            snapshot_page: raw.snapshot_page,
             cluster: raw.cluster,
             authority: raw.authority,
             wait_s: raw.wait_s,

@@ -60,6 +60,24 @@ pub fn percent_encode(id: &str) -> String {
     out
 }
 
+/// The inverse of [`percent_encode`]; `None` for a malformed escape or non-UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +115,11 @@ mod tests {
             format!("{}/{}", percent_encode("a"), percent_encode("b/c"))
         );
         assert_eq!(percent_encode("é"), "%C3%A9");
+        for id in ["a/b", "auth0|5f", "é ✓", "%41"] {
+            assert_eq!(percent_decode(&percent_encode(id)).as_deref(), Some(id));
+        }
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%FF"), None);
     }
 }

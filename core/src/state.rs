@@ -44,6 +44,33 @@ impl Target {
         }
     }
 
+    /// The target a [`Target::key`] names; `None` if it names none.
+    pub fn from_key(key: &str) -> Option<Target> {
+        use crate::ids::percent_decode;
+        let mut parts = key.split('/');
+        let kind = parts.next()?;
+        let a = parts.next().map(percent_decode);
+        let b = parts.next().map(percent_decode);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(match (kind, a, b) {
+            ("g", None, None) => Target::Global,
+            ("sg", None, None) => Target::ScheduledGlobal,
+            ("t", Some(t), None) => Target::Tenant { tenant: t? },
+            ("st", Some(t), None) => Target::ScheduledTenant { tenant: t? },
+            ("u", Some(t), Some(u)) => Target::User {
+                tenant: t?,
+                user: u?,
+            },
+            ("s", Some(t), Some(sid)) => Target::Session {
+                tenant: t?,
+                sid: sid?,
+            },
+            _ => return None,
+        })
+    }
+
     /// Whether a new value replaces the old one (a schedule can be moved earlier) rather
     /// than only moving it forward (an epoch never goes back).
     pub fn is_scheduled(&self) -> bool {
@@ -444,6 +471,33 @@ mod tests {
         let s = user_logout("a/b", "c", E);
         assert!(check(&s, "a", "b/c", None, 1, 0).is_ok());
         assert!(check(&s, "a/b", "c", None, 1, 0).is_err());
+    }
+
+    #[test]
+    fn keys_name_their_target_back() {
+        for t in [
+            Target::Global,
+            Target::ScheduledGlobal,
+            Target::Tenant {
+                tenant: "a/b".into(),
+            },
+            Target::ScheduledTenant {
+                tenant: "acme".into(),
+            },
+            Target::User {
+                tenant: "a".into(),
+                user: "auth0|x/y".into(),
+            },
+            Target::Session {
+                tenant: "a".into(),
+                sid: "s 1".into(),
+            },
+        ] {
+            assert_eq!(Target::from_key(&t.key()), Some(t.clone()), "{t:?}");
+        }
+        for bad in ["", "x", "g/1", "u/a", "u/a/b/c", "t/%zz", "state"] {
+            assert_eq!(Target::from_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -35,6 +35,18 @@ pub struct SyncResponse {
     pub changes: Vec<Change>,
     /// The compaction horizon (see [`crate::state::is_compactable`]).
     pub max_session_lifetime_s: u64,
+    /// A snapshot answered in pages (the edge asked with `limit`): the cursor of the
+    /// next page; `None` on the last page and on deltas. Every page of one snapshot has
+    /// its `version`; the edge has that version only once the last page is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Where a paged snapshot resumes: its version and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotResume<'a> {
+    pub version: u64,
+    pub after: &'a str,
 }
 
 /// Why an answer cannot be applied.
@@ -65,6 +77,32 @@ pub fn sync_path(since: u64, stream: Option<&str>, wait_s: u32, edge_id: &str) -
     path.push_str("&edge=");
     path.push_str(&percent_encode(edge_id));
     path
+}
+
+/// [`sync_path`] asking for snapshots in pages of `limit` changes, and resuming one.
+pub fn sync_path_paged(
+    since: u64,
+    stream: Option<&str>,
+    wait_s: u32,
+    edge_id: &str,
+    limit: u32,
+    resume: Option<SnapshotResume<'_>>,
+) -> String {
+    let mut path = sync_path(since, stream, wait_s, edge_id);
+    path.push_str(&format!("&limit={limit}"));
+    if let Some(r) = resume {
+        path.push_str(&format!(
+            "&snapshot={}&after={}",
+            r.version,
+            percent_encode(r.after)
+        ));
+    }
+    path
+}
+
+/// The cursor after a target: its key (ids percent-encoded, so `/` separates safely).
+pub fn page_cursor(target: &Target) -> String {
+    target.key()
 }
 
 /// What an edge has applied, and when it last heard from the control plane.
@@ -110,8 +148,18 @@ impl SyncStatus {
 /// value (the ABI cannot delete a key). Returns `(key, value)` pairs; an empty value is
 /// a removed entry.
 pub fn plan_writes(resp: &SyncResponse, written: &mut BTreeSet<String>) -> Vec<(String, Vec<u8>)> {
+    plan_page_writes(resp, written, &mut BTreeSet::new())
+}
+
+/// [`plan_writes`] for a snapshot that may come in pages: `kept` collects the keys of
+/// the pages so far; the keys the edge no longer holds are cleared on the last page only
+/// (clearing earlier would drop entries a later page still has).
+pub fn plan_page_writes(
+    resp: &SyncResponse,
+    written: &mut BTreeSet<String>,
+    kept: &mut BTreeSet<String>,
+) -> Vec<(String, Vec<u8>)> {
     let mut writes = Vec::with_capacity(resp.changes.len());
-    let mut kept = BTreeSet::new();
     for change in &resp.changes {
         let key = change.target.key();
         match change.epoch_ms {
@@ -128,12 +176,13 @@ pub fn plan_writes(resp: &SyncResponse, written: &mut BTreeSet<String>) -> Vec<(
             }
         }
     }
-    if resp.snapshot {
-        let stale: Vec<String> = written.difference(&kept).cloned().collect();
+    if resp.snapshot && resp.next.is_none() {
+        let stale: Vec<String> = written.difference(kept).cloned().collect();
         for key in stale {
             written.remove(&key);
             writes.push((key, Vec::new()));
         }
+        kept.clear();
     }
     writes
 }
@@ -152,6 +201,12 @@ impl EdgeState {
     /// Applies an answer. A snapshot replaces everything; a delta must be of the same
     /// stream and not go back in version.
     pub fn apply(&mut self, resp: &SyncResponse) -> Result<(), SyncError> {
+        if resp.next.is_some() {
+            // This in-memory edge never asks for pages (no `limit`): one is a protocol error.
+            return Err(SyncError::Malformed(
+                "a snapshot page, but no pages were asked for".into(),
+            ));
+        }
         if resp.snapshot {
             self.state.clear();
         } else {
@@ -203,6 +258,7 @@ mod tests {
             snapshot,
             changes,
             max_session_lifetime_s: 86_400,
+            next: None,
         }
     }
 
@@ -268,6 +324,54 @@ mod tests {
         assert!(w.contains(&(keys::user("acme", "42"), Vec::new())));
         assert!(w.contains(&(keys::user("acme", "43"), b"2".to_vec())));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_paged_snapshot_clears_stale_keys_only_after_its_last_page() {
+        let mut index = BTreeSet::new();
+        plan_writes(&resp(true, 1, vec![user("41", Some(1))]), &mut index);
+        let mut kept = BTreeSet::new();
+        let mut page1 = resp(true, 5, vec![user("42", Some(2))]);
+        page1.next = Some(page_cursor(&page1.changes[0].target));
+        let w = plan_page_writes(&page1, &mut index, &mut kept);
+        assert_eq!(
+            w,
+            vec![(keys::user("acme", "42"), b"2".to_vec())],
+            "41 is not cleared yet"
+        );
+        let w = plan_page_writes(
+            &resp(true, 5, vec![user("43", Some(3))]),
+            &mut index,
+            &mut kept,
+        );
+        assert!(w.contains(&(keys::user("acme", "41"), Vec::new())), "{w:?}");
+        assert!(
+            !w.contains(&(keys::user("acme", "42"), Vec::new())),
+            "42 came on page 1"
+        );
+        assert_eq!(index.len(), 2);
+        assert!(kept.is_empty());
+        // The in-memory edge never asks for pages: one is refused, not half-applied.
+        let mut e = EdgeState::default();
+        assert!(matches!(e.apply(&page1), Err(SyncError::Malformed(_))));
+    }
+
+    #[test]
+    fn paged_paths_carry_the_resume_point() {
+        assert_eq!(
+            sync_path_paged(
+                0,
+                Some("st"),
+                0,
+                "e",
+                1000,
+                Some(SnapshotResume {
+                    version: 9,
+                    after: "u/a/b%2Fc"
+                })
+            ),
+            "/v1/sync?since=0&wait=0&stream=st&edge=e&limit=1000&snapshot=9&after=u%2Fa%2Fb%252Fc"
+        );
     }
 
     #[test]

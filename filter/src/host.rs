@@ -110,8 +110,9 @@ pub trait SyncHost: Host {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<u32, String>;
-    /// The answer's status (`None` when the call failed: reset, timeout, no host) and body.
-    fn call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>);
+    /// The answer's status (`None` when the call failed: reset, timeout, no host, a body
+    /// over Envoy's buffer limit — then it has no headers) and body.
+    fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>);
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -238,7 +239,12 @@ mod proxy {
                 .map_err(|e| format!("{e:?}"))
         }
 
-        fn call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>) {
+        fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+            // A failed call has no header map: asking for `:status` then makes the host
+            // answer BadArgument, on which the SDK's getter panics (and kills the VM).
+            if num_headers == 0 {
+                return (None, Vec::new());
+            }
             let status =
                 hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
                     .ok()

@@ -177,12 +177,12 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _headers: usize,
+        num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         if let Role::Sync(sync) = &mut self.role {
-            sync.on_response(&*self.host, token_id, body_size);
+            sync.on_response(&*self.host, token_id, num_headers, body_size);
         }
     }
 }

@@ -10,7 +10,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use epochgate_core::config::SyncConfig;
-use epochgate_core::sync::{plan_writes, sync_path, SyncResponse, SyncStatus, STATUS_KEY};
+use epochgate_core::sync::{
+    plan_page_writes, sync_path, sync_path_paged, SnapshotResume, SyncResponse, SyncStatus,
+    STATUS_KEY,
+};
 
 use crate::host::{Metric, SyncHost};
 use crate::shared_keys;
@@ -35,6 +38,17 @@ pub struct SyncService {
     next_attempt_ms: u64,
     rng: u64,
     jwks: JwksState,
+    /// A paged snapshot in progress, and the keys its pages held so far.
+    paging: Option<Paging>,
+    kept: BTreeSet<String>,
+}
+
+/// Where a paged snapshot resumes.
+#[derive(Debug)]
+struct Paging {
+    stream: String,
+    version: u64,
+    after: String,
 }
 
 /// The remote JWKS fetch (when the sync config has a `jwks` section).
@@ -62,6 +76,8 @@ impl SyncService {
             next_attempt_ms: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             jwks: JwksState::default(),
+            paging: None,
+            kept: BTreeSet::new(),
         }
     }
 
@@ -127,10 +143,10 @@ impl SyncService {
         }
     }
 
-    fn on_jwks_response<H: SyncHost>(&mut self, host: &H, body_size: usize) {
+    fn on_jwks_response<H: SyncHost>(&mut self, host: &H, num_headers: usize, body_size: usize) {
         self.jwks.in_flight = None;
         let now = host.now_ms();
-        let (status, body) = host.call_response(body_size);
+        let (status, body) = host.call_response(num_headers, body_size);
         if status != Some(200) {
             let why = format!("the IdP answered {status:?}");
             return self.jwks_failed(host, now, &why);
@@ -183,12 +199,34 @@ impl SyncService {
     }
 
     fn dispatch<H: SyncHost>(&mut self, host: &H) {
-        let path = sync_path(
-            self.version,
-            self.stream.as_deref(),
-            self.config.wait_s,
-            &self.edge_id,
-        );
+        let path = match (self.config.snapshot_page, &self.paging) {
+            (0, _) => sync_path(
+                self.version,
+                self.stream.as_deref(),
+                self.config.wait_s,
+                &self.edge_id,
+            ),
+            // The rest of a paged snapshot: at once, no waiting.
+            (limit, Some(p)) => sync_path_paged(
+                0,
+                Some(&p.stream),
+                0,
+                &self.edge_id,
+                limit,
+                Some(SnapshotResume {
+                    version: p.version,
+                    after: &p.after,
+                }),
+            ),
+            (limit, None) => sync_path_paged(
+                self.version,
+                self.stream.as_deref(),
+                self.config.wait_s,
+                &self.edge_id,
+                limit,
+                None,
+            ),
+        };
         let auth = format!("Bearer {}", self.edge_token);
         let headers = [
             (":method", "GET"),
@@ -208,16 +246,22 @@ impl SyncService {
     }
 
     /// Handles the answer to the call `token`.
-    pub fn on_response<H: SyncHost>(&mut self, host: &H, token: u32, body_size: usize) {
+    pub fn on_response<H: SyncHost>(
+        &mut self,
+        host: &H,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
         if self.jwks.in_flight == Some(token) {
-            return self.on_jwks_response(host, body_size);
+            return self.on_jwks_response(host, num_headers, body_size);
         }
         if self.in_flight != Some(token) {
             log::warn!("sync: answer for unknown call {token} ignored");
             return;
         }
         self.in_flight = None;
-        let (status, body) = host.call_response(body_size);
+        let (status, body) = host.call_response(num_headers, body_size);
         match status {
             Some(200) => match SyncResponse::parse(&body) {
                 Ok(resp) => {
@@ -256,7 +300,17 @@ impl SyncService {
             return true;
         }
         let now = host.now_ms();
-        let writes = plan_writes(resp, &mut self.written);
+        if resp.snapshot {
+            let continues = self
+                .paging
+                .as_ref()
+                .is_some_and(|p| p.stream == resp.stream && p.version == resp.version);
+            if !continues {
+                // A new snapshot (or the control plane started over): its own pages only.
+                self.kept.clear();
+            }
+        }
+        let writes = plan_page_writes(resp, &mut self.written, &mut self.kept);
         let mut failed = 0usize;
         for (key, value) in &writes {
             if !host.set_shared_data(key, value) {
@@ -275,6 +329,17 @@ impl SyncService {
             version: resp.version,
             synced_at_ms: now,
         };
+        if let (true, Some(after)) = (resp.snapshot, &resp.next) {
+            // More pages to come: the edge has this version only after the last one.
+            self.paging = Some(Paging {
+                stream: resp.stream.clone(),
+                version: resp.version,
+                after: after.clone(),
+            });
+            self.failures = 0;
+            return true;
+        }
+        self.paging = None;
         if !host.set_shared_data(STATUS_KEY, &status.encode()) {
             self.fail(host, "shared-data write of the sync status failed");
             return false;

@@ -25,7 +25,7 @@ fn sync_service() -> SyncService {
 fn answer(host: &FakeHost, sync: &mut SyncService, resp: &SyncResponse) {
     host.answer_with(Some(200), serde_json::to_string(resp).unwrap().as_bytes());
     let token = host.next_token.get();
-    sync.on_response(host, token, 1);
+    sync.on_response(host, token, 1, 1);
 }
 
 #[test]
@@ -58,6 +58,7 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
                 snapshot: true,
                 changes,
                 max_session_lifetime_s: 86_400,
+                next: None,
             },
         );
         let auth = format!("Bearer {}", case.token);
@@ -138,6 +139,7 @@ fn synced_host() -> (FakeHost, SyncService) {
             snapshot: true,
             changes: vec![],
             max_session_lifetime_s: 86_400,
+            next: None,
         },
     );
     (host, sync)
@@ -192,6 +194,7 @@ fn logout_in_a_delta_denies_and_counts() {
                 epoch_ms: Some(NOW - 500),
             }],
             max_session_lifetime_s: 86_400,
+            next: None,
         },
     );
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
@@ -274,6 +277,7 @@ fn snapshot_clears_keys_the_edge_no_longer_holds() {
             snapshot: false,
             changes: vec![user("42"), user("43")],
             max_session_lifetime_s: 1,
+            next: None,
         },
     );
     // A new stream: the control plane's store was replaced.
@@ -286,6 +290,7 @@ fn snapshot_clears_keys_the_edge_no_longer_holds() {
             snapshot: true,
             changes: vec![user("43")],
             max_session_lifetime_s: 1,
+            next: None,
         },
     );
     assert_eq!(
@@ -312,6 +317,7 @@ fn delta_of_another_stream_asks_for_a_snapshot() {
             snapshot: false,
             changes: vec![],
             max_session_lifetime_s: 1,
+            next: None,
         },
     );
     assert!(
@@ -327,7 +333,7 @@ fn failures_back_off_and_keep_the_last_state() {
     let (host, mut sync) = synced_host();
     let calls = host.calls.borrow().len();
     host.answer_with(None, b"");
-    sync.on_response(&host, host.next_token.get(), 0);
+    sync.on_response(&host, host.next_token.get(), 0, 0);
     assert_eq!(host.metric_value(Metric::SyncFailed), 1);
     // No retry before the backoff (>= retry_min/2 = 50 ms).
     sync.on_tick(&host);
@@ -336,17 +342,17 @@ fn failures_back_off_and_keep_the_last_state() {
     sync.on_tick(&host);
     assert_eq!(host.calls.borrow().len(), calls + 1);
     host.answer_with(Some(500), b"{\"error\":\"internal\"}");
-    sync.on_response(&host, host.next_token.get(), 1);
+    sync.on_response(&host, host.next_token.get(), 1, 1);
     host.answer_with(Some(200), b"not json");
     host.advance(1_000);
     sync.on_tick(&host);
-    sync.on_response(&host, host.next_token.get(), 1);
+    sync.on_response(&host, host.next_token.get(), 1, 1);
     assert_eq!(host.metric_value(Metric::SyncFailed), 3);
     // The last good status is still there.
     assert!(host.shared_data_value(STATUS_KEY).is_some());
     assert_eq!(sync.version(), 1);
     // A stale answer to an unknown call is ignored.
-    sync.on_response(&host, 999, 1);
+    sync.on_response(&host, 999, 1, 1);
     assert_eq!(host.metric_value(Metric::SyncFailed), 3);
 }
 
@@ -410,6 +416,7 @@ fn scheduled_logout_notice_goes_to_the_response() {
                 epoch_ms: Some(NOW + 60_000),
             }],
             max_session_lifetime_s: 86_400,
+            next: None,
         },
     );
     let auth = format!("Bearer {}", good_token());
@@ -510,7 +517,7 @@ fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate(
     assert_eq!(calls[1].0, "idp");
     let jwks_token = host.next_token.get();
     host.answer_with(Some(200), br#"{"keys": [{"kty": "oct", "kid": "a", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}"#);
-    sync.on_response(&host, jwks_token, 1);
+    sync.on_response(&host, jwks_token, 1, 1);
     assert!(host.shared_data_value(crate::shared_keys::JWKS).is_some());
     assert_eq!(host.metric_value(Metric::JwksOk), 1);
     // A refresh request within min_refresh_s waits; after it, one fetch.
@@ -526,7 +533,7 @@ fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate(
     assert_eq!(host.calls.borrow().len(), 3);
     // A bad answer keeps the previous keys.
     host.answer_with(Some(200), b"<html>");
-    sync.on_response(&host, host.next_token.get(), 1);
+    sync.on_response(&host, host.next_token.get(), 1, 1);
     assert_eq!(host.metric_value(Metric::JwksFailed), 1);
     assert!(
         String::from_utf8(host.shared_data_value(crate::shared_keys::JWKS).unwrap())
@@ -584,6 +591,7 @@ fn open_streams_end_when_their_session_is_revoked() {
                 epoch_ms: Some(NOW),
             }],
             max_session_lifetime_s: 86_400,
+            next: None,
         },
     );
     // A data frame on stream 10 ends it at once; the tick finds the idle stream 12.
@@ -626,9 +634,98 @@ fn the_token_cache_skips_reverification_but_never_the_revocation_check() {
                 epoch_ms: Some(NOW),
             }],
             max_session_lifetime_s: 86_400,
+            next: None,
         },
     );
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
     assert_eq!(shared.on_request_headers(&host, 5).0, Verdict::Stop);
     assert_eq!(shared.cache_stats().0, 3, "a hit, and still denied");
+}
+
+#[test]
+fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
+    let (host, mut sync) = synced_host();
+    let user = |u: &str| Change {
+        target: epochgate_core::state::Target::User {
+            tenant: "acme".into(),
+            user: u.into(),
+        },
+        epoch_ms: Some(NOW),
+    };
+    // v2 holds user 41; the control plane then answers a fresh snapshot (v9) in pages.
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![user("41")],
+            max_session_lifetime_s: 1,
+            next: None,
+        },
+    );
+    let mut page1 = SyncResponse {
+        stream: "s2".into(),
+        version: 9,
+        snapshot: true,
+        changes: vec![user("42")],
+        max_session_lifetime_s: 1,
+        next: None,
+    };
+    page1.next = Some(keys::user("acme", "42"));
+    answer(&host, &mut sync, &page1);
+    // Not synced to v9 yet: the status still says v2, user 41 is still held.
+    assert!(
+        String::from_utf8(host.shared_data_value(STATUS_KEY).unwrap())
+            .unwrap()
+            .starts_with("2 ")
+    );
+    assert_eq!(
+        host.shared_data_value(&keys::user("acme", "41")),
+        Some(NOW.to_string().into_bytes())
+    );
+    let path = host.last_path();
+    assert!(
+        path.starts_with("/v1/sync?since=0&wait=0&stream=s2&"),
+        "{path}"
+    );
+    assert!(
+        path.contains("&limit=10000&snapshot=9&after=u%2Facme%2F42"),
+        "{path}"
+    );
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s2".into(),
+            version: 9,
+            snapshot: true,
+            changes: vec![user("43")],
+            max_session_lifetime_s: 1,
+            next: None,
+        },
+    );
+    assert!(
+        String::from_utf8(host.shared_data_value(STATUS_KEY).unwrap())
+            .unwrap()
+            .starts_with("9 ")
+    );
+    assert_eq!(
+        host.shared_data_value(&keys::user("acme", "41")),
+        Some(Vec::new()),
+        "gone from the new snapshot"
+    );
+    assert_eq!(
+        host.shared_data_value(&keys::user("acme", "42")),
+        Some(NOW.to_string().into_bytes()),
+        "from page 1"
+    );
+    assert_eq!(sync.version(), 9);
+    assert!(
+        host.last_path()
+            .starts_with("/v1/sync?since=9&wait=20&stream=s2&"),
+        "{}",
+        host.last_path()
+    );
 }

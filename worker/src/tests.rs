@@ -84,6 +84,7 @@ fn snapshot(version: u64, changes: Vec<Change>) -> Value {
         snapshot: true,
         changes,
         max_session_lifetime_s: 86_400,
+        next: None,
     })
     .unwrap()
 }

@@ -89,7 +89,8 @@ pub fn document() -> Value {
                     "source": {"type": ["string", "null"]}, "request_id": {"type": ["string", "null"]}, "version": {"type": "integer"},
                     "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}}}},
                 "SyncResponse": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "snapshot": {"type": "boolean"},
-                    "changes": {"type": "array", "items": {"type": "object"}}, "max_session_lifetime_s": {"type": "integer"}}},
+                    "changes": {"type": "array", "items": {"type": "object"}}, "max_session_lifetime_s": {"type": "integer"},
+                    "next": {"type": "string", "description": "a snapshot page that is not the last: the cursor of the next"}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "stream": {"type": "string"}, "version": {"type": "integer"}}}
             }
         },
@@ -111,7 +112,10 @@ pub fn document() -> Value {
                 query("until_ms", "integer", "at or before")]),
             "/v1/sync": {"get": {"summary": "The edges' long-poll (edge token only)", "security": [{"bearer": []}],
                 "parameters": [query("since", "integer", "the version the edge applied (its receipt)"), query("wait", "integer", "seconds to hold (at most 60)"),
-                               query("stream", "string", "the stream the edge holds"), {"name": "edge", "in": "query", "required": true, "schema": {"type": "string"}}],
+                               query("stream", "string", "the stream the edge holds"), {"name": "edge", "in": "query", "required": true, "schema": {"type": "string"}},
+                               query("limit", "integer", "answer snapshots (and deltas larger than this) as snapshot pages of at most this many changes (1..100000)"),
+                               query("snapshot", "integer", "resuming a paged snapshot: its version (with `after`)"),
+                               query("after", "string", "resuming a paged snapshot: the `next` cursor of the previous page")],
                 "responses": {"200": {"description": "a delta or a snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SyncResponse"}}}},
                               "401": error_response("no or invalid credential"), "403": error_response("not the edge token")}}},
             "/healthz": read_op("Liveness: the store answers", None, "Health", vec![]),

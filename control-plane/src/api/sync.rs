@@ -20,7 +20,8 @@ use super::ApiError;
 use crate::config::MAX_WAIT_S;
 use crate::now_ms;
 use crate::state::AppState;
-use crate::store::{EdgeReceipt, SyncBatch};
+use crate::store::{EdgeReceipt, PageRequest, SyncBatch};
+use epochgate_core::state::Target;
 
 /// The query of `GET /v1/sync`.
 #[derive(Debug, Deserialize)]
@@ -35,6 +36,49 @@ pub struct SyncQuery {
     pub stream: Option<String>,
     /// The edge's id, for its receipt in `GET /v1/edges`.
     pub edge: Option<String>,
+    /// Snapshots in pages of at most this many changes (see [`PageRequest`]).
+    pub limit: Option<usize>,
+    /// Resuming a paged snapshot: its version …
+    pub snapshot: Option<u64>,
+    /// … and the cursor (`next`) of the page to continue after.
+    pub after: Option<String>,
+}
+
+/// The largest page an edge may ask for.
+pub const MAX_PAGE: usize = 100_000;
+
+fn page_request(q: &SyncQuery) -> Result<Option<PageRequest>, ApiError> {
+    let Some(limit) = q.limit else {
+        if q.snapshot.is_some() || q.after.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`snapshot` and `after` go with `limit`",
+            ));
+        }
+        return Ok(None);
+    };
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let resume = match (q.snapshot, q.after.as_deref()) {
+        (None, None) => None,
+        (Some(v), Some(after)) => {
+            let target = Target::from_key(after).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "`after` is not a cursor this server gave")
+            })?;
+            Some((v, target))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`snapshot` and `after` go together",
+            ))
+        }
+    };
+    Ok(Some(PageRequest { limit, resume }))
 }
 
 /// Why a long-poll stopped waiting.
@@ -51,6 +95,7 @@ pub async fn sync(
     remote: RemoteAddr,
     ApiQuery(q): ApiQuery<SyncQuery>,
 ) -> Result<Json<SyncResponse>, ApiError> {
+    let page = page_request(&q)?;
     let edge = q.edge.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_query",
@@ -79,7 +124,10 @@ pub async fn sync(
     }
 
     // 2. Read.
-    let batch = state.store().sync(q.since, q.stream.clone()).await?;
+    let batch = state
+        .store()
+        .sync_paged(q.since, q.stream.clone(), page.clone())
+        .await?;
     let up_to_date = !batch.snapshot && batch.version == q.since;
     if !up_to_date || wait.is_zero() {
         return Ok(answer(&state, batch));
@@ -102,7 +150,7 @@ pub async fn sync(
     };
     match woken {
         Woken::Changed => {
-            let batch = state.store().sync(q.since, q.stream).await?;
+            let batch = state.store().sync_paged(q.since, q.stream, page).await?;
             Ok(answer(&state, batch))
         }
         // An empty delta at the same version: the edge polls again (or, on shutdown,
@@ -118,5 +166,6 @@ fn answer(state: &AppState, batch: SyncBatch) -> Json<SyncResponse> {
         snapshot: batch.snapshot,
         changes: batch.changes,
         max_session_lifetime_s: state.config().max_session_lifetime_s,
+        next: batch.next,
     })
 }

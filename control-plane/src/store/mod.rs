@@ -137,6 +137,65 @@ pub struct SyncBatch {
     pub version: u64,
     pub snapshot: bool,
     pub changes: Vec<Change>,
+    /// A paged snapshot: the cursor of the next page (see [`PageRequest`]).
+    pub next: Option<String>,
+}
+
+/// An edge that takes snapshots in pages (`?limit=`), and where it resumes one.
+///
+/// A page holds the live entries of snapshot version `V` (rows whose last change is at
+/// or before `V`) after a cursor, in key order. Rows changed after `V` are left out: the
+/// edge's next delta (`since=V`) brings them, removals included. A delta larger than a
+/// page is answered as a paged snapshot instead, so no answer outgrows Envoy's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    /// `(V, the target after which to continue)`.
+    pub resume: Option<(u64, Target)>,
+}
+
+/// The SQL row key to resume a page after (`('', '', '')` sorts before every row).
+pub fn page_after(page: &PageRequest) -> (String, String, String) {
+    match &page.resume {
+        None => (String::new(), String::new(), String::new()),
+        Some((_, target)) => {
+            let (scope, tenant, subject) = row_key(target);
+            (scope.to_string(), tenant.to_string(), subject.to_string())
+        }
+    }
+}
+
+/// What a paged request gets: `Some(V)` = a snapshot page at version `V`.
+pub fn page_plan(
+    since: u64,
+    edge_stream: Option<&str>,
+    status: &StoreStatus,
+    page: &PageRequest,
+    delta_rows: impl FnOnce() -> Result<u64, StoreError>,
+) -> Result<Option<u64>, StoreError> {
+    if let Some((v, _)) = &page.resume {
+        if edge_stream == Some(status.stream.as_str()) && *v <= status.version {
+            return Ok(Some(*v));
+        }
+        // Another history, or a version this store never had: start over.
+        return Ok(Some(status.version));
+    }
+    if needs_snapshot(since, edge_stream, status) || delta_rows()? > page.limit as u64 {
+        return Ok(Some(status.version));
+    }
+    Ok(None)
+}
+
+/// `(scope, tenant, subject)`: the row key of a target (both backends).
+pub fn row_key(target: &Target) -> (&'static str, &str, &str) {
+    match target {
+        Target::Global => ("global", "", ""),
+        Target::Tenant { tenant } => ("tenant", tenant, ""),
+        Target::User { tenant, user } => ("user", tenant, user),
+        Target::Session { tenant, sid } => ("session", tenant, sid),
+        Target::ScheduledGlobal => ("scheduled_global", "", ""),
+        Target::ScheduledTenant { tenant } => ("scheduled_tenant", tenant, ""),
+    }
 }
 
 /// The store's head: which history, how far, and below which version deltas are gone.
@@ -270,6 +329,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         since: u64,
         edge_stream: Option<String>,
+    ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
+        self.sync_paged(since, edge_stream, None)
+    }
+
+    /// [`Store::sync`] for an edge that takes snapshots in pages (see [`PageRequest`]).
+    fn sync_paged(
+        &self,
+        since: u64,
+        edge_stream: Option<String>,
+        page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>>;
 
     fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>>;

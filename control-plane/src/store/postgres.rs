@@ -26,9 +26,9 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Row, Transaction};
 
 use super::{
-    action_name, needs_snapshot, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord,
-    BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord, Entry, Revocation, RevokeRequest, Store,
-    StoreError, StoreStatus, SyncBatch,
+    action_name, needs_snapshot, page_after, page_plan, row_key, target_tenant, AuditEntry,
+    AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord,
+    Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -267,17 +267,6 @@ fn new_stream_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn row_key(target: &Target) -> (&'static str, &str, &str) {
-    match target {
-        Target::Global => ("global", "", ""),
-        Target::Tenant { tenant } => ("tenant", tenant, ""),
-        Target::User { tenant, user } => ("user", tenant, user),
-        Target::Session { tenant, sid } => ("session", tenant, sid),
-        Target::ScheduledGlobal => ("scheduled_global", "", ""),
-        Target::ScheduledTenant { tenant } => ("scheduled_tenant", tenant, ""),
-    }
-}
-
 fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Target, StoreError> {
     Ok(match scope {
         "global" => Target::Global,
@@ -453,6 +442,7 @@ impl PgStore {
         &self,
         since: u64,
         edge_stream: Option<String>,
+        page: Option<PageRequest>,
     ) -> Result<SyncBatch, StoreError> {
         let mut client = self.inner.client().await?;
         let tx = client
@@ -462,7 +452,53 @@ impl PgStore {
             .start()
             .await?;
         let status = read_status(&tx).await?;
-        let snapshot = needs_snapshot(since, edge_stream.as_deref(), &status);
+        let to_changes = |rows: Vec<tokio_postgres::Row>| {
+            rows.iter()
+                .map(|r| {
+                    Ok(Change {
+                        target: target_from_row(r.get(0), r.get(1), r.get(2))?,
+                        epoch_ms: r.get::<_, Option<i64>>(3).map(u),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        };
+        if let Some(page) = &page {
+            let delta_rows = u(tx
+                .query_one(
+                    "SELECT count(*) FROM revocations WHERE version > $1",
+                    &[&i(since)],
+                )
+                .await?
+                .get(0));
+            if let Some(at) = page_plan(since, edge_stream.as_deref(), &status, page, || {
+                Ok(delta_rows)
+            })? {
+                let (scope, tenant, subject) = page_after(page);
+                let rows = tx
+                    .query(
+                        "SELECT scope, tenant, subject, epoch_ms FROM revocations
+                         WHERE epoch_ms IS NOT NULL AND version <= $1
+                           AND (scope, tenant, subject) > ($2, $3, $4)
+                         ORDER BY scope, tenant, subject LIMIT $5",
+                        &[&i(at), &scope, &tenant, &subject, &i(page.limit as u64 + 1)],
+                    )
+                    .await?;
+                tx.commit().await?;
+                let mut changes = to_changes(rows)?;
+                let next = (changes.len() > page.limit).then(|| {
+                    changes.truncate(page.limit);
+                    changes.last().map(|c| c.target.key()).unwrap_or_default()
+                });
+                return Ok(SyncBatch {
+                    stream: status.stream,
+                    version: at,
+                    snapshot: true,
+                    changes,
+                    next,
+                });
+            }
+        }
+        let snapshot = page.is_none() && needs_snapshot(since, edge_stream.as_deref(), &status);
         let rows = if snapshot {
             tx.query(
                 "SELECT scope, tenant, subject, epoch_ms FROM revocations
@@ -479,20 +515,12 @@ impl PgStore {
             .await?
         };
         tx.commit().await?;
-        let changes = rows
-            .iter()
-            .map(|r| {
-                Ok(Change {
-                    target: target_from_row(r.get(0), r.get(1), r.get(2))?,
-                    epoch_ms: r.get::<_, Option<i64>>(3).map(u),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(SyncBatch {
             stream: status.stream,
             version: status.version,
             snapshot,
-            changes,
+            changes: to_changes(rows)?,
+            next: None,
         })
     }
 
@@ -583,12 +611,13 @@ impl Store for PgStore {
         Box::pin(self.revoke_tx(request))
     }
 
-    fn sync(
+    fn sync_paged(
         &self,
         since: u64,
         edge_stream: Option<String>,
+        page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
-        Box::pin(self.sync_tx(since, edge_stream))
+        Box::pin(self.sync_tx(since, edge_stream, page))
     }
 
     fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>> {

@@ -25,9 +25,9 @@ use tokio::sync::watch;
 use crate::audit;
 
 use super::{
-    action_name, needs_snapshot, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord,
-    BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord, Entry, Revocation, RevokeRequest, Store,
-    StoreError, StoreStatus, SyncBatch,
+    action_name, needs_snapshot, page_after, page_plan, row_key, target_tenant, AuditEntry,
+    AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord,
+    Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
 };
 
 /// How long a connection waits for another writer's lock before giving up.
@@ -238,18 +238,6 @@ fn new_stream_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `(scope, tenant, subject)`: the row key of a target.
-fn row_key(target: &Target) -> (&'static str, &str, &str) {
-    match target {
-        Target::Global => ("global", "", ""),
-        Target::Tenant { tenant } => ("tenant", tenant, ""),
-        Target::User { tenant, user } => ("user", tenant, user),
-        Target::Session { tenant, sid } => ("session", tenant, sid),
-        Target::ScheduledGlobal => ("scheduled_global", "", ""),
-        Target::ScheduledTenant { tenant } => ("scheduled_tenant", tenant, ""),
-    }
-}
-
 fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Target, StoreError> {
     Ok(match scope {
         "global" => Target::Global,
@@ -431,11 +419,58 @@ fn sync_tx(
     conn: &mut Connection,
     since: u64,
     edge_stream: Option<&str>,
+    page: Option<&PageRequest>,
 ) -> Result<SyncBatch, StoreError> {
     // One read transaction: the head and the rows come from the same WAL snapshot.
     let tx = conn.transaction()?;
     let status = read_status(&tx)?;
-    let snapshot = needs_snapshot(since, edge_stream, &status);
+    let to_change = |(scope, tenant, subject, epoch_ms): (String, String, String, Option<u64>)| {
+        Ok(Change {
+            target: target_from_row(&scope, tenant, subject)?,
+            epoch_ms,
+        })
+    };
+    if let Some(page) = page {
+        let plan = page_plan(since, edge_stream, &status, page, || {
+            Ok(tx.query_row(
+                "SELECT count(*) FROM revocations WHERE version > ?1",
+                params![since],
+                |r| r.get(0),
+            )?)
+        })?;
+        if let Some(at) = plan {
+            let (scope, tenant, subject) = page_after(page);
+            let mut stmt = tx.prepare(
+                "SELECT scope, tenant, subject, epoch_ms FROM revocations
+                 WHERE epoch_ms IS NOT NULL AND version <= ?1
+                   AND (scope, tenant, subject) > (?2, ?3, ?4)
+                 ORDER BY scope, tenant, subject LIMIT ?5",
+            )?;
+            let mut changes = stmt
+                .query_map(
+                    params![at, scope, tenant, subject, page.limit as u64 + 1],
+                    change_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(to_change)
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            drop(stmt);
+            let next = (changes.len() > page.limit).then(|| {
+                changes.truncate(page.limit);
+                changes.last().map(|c| c.target.key()).unwrap_or_default()
+            });
+            tx.finish()?;
+            return Ok(SyncBatch {
+                stream: status.stream,
+                version: at,
+                snapshot: true,
+                changes,
+                next,
+            });
+        }
+    }
+    let snapshot = page.is_none() && needs_snapshot(since, edge_stream, &status);
     let changes = {
         let (sql, arg) = if snapshot {
             (
@@ -460,12 +495,7 @@ fn sync_tx(
                 .collect::<Result<Vec<_>, _>>()?,
         };
         rows.into_iter()
-            .map(|(scope, tenant, subject, epoch_ms)| {
-                Ok(Change {
-                    target: target_from_row(&scope, tenant, subject)?,
-                    epoch_ms,
-                })
-            })
+            .map(to_change)
             .collect::<Result<Vec<_>, StoreError>>()?
     };
     tx.finish()?;
@@ -474,6 +504,7 @@ fn sync_tx(
         version: status.version,
         snapshot,
         changes,
+        next: None,
     })
 }
 
@@ -556,12 +587,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sync(
+    fn sync_paged(
         &self,
         since: u64,
         edge_stream: Option<String>,
+        page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
-        self.blocking(move |inner| sync_tx(&mut *inner.read_conn()?, since, edge_stream.as_deref()))
+        self.blocking(move |inner| {
+            sync_tx(
+                &mut *inner.read_conn()?,
+                since,
+                edge_stream.as_deref(),
+                page.as_ref(),
+            )
+        })
     }
 
     fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>> {

@@ -13,7 +13,9 @@
 //!   change, over 20 changes.
 //! - Memory: Envoy's RSS with N user epochs in shared data, and the `.wasm` size.
 //!
-//! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000).
+//! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
+//! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_SECTIONS`
+//! (`throughput,propagation,memory`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,8 +28,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use epochgate_tests::{
-    envoy_bin, free_port, http, now_s, repo_root, spawn, wait_for, wasm_path, ControlPlane, Proc,
-    EDGE_TOKEN,
+    envoy_bin, free_port, http, now_ms, now_s, repo_root, spawn, wait_for, wasm_path, ControlPlane,
+    Proc, EDGE_TOKEN,
 };
 use jwt_simple::prelude::*;
 use serde_json::json;
@@ -285,7 +287,6 @@ static_resources:
 struct Envoy {
     proc: Proc,
     port: u16,
-    admin: u16,
 }
 
 fn start_envoy(dir: &Path, yaml: &str, port: u16, admin: u16, synced: bool) -> Envoy {
@@ -328,7 +329,7 @@ fn start_envoy(dir: &Path, yaml: &str, port: u16, admin: u16, synced: bool) -> E
                 .filter(|_| !r.text().contains("sync_ok: 0"))
         });
     }
-    Envoy { proc, port, admin }
+    Envoy { proc, port }
 }
 
 struct WrkResult {
@@ -446,259 +447,181 @@ fn main() {
         Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     );
 
-    let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("bench.db"));
+    let mut cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("bench.db"));
     // Some revocations of other users, so lookups are realistic (mostly absent keys).
     for i in 0..100 {
         logout(&cp, "bench", &format!("gone-{i}"));
     }
 
-    // --- throughput -------------------------------------------------------------------
-    let _ = writeln!(report, "## Throughput\n");
-    let _ = writeln!(
-        report,
-        "| alg | tokens | configuration | req/s | p50 ms | p99 ms | × jwt_authn | × no filter |"
-    );
-    let _ = writeln!(report, "|---|---|---|---:|---:|---:|---:|---:|");
-    for alg in [Alg::Hs256, Alg::Rs256, Alg::Es256] {
-        for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)] {
-            let tokens = tokens(alg, n);
-            let mut results = Vec::new();
-            for setup in Setup::ALL {
-                let (port, admin) = (free_port(), free_port());
-                let yaml = envoy_yaml(setup, alg, port, admin, cp.port);
-                let synced = matches!(setup, Setup::Epochgate | Setup::Chained);
-                let envoy = start_envoy(dir.path(), &yaml, port, admin, synced);
-                // Warm the caches with the pool once (a short run), then measure.
-                let _ = wrk(envoy.port, &tokens, 1);
-                let r = wrk(envoy.port, &tokens, duration);
-                if r.non_2xx > 0 {
-                    eprintln!(
-                        "warning: {} {} {}: {} non-2xx responses",
-                        alg.name(),
-                        pool,
-                        setup.name(),
-                        r.non_2xx
-                    );
-                }
-                drop(envoy);
-                eprintln!("{} {pool} {}: {:.0} req/s", alg.name(), setup.name(), r.rps);
-                results.push((setup, r));
-            }
-            let of = |s: Setup| {
-                results
-                    .iter()
-                    .find(|(x, _)| *x == s)
-                    .map_or(1.0, |(_, r)| r.rps.max(1.0))
-            };
-            let (base_jwt, base_none) = (of(Setup::JwtAuthn), of(Setup::NoFilter));
-            for (setup, r) in &results {
-                let _ = writeln!(
-                    report,
-                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                    alg.name(),
-                    if n == 1000 {
-                        pool.to_string()
-                    } else {
-                        format!("cold {}k", n / 1000)
-                    },
-                    setup.name(),
-                    r.rps,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.rps / base_jwt,
-                    r.rps / base_none
-                );
-            }
-        }
-    }
+    let sections =
+        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "throughput,propagation,memory".into());
+    let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
-    // --- propagation to one Envoy ----------------------------------------------------
-    let (port, admin) = (free_port(), free_port());
-    let envoy = start_envoy(
-        dir.path(),
-        &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
-        port,
-        admin,
-        true,
-    );
-    let mut samples = Vec::new();
-    for i in 0..50 {
-        let user = format!("prop-{i}");
-        let claims = {
-            let mut c = Claims::with_custom_claims(
-                json!({"tid": "bench"}),
-                jwt_simple::prelude::Duration::from_hours(1),
-            )
-            .with_subject(&user)
-            .with_issuer("https://idp.bench.test")
-            .with_audience("portal");
-            c.issued_at = Some(UnixTimeStamp::from_secs(now_s() as u64 - 60));
-            c
-        };
-        let token = HS256Key::from_bytes(HS_SECRET.as_bytes())
-            .with_key_id("b")
-            .authenticate(claims)
-            .unwrap();
-        let auth = format!("Bearer {token}");
-        assert_eq!(
-            http::request(
-                "127.0.0.1",
-                envoy.port,
-                "GET",
-                "/",
-                &[("authorization", auth.as_bytes())],
-                b""
-            )
-            .unwrap()
-            .status,
-            200
-        );
-        logout(&cp, "bench", &user);
-        let t0 = Instant::now();
-        loop {
-            let r = http::request(
-                "127.0.0.1",
-                envoy.port,
-                "GET",
-                "/",
-                &[("authorization", auth.as_bytes())],
-                b"",
-            )
-            .unwrap();
-            if r.status == 401 {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "logout never reached Envoy"
-            );
-        }
-        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
-    }
-    samples.sort_by(f64::total_cmp);
-    let _ = writeln!(report, "\n## Propagation\n");
-    let _ = writeln!(report, "| what | samples | p50 ms | p99 ms | max ms |");
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|");
-    let _ = writeln!(
-        report,
-        "| admin 200 → first deny at one Envoy | {} | {:.1} | {:.1} | {:.1} |",
-        samples.len(),
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99),
-        samples.last().copied().unwrap_or(0.0)
-    );
-    let memory_envoy = envoy;
-
-    // --- fan-out to 1,000 long-polling edges ----------------------------------------
-    let edges = env_num("BENCH_EDGES", 1000) as usize;
-    let changes = 20;
-    let (all, per_edge) = fan_out(&cp, edges, changes);
-    let _ = writeln!(
-        report,
-        "| admin 200 → all {edges} simulated edges have the change | {changes} | {:.1} | {:.1} | {:.1} |",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        all.last().copied().unwrap_or(0.0)
-    );
-    let _ = writeln!(
-        report,
-        "| admin 200 → one simulated edge has it | {} | {:.1} | {:.1} | {:.1} |",
-        per_edge.len(),
-        percentile(&per_edge, 0.5),
-        percentile(&per_edge, 0.99),
-        per_edge.last().copied().unwrap_or(0.0)
-    );
-
-    // --- memory ------------------------------------------------------------------------
-    let _ = writeln!(report, "\n## Memory\n");
-    let wasm_size = std::fs::metadata(wasm_path()).map_or(0, |m| m.len());
-    let _ = writeln!(report, "Filter `.wasm`: {wasm_size} bytes.\n");
-    let _ = writeln!(
-        report,
-        "| user epochs in shared data | Envoy RSS MiB | bytes per entry (vs 0) |"
-    );
-    let _ = writeln!(report, "|---:|---:|---:|");
-    let pid = memory_envoy.proc.pid();
-    let mut added = 0usize;
-    let base = rss_kb(pid);
-    let _ = writeln!(
-        report,
-        "| 0 (+150 from the runs above) | {:.1} | |",
-        base as f64 / 1024.0
-    );
-    let max_entries = env_num("BENCH_MEMORY_ENTRIES", 100_000) as usize;
-    for target in [10_000usize, max_entries]
-        .into_iter()
-        .filter(|t| *t <= max_entries)
-    {
-        // Logouts from 4 threads: each one is committed (and fsynced) on its own.
-        let version = std::thread::scope(|sc| {
-            let chunks: Vec<_> = (0..4)
-                .map(|t| {
-                    let cp = &cp;
-                    sc.spawn(move || {
-                        let mut v = 0;
-                        for i in (added + t..target).step_by(4) {
-                            v = v.max(logout(cp, "mem", &format!("user-{i:07}")));
-                        }
-                        v
-                    })
-                })
-                .collect();
-            chunks
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .max()
-                .unwrap_or(0)
-        });
-        added = target;
-        wait_for(
-            "Envoy to apply the epochs",
-            Duration::from_secs(120),
-            || {
-                let r = http::request(
-                    "127.0.0.1",
-                    memory_envoy.admin,
-                    "GET",
-                    "/stats?filter=epochgate.state_version",
-                    &[],
-                    b"",
-                )
-                .ok()?;
-                let v: u64 = r
-                    .text()
-                    .lines()
-                    .find_map(|l| l.split(": ").nth(1)?.trim().parse().ok())?;
-                (v >= version).then_some(())
-            },
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        let rss = rss_kb(pid);
+    if section("throughput") {
+        // --- throughput -------------------------------------------------------------------
+        let _ = writeln!(report, "## Throughput\n");
         let _ = writeln!(
             report,
-            "| {target} | {:.1} | {:.0} |",
-            rss as f64 / 1024.0,
-            (rss.saturating_sub(base) * 1024) as f64 / target as f64
+            "| alg | tokens | configuration | req/s | p50 ms | p99 ms | × jwt_authn | × no filter |"
         );
+        let _ = writeln!(report, "|---|---|---|---:|---:|---:|---:|---:|");
+        for alg in [Alg::Hs256, Alg::Rs256, Alg::Es256] {
+            for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)] {
+                let tokens = tokens(alg, n);
+                let mut results = Vec::new();
+                for setup in Setup::ALL {
+                    let (port, admin) = (free_port(), free_port());
+                    let yaml = envoy_yaml(setup, alg, port, admin, cp.port);
+                    let synced = matches!(setup, Setup::Epochgate | Setup::Chained);
+                    let envoy = start_envoy(dir.path(), &yaml, port, admin, synced);
+                    // Warm the caches with the pool once (a short run), then measure.
+                    let _ = wrk(envoy.port, &tokens, 1);
+                    let r = wrk(envoy.port, &tokens, duration);
+                    if r.non_2xx > 0 {
+                        eprintln!(
+                            "warning: {} {} {}: {} non-2xx responses",
+                            alg.name(),
+                            pool,
+                            setup.name(),
+                            r.non_2xx
+                        );
+                    }
+                    drop(envoy);
+                    eprintln!("{} {pool} {}: {:.0} req/s", alg.name(), setup.name(), r.rps);
+                    results.push((setup, r));
+                }
+                let of = |s: Setup| {
+                    results
+                        .iter()
+                        .find(|(x, _)| *x == s)
+                        .map_or(1.0, |(_, r)| r.rps.max(1.0))
+                };
+                let (base_jwt, base_none) = (of(Setup::JwtAuthn), of(Setup::NoFilter));
+                for (setup, r) in &results {
+                    let _ = writeln!(
+                        report,
+                        "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                        alg.name(),
+                        if n == 1000 {
+                            pool.to_string()
+                        } else {
+                            format!("cold {}k", n / 1000)
+                        },
+                        setup.name(),
+                        r.rps,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.rps / base_jwt,
+                        r.rps / base_none
+                    );
+                }
+            }
+        }
     }
-    // A new edge joining now gets all of it in one snapshot.
-    let (port, admin) = (free_port(), free_port());
-    let start = Instant::now();
-    let fresh = start_envoy(
-        dir.path(),
-        &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
-        port,
-        admin,
-        true,
-    );
-    let _ = writeln!(
-        report,
-        "\nA new Envoy joining with {added} user epochs: first sync (snapshot) applied {:.1} s after start, RSS {:.1} MiB.",
-        start.elapsed().as_secs_f64(),
-        rss_kb(fresh.proc.pid()) as f64 / 1024.0
-    );
-    drop(fresh);
-    drop(memory_envoy);
+
+    if section("propagation") {
+        // --- propagation to one Envoy ----------------------------------------------------
+        let (port, admin) = (free_port(), free_port());
+        let envoy = start_envoy(
+            dir.path(),
+            &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
+            port,
+            admin,
+            true,
+        );
+        let mut samples = Vec::new();
+        for i in 0..50 {
+            let user = format!("prop-{i}");
+            let claims = {
+                let mut c = Claims::with_custom_claims(
+                    json!({"tid": "bench"}),
+                    jwt_simple::prelude::Duration::from_hours(1),
+                )
+                .with_subject(&user)
+                .with_issuer("https://idp.bench.test")
+                .with_audience("portal");
+                c.issued_at = Some(UnixTimeStamp::from_secs(now_s() as u64 - 60));
+                c
+            };
+            let token = HS256Key::from_bytes(HS_SECRET.as_bytes())
+                .with_key_id("b")
+                .authenticate(claims)
+                .unwrap();
+            let auth = format!("Bearer {token}");
+            assert_eq!(
+                http::request(
+                    "127.0.0.1",
+                    envoy.port,
+                    "GET",
+                    "/",
+                    &[("authorization", auth.as_bytes())],
+                    b""
+                )
+                .unwrap()
+                .status,
+                200
+            );
+            logout(&cp, "bench", &user);
+            let t0 = Instant::now();
+            loop {
+                let r = http::request(
+                    "127.0.0.1",
+                    envoy.port,
+                    "GET",
+                    "/",
+                    &[("authorization", auth.as_bytes())],
+                    b"",
+                )
+                .unwrap();
+                if r.status == 401 {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "logout never reached Envoy"
+                );
+            }
+            samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        samples.sort_by(f64::total_cmp);
+        let _ = writeln!(report, "\n## Propagation\n");
+        let _ = writeln!(report, "| what | samples | p50 ms | p99 ms | max ms |");
+        let _ = writeln!(report, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(
+            report,
+            "| admin 200 → first deny at one Envoy | {} | {:.1} | {:.1} | {:.1} |",
+            samples.len(),
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            samples.last().copied().unwrap_or(0.0)
+        );
+
+        // --- fan-out to 1,000 long-polling edges ----------------------------------------
+        let edges = env_num("BENCH_EDGES", 1000) as usize;
+        let changes = 20;
+        let (all, per_edge) = fan_out(&cp, edges, changes);
+        let _ = writeln!(
+            report,
+            "| admin 200 → all {edges} simulated edges have the change | {changes} | {:.1} | {:.1} | {:.1} |",
+            percentile(&all, 0.5),
+            percentile(&all, 0.99),
+            all.last().copied().unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            report,
+            "| admin 200 → one simulated edge has it | {} | {:.1} | {:.1} | {:.1} |",
+            per_edge.len(),
+            percentile(&per_edge, 0.5),
+            percentile(&per_edge, 0.99),
+            per_edge.last().copied().unwrap_or(0.0)
+        );
+        drop(envoy);
+    }
+
+    // --- memory ------------------------------------------------------------------------
+    if section("memory") {
+        memory(&mut report, &mut cp, dir.path());
+    }
 
     println!("{report}");
     let out = repo_root().join("bench/results.md");
@@ -832,4 +755,88 @@ fn poll(stream: &mut BufReader<TcpStream>, since: u64, edge: usize) -> Option<u6
     stream.read_exact(&mut body).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     v["version"].as_u64()
+}
+
+/// Envoy's RSS with N user epochs in shared data: for each N, the control plane's SQLite
+/// file is bulk-loaded to N entries (a bench-only shortcut around a million fsynced API
+/// calls: rows written as one commit, in the store's own schema, while the control plane
+/// is stopped), then a fresh Envoy syncs the snapshot and its RSS is read.
+fn memory(report: &mut String, cp: &mut ControlPlane, dir: &Path) {
+    let _ = writeln!(report, "\n## Memory\n");
+    let wasm_size = std::fs::metadata(wasm_path()).map_or(0, |m| m.len());
+    let _ = writeln!(report, "Filter `.wasm`: {wasm_size} bytes.\n");
+    let _ = writeln!(report, "| user epochs in shared data | first sync (snapshot) s | Envoy RSS MiB | bytes per entry (vs 0) |");
+    let _ = writeln!(report, "|---:|---:|---:|---:|");
+    let max = env_num("BENCH_MEMORY_ENTRIES", 1_000_000) as usize;
+    let mut loaded = 0usize;
+    let mut base_kb = 0u64;
+    for n in [0usize, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+    {
+        cp.proc.kill();
+        bulk_load(&cp.db, loaded, n);
+        loaded = n;
+        cp.restart();
+        let (port, admin) = (free_port(), free_port());
+        let start = Instant::now();
+        let envoy = start_envoy(
+            dir,
+            &envoy_yaml(Setup::Epochgate, Alg::Hs256, port, admin, cp.port),
+            port,
+            admin,
+            true,
+        );
+        let synced = start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(1000));
+        let rss = rss_kb(envoy.proc.pid());
+        if n == 0 {
+            base_kb = rss;
+        }
+        let per_entry = if n == 0 {
+            String::new()
+        } else {
+            format!(
+                "{:.0}",
+                (rss.saturating_sub(base_kb) * 1024) as f64 / n as f64
+            )
+        };
+        let _ = writeln!(
+            report,
+            "| {n} | {synced:.1} | {:.1} | {per_entry} |",
+            rss as f64 / 1024.0
+        );
+        eprintln!(
+            "memory: {n} entries, RSS {:.1} MiB, synced in {synced:.1} s",
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+/// Adds user epochs `from..to` of tenant `mem` to the control plane's SQLite file.
+fn bulk_load(db: &str, from: usize, to: usize) {
+    if to <= from {
+        return;
+    }
+    let mut conn = rusqlite::Connection::open(db).unwrap();
+    let tx = conn.transaction().unwrap();
+    let version: i64 = tx
+        .query_row(
+            "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let now = now_ms() as i64;
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms) VALUES ('user', 'mem', ?1, ?2, ?3, ?2)")
+            .unwrap();
+        for i in from..to {
+            insert
+                .execute(rusqlite::params![format!("user-{i:07}"), now, version])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
 }
