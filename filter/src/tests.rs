@@ -729,3 +729,22 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
         host.last_path()
     );
 }
+
+/// `cargo test --release -p epochgate-filter -- --ignored --nocapture per_request_cost`:
+/// the glue's own cost per allowed request, natively, with the fake host.
+#[test]
+#[ignore]
+fn per_request_cost() {
+    let (host, _) = synced_host();
+    let shared = FilterShared::new(engine());
+    let auth = format!("Bearer {}", good_token());
+    let headers: Vec<(&str, &[u8])> = vec![(":path", b"/"), (":method", b"GET"), (":authority", b"127.0.0.1:10000"), ("authorization", auth.as_bytes()), ("user-agent", b"wrk"), ("accept", b"*/*")];
+    let n = 200_000;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        host.with_headers(&headers);
+        assert_eq!(shared.on_request_headers(&host, i).0, Verdict::Continue);
+    }
+    let per = start.elapsed().as_nanos() / u128::from(n);
+    println!("{per} ns per allowed request (fake host, native)");
+}
