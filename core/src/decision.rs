@@ -630,8 +630,24 @@ impl<V: SignatureVerifier> Engine<V> {
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-28T21:00:00Z`), whole
-/// seconds (civil-from-days, H. Hinnant's algorithm: no date library in the wasm).
+/// seconds.
 pub fn rfc3339(ms: u64) -> String {
+    let (y, mo, d, h, mi, se) = civil(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}Z")
+}
+
+/// Like [`rfc3339`], with milliseconds (`2026-11-28T21:00:00.123Z`).
+pub fn rfc3339_millis(ms: u64) -> String {
+    let (y, mo, d, h, mi, se) = civil(ms);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}.{:03}Z",
+        ms % 1000
+    )
+}
+
+/// `(year, month, day, hour, minute, second)` in UTC: civil-from-days (H. Hinnant's
+/// algorithm; no date library in the wasm).
+fn civil(ms: u64) -> (i64, i64, i64, u64, u64, u64) {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
     let rem = secs % 86_400;
@@ -644,12 +660,7 @@ pub fn rfc3339(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Parses an RFC 3339 date-time (`2026-11-29T02:00:00Z`, `…T03:00:00.5+01:00`) into

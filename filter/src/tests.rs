@@ -738,7 +738,14 @@ fn per_request_cost() {
     let (host, _) = synced_host();
     let shared = FilterShared::new(engine());
     let auth = format!("Bearer {}", good_token());
-    let headers: Vec<(&str, &[u8])> = vec![(":path", b"/"), (":method", b"GET"), (":authority", b"127.0.0.1:10000"), ("authorization", auth.as_bytes()), ("user-agent", b"wrk"), ("accept", b"*/*")];
+    let headers: Vec<(&str, &[u8])> = vec![
+        (":path", b"/"),
+        (":method", b"GET"),
+        (":authority", b"127.0.0.1:10000"),
+        ("authorization", auth.as_bytes()),
+        ("user-agent", b"wrk"),
+        ("accept", b"*/*"),
+    ];
     let n = 200_000;
     let start = std::time::Instant::now();
     for i in 0..n {
