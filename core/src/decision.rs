@@ -256,6 +256,9 @@ impl<V: SignatureVerifier> Engine<V> {
 
     /// The rule for a path: the longest matching route prefix; none for an ambiguous path.
     pub fn route_for(&self, path: &str) -> Option<&Route> {
+        if self.config.routes.is_empty() {
+            return None;
+        }
         let path = path.split('?').next().unwrap_or_default();
         if is_ambiguous_path(path) {
             return None;
@@ -300,14 +303,13 @@ impl<V: SignatureVerifier> Engine<V> {
             };
         }
         let require_token = route.map_or(self.config.require_token, |r| r.require_token);
-        let kind = self.response_kind(req, route);
 
         let identity = match &self.config.verification {
             Verification::Verify => {
                 let token = match extract(&self.config.sources, req.headers) {
                     Ok(Some(token)) => token,
                     Ok(None) if require_token => {
-                        return self.deny(kind, DenyReason::MissingToken, "no token in the request".into())
+                        return self.deny(req, route, DenyReason::MissingToken, "no token in the request".into())
                     }
                     Ok(None) => {
                         return Decision::Allow {
@@ -318,10 +320,10 @@ impl<V: SignatureVerifier> Engine<V> {
                         }
                     }
                     Err(e @ ExtractError::Ambiguous(_)) => {
-                        return self.deny(kind, DenyReason::AmbiguousToken, e.to_string())
+                        return self.deny(req, route, DenyReason::AmbiguousToken, e.to_string())
                     }
                     Err(e @ ExtractError::Malformed(_)) => {
-                        return self.deny(kind, DenyReason::InvalidToken, e.to_string())
+                        return self.deny(req, route, DenyReason::InvalidToken, e.to_string())
                     }
                 };
                 let cached = inputs.cache.and_then(|c| c.get(token, inputs.now_ms));
@@ -336,19 +338,20 @@ impl<V: SignatureVerifier> Engine<V> {
                 match verified {
                     Ok(identity) => identity,
                     Err(e @ TokenError::UnknownKid(_)) if self.config.remote_jwks => {
-                        return self.deny(kind, DenyReason::UnknownKey, e.to_string())
+                        return self.deny(req, route, DenyReason::UnknownKey, e.to_string())
                     }
-                    Err(e) => return self.deny(kind, DenyReason::from(&e), e.to_string()),
+                    Err(e) => return self.deny(req, route, DenyReason::from(&e), e.to_string()),
                 }
             }
             Verification::JwtAuthnMetadata { .. } => match inputs.verified_claims {
                 Some(claims) => match validate(claims, &self.config, inputs.now_ms) {
                     Ok(identity) => identity,
-                    Err(e) => return self.deny(kind, DenyReason::from(&e), e.to_string()),
+                    Err(e) => return self.deny(req, route, DenyReason::from(&e), e.to_string()),
                 },
                 None if require_token => {
                     return self.deny(
-                        kind,
+                        req,
+                        route,
                         DenyReason::MissingToken,
                         "no jwt_authn payload in the dynamic metadata (is jwt_authn before this filter, with payload_in_metadata?)".into(),
                     )
@@ -374,7 +377,8 @@ impl<V: SignatureVerifier> Engine<V> {
                     |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
                 );
                 return self.deny(
-                    kind,
+                    req,
+                    route,
                     DenyReason::StateUnavailable,
                     format!("revocation state is stale: {age}"),
                 );
@@ -394,7 +398,7 @@ impl<V: SignatureVerifier> Engine<V> {
                         identity.session_start,
                         epoch_ms
                     );
-                    return self.deny(kind, DenyReason::SessionRevoked, detail);
+                    return self.deny(req, route, DenyReason::SessionRevoked, detail);
                 }
                 Err(Revoked::Session) => {
                     let detail = format!(
@@ -402,7 +406,7 @@ impl<V: SignatureVerifier> Engine<V> {
                         identity.session.as_deref().unwrap_or_default(),
                         identity.tenant
                     );
-                    return self.deny(kind, DenyReason::SessionRevoked, detail);
+                    return self.deny(req, route, DenyReason::SessionRevoked, detail);
                 }
             }
         }
@@ -527,7 +531,15 @@ impl<V: SignatureVerifier> Engine<V> {
         self.response_kind(req, self.route_for(req.path)) == ResponseKind::Web
     }
 
-    fn deny(&self, kind: ResponseKind, reason: DenyReason, detail: String) -> Decision {
+    /// The response kind (web, API, gRPC) is worked out here, on the deny path only.
+    fn deny(
+        &self,
+        req: RequestInfo<'_>,
+        route: Option<&Route>,
+        reason: DenyReason,
+        detail: String,
+    ) -> Decision {
+        let kind = self.response_kind(req, route);
         Decision::Deny {
             reason,
             detail,

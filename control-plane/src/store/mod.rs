@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use epochgate_core::state::Target;
-use epochgate_core::sync::Change;
+use epochgate_core::sync::{page_cursor, Change};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -162,6 +162,30 @@ pub fn page_after(page: &PageRequest) -> (String, String, String) {
             let (scope, tenant, subject) = row_key(target);
             (scope.to_string(), tenant.to_string(), subject.to_string())
         }
+    }
+}
+
+/// A snapshot page from up to `limit + 1` rows read in key order: the first `limit`,
+/// and the cursor after the last of them when there were more (both backends).
+pub fn snapshot_page(
+    stream: String,
+    version: u64,
+    mut changes: Vec<Change>,
+    limit: usize,
+) -> SyncBatch {
+    let next = (changes.len() > limit).then(|| {
+        changes.truncate(limit);
+        changes
+            .last()
+            .map(|c| page_cursor(&c.target))
+            .unwrap_or_default()
+    });
+    SyncBatch {
+        stream,
+        version,
+        snapshot: true,
+        changes,
+        next,
     }
 }
 

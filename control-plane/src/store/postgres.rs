@@ -26,9 +26,10 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Row, Transaction};
 
 use super::{
-    action_name, needs_snapshot, page_after, page_plan, row_key, target_tenant, AuditEntry,
-    AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord,
-    Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
+    action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
+    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
+    SyncBatch,
 };
 use crate::audit;
 
@@ -463,13 +464,20 @@ impl PgStore {
                 .collect::<Result<Vec<_>, StoreError>>()
         };
         if let Some(page) = &page {
-            let delta_rows = u(tx
-                .query_one(
+            // Counted only when it decides something: a fresh or resumed snapshot does not
+            // depend on it (the closure form `page_plan` takes cannot await).
+            let delta_rows = if page.resume.is_none()
+                && !needs_snapshot(since, edge_stream.as_deref(), &status)
+            {
+                u(tx.query_one(
                     "SELECT count(*) FROM revocations WHERE version > $1",
                     &[&i(since)],
                 )
                 .await?
-                .get(0));
+                .get(0))
+            } else {
+                0
+            };
             if let Some(at) = page_plan(since, edge_stream.as_deref(), &status, page, || {
                 Ok(delta_rows)
             })? {
@@ -484,18 +492,12 @@ impl PgStore {
                     )
                     .await?;
                 tx.commit().await?;
-                let mut changes = to_changes(rows)?;
-                let next = (changes.len() > page.limit).then(|| {
-                    changes.truncate(page.limit);
-                    changes.last().map(|c| c.target.key()).unwrap_or_default()
-                });
-                return Ok(SyncBatch {
-                    stream: status.stream,
-                    version: at,
-                    snapshot: true,
-                    changes,
-                    next,
-                });
+                return Ok(snapshot_page(
+                    status.stream,
+                    at,
+                    to_changes(rows)?,
+                    page.limit,
+                ));
             }
         }
         let snapshot = page.is_none() && needs_snapshot(since, edge_stream.as_deref(), &status);

@@ -25,9 +25,10 @@ use tokio::sync::watch;
 use crate::audit;
 
 use super::{
-    action_name, needs_snapshot, page_after, page_plan, row_key, target_tenant, AuditEntry,
-    AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt, EdgeRecord,
-    Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
+    action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
+    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
+    SyncBatch,
 };
 
 /// How long a connection waits for another writer's lock before giving up.
@@ -446,7 +447,7 @@ fn sync_tx(
                    AND (scope, tenant, subject) > (?2, ?3, ?4)
                  ORDER BY scope, tenant, subject LIMIT ?5",
             )?;
-            let mut changes = stmt
+            let changes = stmt
                 .query_map(
                     params![at, scope, tenant, subject, page.limit as u64 + 1],
                     change_from_row,
@@ -456,18 +457,8 @@ fn sync_tx(
                 .map(to_change)
                 .collect::<Result<Vec<_>, StoreError>>()?;
             drop(stmt);
-            let next = (changes.len() > page.limit).then(|| {
-                changes.truncate(page.limit);
-                changes.last().map(|c| c.target.key()).unwrap_or_default()
-            });
             tx.finish()?;
-            return Ok(SyncBatch {
-                stream: status.stream,
-                version: at,
-                snapshot: true,
-                changes,
-                next,
-            });
+            return Ok(snapshot_page(status.stream, at, changes, page.limit));
         }
     }
     let snapshot = page.is_none() && needs_snapshot(since, edge_stream, &status);
