@@ -36,7 +36,8 @@ pub struct ClientOpts {
     )]
     pub url: String,
 
-    /// The admin bearer token (admin commands).
+    /// The admin bearer token (admin commands). Prefer --token-file or the environment:
+    /// flags show in `ps`.
     #[arg(
         long,
         global = true,
@@ -44,6 +45,10 @@ pub struct ClientOpts {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// A file holding the admin bearer token (one line), instead of --token.
+    #[arg(long, global = true, env = "EPOCHGATE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// Print the server's raw JSON answer instead of a sentence.
     #[arg(long, global = true)]
@@ -180,6 +185,8 @@ pub struct AuditVerifyArgs {
     /// The store (`sqlite://PATH`, a path, or `postgres://…`).
     #[arg(long, env = "EPOCHGATE_DB")]
     pub db: String,
+    #[command(flatten)]
+    pub db_options: crate::config::DbArgs,
     /// An anchor file written by `serve --audit-anchor` (repeat for each replica's).
     #[arg(long = "anchor", env = "EPOCHGATE_AUDIT_ANCHOR")]
     pub anchors: Vec<std::path::PathBuf>,

@@ -53,7 +53,11 @@ impl AdminClient {
         }
         let token = token
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow!("no admin token: pass --token or set EPOCHGATE_ADMIN_TOKEN"))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "no admin token: pass --token-file FILE, --token or set EPOCHGATE_ADMIN_TOKEN"
+                )
+            })?
             .to_string();
         let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
         if let Some(path) = ca_cert {
@@ -574,9 +578,10 @@ async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow:
 }
 
 async fn audit_verify(opts: &ClientOpts, a: AuditVerifyArgs) -> anyhow::Result<()> {
-    let store = crate::store::open(&a.db)
+    let pg = a.db_options.pg_options()?;
+    let store = crate::store::open_with(&a.db, &pg)
         .await
-        .with_context(|| format!("cannot open the store {}", a.db))?;
+        .with_context(|| format!("cannot open the store {}", crate::store::redact_url(&a.db)))?;
     let chain = store
         .audit_chain()
         .await
@@ -703,7 +708,12 @@ fn mint_token(a: MintTokenArgs) -> anyhow::Result<()> {
 
 /// Runs one client command (everything but `serve`).
 pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
-    let client = || AdminClient::with_ca(&opts.url, opts.token.as_deref(), opts.ca_cert.as_deref());
+    let token = crate::config::secret(
+        "the admin token (--token)",
+        opts.token.clone(),
+        opts.token_file.as_deref(),
+    )?;
+    let client = || AdminClient::with_ca(&opts.url, token.as_deref(), opts.ca_cert.as_deref());
     match command {
         Command::Serve(_) => bail!("`serve` is not a client command"),
         Command::DemoUpstream(_) => bail!("`demo-upstream` is not a client command"),

@@ -60,10 +60,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(epochgate_control_plane::tls::server_config(cert, key)?),
         None => None,
     };
-    let store = store::open(&config.db)
+    // The URL may hold a password: logs and errors show it redacted.
+    let db = store::redact_url(&config.db);
+    let store = store::open_with(&config.db, &config.pg)
         .await
-        .with_context(|| format!("cannot open the store {}", config.db))?;
-    tracing::info!(db = %config.db, stream = store.stream(), "store open");
+        .with_context(|| format!("cannot open the store {db}"))?;
+    tracing::info!(db = %db, stream = store.stream(), "store open");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

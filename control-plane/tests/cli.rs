@@ -23,6 +23,10 @@ fn epochgate() -> Command {
         "EPOCHGATE_AUDIT_ANCHOR",
         "EPOCHGATE_API_KEYS",
         "EPOCHGATE_ADMIN_JWT_CONFIG",
+        "EPOCHGATE_ADMIN_TOKEN_FILE",
+        "EPOCHGATE_EDGE_TOKEN_FILE",
+        "EPOCHGATE_DB_PASSWORD",
+        "EPOCHGATE_DB_PASSWORD_FILE",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);

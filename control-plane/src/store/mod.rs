@@ -33,11 +33,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub mod core;
+pub mod pg_config;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
 pub use self::core::SqlStore;
+pub use pg_config::{redact_url, PgOptions};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -67,6 +69,10 @@ pub enum StoreError {
     Task(String),
     #[error("unsupported store URL {0:?}: use sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
+    #[error("bad store URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("the Postgres pool: {0}")]
+    Pool(String),
 }
 
 /// One admin write: who revoked what, when, why, from where.
@@ -415,14 +421,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// `postgres://…` / `postgresql://…` (Postgres, for several replicas). Other schemes are
 /// refused by name.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &PgOptions::default()).await
+}
+
+/// [`open`] with the Postgres settings that are not in the URL (password, pool).
+pub async fn open_with(url: &str, pg: &PgOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let refused = || StoreError::UnsupportedUrl(pg_config::redact_url(url));
     let path = match url.split_once("://") {
-        Some(("postgres" | "postgresql", _)) => return Ok(Arc::new(PgStore::connect(url).await?)),
+        Some(("postgres" | "postgresql", _)) => {
+            return Ok(Arc::new(PgStore::connect_with(url, pg).await?))
+        }
         Some(("sqlite", path)) => path.to_string(),
-        Some(_) => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        Some(_) => return Err(refused()),
         None => url.to_string(),
     };
     if path.is_empty() {
-        return Err(StoreError::UnsupportedUrl(url.to_string()));
+        return Err(refused());
     }
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
         .await
