@@ -78,6 +78,8 @@ pub enum Command {
     Revocations(RevocationsArgs),
     /// Make an API key for automation: prints the key once and its `--api-keys` entry.
     ApiKey(ApiKeyArgs),
+    /// Per-edge credentials: create (the token is printed once), list, revoke.
+    EdgeToken(EdgeTokenArgs),
     /// DEV/DEMO ONLY: print a JWT signed with the public built-in demo key (kid `demo`).
     MintToken(MintTokenArgs),
     /// DEV/DEMO ONLY: run the demo upstream app (echoes the identity Envoy passes on).
@@ -221,9 +223,46 @@ pub struct ApiKeyCreateArgs {
     #[arg(long)]
     pub tenant: String,
     /// A permission (repeat): sessions:revoke, sessions:revoke_all, audit:read,
-    /// edges:read, revocations:read.
+    /// edges:read, revocations:read, edges:manage.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenArgs {
+    #[command(subcommand)]
+    pub command: EdgeTokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeTokenCommand {
+    /// A new token for one edge (an Envoy fleet, a Worker deployment): stdout gets the
+    /// token, once; the store keeps only its SHA-256. Give it to the edge as
+    /// `EPOCHGATE_EDGE_TOKEN`.
+    Create(EdgeTokenCreateArgs),
+    /// Every edge token: id, edge, created, by whom, revoked.
+    List,
+    /// End every token of one edge: it stops syncing at once.
+    Revoke(EdgeTokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenCreateArgs {
+    /// The edge's name, as `epochgate edges` and the metrics will show it.
+    #[arg(long)]
+    pub edge: String,
+    /// Why, for the audit log (at most 1024 bytes).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenRevokeArgs {
+    #[arg(long)]
+    pub edge: String,
+    /// Why, for the audit log (at most 1024 bytes).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

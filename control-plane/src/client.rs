@@ -14,11 +14,12 @@ use serde_json::json;
 use crate::api::extract::ACTOR_HEADER;
 use std::io::IsTerminal;
 
+use crate::api::edge_tokens::{CreatedAnswer, ListAnswer, RevokedAnswer};
 use crate::api::{AuditAnswer, EdgesAnswer, RevocationsAnswer, RevokeAnswer};
 use crate::cli::{
     ApiKeyArgs, ApiKeyCommand, ApiKeyCreateArgs, AuditArgs, AuditCommand, AuditVerifyArgs,
-    ClientOpts, Command, LogoutAllArgs, LogoutArgs, MintTokenArgs, RevocationsArgs,
-    RevokeSessionArgs, WaitArgs,
+    ClientOpts, Command, EdgeTokenArgs, EdgeTokenCommand, LogoutAllArgs, LogoutArgs, MintTokenArgs,
+    RevocationsArgs, RevokeSessionArgs, WaitArgs,
 };
 use crate::{demo, now_ms};
 
@@ -666,7 +667,8 @@ fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
     crate::rbac::Tenants::parse(&a.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
     for s in &a.scopes {
         if crate::rbac::Scope::parse(s).is_none() {
-            bail!("--scope {s:?} is not a permission (sessions:revoke, sessions:revoke_all, audit:read, edges:read, revocations:read)");
+            let known: Vec<&str> = crate::rbac::Scope::ALL.iter().map(|s| s.name()).collect();
+            bail!("--scope {s:?} is not a permission ({})", known.join(", "));
         }
     }
     let mut bytes = [0u8; 24];
@@ -684,6 +686,79 @@ fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
     println!("{key}");
     println!("{entry}");
     eprintln!("epochgate: the first line is the key (shown once); add the second to the \"api_keys\" list of the --api-keys file");
+    Ok(())
+}
+
+async fn edge_token(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    a: EdgeTokenArgs,
+) -> anyhow::Result<()> {
+    match a.command {
+        EdgeTokenCommand::Create(c) => {
+            check_arg("--edge", &c.edge)?;
+            let mut body = json!({ "edge": c.edge });
+            if let Some(r) = c.reason {
+                body["reason"] = json!(r);
+            }
+            let (raw, done): (String, CreatedAnswer) = client
+                .call(Method::POST, "/v1/edge-tokens", Some(body))
+                .await?;
+            if opts.json {
+                println!("{raw}");
+            } else {
+                println!("{}", done.token);
+                eprintln!(
+                    "epochgate: edge token {} for edge {:?} (shown once): give it to the edge as EPOCHGATE_EDGE_TOKEN",
+                    done.id, done.edge
+                );
+            }
+        }
+        EdgeTokenCommand::List => {
+            let (raw, answer): (String, ListAnswer) =
+                client.call(Method::GET, "/v1/edge-tokens", None).await?;
+            if opts.json {
+                println!("{raw}");
+                return Ok(());
+            }
+            if answer.edge_tokens.is_empty() {
+                println!("no edge token yet (epochgate edge-token create --edge NAME)");
+                return Ok(());
+            }
+            let mut rows = vec![["ID", "EDGE", "CREATED", "BY", "REVOKED"]
+                .map(String::from)
+                .to_vec()];
+            for t in &answer.edge_tokens {
+                rows.push(vec![
+                    t.id.clone(),
+                    t.edge.clone(),
+                    format_ms(t.created_ms),
+                    t.created_by.clone(),
+                    t.revoked_ms
+                        .map(format_ms)
+                        .unwrap_or_else(|| "-".to_string()),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+        EdgeTokenCommand::Revoke(r) => {
+            check_arg("--edge", &r.edge)?;
+            let path = format!("/v1/edge-tokens/{}/revoke", percent_encode(&r.edge));
+            let (raw, done): (String, RevokedAnswer) = client
+                .call(Method::POST, &path, reason_body(r.reason))
+                .await?;
+            if opts.json {
+                println!("{raw}");
+            } else {
+                println!(
+                    "revoked {} edge token{} of edge {}",
+                    done.revoked,
+                    if done.revoked == 1 { "" } else { "s" },
+                    done.edge
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -731,6 +806,7 @@ pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyArgs {
             command: ApiKeyCommand::Create(a),
         }) => api_key_create(a),
+        Command::EdgeToken(a) => edge_token(&client()?, &opts, a).await,
     }
 }
 

@@ -68,8 +68,10 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_EDGE_LIVE_WINDOW", default_value_t = 90)]
     pub edge_live_window: u64,
 
-    /// Bearer token the edges use for `GET /v1/sync` (at least 16 characters, not the
-    /// admin token). Prefer --edge-token-file or the environment: flags show in `ps`.
+    /// DEMO: one bearer token every edge may use for `GET /v1/sync` (at least 16
+    /// characters, not the admin token). Any holder can report as any edge; in
+    /// production give each edge its own (`epochgate edge-token create`) and leave this
+    /// out. Prefer --edge-token-file or the environment: flags show in `ps`.
     #[arg(long, env = "EPOCHGATE_EDGE_TOKEN", hide_env_values = true)]
     pub edge_token: Option<String>,
 
@@ -222,8 +224,6 @@ pub enum ConfigError {
     SecretTwice(&'static str),
     #[error("the secret file {path} is empty")]
     EmptySecretFile { path: String },
-    #[error("no edge token: give --edge-token-file (or EPOCHGATE_EDGE_TOKEN)")]
-    NoEdgeToken,
 }
 
 impl TryFrom<ServeArgs> for ServeConfig {
@@ -248,10 +248,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             "the edge token",
             args.edge_token,
             args.edge_token_file.as_deref(),
-        )?
-        .ok_or(ConfigError::NoEdgeToken)?;
+        )?;
         let pg = args.db_options.pg_options()?;
-        let mut credentials = Credentials::new(admin_token.as_deref(), &edge_token)?;
+        let mut credentials =
+            Credentials::with_edge_token(admin_token.as_deref(), edge_token.as_deref())?;
         if let Some(path) = &args.api_keys {
             credentials = credentials.with_api_keys(parse_api_keys(&read(path)?)?)?;
         }

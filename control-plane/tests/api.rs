@@ -415,7 +415,7 @@ async fn health_and_metrics_need_no_token() {
 
 // ---- RBAC -------------------------------------------------------------------------------
 
-mod rbac {
+pub mod rbac {
     use std::sync::Arc;
 
     use axum::http::StatusCode;
@@ -832,7 +832,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
         let uri = path
             .replace("{tenant}", "acme")
             .replace("{user}", "42")
-            .replace("{sid}", "s1");
+            .replace("{sid}", "s1")
+            .replace("{edge}", "pop-1");
         for method in ops.as_object().unwrap().keys() {
             let r = send(
                 &app.state,
@@ -844,9 +845,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
                 ),
             )
             .await;
-            assert_ne!(
-                r.status,
-                StatusCode::NOT_FOUND,
+            assert!(
+                !(r.status == StatusCode::NOT_FOUND && r.text.contains("no route")),
                 "{method} {uri}: {}",
                 r.text
             );

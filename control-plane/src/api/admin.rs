@@ -3,6 +3,7 @@
 //! Every write answers 200 only after its transaction committed (the store returns
 //! then), so a 200 means the revocation survives a crash and edges will receive it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,7 +19,9 @@ use crate::config::MAX_WAIT_S;
 use crate::now_ms;
 use crate::rbac::{Denied, Scope};
 use crate::state::AppState;
-use crate::store::{action_name, target_tenant, AuditFilter, AuditRecord, RevokeRequest};
+use crate::store::{
+    action_name, target_tenant, AuditFilter, AuditRecord, EdgeRecord, RevokeRequest, StoreStatus,
+};
 
 /// The longest `reason` kept in the audit log, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -146,7 +149,7 @@ pub fn parse_wait(value: &str) -> Result<Duration, ApiError> {
 }
 
 /// Refuses `denied`, after writing the attempt to the audit log.
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     auth: &AdminAuth,
     remote: RemoteAddr,
@@ -280,6 +283,65 @@ async fn revoke(
     }))
 }
 
+/// The edges as `GET /v1/edges` shows them: one per edge, its instances (a Worker's
+/// isolates, several Envoys sharing a credential) folded in — the live ones if any are
+/// live — with the lowest applied version and the largest lag among them. `acked(v)`
+/// holds when every one of those instances has applied `v` of this stream.
+pub fn edge_views(
+    records: Vec<EdgeRecord>,
+    status: &StoreStatus,
+    now_ms: u64,
+    live_window: Duration,
+) -> Vec<(EdgeView, u64)> {
+    let window = u64::try_from(live_window.as_millis()).unwrap_or(u64::MAX);
+    let is_live = |r: &EdgeRecord| now_ms.saturating_sub(r.last_seen_ms) <= window;
+    // The version an instance holds of this history (0: another stream).
+    let held = |r: &EdgeRecord| match r.stream.as_deref() {
+        Some(s) if s == status.stream => r.applied_version,
+        Some(_) => 0,
+        None => r.applied_version,
+    };
+    let mut by_edge: BTreeMap<String, Vec<EdgeRecord>> = BTreeMap::new();
+    for r in records {
+        by_edge.entry(r.id.clone()).or_default().push(r);
+    }
+    by_edge
+        .into_iter()
+        .filter_map(|(id, all)| {
+            let live: Vec<&EdgeRecord> = all.iter().filter(|r| is_live(r)).collect();
+            let counted: Vec<&EdgeRecord> = if live.is_empty() {
+                all.iter().collect()
+            } else {
+                live.clone()
+            };
+            let laggard = counted.iter().min_by_key(|r| held(r)).copied()?;
+            let latest = counted.iter().max_by_key(|r| r.last_seen_ms).copied()?;
+            // Acknowledged: a stream was named (this one) and the version reached.
+            let acked_version = counted
+                .iter()
+                .map(|r| match r.stream.as_deref() {
+                    Some(s) if s == status.stream => r.applied_version,
+                    _ => 0,
+                })
+                .min()
+                .unwrap_or(0);
+            let view = EdgeView {
+                id,
+                live: !live.is_empty(),
+                instances: u64::try_from(counted.len()).unwrap_or(u64::MAX),
+                credential: latest.credential.clone(),
+                stream: laggard.stream.clone(),
+                applied_version: laggard.applied_version,
+                lag: status.version.saturating_sub(held(laggard)),
+                first_seen_ms: counted.iter().map(|r| r.first_seen_ms).min().unwrap_or(0),
+                last_seen_ms: latest.last_seen_ms,
+                remote_addr: latest.remote_addr.clone(),
+            };
+            Some((view, acked_version))
+        })
+        .collect()
+}
+
 /// The live edges (seen within the window) and which of them hold `version`.
 async fn edge_progress(
     state: &AppState,
@@ -287,21 +349,21 @@ async fn edge_progress(
     started: Instant,
 ) -> Result<Propagation, ApiError> {
     let status = state.store().status().await?;
-    let now = now_ms();
-    let window = u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
+    let views = edge_views(
+        state.store().edges().await?,
+        &status,
+        now_ms(),
+        state.config().edge_live_window,
+    );
     let mut edges = 0;
     let mut acked = 0;
     let mut lagging = Vec::new();
-    for e in state.store().edges().await? {
-        if now.saturating_sub(e.last_seen_ms) > window {
-            continue;
-        }
+    for (view, acked_version) in views.into_iter().filter(|(v, _)| v.live) {
         edges += 1;
-        let same_stream = e.stream.as_deref() == Some(status.stream.as_str());
-        if same_stream && e.applied_version >= version {
+        if acked_version >= version {
             acked += 1;
         } else {
-            lagging.push(e.id);
+            lagging.push(view.id);
         }
     }
     Ok(Propagation {
@@ -453,32 +515,15 @@ pub async fn edges(
         .await);
     }
     let status = state.store().status().await?;
-    let now = now_ms();
-    let window = u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
-    let edges = state
-        .store()
-        .edges()
-        .await?
-        .into_iter()
-        .map(|e| {
-            let same_stream = e.stream.as_deref().is_none_or(|s| s == status.stream);
-            let lag = if same_stream {
-                status.version.saturating_sub(e.applied_version)
-            } else {
-                status.version
-            };
-            EdgeView {
-                live: now.saturating_sub(e.last_seen_ms) <= window,
-                id: e.id,
-                stream: e.stream,
-                applied_version: e.applied_version,
-                lag,
-                first_seen_ms: e.first_seen_ms,
-                last_seen_ms: e.last_seen_ms,
-                remote_addr: e.remote_addr,
-            }
-        })
-        .collect();
+    let edges = edge_views(
+        state.store().edges().await?,
+        &status,
+        now_ms(),
+        state.config().edge_live_window,
+    )
+    .into_iter()
+    .map(|(view, _)| view)
+    .collect();
     Ok(Json(EdgesAnswer {
         stream: status.stream,
         version: status.version,

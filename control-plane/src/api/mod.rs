@@ -9,8 +9,11 @@
 //! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
+//! | `POST /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::CreatedAnswer`] |
+//! | `GET /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::ListAnswer`] |
+//! | `POST /v1/edge-tokens/{edge}/revoke` | admin (`edges:manage`, `*`) | [`edge_tokens::RevokedAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
-//! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
+//! | `GET /v1/sync?since&wait&stream&edge` | an edge token | [`epochgate_core::sync::SyncResponse`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -25,6 +28,7 @@ use crate::state::AppState;
 use crate::store::{AuditEntry, Entry};
 
 pub mod admin;
+pub mod edge_tokens;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -74,11 +78,18 @@ pub struct RevocationsAnswer {
 /// One edge as `GET /v1/edges` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeView {
+    /// The edge: its credential's name, or the `?edge=` it gave with the shared token.
     pub id: String,
     /// Seen within `--edge-live-window` (counted by `?wait=` receipts).
     pub live: bool,
+    /// The instances folded into this row (the live ones, if any is live): a Worker's
+    /// isolates or several Envoys under one credential; 1 with the shared token.
+    pub instances: u64,
+    /// The id of the credential it last synced with; `null`: the shared demo token.
+    pub credential: Option<String>,
     /// The stream the edge said it holds (absent before its first snapshot).
     pub stream: Option<String>,
+    /// The lowest version its instances have applied.
     pub applied_version: u64,
     /// How many versions the edge is behind: `version - applied_version`, or the whole
     /// `version` when it holds another stream (none of this history applies).
@@ -121,6 +132,11 @@ pub fn app(state: AppState) -> Router {
             get(admin::tenant_revocations),
         )
         .route("/v1/edges", get(admin::edges))
+        .route(
+            "/v1/edge-tokens",
+            post(edge_tokens::create).get(edge_tokens::list),
+        )
+        .route("/v1/edge-tokens/{edge}/revoke", post(edge_tokens::revoke))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
         .route("/healthz", get(ops::healthz))

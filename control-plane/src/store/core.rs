@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use super::sql::{params, Access, Backend, Row, Tx};
 use super::{
     action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
-    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
-    SyncBatch,
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeCredential,
+    EdgeReceipt, EdgeRecord, Entry, NewEdgeCredential, PageRequest, Revocation, RevokeRequest,
+    Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -307,6 +307,18 @@ fn audit_from_row(mut r: Row) -> Result<AuditEntry, StoreError> {
     })
 }
 
+const CREDENTIAL_COLUMNS: &str = "id, edge, created_ms, created_by, revoked_ms";
+
+fn credential_from_row(mut r: Row) -> Result<EdgeCredential, StoreError> {
+    Ok(EdgeCredential {
+        id: r.take_text(0)?,
+        edge: r.take_text(1)?,
+        created_ms: r.u64(2)?,
+        created_by: r.take_text(3)?,
+        revoked_ms: r.opt_u64(4)?,
+    })
+}
+
 /// Inside one snapshot transaction: the head and the rows agree.
 async fn sync(
     tx: &mut dyn Tx,
@@ -420,7 +432,7 @@ async fn compact(
     }
     report.purged_edges = tx
         .execute(
-            "DELETE FROM edges WHERE last_seen_ms < $1",
+            "DELETE FROM edge_receipts WHERE last_seen_ms < $1",
             &params![cutoff],
         )
         .await?;
@@ -472,15 +484,19 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.run(Access::Autocommit, move |tx| {
             Box::pin(async move {
                 tx.execute(
-                    "INSERT INTO edges (id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr)
-                     VALUES ($1, $2, $3, $4, $4, $5)
-                     ON CONFLICT (id) DO UPDATE SET
+                    "INSERT INTO edge_receipts (edge, instance, credential, stream, applied_version,
+                                                first_seen_ms, last_seen_ms, remote_addr)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+                     ON CONFLICT (edge, instance) DO UPDATE SET
+                         credential = excluded.credential,
                          stream = excluded.stream,
                          applied_version = excluded.applied_version,
                          last_seen_ms = excluded.last_seen_ms,
                          remote_addr = excluded.remote_addr",
                     &params![
                         receipt.edge,
+                        receipt.instance,
+                        receipt.credential,
                         receipt.stream,
                         receipt.applied_version,
                         receipt.now_ms,
@@ -498,8 +514,9 @@ impl<B: Backend> Store for SqlStore<B> {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr
-                         FROM edges ORDER BY id",
+                        "SELECT edge, instance, credential, stream, applied_version, first_seen_ms,
+                                last_seen_ms, remote_addr
+                         FROM edge_receipts ORDER BY edge, instance",
                         &[],
                     )
                     .await?;
@@ -507,11 +524,13 @@ impl<B: Backend> Store for SqlStore<B> {
                     .map(|mut r| {
                         Ok(EdgeRecord {
                             id: r.take_text(0)?,
-                            stream: r.take_opt_text(1)?,
-                            applied_version: r.u64(2)?,
-                            first_seen_ms: r.u64(3)?,
-                            last_seen_ms: r.u64(4)?,
-                            remote_addr: r.take_opt_text(5)?,
+                            instance: r.take_text(1)?,
+                            credential: r.take_opt_text(2)?,
+                            stream: r.take_opt_text(3)?,
+                            applied_version: r.u64(4)?,
+                            first_seen_ms: r.u64(5)?,
+                            last_seen_ms: r.u64(6)?,
+                            remote_addr: r.take_opt_text(7)?,
                         })
                     })
                     .collect()
@@ -563,6 +582,86 @@ impl<B: Backend> Store for SqlStore<B> {
             Box::pin(async move {
                 let version = read_status(tx).await?.version;
                 append_audit(tx, &record, version).await
+            })
+        })
+    }
+
+    fn create_edge_credential(
+        &self,
+        credential: NewEdgeCredential,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<AuditHead, StoreError>> {
+        self.backend.run(Access::Serial, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO edge_credentials (id, edge, sha256, created_ms, created_by)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &params![
+                        credential.id,
+                        credential.edge,
+                        credential.sha256,
+                        credential.created_ms,
+                        credential.created_by
+                    ],
+                )
+                .await?;
+                let version = read_status(tx).await?.version;
+                append_audit(tx, &audit, version).await
+            })
+        })
+    }
+
+    fn edge_credentials(&self) -> BoxFuture<'_, Result<Vec<EdgeCredential>, StoreError>> {
+        self.backend.run(Access::Autocommit, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &format!("SELECT {CREDENTIAL_COLUMNS} FROM edge_credentials ORDER BY created_ms, id"),
+                        &[],
+                    )
+                    .await?;
+                rows.into_iter().map(credential_from_row).collect()
+            })
+        })
+    }
+
+    fn edge_credential_by_digest(
+        &self,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<Option<EdgeCredential>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                tx.opt(
+                    &format!("SELECT {CREDENTIAL_COLUMNS} FROM edge_credentials WHERE sha256 = $1"),
+                    &params![sha256],
+                )
+                .await?
+                .map(credential_from_row)
+                .transpose()
+            })
+        })
+    }
+
+    fn revoke_edge_credentials(
+        &self,
+        edge: String,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<Option<(u64, AuditHead)>, StoreError>> {
+        self.backend.run(Access::Serial, move |tx| {
+            Box::pin(async move {
+                let revoked = tx
+                    .execute(
+                        "UPDATE edge_credentials SET revoked_ms = $1
+                         WHERE edge = $2 AND revoked_ms IS NULL",
+                        &params![audit.at_ms, edge],
+                    )
+                    .await?;
+                if revoked == 0 {
+                    return Ok(None);
+                }
+                let version = read_status(tx).await?.version;
+                let head = append_audit(tx, &audit, version).await?;
+                Ok(Some((revoked, head)))
             })
         })
     }

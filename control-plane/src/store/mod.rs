@@ -281,7 +281,14 @@ pub struct Entry {
 /// An edge's receipt: `since` on a sync request is the version it has applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeReceipt {
+    /// The edge: its credential's name, or (with the shared demo token) the `?edge=` it
+    /// gave.
     pub edge: String,
+    /// Which instance of the edge (a Worker isolate, one Envoy of a fleet sharing a
+    /// credential): the `?edge=` it gave under a credential; empty with the shared token.
+    pub instance: String,
+    /// The id of the credential it synced with (`None`: the shared demo token).
+    pub credential: Option<String>,
     /// The stream the edge holds, if it said (absent before its first snapshot).
     pub stream: Option<String>,
     pub applied_version: u64,
@@ -289,15 +296,41 @@ pub struct EdgeReceipt {
     pub remote_addr: Option<String>,
 }
 
-/// What the store knows of one edge.
+/// What the store knows of one edge instance (see [`EdgeReceipt`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EdgeRecord {
     pub id: String,
+    pub instance: String,
+    pub credential: Option<String>,
     pub stream: Option<String>,
     pub applied_version: u64,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     pub remote_addr: Option<String>,
+}
+
+/// A new per-edge credential: only the SHA-256 of its token is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEdgeCredential {
+    /// A public id (shown in listings and receipts; not a secret).
+    pub id: String,
+    pub edge: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_ms: u64,
+    /// The admin who created it (the audit actor).
+    pub created_by: String,
+}
+
+/// A stored edge credential (never its token or digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCredential {
+    pub id: String,
+    pub edge: String,
+    pub created_ms: u64,
+    pub created_by: String,
+    /// When it was revoked; from then on it syncs no more.
+    pub revoked_ms: Option<u64>,
 }
 
 /// One audit log row. `hash` chains it to the previous row (see [`crate::audit`]).
@@ -400,6 +433,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Appends an audit entry that changes no state (a refused attempt), chained like
     /// every other.
     fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>>;
+
+    /// Stores a new edge credential and its audit row, in one serial transaction.
+    fn create_edge_credential(
+        &self,
+        credential: NewEdgeCredential,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<AuditHead, StoreError>>;
+
+    /// Every edge credential, revoked ones included, oldest first.
+    fn edge_credentials(&self) -> BoxFuture<'_, Result<Vec<EdgeCredential>, StoreError>>;
+
+    /// The credential whose token has this hex SHA-256, revoked or not.
+    fn edge_credential_by_digest(
+        &self,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<Option<EdgeCredential>, StoreError>>;
+
+    /// Revokes every live credential of `edge` at `audit.at_ms`, with the audit row, in
+    /// one serial transaction: how many, and the audit head. `None` (nothing written)
+    /// when the edge has no live credential.
+    fn revoke_edge_credentials(
+        &self,
+        edge: String,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<Option<(u64, AuditHead)>, StoreError>>;
 
     /// The newest `filter.limit` audit rows that match, newest first.
     fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;

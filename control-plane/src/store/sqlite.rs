@@ -31,7 +31,7 @@ use super::{BoxFuture, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema this code writes, kept in `PRAGMA user_version` for future migrations.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -71,14 +71,29 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
-CREATE TABLE IF NOT EXISTS edges (
-    id              TEXT    PRIMARY KEY,
+-- The receipts: one row per edge instance (see EdgeReceipt). Replaces `edges` (schema 2).
+CREATE TABLE IF NOT EXISTS edge_receipts (
+    edge            TEXT    NOT NULL,
+    instance        TEXT    NOT NULL,   -- '' with the shared edge token
+    credential      TEXT,               -- the edge credential's id; NULL: the shared token
     stream          TEXT,
     applied_version INTEGER NOT NULL,
     first_seen_ms   INTEGER NOT NULL,
     last_seen_ms    INTEGER NOT NULL,
-    remote_addr     TEXT
+    remote_addr     TEXT,
+    PRIMARY KEY (edge, instance)
 );
+DROP TABLE IF EXISTS edges;
+-- Per-edge credentials, stored as the SHA-256 of their token.
+CREATE TABLE IF NOT EXISTS edge_credentials (
+    id         TEXT    PRIMARY KEY,
+    edge       TEXT    NOT NULL,
+    sha256     TEXT    NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    created_by TEXT    NOT NULL,
+    revoked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS edge_credentials_by_edge ON edge_credentials (edge);
 ";
 
 /// The SQLite store.

@@ -2,9 +2,14 @@
 //! secrets kept out of logs and command lines.
 
 use std::process::Command;
+use std::time::Duration;
 
 use epochgate_tests::pg::PgCluster;
-use epochgate_tests::{epochgate_bin, free_port, ControlPlane, TestPki, ADMIN_TOKEN, EDGE_TOKEN};
+use epochgate_tests::{
+    epochgate_bin, free_port, http, wait_for, ControlPlane, Options, Stack, TestPki, ADMIN_TOKEN,
+    EDGE_TOKEN,
+};
+use serde_json::json;
 
 const DB_PASSWORD: &str = "e2e-db-password-0123456789";
 
@@ -94,5 +99,95 @@ fn the_control_plane_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca()
     assert!(
         err.contains("sslmode=prefer falls back to cleartext"),
         "{err}"
+    );
+}
+
+/// Envoy syncs with its own credential: another edge's credential cannot report for it
+/// (so `?wait=` counts only what Envoy really applied), and once its credential is
+/// revoked it stops receiving changes.
+#[test]
+fn an_envoy_with_its_own_credential_cannot_be_impersonated_and_stops_when_revoked() {
+    let stack = Stack::start_with(Options {
+        edge_credential: Some("envoy-eu".into()),
+        sync: json!({"wait_s": 2}),
+        ..Options::default()
+    });
+    let cp = &stack.cp;
+    let edges = cp.edges();
+    let row = |edges: &serde_json::Value, id: &str| {
+        edges["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .cloned()
+    };
+    let envoy = row(&edges, "envoy-eu").unwrap_or_else(|| panic!("{edges}"));
+    assert_eq!(envoy["instances"], 1);
+    assert!(envoy["credential"].is_string());
+    assert!(
+        row(&edges, &stack.node_id).is_none(),
+        "listed by credential, not ?edge="
+    );
+
+    // Another edge's credential claims to be Envoy, far ahead.
+    let forger = cp.create_edge_token("forger");
+    let auth = format!("Bearer {forger}");
+    let path = format!("/v1/sync?since=999&edge={}", stack.node_id);
+    let r = http::request(
+        "127.0.0.1",
+        cp.port,
+        "GET",
+        &path,
+        &[("authorization", auth.as_bytes())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let w = cp.admin("POST", "/v1/tenants/acme/users/42/logout?wait=5s", "");
+    let p = &w.json()["propagation"];
+    assert!(
+        !p["lagging"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("envoy-eu")),
+        "{}",
+        w.text()
+    );
+    let edges = cp.edges();
+    let envoy = row(&edges, "envoy-eu").unwrap();
+    assert_eq!(
+        envoy["applied_version"], 1,
+        "what Envoy applied, not 999: {edges}"
+    );
+    assert_eq!(row(&edges, "forger").unwrap()["applied_version"], 999);
+    let t = stack.token("42", "acme", json!({}));
+    assert_eq!(
+        stack.get_with_token("/", &t).status,
+        401,
+        "the logout reached Envoy"
+    );
+
+    // Revoked: Envoy's open long-poll and every later one are refused; a new logout never
+    // reaches it (it keeps its last good state).
+    let failed_before = stack.stat("wasmcustom.epochgate.sync_failed").unwrap_or(0);
+    let r = cp.admin("POST", "/v1/edge-tokens/envoy-eu/revoke", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v2 = cp
+        .admin("POST", "/v1/tenants/acme/users/43/logout", "")
+        .json()["version"]
+        .as_u64()
+        .unwrap();
+    wait_for(
+        "Envoy's syncs to be refused",
+        Duration::from_secs(20),
+        || (stack.stat("wasmcustom.epochgate.sync_failed")? >= failed_before + 2).then_some(()),
+    );
+    assert!(stack.stat("wasmcustom.epochgate.state_version").unwrap() < v2);
+    let t43 = stack.token("43", "acme", json!({}));
+    assert_eq!(
+        stack.get_with_token("/", &t43).status,
+        200,
+        "the revoked edge got no more changes"
     );
 }
