@@ -14,9 +14,24 @@ use crate::store::PgOptions;
 /// The longest a sync long-poll is held, whatever the edge asks.
 pub const MAX_WAIT_S: u64 = 60;
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Flags of `epochgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// `text`, or `json` (one object per line) for log shippers. Every request is logged
+    /// when answered (method, route, status, latency, credential name, request id).
+    #[arg(long, env = "EPOCHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Address to listen on; port 0 picks a free port (the chosen address is printed
     /// to stdout as `listening on http://ADDR`).
     #[arg(long, env = "EPOCHGATE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -324,6 +339,7 @@ mod tests {
     fn args() -> ServeArgs {
         ServeArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
+            log_format: LogFormat::Text,
             db: "x.db".into(),
             db_options: DbArgs {
                 db_password_file: None,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use epochgate_control_plane::cli::{Cli, Command};
-use epochgate_control_plane::config::{ServeArgs, ServeConfig};
+use epochgate_control_plane::config::{LogFormat, ServeArgs, ServeConfig};
 use epochgate_control_plane::{client, serve, store, AppState, GIT_HASH, VERSION};
 use tracing_subscriber::EnvFilter;
 
@@ -16,15 +16,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
+            init_tracing("info", args.log_format);
             run_serve(args).await
         }
         Command::DemoUpstream(args) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             run_demo_upstream(args.listen).await
         }
         command => {
-            init_tracing("warn");
+            init_tracing("warn", LogFormat::Text);
             client::run(cli.client, command).await
         }
     };
@@ -39,13 +39,15 @@ async fn main() -> ExitCode {
 
 /// Logs to stderr (stdout carries the `listening on` line and command output);
 /// `RUST_LOG` overrides the default level.
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -53,6 +53,10 @@ fn start_server(db: &Path) -> Server {
 }
 
 fn start_server_with(db: &Path, extra: &[&str]) -> Server {
+    start_server_logging(db, extra, Stdio::null())
+}
+
+fn start_server_logging(db: &Path, extra: &[&str], stderr: Stdio) -> Server {
     let mut child = epochgate()
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
@@ -60,7 +64,7 @@ fn start_server_with(db: &Path, extra: &[&str]) -> Server {
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -545,4 +549,83 @@ fn the_cli_names_a_tls_failure_and_its_fix() {
     let out = run(&format!("https://127.0.0.1:{port}"), &["edges"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to"), "{err}");
+}
+
+/// `--log-format json`: every request one JSON line with method, route (the pattern),
+/// status, latency, credential name and request id — and no token anywhere.
+#[test]
+fn access_logs_are_json_lines_with_route_credential_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = start_server_logging(
+        &dir.path().join("cp.db"),
+        &["--log-format", "json"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let raw = |req: String| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let answer = raw(format!(
+        "POST /v1/tenants/acme/users/secret-user-42/logout HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\nx-request-id: req-logs-1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("x-request-id: req-logs-1"),
+        "echoed: {answer}"
+    );
+    let answer = raw(format!(
+        "GET /v1/sync?since=0&edge=e1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {EDGE}\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    raw("GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into());
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let access: Vec<serde_json::Value> = lines()
+            .into_iter()
+            .filter(|l| l["target"] == "epochgate::access")
+            .collect();
+        if access.len() >= 3 || Instant::now() > deadline {
+            break access;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(access.len(), 3, "{access:?}");
+    let logout = &access[0];
+    assert_eq!(logout["fields"]["status"], 200, "{logout}");
+    assert!(logout["fields"]["latency_ms"].is_u64(), "{logout}");
+    assert_eq!(logout["span"]["method"], "POST");
+    assert_eq!(
+        logout["span"]["route"],
+        "/v1/tenants/{tenant}/users/{user}/logout"
+    );
+    assert_eq!(logout["span"]["credential"], "admin");
+    assert_eq!(logout["span"]["request_id"], "req-logs-1");
+    let sync = &access[1];
+    assert_eq!(sync["span"]["credential"], "edge-token");
+    assert_eq!(sync["span"]["route"], "/v1/sync");
+    assert_eq!(
+        sync["span"]["request_id"].as_str().unwrap().len(),
+        16,
+        "a fresh id"
+    );
+    assert_eq!(access[2]["fields"]["status"], 404);
+    assert_eq!(access[2]["span"]["route"], "(no route)");
+    let _ = server.child.kill();
+    let all = std::fs::read_to_string(&log).unwrap();
+    for secret in [ADMIN, EDGE] {
+        assert!(!all.contains(secret), "a token in the log:\n{all}");
+    }
 }

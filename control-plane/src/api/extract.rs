@@ -85,21 +85,14 @@ pub async fn edge_credential(state: &AppState, sha256: &str) -> Result<EdgeCrede
     }
 }
 
-/// The request's id for the audit log: the client's `x-request-id` when it is a valid id
-/// of at most 128 bytes, else a fresh random one.
+/// The request's id for the audit log, as [`super::access::request_id`] settled it.
 fn request_id(parts: &Parts) -> String {
     parts
         .headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128 && validate_id(v).is_ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 8];
-            // Without randomness the id is only less unique; the audit row still stands.
-            let _ = getrandom::getrandom(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        })
+        .unwrap_or("-")
+        .to_string()
 }
 
 /// The header carrying a request id (kept in the audit log).
@@ -138,6 +131,7 @@ impl FromRequestParts<AppState> for AdminAuth {
                 format!("{} ({name})", admin.actor)
             }
         };
+        super::access::record_credential(&admin.actor);
         Ok(AdminAuth {
             admin,
             actor,
@@ -155,7 +149,15 @@ impl FromRequestParts<AppState> for EdgeAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match who(parts, state).await? {
-            Who::Edge(identity) => Ok(EdgeAuth(identity)),
+            Who::Edge(identity) => {
+                match &identity {
+                    EdgeIdentity::Shared => super::access::record_credential("edge-token"),
+                    EdgeIdentity::Credential { credential, .. } => {
+                        super::access::record_credential(&format!("edge:{}", credential.edge))
+                    }
+                }
+                Ok(EdgeAuth(identity))
+            }
             Who::Admin(_) => Err(ApiError::forbidden(
                 "/v1/sync takes an edge token; admin credentials are for the admin API",
             )),

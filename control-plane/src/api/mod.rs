@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::AppState;
 use crate::store::{AuditEntry, Entry};
 
+pub mod access;
 pub mod admin;
 pub mod edge_tokens;
 pub mod error;
@@ -147,5 +148,14 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside out: the access log sees the settled request id and the matched route.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(access::span)
+                .on_request(())
+                .on_response(access::on_response)
+                .on_failure(()),
+        )
+        .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }
