@@ -27,6 +27,11 @@ pub enum LogFormat {
 /// Flags of `epochgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Serve `/metrics` on this address only (not on --listen), e.g. an address only
+    /// the scraper reaches. Port 0 picks one (printed as `metrics on http://ADDR`).
+    #[arg(long, env = "EPOCHGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// `text`, or `json` (one object per line) for log shippers. Every request is logged
     /// when answered (method, route, status, latency, credential name, request id).
     #[arg(long, env = "EPOCHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -192,6 +197,8 @@ pub fn secret(
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// `/metrics` on its own listener (then not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
     pub db: String,
     /// How to reach a Postgres store (password, pool).
     pub pg: PgOptions,
@@ -214,6 +221,8 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
+    /// `/metrics` is served on its own listener (`--metrics-listen`), not by [`crate::app`].
+    pub metrics_separate: bool,
 }
 
 /// Why a `serve` configuration is refused.
@@ -285,9 +294,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
             args.compact_interval,
         )?;
         server.audit_anchor = args.audit_anchor;
+        server.metrics_separate = args.metrics_listen.is_some();
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
         Ok(ServeConfig {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             db: args.db,
             pg,
             server,
@@ -328,6 +339,7 @@ impl ServerConfig {
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
             header_read_timeout: Duration::from_secs(10),
+            metrics_separate: false,
         })
     }
 }
@@ -339,6 +351,7 @@ mod tests {
     fn args() -> ServeArgs {
         ServeArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: None,
             log_format: LogFormat::Text,
             db: "x.db".into(),
             db_options: DbArgs {

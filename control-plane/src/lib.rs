@@ -39,7 +39,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use api::app;
+pub use api::{app, metrics_app};
 pub use state::AppState;
 
 /// The crate version.
@@ -98,9 +98,10 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let compactor = tokio::spawn(compaction_loop(state.clone()));
+    let router = app(state.clone());
     let result = match transport {
-        Transport::Plain(listener) => accept_loop(listener, state.clone(), shutdown).await,
-        Transport::Tls(listener) => accept_loop(listener, state.clone(), shutdown).await,
+        Transport::Plain(listener) => accept_loop(listener, router, state.clone(), shutdown).await,
+        Transport::Tls(listener) => accept_loop(listener, router, state.clone(), shutdown).await,
     };
     // Also when the server failed: stop the compactor before returning.
     state.begin_shutdown();
@@ -110,8 +111,20 @@ async fn serve_on(
     result.context("the HTTP server failed")
 }
 
+/// Serves [`metrics_app`] (`--metrics-listen`) until the main server shuts down.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let mut shutdown = state.shutdown_signal();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    accept_loop(listener, metrics_app(state.clone()), state, stop)
+        .await
+        .context("the metrics server failed")
+}
+
 async fn accept_loop<L>(
     mut listener: L,
+    router: axum::Router,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -122,7 +135,6 @@ where
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt as _;
 
-    let router = app(state.clone());
     let header_timeout = state.config().header_read_timeout;
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

@@ -81,7 +81,31 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush().context("flushing stdout")?;
     drop(stdout);
     tracing::info!(%addr, scheme, "listening");
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {at}"))?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the metrics address")?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "metrics on http://{addr}").context("writing to stdout")?;
+            stdout.flush().context("flushing stdout")?;
+            tracing::info!(%addr, "metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
     let state = AppState::new(store, config.server);
+    if let Some(listener) = metrics {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = epochgate_control_plane::serve_metrics(listener, state).await {
+                tracing::error!(error = %err, "the metrics listener stopped");
+            }
+        });
+    }
     match tls {
         Some(tls) => {
             epochgate_control_plane::serve_tls(listener, tls, state, shutdown_signal()).await

@@ -1,8 +1,13 @@
 //! What every handler shares: the store, the validated config, the counters behind
 //! `/metrics`, and the shutdown signal that answers open long-polls at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use tokio::sync::watch;
 
@@ -95,49 +100,142 @@ impl AppState {
     }
 }
 
-/// Counters for `/metrics`. Plain atomics: a handful of numbers do not need a registry.
+/// What `/metrics` shows: counters and gauges kept by the handlers (prometheus-client),
+/// and, at each scrape, the state version and each edge's lag read from the store.
+///
+/// Labels are bounded: an edge label is an edge as `GET /v1/edges` lists it — a
+/// credential's name, with its instances (a Worker's isolates) folded in — never an
+/// instance id, a user or a tenant.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    admin_writes_total: AtomicU64,
-    sync_requests_total: AtomicU64,
-    long_polls_open: AtomicU64,
-    anchor_failures_total: AtomicU64,
+    admin_writes: Counter,
+    sync_requests: Counter,
+    anchor_failures: Counter,
+    long_polls_open: Gauge,
+}
+
+/// One edge's row at a scrape.
+#[derive(Debug, Clone)]
+pub struct EdgeSample {
+    pub edge: String,
+    pub live: bool,
+    pub lag: u64,
+    pub instances: u64,
+}
+
+fn gauge(value: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    g
 }
 
 impl Metrics {
     pub fn admin_write(&self) {
-        self.admin_writes_total.fetch_add(1, Ordering::Relaxed);
+        self.admin_writes.inc();
     }
 
     pub fn sync_request(&self) {
-        self.sync_requests_total.fetch_add(1, Ordering::Relaxed);
+        self.sync_requests.inc();
     }
 
     /// Counts a long-poll as open until the guard drops — also when the edge hangs up
     /// and axum drops the handler mid-wait.
     pub fn open_long_poll(&self) -> LongPollGuard<'_> {
-        self.long_polls_open.fetch_add(1, Ordering::Relaxed);
+        self.long_polls_open.inc();
         LongPollGuard(self)
     }
 
     pub fn anchor_failed(&self) {
-        self.anchor_failures_total.fetch_add(1, Ordering::Relaxed);
+        self.anchor_failures.inc();
     }
 
     pub fn anchor_failures_total(&self) -> u64 {
-        self.anchor_failures_total.load(Ordering::Relaxed)
+        self.anchor_failures.get()
     }
 
     pub fn admin_writes_total(&self) -> u64 {
-        self.admin_writes_total.load(Ordering::Relaxed)
+        self.admin_writes.get()
     }
 
     pub fn sync_requests_total(&self) -> u64 {
-        self.sync_requests_total.load(Ordering::Relaxed)
+        self.sync_requests.get()
     }
 
     pub fn long_polls_open(&self) -> u64 {
-        self.long_polls_open.load(Ordering::Relaxed)
+        u64::try_from(self.long_polls_open.get()).unwrap_or(0)
+    }
+
+    /// The OpenMetrics text of a scrape: these counters, the state version, and the
+    /// edges (`None`: the store could not list them; their series are left out).
+    pub fn encode(&self, state_version: u64, edges: Option<&[EdgeSample]>) -> String {
+        let mut r = Registry::default();
+        r.register(
+            "epochgate_build",
+            "The running control plane's build",
+            Info::new(vec![
+                ("version".to_string(), crate::VERSION.to_string()),
+                ("git".to_string(), crate::GIT_HASH.to_string()),
+            ]),
+        );
+        r.register(
+            "epochgate_state_version",
+            "The last committed state version",
+            gauge(state_version),
+        );
+        r.register(
+            "epochgate_admin_writes",
+            "Admin revocations committed since start",
+            self.admin_writes.clone(),
+        );
+        r.register(
+            "epochgate_sync_requests",
+            "Sync requests from edges since start",
+            self.sync_requests.clone(),
+        );
+        r.register(
+            "epochgate_sync_long_polls_open",
+            "Sync long-polls held open now",
+            self.long_polls_open.clone(),
+        );
+        r.register(
+            "epochgate_audit_anchor_failures",
+            "Audit heads that could not be appended to --audit-anchor",
+            self.anchor_failures.clone(),
+        );
+        if let Some(edges) = edges {
+            let lag = Family::<Vec<(String, String)>, Gauge>::default();
+            let instances = Family::<Vec<(String, String)>, Gauge>::default();
+            for e in edges {
+                let labels = vec![
+                    ("edge".to_string(), e.edge.clone()),
+                    ("live".to_string(), e.live.to_string()),
+                ];
+                lag.get_or_create(&labels)
+                    .set(i64::try_from(e.lag).unwrap_or(i64::MAX));
+                instances
+                    .get_or_create(&labels)
+                    .set(i64::try_from(e.instances).unwrap_or(i64::MAX));
+            }
+            r.register(
+                "epochgate_edge_lag",
+                "Versions an edge (its slowest live instance) is behind the current one",
+                lag,
+            );
+            r.register(
+                "epochgate_edge_instances",
+                "Instances of an edge seen (a Worker's isolates, Envoys sharing a credential)",
+                instances,
+            );
+            r.register(
+                "epochgate_edges_live",
+                "Edges seen within the live window",
+                gauge(edges.iter().filter(|e| e.live).count() as u64),
+            );
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
     }
 }
 
@@ -146,6 +244,6 @@ pub struct LongPollGuard<'a>(&'a Metrics);
 
 impl Drop for LongPollGuard<'_> {
     fn drop(&mut self) {
-        self.0.long_polls_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.long_polls_open.dec();
     }
 }

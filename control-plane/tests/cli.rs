@@ -629,3 +629,50 @@ fn access_logs_are_json_lines_with_route_credential_and_request_id() {
         assert!(!all.contains(secret), "a token in the log:\n{all}");
     }
 }
+
+/// `--metrics-listen`: `/metrics` on its own address only; `/healthz` tells nothing of
+/// the state.
+#[test]
+fn metrics_listen_serves_metrics_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = epochgate()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(dir.path().join("cp.db"))
+        .env("EPOCHGATE_ADMIN_TOKEN", ADMIN)
+        .env("EPOCHGATE_EDGE_TOKEN", EDGE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let main = lines.next().unwrap().unwrap();
+    let metrics = lines.next().unwrap().unwrap();
+    let server = Server {
+        child,
+        url: main.strip_prefix("listening on ").unwrap().to_string(),
+    };
+    let metrics = metrics.strip_prefix("metrics on ").unwrap().to_string();
+    let get = |url: String| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, body) = get(format!("{metrics}/metrics"));
+    assert_eq!(status, 200);
+    assert!(body.contains("epochgate_state_version 0"), "{body}");
+    let (status, body) = get(format!("{}/metrics", server.url));
+    assert_eq!(status, 404, "not on the main listener: {body}");
+    let (status, _) = get(format!("{metrics}/v1/edges"));
+    assert_eq!(status, 404, "the metrics listener serves nothing else");
+    let (status, body) = get(format!("{}/healthz", server.url));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+}

@@ -117,7 +117,8 @@ pub struct AuditAnswer {
 /// The router. Every failure, including unknown routes, wrong methods and axum's
 /// extractor rejections, answers JSON (see [`ApiError`]).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let metrics_here = !state.config().metrics_separate;
+    let router = Router::new()
         .route(
             "/v1/tenants/{tenant}/users/{user}/logout",
             post(admin::logout_user),
@@ -142,8 +143,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sync", get(sync::sync))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(ops::openapi));
+    let router = if metrics_here {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    finish(router, state)
+}
+
+/// The router of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_app(state: AppState) -> Router {
+    finish(Router::new().route("/metrics", get(ops::metrics)), state)
+}
+
+/// JSON for unknown routes and wrong methods, the body limit, access logs, request ids.
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)

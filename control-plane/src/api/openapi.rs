@@ -106,7 +106,7 @@ pub fn document() -> Value {
                 "EdgeTokenRevoked": {"type": "object", "required": ["edge", "revoked", "audit"], "properties": {
                     "edge": {"type": "string"}, "revoked": {"type": "integer"}, "audit": {"$ref": "#/components/schemas/AuditHead"}}},
                 "ReasonBody": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string", "maxLength": 1024}}},
-                "Health": {"type": "object", "properties": {"status": {"type": "string"}, "stream": {"type": "string"}, "version": {"type": "integer"}}}
+                "Health": {"type": "object", "required": ["status"], "additionalProperties": false, "properties": {"status": {"type": "string"}}}
             }
         },
         "paths": {
@@ -169,7 +169,7 @@ pub fn document() -> Value {
                               "401": error_response("no or invalid credential"), "403": error_response("not the edge token")}}},
             "/healthz": read_op("Liveness: the store answers", None, "Health", vec![]),
             "/readyz": read_op("Readiness: the store answers and the server is not shutting down (503 otherwise)", None, "Health", vec![]),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text); only on --metrics-listen when that is set", "responses": {"200": {"description": "OpenMetrics text exposition", "content": {"application/openmetrics-text": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
         }
     })
