@@ -21,6 +21,7 @@ use crate::cli::{
     ClientOpts, Command, EdgeTokenArgs, EdgeTokenCommand, LogoutAllArgs, LogoutArgs, MintTokenArgs,
     RevocationsArgs, RevokeSessionArgs, WaitArgs,
 };
+use crate::text::escape_control;
 use crate::{demo, now_ms};
 
 /// How long the CLI waits for an answer. Admin writes answer after one commit.
@@ -203,13 +204,18 @@ fn http_error(status: StatusCode, body: &str) -> anyhow::Error {
             .map(str::to_string)
     };
     let detail = field("detail").unwrap_or_else(|| body.chars().take(200).collect());
+    let detail = escape_control(&detail);
     let code = field("error").unwrap_or_else(|| "error".to_string());
+    let code = escape_control(&code);
     match status {
         StatusCode::UNAUTHORIZED => anyhow!(
             "the control plane refused the token: {detail} — check --token / EPOCHGATE_ADMIN_TOKEN"
         ),
         StatusCode::FORBIDDEN => anyhow!(
             "the control plane refused: {detail} — use a credential with that permission and tenant (the attempt is in the audit log)"
+        ),
+        StatusCode::TOO_MANY_REQUESTS => anyhow!(
+            "the control plane refused: {detail} — this credential was refused too often; wait and use one with the permission"
         ),
         _ => anyhow!(
             "the control plane answered {}: {detail} ({code})",
@@ -223,8 +229,12 @@ pub fn format_ms(ms: u64) -> String {
     epochgate_core::decision::rfc3339_millis(ms)
 }
 
-/// A target in words: `user 42 (tenant acme)`.
+/// A target in words: `user 42 (tenant acme)`, escaped for display.
 pub fn describe(target: &Target) -> String {
+    escape_control(&describe_raw(target)).into_owned()
+}
+
+fn describe_raw(target: &Target) -> String {
     match target {
         Target::Global => "every user of every tenant".to_string(),
         Target::Tenant { tenant } => format!("every user of tenant {tenant}"),
@@ -318,7 +328,7 @@ async fn revoke(
         request.await?
     };
     for w in &done.warnings {
-        eprintln!("epochgate: warning: {w}");
+        eprintln!("epochgate: warning: {}", escape_control(w));
     }
     if opts.json {
         println!("{raw}");
@@ -464,8 +474,12 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
-/// Lays out rows in left-aligned columns.
+/// Lays out rows in left-aligned columns, every cell escaped for display.
 fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

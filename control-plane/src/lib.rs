@@ -17,6 +17,7 @@
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
 //! - [`demo_upstream`]: DEV/DEMO ONLY — the demo's stand-in for the portal app.
+//! - [`text`]: caller-supplied text escaped for display (CLI, console).
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub mod demo_upstream;
 pub mod rbac;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 pub use api::{app, metrics_app};

@@ -28,7 +28,9 @@ struct Shared {
     /// Bumped after each edge receipt this replica records (wakes `?wait=` writes).
     receipts: watch::Sender<u64>,
     /// Serializes appends to the anchor file.
-    anchor: std::sync::Mutex<()>,
+    anchor: Arc<std::sync::Mutex<()>>,
+    /// How many refusals each credential may still have audited (see [`RefusalLimiter`]).
+    refusals: RefusalLimiter,
 }
 
 impl AppState {
@@ -42,7 +44,8 @@ impl AppState {
                 metrics: Metrics::default(),
                 shutdown,
                 receipts,
-                anchor: std::sync::Mutex::new(()),
+                anchor: Arc::new(std::sync::Mutex::new(())),
+                refusals: RefusalLimiter::default(),
             }),
         }
     }
@@ -57,6 +60,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The budget of audited refusals per credential.
+    pub fn refusals(&self) -> &RefusalLimiter {
+        &self.inner.refusals
     }
 
     /// Announces that an edge receipt was recorded.
@@ -111,6 +119,7 @@ pub struct Metrics {
     admin_writes: Counter,
     sync_requests: Counter,
     anchor_failures: Counter,
+    refusals_limited: Counter,
     long_polls_open: Gauge,
 }
 
@@ -147,6 +156,11 @@ impl Metrics {
 
     pub fn anchor_failed(&self) {
         self.anchor_failures.inc();
+    }
+
+    /// A refusal answered 429 and not audited ([`RefusalLimiter`]).
+    pub fn refusal_limited(&self) {
+        self.refusals_limited.inc();
     }
 
     pub fn anchor_failures_total(&self) -> u64 {
@@ -198,6 +212,11 @@ impl Metrics {
             self.long_polls_open.clone(),
         );
         r.register(
+            "epochgate_refusals_rate_limited",
+            "Refused attempts answered 429 and not audited: the credential was refused too often",
+            self.refusals_limited.clone(),
+        );
+        r.register(
             "epochgate_audit_anchor_failures",
             "Audit heads that could not be appended to --audit-anchor",
             self.anchor_failures.clone(),
@@ -236,6 +255,58 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
+    }
+}
+
+/// Refused attempts a credential may have audited: a burst of
+/// [`RefusalLimiter::BURST`], then one per [`RefusalLimiter::REFILL`]. Past it a
+/// refusal is answered 429 without writing to the store, so a low-privilege key cannot
+/// flood the audit log, nor queue its refusals on the writer lock ahead of real
+/// logouts. Keyed by the credential's name (not the operator it names), so bounded by
+/// the configured credentials (and the admin JWTs' subjects, pruned when idle).
+#[derive(Debug, Default)]
+pub struct RefusalLimiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl RefusalLimiter {
+    pub const BURST: f64 = 10.0;
+    pub const REFILL: std::time::Duration = std::time::Duration::from_secs(6);
+    /// Past this many credentials, the full (idle) buckets are dropped.
+    const MAX_TRACKED: usize = 10_000;
+
+    /// Takes one refusal from `credential`'s budget; `Err(retry after)` when empty.
+    pub fn allow(&self, credential: &str) -> Result<(), std::time::Duration> {
+        let now = tokio::time::Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refill = |b: &Bucket| {
+            let earned = now.duration_since(b.at).as_secs_f64() / Self::REFILL.as_secs_f64();
+            (b.tokens + earned).min(Self::BURST)
+        };
+        if buckets.len() >= Self::MAX_TRACKED {
+            buckets.retain(|_, b| refill(b) < Self::BURST);
+        }
+        let bucket = buckets.entry(credential.to_string()).or_insert(Bucket {
+            tokens: Self::BURST,
+            at: now,
+        });
+        bucket.tokens = refill(bucket);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Self::REFILL.mul_f64(1.0 - bucket.tokens))
+        }
     }
 }
 

@@ -474,6 +474,61 @@ pub mod rbac {
         key.authenticate(c).unwrap()
     }
 
+    /// A low-privilege key hammering a route it may not use: its refusals are audited up
+    /// to a burst, then answered 429 without touching the store — the audit log does not
+    /// fill with them and a real logout is not held up; other credentials are unaffected.
+    #[tokio::test]
+    async fn refused_attempts_are_rate_limited_per_credential() {
+        let app = rbac_app().await;
+        let s = &app.state;
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            let a = post(s, "/v1/tenants/globex/logout", ACME_REVOKER).await;
+            statuses.push(a.status);
+        }
+        let forbidden = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::FORBIDDEN)
+            .count();
+        let limited = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!(forbidden + limited, 40, "{statuses:?}");
+        assert!(
+            limited >= 20,
+            "most of the flood is rate-limited: {statuses:?}"
+        );
+        let a = post(s, "/v1/tenants/globex/logout", ACME_REVOKER).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.error(), "rate_limited");
+        assert!(a.headers.get("retry-after").is_some());
+        let denied = s
+            .store()
+            .audit(epochgate_control_plane::store::AuditFilter {
+                limit: 1000,
+                outcome: Some("denied".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            denied.len(),
+            forbidden,
+            "only the audited refusals are in the log"
+        );
+        assert!(denied.len() <= 20, "{}", denied.len());
+        // The key's allowed work, and other credentials, go on.
+        let a = post(s, "/v1/tenants/acme/users/1/logout", ACME_REVOKER).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let a = post(s, "/v1/tenants/globex/logout", ACME_READER).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "another credential's own budget"
+        );
+    }
+
     async fn post(state: &AppState, uri: &str, token: &str) -> crate::common::Answer {
         send(state, request("POST", uri, Some(token), None)).await
     }

@@ -676,3 +676,46 @@ fn metrics_listen_serves_metrics_apart() {
     let (status, body) = get(format!("{}/healthz", server.url));
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
 }
+
+/// Caller-supplied text (a reason, an operator name) is shown with control characters
+/// escaped: an audit reason cannot clear the screen, move the cursor or forge a row.
+#[test]
+fn the_audit_table_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("cp.db"));
+    let hostile = "fine\u{1b}[2J\u{1b}[1;1H\nFAKE-ROW\u{202e}gnp.exe\u{7}";
+    let body = serde_json::json!({ "reason": hostile }).to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/tenants/acme/users/42/logout", server.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let out = stdout(&run(&server.url, &["audit"]));
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !out.contains(raw),
+            "a raw {raw:?} reached the terminal: {out:?}"
+        );
+    }
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "header + one row, no forged row: {out}"
+    );
+    assert!(
+        out.contains(r"fine\u{1b}[2J\u{1b}[1;1H\nFAKE-ROW\u{202e}gnp.exe\u{7}"),
+        "{out}"
+    );
+    // --json is the server's answer as it is (JSON escapes it).
+    let json = stdout(&run(&server.url, &["audit", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["entries"][0]["reason"], hostile);
+}

@@ -158,6 +158,11 @@ pub(crate) async fn refuse(
     reason: Option<String>,
     denied: Denied,
 ) -> ApiError {
+    if let Err(retry) = state.refusals().allow(&auth.admin.actor) {
+        state.metrics().refusal_limited();
+        tracing::debug!(actor = %auth.actor, action, "refused again: rate-limited, not audited");
+        return ApiError::rate_limited(retry);
+    }
     let record = AuditRecord {
         at_ms: now_ms(),
         actor: auth.actor.clone(),

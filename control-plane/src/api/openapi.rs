@@ -25,7 +25,8 @@ fn write_op(summary: &str, scope: &str, params: &[&str]) -> Value {
             "400": error_response("bad id, body or query"),
             "401": error_response("no or invalid credential"),
             "403": error_response("the credential lacks the permission or tenant (audited)"),
-            "413": error_response("body over 16 KiB")
+            "413": error_response("body over 16 KiB"),
+            "429": error_response("this credential was refused too often: not audited (`Retry-After`)")
         }
     }})
 }
@@ -41,6 +42,8 @@ fn read_op(summary: &str, scope: Option<&str>, schema: &str, params: Vec<Value>)
         op["security"] = json!([{"bearer": []}]);
         responses["401"] = error_response("no or invalid credential");
         responses["403"] = error_response("the credential may not read this");
+        responses["429"] =
+            error_response("this credential was refused too often: not audited (`Retry-After`)");
     }
     op["responses"] = responses;
     json!({"get": op})
@@ -127,6 +130,7 @@ pub fn document() -> Value {
                         "400": error_response("bad body or edge name"),
                         "401": error_response("no or invalid credential"),
                         "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)"),
                         "413": error_response("body over 16 KiB"),
                         "415": error_response("body not JSON")}},
                 "get": {"summary": "Every edge token (never the token itself)",
@@ -147,6 +151,7 @@ pub fn document() -> Value {
                     "400": error_response("bad edge name or body"),
                     "401": error_response("no or invalid credential"),
                     "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)"),
                     "404": error_response("the edge has no live token"),
                     "413": error_response("body over 16 KiB"),
                     "415": error_response("body not JSON")}}},
