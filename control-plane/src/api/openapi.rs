@@ -139,7 +139,8 @@ pub fn document() -> Value {
                     "responses": {
                         "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EdgeTokensAnswer"}}}},
                         "401": error_response("no or invalid credential"),
-                        "403": error_response("not a global `edges:manage` admin (audited)")}}
+                        "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)")}}
             },
             "/v1/edge-tokens/{edge}/revoke": {"post": {"summary": "End every token of one edge (audited): it stops syncing at once",
                 "description": "Requires `edges:manage` on every tenant (`*`).",
