@@ -109,6 +109,16 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_COMPACT_INTERVAL", default_value_t = 60)]
     pub compact_interval: u64,
 
+    /// The most connections served at once; past it new clients wait in the kernel's
+    /// queue until one closes.
+    #[arg(long, env = "EPOCHGATE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before cutting
+    /// them (open long-polls are answered at once).
+    #[arg(long, env = "EPOCHGATE_DRAIN_TIMEOUT", default_value_t = 20)]
+    pub drain_timeout: u64,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -223,6 +233,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// `/metrics` is served on its own listener (`--metrics-listen`), not by [`crate::app`].
     pub metrics_separate: bool,
+    /// The most connections served at once; past it the server stops accepting until
+    /// one closes (the kernel queues the rest).
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before cutting them.
+    pub drain_timeout: Duration,
 }
 
 /// Why a `serve` configuration is refused.
@@ -240,6 +255,8 @@ pub enum ConfigError {
     ZeroCompactInterval,
     #[error("--db must not be empty")]
     EmptyDb,
+    #[error("--max-connections must be at least 1")]
+    ZeroMaxConnections,
     #[error("--db-pool-size must be at least 1")]
     ZeroPoolSize,
     #[error("--db-pool-timeout must be at least 1 second")]
@@ -295,6 +312,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
         )?;
         server.audit_anchor = args.audit_anchor;
         server.metrics_separate = args.metrics_listen.is_some();
+        if args.max_connections == 0 {
+            return Err(ConfigError::ZeroMaxConnections);
+        }
+        server.max_connections = args.max_connections;
+        server.drain_timeout = Duration::from_secs(args.drain_timeout);
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
         Ok(ServeConfig {
             listen: args.listen,
@@ -340,6 +362,8 @@ impl ServerConfig {
             compact_interval: Duration::from_secs(compact_interval_s),
             header_read_timeout: Duration::from_secs(10),
             metrics_separate: false,
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(20),
         })
     }
 }
@@ -370,6 +394,8 @@ mod tests {
             edge_token_file: None,
             max_session_lifetime: 3600,
             compact_interval: 60,
+            max_connections: 1024,
+            drain_timeout: 20,
             tls_cert: None,
             tls_key: None,
         }

@@ -68,8 +68,10 @@ pub fn now_ms() -> u64 {
 ///
 /// When `shutdown` resolves, open long-polls are answered at once (an empty delta at the
 /// current version), new connections are refused, and the call returns once in-flight
-/// requests are done — so a restart never leaves edges hanging for the rest of their
-/// `wait`.
+/// requests are done — or, at the latest, after [`config::ServerConfig::drain_timeout`],
+/// cutting what is left — so a restart never leaves edges hanging for the rest of their
+/// `wait`, and a stuck client never holds a restart up. At most
+/// [`config::ServerConfig::max_connections`] connections are served at once.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -138,10 +140,24 @@ where
     use tower::ServiceExt as _;
 
     let header_timeout = state.config().header_read_timeout;
+    let drain = state.config().drain_timeout;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        state.config().max_connections.max(1),
+    ));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A free slot first: at the limit the server stops accepting, and new clients
+        // wait in the kernel's queue instead of costing a task each.
+        let slot = tokio::select! {
+            slot = std::sync::Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // closed: never, but nothing left to serve
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             // The listener retries failed accepts itself (out of file descriptors and
             // the like), and for TLS hands over only finished handshakes.
@@ -158,6 +174,7 @@ where
         ));
         let mut closing = closing_rx.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -182,7 +199,18 @@ where
     tracing::info!("shutting down: answering open long-polls");
     state.begin_shutdown();
     let _ = closing_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut = connections.len(),
+            drain_s = drain.as_secs_f64(),
+            "connections still busy at the drain deadline were cut"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 

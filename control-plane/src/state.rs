@@ -78,22 +78,31 @@ impl AppState {
     }
 
     /// Records the audit chain's new head: a log line (for log shipping) and, with
-    /// `--audit-anchor`, a synced line in the anchor file. A failure is logged and
+    /// `--audit-anchor`, a synced line in the anchor file — on a blocking thread, so a
+    /// slow disk (an fsync) never stalls the async workers. A failure is logged and
     /// counted, never answered: the revocation it follows is committed and must stand.
-    pub fn anchor(&self, head: &AuditHead) {
+    pub async fn anchor(&self, head: &AuditHead) {
         tracing::info!(id = head.id, hash = %head.hash, "audit head");
-        let Some(path) = &self.inner.config.audit_anchor else {
+        let Some(path) = self.inner.config.audit_anchor.clone() else {
             return;
         };
-        let _serial = self
-            .inner
-            .anchor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = crate::audit::append_anchor(path, head) {
-            self.inner.metrics.anchor_failed();
-            tracing::error!(error = %err, path = %path.display(), id = head.id, "cannot append to the audit anchor");
-        }
+        let serial = Arc::clone(&self.inner.anchor);
+        let line = head.clone();
+        let at = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _serial = serial
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::audit::append_anchor(&at, &line)
+        })
+        .await;
+        let err = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(join) => join.to_string(),
+        };
+        self.inner.metrics.anchor_failed();
+        tracing::error!(error = %err, path = %path.display(), id = head.id, "cannot append to the audit anchor");
     }
 
     /// Tells open long-polls and background tasks to finish now.

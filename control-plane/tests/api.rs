@@ -1025,3 +1025,49 @@ async fn scheduled_logouts_take_a_future_at_and_can_move_earlier() {
         );
     }
 }
+
+/// The audit anchor's append (open, write, fsync) runs off the async workers: while it
+/// is stuck (a FIFO nobody reads yet), other requests are still answered.
+#[tokio::test]
+async fn a_stuck_anchor_write_does_not_stall_other_requests() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("anchor.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ts = crate::common::test_store().await;
+    let mut config =
+        epochgate_control_plane::config::ServerConfig::new(ADMIN, EDGE, LIFETIME_S, 60).unwrap();
+    config.audit_anchor = Some(fifo.clone());
+    let state = epochgate_control_plane::AppState::new(Arc::clone(&ts.store), config);
+    // The reader opens the FIFO once told that /healthz was answered — or after 10 s.
+    let (answered, told) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let released_by_test = told
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .is_ok();
+        let mut line = String::new();
+        use std::io::Read;
+        std::fs::File::open(&fifo)
+            .unwrap()
+            .read_to_string(&mut line)
+            .unwrap();
+        (released_by_test, line)
+    });
+    let logout = {
+        let state = state.clone();
+        tokio::spawn(async move { admin_post(&state, "/v1/logout", None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let h = send(&state, request("GET", "/healthz", None, None)).await;
+    assert_eq!(h.status, StatusCode::OK);
+    let _ = answered.send(());
+    let a = logout.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let (released_by_test, line) = reader.join().unwrap();
+    assert!(released_by_test, "/healthz waited for the anchor write");
+    assert!(line.contains("\"id\":1"), "{line}");
+}

@@ -177,7 +177,7 @@ pub(crate) async fn refuse(
         request_id: Some(auth.request_id.clone()),
     };
     match state.store().record_audit(record).await {
-        Ok(head) => state.anchor(&head),
+        Ok(head) => state.anchor(&head).await,
         Err(err) => tracing::error!(error = %err, "cannot audit a refused attempt"),
     }
     tracing::warn!(actor = %auth.actor, action, %denied, "refused");
@@ -265,7 +265,7 @@ async fn revoke(
     };
     let actor = request.actor.clone();
     let done = state.store().revoke(request).await?;
-    state.anchor(&done.audit);
+    state.anchor(&done.audit).await;
     state.metrics().admin_write();
     tracing::info!(
         target = ?done.target,

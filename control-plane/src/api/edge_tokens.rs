@@ -160,7 +160,7 @@ pub async fn create(
         .store()
         .create_edge_credential(credential, record)
         .await?;
-    state.anchor(&audit);
+    state.anchor(&audit).await;
     tracing::info!(edge = %body.edge, id = %id, actor = %auth.actor, "edge token created");
     Ok(Json(CreatedAnswer {
         id,
@@ -212,7 +212,7 @@ pub async fn revoke(
             p.edge
         )));
     };
-    state.anchor(&audit);
+    state.anchor(&audit).await;
     tracing::info!(edge = %p.edge, revoked, actor = %auth.actor, "edge tokens revoked");
     Ok(Json(RevokedAnswer {
         edge: p.edge,
