@@ -9,9 +9,10 @@
 //!
 //! # Layout
 //! - [`api`]: the axum router ([`app`]), admin and sync handlers, the JSON error type.
-//! - [`store`]: the [`store::Store`] trait and its SQLite backend (versions, epochs,
-//!   compaction, audit, edge receipts).
+//! - [`store`]: the [`store::Store`] trait, written once ([`store::SqlStore`]) over SQLite
+//!   and Postgres (versions, epochs, compaction, audit, edge receipts and credentials).
 //! - [`auth`]: the admin and edge bearer tokens, compared in constant time.
+//! - [`rbac`]: who may do what (admin token, API keys, admin JWTs, the shared edge token).
 //! - [`config`]: `serve` flags → validated [`config::ServeConfig`].
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
