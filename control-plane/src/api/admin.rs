@@ -148,6 +148,18 @@ pub fn parse_wait(value: &str) -> Result<Duration, ApiError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A caller's `reason` for the audit log: empty is none; over [`MAX_REASON_BYTES`] is a 400.
+pub(crate) fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
+    let reason = reason.filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    Ok(reason)
+}
+
 /// Refuses `denied`, after writing the attempt to the audit log.
 pub(crate) async fn refuse(
     state: &AppState,
@@ -211,18 +223,7 @@ async fn revoke(
     query: WriteQuery,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let reason = body
-        .as_ref()
-        .and_then(|b| b.reason.clone())
-        .filter(|r| !r.is_empty());
-    if let Some(reason) = &reason {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
-            ));
-        }
-    }
+    let reason = checked_reason(body.as_ref().and_then(|b| b.reason.clone()))?;
     let now = now_ms();
     let at = body.as_ref().and_then(|b| b.at.clone());
     let (target, at_ms) = scheduled(target, at.as_deref(), now)?;

@@ -12,7 +12,7 @@ use axum::Json;
 use epochgate_core::state::Target;
 use serde::{Deserialize, Serialize};
 
-use super::admin::{refuse, MAX_REASON_BYTES};
+use super::admin::{checked_reason, refuse};
 use super::extract::{check_id, AdminAuth, ApiPath, OptionalJson, RemoteAddr};
 use super::ApiError;
 use crate::now_ms;
@@ -75,17 +75,6 @@ fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     getrandom::getrandom(&mut buf).map_err(|e| ApiError::internal("no randomness", &e))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
-    let reason = reason.filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
-        ));
-    }
-    Ok(reason)
 }
 
 /// The audit row of an edge-token action: the edge (and token id) in front of the

@@ -92,6 +92,76 @@ impl<B: Backend> SqlStore<B> {
     }
 }
 
+/// The tables, in the SQL both databases accept; `int` is the 64-bit integer type
+/// (`INTEGER` in SQLite — the audit id then the rowid — and `BIGINT` in Postgres).
+/// Idempotent: each backend runs it at every start, inside its schema transaction.
+pub fn schema(int: &str) -> String {
+    SCHEMA.replace("{int}", int)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    stream  TEXT    NOT NULL,
+    version {int} NOT NULL,   -- the last committed version: the counter row
+    floor   {int} NOT NULL    -- the highest version purged by compaction
+);
+-- One row per target. tenant and subject are '' where the scope has none (ids are never
+-- empty, so '' cannot collide). epoch_ms NULL is a tombstone: removed by compaction,
+-- kept for a session lifetime so edges receive the removal as a delta.
+CREATE TABLE IF NOT EXISTS revocations (
+    scope      TEXT    NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
+    tenant     TEXT    NOT NULL,
+    subject    TEXT    NOT NULL,
+    epoch_ms   {int},
+    version    {int} NOT NULL,   -- the version of the row's last change
+    changed_ms {int} NOT NULL,   -- when that change happened (ages tombstones)
+    PRIMARY KEY (scope, tenant, subject)
+);
+CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
+CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
+-- Hash-chained (see audit.rs): id is last + 1, assigned inside the write transaction.
+CREATE TABLE IF NOT EXISTS audit (
+    id         {int} PRIMARY KEY,
+    at_ms      {int} NOT NULL,
+    actor      TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    target     TEXT    NOT NULL,   -- the Target as JSON
+    tenant     TEXT,               -- the target's tenant, for filters (NULL: global)
+    reason     TEXT,
+    source     TEXT,
+    request_id TEXT,
+    version    {int} NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+-- The receipts: one row per edge instance (see EdgeReceipt). Replaces `edges` (schema 2).
+CREATE TABLE IF NOT EXISTS edge_receipts (
+    edge            TEXT    NOT NULL,
+    instance        TEXT    NOT NULL,   -- '' with the shared edge token
+    credential      TEXT,               -- the edge credential's id; NULL: the shared token
+    stream          TEXT,
+    applied_version {int} NOT NULL,
+    first_seen_ms   {int} NOT NULL,
+    last_seen_ms    {int} NOT NULL,
+    remote_addr     TEXT,
+    PRIMARY KEY (edge, instance)
+);
+DROP TABLE IF EXISTS edges;
+-- Per-edge credentials, stored as the SHA-256 of their token.
+CREATE TABLE IF NOT EXISTS edge_credentials (
+    id         TEXT    PRIMARY KEY,
+    edge       TEXT    NOT NULL,
+    sha256     TEXT    NOT NULL UNIQUE,
+    created_ms {int} NOT NULL,
+    created_by TEXT    NOT NULL,
+    revoked_ms {int}
+);
+CREATE INDEX IF NOT EXISTS edge_credentials_by_edge ON edge_credentials (edge);
+";
+
 /// 16 random bytes as hex: a new store never shares a stream with another.
 pub fn new_stream_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];

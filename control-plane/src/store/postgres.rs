@@ -42,65 +42,6 @@ const CHANNEL: &str = "epochgate_versions";
 /// Serializes schema creation across replicas starting at once.
 const SCHEMA_LOCK: i64 = 0x6570_6f63_6867;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    stream  TEXT    NOT NULL,
-    version BIGINT  NOT NULL,
-    floor   BIGINT  NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revocations (
-    scope      TEXT   NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
-    tenant     TEXT   NOT NULL,
-    subject    TEXT   NOT NULL,
-    epoch_ms   BIGINT,
-    version    BIGINT NOT NULL,
-    changed_ms BIGINT NOT NULL,
-    PRIMARY KEY (scope, tenant, subject)
-);
-CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
-CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
-CREATE TABLE IF NOT EXISTS audit (
-    id         BIGINT PRIMARY KEY,
-    at_ms      BIGINT NOT NULL,
-    actor      TEXT   NOT NULL,
-    action     TEXT   NOT NULL,
-    outcome    TEXT   NOT NULL,
-    target     TEXT   NOT NULL,
-    tenant     TEXT,
-    reason     TEXT,
-    source     TEXT,
-    request_id TEXT,
-    version    BIGINT NOT NULL,
-    prev_hash  TEXT   NOT NULL,
-    hash       TEXT   NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
--- The receipts: one row per edge instance (see EdgeReceipt). Replaces `edges` (schema 2).
-CREATE TABLE IF NOT EXISTS edge_receipts (
-    edge            TEXT    NOT NULL,
-    instance        TEXT    NOT NULL,   -- '' with the shared edge token
-    credential      TEXT,               -- the edge credential's id; NULL: the shared token
-    stream          TEXT,
-    applied_version BIGINT NOT NULL,
-    first_seen_ms   BIGINT NOT NULL,
-    last_seen_ms    BIGINT NOT NULL,
-    remote_addr     TEXT,
-    PRIMARY KEY (edge, instance)
-);
-DROP TABLE IF EXISTS edges;
--- Per-edge credentials, stored as the SHA-256 of their token.
-CREATE TABLE IF NOT EXISTS edge_credentials (
-    id         TEXT    PRIMARY KEY,
-    edge       TEXT    NOT NULL,
-    sha256     TEXT    NOT NULL UNIQUE,
-    created_ms BIGINT NOT NULL,
-    created_by TEXT    NOT NULL,
-    revoked_ms BIGINT
-);
-CREATE INDEX IF NOT EXISTS edge_credentials_by_edge ON edge_credentials (edge);
-";
-
 /// The Postgres store.
 pub type PgStore = SqlStore<Postgres>;
 
@@ -163,7 +104,7 @@ impl SqlStore<Postgres> {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
                 .await?;
-            tx.batch_execute(SCHEMA).await?;
+            tx.batch_execute(&super::core::schema("BIGINT")).await?;
             let head = init_head(&mut PgTx(Conn::Tx(&tx))).await?;
             tx.commit().await?;
             head
