@@ -36,7 +36,8 @@ pub struct ClientOpts {
     )]
     pub url: String,
 
-    /// The admin bearer token (admin commands).
+    /// The admin bearer token (admin commands). Prefer --token-file or the environment:
+    /// flags show in `ps`.
     #[arg(
         long,
         global = true,
@@ -44,6 +45,10 @@ pub struct ClientOpts {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// A file holding the admin bearer token (one line), instead of --token.
+    #[arg(long, global = true, env = "EPOCHGATE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// Print the server's raw JSON answer instead of a sentence.
     #[arg(long, global = true)]
@@ -73,6 +78,8 @@ pub enum Command {
     Revocations(RevocationsArgs),
     /// Make an API key for automation: prints the key once and its `--api-keys` entry.
     ApiKey(ApiKeyArgs),
+    /// Per-edge credentials: create (the token is printed once), list, revoke.
+    EdgeToken(EdgeTokenArgs),
     /// DEV/DEMO ONLY: print a JWT signed with the public built-in demo key (kid `demo`).
     MintToken(MintTokenArgs),
     /// DEV/DEMO ONLY: run the demo upstream app (echoes the identity Envoy passes on).
@@ -180,6 +187,8 @@ pub struct AuditVerifyArgs {
     /// The store (`sqlite://PATH`, a path, or `postgres://…`).
     #[arg(long, env = "EPOCHGATE_DB")]
     pub db: String,
+    #[command(flatten)]
+    pub db_options: crate::config::DbArgs,
     /// An anchor file written by `serve --audit-anchor` (repeat for each replica's).
     #[arg(long = "anchor", env = "EPOCHGATE_AUDIT_ANCHOR")]
     pub anchors: Vec<std::path::PathBuf>,
@@ -214,9 +223,46 @@ pub struct ApiKeyCreateArgs {
     #[arg(long)]
     pub tenant: String,
     /// A permission (repeat): sessions:revoke, sessions:revoke_all, audit:read,
-    /// edges:read, revocations:read.
+    /// edges:read, revocations:read, edges:manage.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenArgs {
+    #[command(subcommand)]
+    pub command: EdgeTokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeTokenCommand {
+    /// A new token for one edge (an Envoy fleet, a Worker deployment): stdout gets the
+    /// token, once; the store keeps only its SHA-256. Give it to the edge as
+    /// `EPOCHGATE_EDGE_TOKEN`.
+    Create(EdgeTokenCreateArgs),
+    /// Every edge token: id, edge, created, by whom, revoked.
+    List,
+    /// End every token of one edge: it stops syncing at once.
+    Revoke(EdgeTokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenCreateArgs {
+    /// The edge's name, as `epochgate edges` and the metrics will show it.
+    #[arg(long)]
+    pub edge: String,
+    /// Why, for the audit log (at most 1024 bytes).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTokenRevokeArgs {
+    #[arg(long)]
+    pub edge: String,
+    /// Why, for the audit log (at most 1024 bytes).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

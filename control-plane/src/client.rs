@@ -14,12 +14,14 @@ use serde_json::json;
 use crate::api::extract::ACTOR_HEADER;
 use std::io::IsTerminal;
 
+use crate::api::edge_tokens::{CreatedAnswer, ListAnswer, RevokedAnswer};
 use crate::api::{AuditAnswer, EdgesAnswer, RevocationsAnswer, RevokeAnswer};
 use crate::cli::{
     ApiKeyArgs, ApiKeyCommand, ApiKeyCreateArgs, AuditArgs, AuditCommand, AuditVerifyArgs,
-    ClientOpts, Command, LogoutAllArgs, LogoutArgs, MintTokenArgs, RevocationsArgs,
-    RevokeSessionArgs, WaitArgs,
+    ClientOpts, Command, EdgeTokenArgs, EdgeTokenCommand, LogoutAllArgs, LogoutArgs, MintTokenArgs,
+    RevocationsArgs, RevokeSessionArgs, WaitArgs,
 };
+use crate::text::escape_control;
 use crate::{demo, now_ms};
 
 /// How long the CLI waits for an answer. Admin writes answer after one commit.
@@ -53,7 +55,11 @@ impl AdminClient {
         }
         let token = token
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow!("no admin token: pass --token or set EPOCHGATE_ADMIN_TOKEN"))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "no admin token: pass --token-file FILE, --token or set EPOCHGATE_ADMIN_TOKEN"
+                )
+            })?
             .to_string();
         let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
         if let Some(path) = ca_cert {
@@ -198,13 +204,18 @@ fn http_error(status: StatusCode, body: &str) -> anyhow::Error {
             .map(str::to_string)
     };
     let detail = field("detail").unwrap_or_else(|| body.chars().take(200).collect());
+    let detail = escape_control(&detail);
     let code = field("error").unwrap_or_else(|| "error".to_string());
+    let code = escape_control(&code);
     match status {
         StatusCode::UNAUTHORIZED => anyhow!(
             "the control plane refused the token: {detail} — check --token / EPOCHGATE_ADMIN_TOKEN"
         ),
         StatusCode::FORBIDDEN => anyhow!(
             "the control plane refused: {detail} — use a credential with that permission and tenant (the attempt is in the audit log)"
+        ),
+        StatusCode::TOO_MANY_REQUESTS => anyhow!(
+            "the control plane refused: {detail} — this credential was refused too often; wait and use one with the permission"
         ),
         _ => anyhow!(
             "the control plane answered {}: {detail} ({code})",
@@ -218,8 +229,12 @@ pub fn format_ms(ms: u64) -> String {
     epochgate_core::decision::rfc3339_millis(ms)
 }
 
-/// A target in words: `user 42 (tenant acme)`.
+/// A target in words: `user 42 (tenant acme)`, escaped for display.
 pub fn describe(target: &Target) -> String {
+    escape_control(&describe_raw(target)).into_owned()
+}
+
+fn describe_raw(target: &Target) -> String {
     match target {
         Target::Global => "every user of every tenant".to_string(),
         Target::Tenant { tenant } => format!("every user of tenant {tenant}"),
@@ -313,7 +328,7 @@ async fn revoke(
         request.await?
     };
     for w in &done.warnings {
-        eprintln!("epochgate: warning: {w}");
+        eprintln!("epochgate: warning: {}", escape_control(w));
     }
     if opts.json {
         println!("{raw}");
@@ -459,8 +474,12 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
-/// Lays out rows in left-aligned columns.
+/// Lays out rows in left-aligned columns, every cell escaped for display.
 fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -574,9 +593,10 @@ async fn audit(client: &AdminClient, opts: &ClientOpts, a: AuditArgs) -> anyhow:
 }
 
 async fn audit_verify(opts: &ClientOpts, a: AuditVerifyArgs) -> anyhow::Result<()> {
-    let store = crate::store::open(&a.db)
+    let pg = a.db_options.pg_options()?;
+    let store = crate::store::open_with(&a.db, &pg)
         .await
-        .with_context(|| format!("cannot open the store {}", a.db))?;
+        .with_context(|| format!("cannot open the store {}", crate::store::redact_url(&a.db)))?;
     let chain = store
         .audit_chain()
         .await
@@ -661,7 +681,8 @@ fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
     crate::rbac::Tenants::parse(&a.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
     for s in &a.scopes {
         if crate::rbac::Scope::parse(s).is_none() {
-            bail!("--scope {s:?} is not a permission (sessions:revoke, sessions:revoke_all, audit:read, edges:read, revocations:read)");
+            let known: Vec<&str> = crate::rbac::Scope::ALL.iter().map(|s| s.name()).collect();
+            bail!("--scope {s:?} is not a permission ({})", known.join(", "));
         }
     }
     let mut bytes = [0u8; 24];
@@ -679,6 +700,79 @@ fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
     println!("{key}");
     println!("{entry}");
     eprintln!("epochgate: the first line is the key (shown once); add the second to the \"api_keys\" list of the --api-keys file");
+    Ok(())
+}
+
+async fn edge_token(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    a: EdgeTokenArgs,
+) -> anyhow::Result<()> {
+    match a.command {
+        EdgeTokenCommand::Create(c) => {
+            check_arg("--edge", &c.edge)?;
+            let mut body = json!({ "edge": c.edge });
+            if let Some(r) = c.reason {
+                body["reason"] = json!(r);
+            }
+            let (raw, done): (String, CreatedAnswer) = client
+                .call(Method::POST, "/v1/edge-tokens", Some(body))
+                .await?;
+            if opts.json {
+                println!("{raw}");
+            } else {
+                println!("{}", done.token);
+                eprintln!(
+                    "epochgate: edge token {} for edge {:?} (shown once): give it to the edge as EPOCHGATE_EDGE_TOKEN",
+                    done.id, done.edge
+                );
+            }
+        }
+        EdgeTokenCommand::List => {
+            let (raw, answer): (String, ListAnswer) =
+                client.call(Method::GET, "/v1/edge-tokens", None).await?;
+            if opts.json {
+                println!("{raw}");
+                return Ok(());
+            }
+            if answer.edge_tokens.is_empty() {
+                println!("no edge token yet (epochgate edge-token create --edge NAME)");
+                return Ok(());
+            }
+            let mut rows = vec![["ID", "EDGE", "CREATED", "BY", "REVOKED"]
+                .map(String::from)
+                .to_vec()];
+            for t in &answer.edge_tokens {
+                rows.push(vec![
+                    t.id.clone(),
+                    t.edge.clone(),
+                    format_ms(t.created_ms),
+                    t.created_by.clone(),
+                    t.revoked_ms
+                        .map(format_ms)
+                        .unwrap_or_else(|| "-".to_string()),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+        EdgeTokenCommand::Revoke(r) => {
+            check_arg("--edge", &r.edge)?;
+            let path = format!("/v1/edge-tokens/{}/revoke", percent_encode(&r.edge));
+            let (raw, done): (String, RevokedAnswer) = client
+                .call(Method::POST, &path, reason_body(r.reason))
+                .await?;
+            if opts.json {
+                println!("{raw}");
+            } else {
+                println!(
+                    "revoked {} edge token{} of edge {}",
+                    done.revoked,
+                    if done.revoked == 1 { "" } else { "s" },
+                    done.edge
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -703,7 +797,12 @@ fn mint_token(a: MintTokenArgs) -> anyhow::Result<()> {
 
 /// Runs one client command (everything but `serve`).
 pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
-    let client = || AdminClient::with_ca(&opts.url, opts.token.as_deref(), opts.ca_cert.as_deref());
+    let token = crate::config::secret(
+        "the admin token (--token)",
+        opts.token.clone(),
+        opts.token_file.as_deref(),
+    )?;
+    let client = || AdminClient::with_ca(&opts.url, token.as_deref(), opts.ca_cert.as_deref());
     match command {
         Command::Serve(_) => bail!("`serve` is not a client command"),
         Command::DemoUpstream(_) => bail!("`demo-upstream` is not a client command"),
@@ -721,6 +820,7 @@ pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyArgs {
             command: ApiKeyCommand::Create(a),
         }) => api_key_create(a),
+        Command::EdgeToken(a) => edge_token(&client()?, &opts, a).await,
     }
 }
 

@@ -3,33 +3,66 @@
 //! errors, so a bad setting stops the process at start and never shows up on a request.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use std::path::PathBuf;
-
 use crate::rbac::{parse_api_keys, AdminJwt, Credentials, CredentialsError};
+use crate::store::PgOptions;
 
 /// The longest a sync long-poll is held, whatever the edge asks.
 pub const MAX_WAIT_S: u64 = 60;
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Flags of `epochgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Serve `/metrics` on this address only (not on --listen), e.g. an address only
+    /// the scraper reaches. Port 0 picks one (printed as `metrics on http://ADDR`).
+    #[arg(long, env = "EPOCHGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// `text`, or `json` (one object per line) for log shippers. Every request is logged
+    /// when answered (method, route, status, latency, credential name, request id).
+    #[arg(long, env = "EPOCHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Address to listen on; port 0 picks a free port (the chosen address is printed
     /// to stdout as `listening on http://ADDR`).
     #[arg(long, env = "EPOCHGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// The store: `sqlite://PATH` or a plain file path (created if missing).
+    /// The store: `sqlite://PATH` or a plain file path (created if missing), or
+    /// `postgres://USER@HOST:PORT/DB[?sslmode=verify-full&sslrootcert=ca.pem]`.
     #[arg(long, env = "EPOCHGATE_DB", default_value = "epochgate.db")]
     pub db: String,
 
+    #[command(flatten)]
+    pub db_options: DbArgs,
+
     /// Bootstrap bearer token for the admin API (at least 16 characters): a global
     /// admin with every permission. Optional when --api-keys or --admin-jwt-config is set.
+    /// Prefer --admin-token-file or the environment: flags show in `ps`.
     #[arg(long, env = "EPOCHGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A file holding the admin token (one line), instead of --admin-token.
+    #[arg(
+        long,
+        env = "EPOCHGATE_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
 
     /// A JSON file of API keys for automation, stored hashed:
     /// `{"api_keys": [{"name", "tenant" ("*" = every tenant), "scopes": [...], "sha256"}]}`
@@ -55,10 +88,16 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_EDGE_LIVE_WINDOW", default_value_t = 90)]
     pub edge_live_window: u64,
 
-    /// Bearer token the edges use for `GET /v1/sync` (at least 16 characters, not the
-    /// admin token).
+    /// DEMO: one bearer token every edge may use for `GET /v1/sync` (at least 16
+    /// characters, not the admin token). Any holder can report as any edge; in
+    /// production give each edge its own (`epochgate edge-token create`) and leave this
+    /// out. Prefer --edge-token-file or the environment: flags show in `ps`.
     #[arg(long, env = "EPOCHGATE_EDGE_TOKEN", hide_env_values = true)]
-    pub edge_token: String,
+    pub edge_token: Option<String>,
+
+    /// A file holding the edge token (one line), instead of --edge-token.
+    #[arg(long, env = "EPOCHGATE_EDGE_TOKEN_FILE", conflicts_with = "edge_token")]
+    pub edge_token_file: Option<PathBuf>,
 
     /// The longest a login can keep producing valid tokens (the IdP's absolute
     /// refresh-token / session lifetime), in seconds. Entries older than this are
@@ -70,6 +109,16 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_COMPACT_INTERVAL", default_value_t = 60)]
     pub compact_interval: u64,
 
+    /// The most connections served at once; past it new clients wait in the kernel's
+    /// queue until one closes.
+    #[arg(long, env = "EPOCHGATE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before cutting
+    /// them (open long-polls are answered at once).
+    #[arg(long, env = "EPOCHGATE_DRAIN_TIMEOUT", default_value_t = 20)]
+    pub drain_timeout: u64,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -79,11 +128,90 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// How `serve` and `audit verify` reach a Postgres store (ignored for SQLite).
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// A file holding the database password (one line); it replaces the URL's, so the
+    /// URL need not hold one. `EPOCHGATE_DB_PASSWORD` does the same from the environment.
+    #[arg(long, env = "EPOCHGATE_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+
+    /// The database password from the environment only (no flag: flags show in `ps`).
+    #[arg(skip = std::env::var("EPOCHGATE_DB_PASSWORD").ok())]
+    pub db_password: Option<String>,
+
+    /// The most Postgres connections this process opens (besides its listener's).
+    #[arg(long, env = "EPOCHGATE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+
+    /// Seconds a request waits for a free Postgres connection (and a new one to connect)
+    /// before it fails.
+    #[arg(long, env = "EPOCHGATE_DB_POOL_TIMEOUT", default_value_t = 5)]
+    pub db_pool_timeout: u64,
+}
+
+impl DbArgs {
+    /// The Postgres options, the password read from its file.
+    pub fn pg_options(&self) -> Result<PgOptions, ConfigError> {
+        if self.db_pool_size == 0 {
+            return Err(ConfigError::ZeroPoolSize);
+        }
+        if self.db_pool_timeout == 0 {
+            return Err(ConfigError::ZeroPoolTimeout);
+        }
+        Ok(PgOptions {
+            password: secret(
+                "EPOCHGATE_DB_PASSWORD",
+                self.db_password.clone(),
+                self.db_password_file.as_deref(),
+            )?,
+            pool_size: self.db_pool_size,
+            pool_timeout: Duration::from_secs(self.db_pool_timeout),
+        })
+    }
+}
+
+/// A secret given directly (flag or environment) or in a file (its first line; a
+/// trailing newline is not part of it). Both at once is refused, as is an empty file.
+pub fn secret(
+    name: &'static str,
+    value: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice(name)),
+        (Some(v), None) => Ok(Some(v)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })?;
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string();
+            if line.is_empty() {
+                return Err(ConfigError::EmptySecretFile {
+                    path: path.display().to_string(),
+                });
+            }
+            Ok(Some(line))
+        }
+    }
+}
+
 /// A validated `serve` configuration.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// `/metrics` on its own listener (then not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
     pub db: String,
+    /// How to reach a Postgres store (password, pool).
+    pub pg: PgOptions,
     pub server: ServerConfig,
     /// `(certificate, key)` PEM files: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -103,6 +231,13 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
+    /// `/metrics` is served on its own listener (`--metrics-listen`), not by [`crate::app`].
+    pub metrics_separate: bool,
+    /// The most connections served at once; past it the server stops accepting until
+    /// one closes (the kernel queues the rest).
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before cutting them.
+    pub drain_timeout: Duration,
 }
 
 /// Why a `serve` configuration is refused.
@@ -120,6 +255,16 @@ pub enum ConfigError {
     ZeroCompactInterval,
     #[error("--db must not be empty")]
     EmptyDb,
+    #[error("--max-connections must be at least 1")]
+    ZeroMaxConnections,
+    #[error("--db-pool-size must be at least 1")]
+    ZeroPoolSize,
+    #[error("--db-pool-timeout must be at least 1 second")]
+    ZeroPoolTimeout,
+    #[error("{0} is given twice (directly and as a file); give one")]
+    SecretTwice(&'static str),
+    #[error("the secret file {path} is empty")]
+    EmptySecretFile { path: String },
 }
 
 impl TryFrom<ServeArgs> for ServeConfig {
@@ -135,7 +280,19 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 error: e.to_string(),
             })
         };
-        let mut credentials = Credentials::new(args.admin_token.as_deref(), &args.edge_token)?;
+        let admin_token = secret(
+            "the admin token",
+            args.admin_token,
+            args.admin_token_file.as_deref(),
+        )?;
+        let edge_token = secret(
+            "the edge token",
+            args.edge_token,
+            args.edge_token_file.as_deref(),
+        )?;
+        let pg = args.db_options.pg_options()?;
+        let mut credentials =
+            Credentials::with_edge_token(admin_token.as_deref(), edge_token.as_deref())?;
         if let Some(path) = &args.api_keys {
             credentials = credentials.with_api_keys(parse_api_keys(&read(path)?)?)?;
         }
@@ -154,10 +311,18 @@ impl TryFrom<ServeArgs> for ServeConfig {
             args.compact_interval,
         )?;
         server.audit_anchor = args.audit_anchor;
+        server.metrics_separate = args.metrics_listen.is_some();
+        if args.max_connections == 0 {
+            return Err(ConfigError::ZeroMaxConnections);
+        }
+        server.max_connections = args.max_connections;
+        server.drain_timeout = Duration::from_secs(args.drain_timeout);
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
         Ok(ServeConfig {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             db: args.db,
+            pg,
             server,
             tls: args.tls_cert.zip(args.tls_key),
         })
@@ -196,6 +361,9 @@ impl ServerConfig {
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
             header_read_timeout: Duration::from_secs(10),
+            metrics_separate: false,
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(20),
         })
     }
 }
@@ -207,15 +375,27 @@ mod tests {
     fn args() -> ServeArgs {
         ServeArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
             db: "x.db".into(),
+            db_options: DbArgs {
+                db_password_file: None,
+                db_password: None,
+                db_pool_size: 16,
+                db_pool_timeout: 5,
+            },
             admin_token: Some("a".repeat(16)),
+            admin_token_file: None,
             api_keys: None,
             admin_jwt_config: None,
             audit_anchor: None,
             edge_live_window: 90,
-            edge_token: "e".repeat(16),
+            edge_token: Some("e".repeat(16)),
+            edge_token_file: None,
             max_session_lifetime: 3600,
             compact_interval: 60,
+            max_connections: 1024,
+            drain_timeout: 20,
             tls_cert: None,
             tls_key: None,
         }
@@ -259,5 +439,55 @@ mod tests {
         let mut a = args();
         a.db = " ".into();
         assert_eq!(ServeConfig::try_from(a).unwrap_err(), ConfigError::EmptyDb);
+        let mut a = args();
+        a.db_options.db_pool_size = 0;
+        assert_eq!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::ZeroPoolSize
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_files_without_their_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge-token");
+        std::fs::write(&file, "edge-token-from-a-file-0123\n").unwrap();
+        let mut a = args();
+        a.edge_token = None;
+        a.edge_token_file = Some(file.clone());
+        let cfg = ServeConfig::try_from(a).unwrap();
+        assert!(matches!(
+            cfg.server
+                .credentials
+                .authenticate("edge-token-from-a-file-0123", 0),
+            Ok(crate::rbac::Principal::Edge)
+        ));
+        let mut a = args();
+        a.edge_token_file = Some(file.clone());
+        assert_eq!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::SecretTwice("the edge token")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let mut a = args();
+        a.edge_token = None;
+        a.edge_token_file = Some(file);
+        assert!(matches!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::EmptySecretFile { .. }
+        ));
+        let mut a = args();
+        a.admin_token = None;
+        a.admin_token_file = Some(dir.path().join("missing"));
+        assert!(matches!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::Read { .. }
+        ));
+        let mut a = args();
+        a.db_options.db_password = Some("pw-env".into());
+        assert_eq!(
+            ServeConfig::try_from(a).unwrap().pg.password.as_deref(),
+            Some("pw-env")
+        );
     }
 }

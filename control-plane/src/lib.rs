@@ -9,14 +9,16 @@
 //!
 //! # Layout
 //! - [`api`]: the axum router ([`app`]), admin and sync handlers, the JSON error type.
-//! - [`store`]: the [`store::Store`] trait and its SQLite backend (versions, epochs,
-//!   compaction, audit, edge receipts).
+//! - [`store`]: the [`store::Store`] trait, written once ([`store::SqlStore`]) over SQLite
+//!   and Postgres (versions, epochs, compaction, audit, edge receipts and credentials).
 //! - [`auth`]: the admin and edge bearer tokens, compared in constant time.
+//! - [`rbac`]: who may do what (admin token, API keys, admin JWTs, the shared edge token).
 //! - [`config`]: `serve` flags → validated [`config::ServeConfig`].
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
 //! - [`demo_upstream`]: DEV/DEMO ONLY — the demo's stand-in for the portal app.
+//! - [`text`]: caller-supplied text escaped for display (CLI, console).
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
@@ -37,9 +39,10 @@ pub mod demo_upstream;
 pub mod rbac;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;
 
-pub use api::app;
+pub use api::{app, metrics_app};
 pub use state::AppState;
 
 /// The crate version.
@@ -66,8 +69,10 @@ pub fn now_ms() -> u64 {
 ///
 /// When `shutdown` resolves, open long-polls are answered at once (an empty delta at the
 /// current version), new connections are refused, and the call returns once in-flight
-/// requests are done — so a restart never leaves edges hanging for the rest of their
-/// `wait`.
+/// requests are done — or, at the latest, after [`config::ServerConfig::drain_timeout`],
+/// cutting what is left — so a restart never leaves edges hanging for the rest of their
+/// `wait`, and a stuck client never holds a restart up. At most
+/// [`config::ServerConfig::max_connections`] connections are served at once.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -98,9 +103,10 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let compactor = tokio::spawn(compaction_loop(state.clone()));
+    let router = app(state.clone());
     let result = match transport {
-        Transport::Plain(listener) => accept_loop(listener, state.clone(), shutdown).await,
-        Transport::Tls(listener) => accept_loop(listener, state.clone(), shutdown).await,
+        Transport::Plain(listener) => accept_loop(listener, router, state.clone(), shutdown).await,
+        Transport::Tls(listener) => accept_loop(listener, router, state.clone(), shutdown).await,
     };
     // Also when the server failed: stop the compactor before returning.
     state.begin_shutdown();
@@ -110,8 +116,20 @@ async fn serve_on(
     result.context("the HTTP server failed")
 }
 
+/// Serves [`metrics_app`] (`--metrics-listen`) until the main server shuts down.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let mut shutdown = state.shutdown_signal();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    accept_loop(listener, metrics_app(state.clone()), state, stop)
+        .await
+        .context("the metrics server failed")
+}
+
 async fn accept_loop<L>(
     mut listener: L,
+    router: axum::Router,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -122,12 +140,25 @@ where
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt as _;
 
-    let router = app(state.clone());
     let header_timeout = state.config().header_read_timeout;
+    let drain = state.config().drain_timeout;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        state.config().max_connections.max(1),
+    ));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A free slot first: at the limit the server stops accepting, and new clients
+        // wait in the kernel's queue instead of costing a task each.
+        let slot = tokio::select! {
+            slot = std::sync::Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // closed: never, but nothing left to serve
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             // The listener retries failed accepts itself (out of file descriptors and
             // the like), and for TLS hands over only finished handshakes.
@@ -144,6 +175,7 @@ where
         ));
         let mut closing = closing_rx.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -168,7 +200,18 @@ where
     tracing::info!("shutting down: answering open long-polls");
     state.begin_shutdown();
     let _ = closing_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut = connections.len(),
+            drain_s = drain.as_secs_f64(),
+            "connections still busy at the drain deadline were cut"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 

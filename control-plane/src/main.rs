@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use epochgate_control_plane::cli::{Cli, Command};
-use epochgate_control_plane::config::{ServeArgs, ServeConfig};
+use epochgate_control_plane::config::{LogFormat, ServeArgs, ServeConfig};
 use epochgate_control_plane::{client, serve, store, AppState, GIT_HASH, VERSION};
 use tracing_subscriber::EnvFilter;
 
@@ -16,15 +16,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
+            init_tracing("info", args.log_format);
             run_serve(args).await
         }
         Command::DemoUpstream(args) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             run_demo_upstream(args.listen).await
         }
         command => {
-            init_tracing("warn");
+            init_tracing("warn", LogFormat::Text);
             client::run(cli.client, command).await
         }
     };
@@ -39,13 +39,15 @@ async fn main() -> ExitCode {
 
 /// Logs to stderr (stdout carries the `listening on` line and command output);
 /// `RUST_LOG` overrides the default level.
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -60,10 +62,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(epochgate_control_plane::tls::server_config(cert, key)?),
         None => None,
     };
-    let store = store::open(&config.db)
+    // The URL may hold a password: logs and errors show it redacted.
+    let db = store::redact_url(&config.db);
+    let store = store::open_with(&config.db, &config.pg)
         .await
-        .with_context(|| format!("cannot open the store {}", config.db))?;
-    tracing::info!(db = %config.db, stream = store.stream(), "store open");
+        .with_context(|| format!("cannot open the store {db}"))?;
+    tracing::info!(db = %db, stream = store.stream(), "store open");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -77,7 +81,31 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush().context("flushing stdout")?;
     drop(stdout);
     tracing::info!(%addr, scheme, "listening");
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {at}"))?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the metrics address")?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "metrics on http://{addr}").context("writing to stdout")?;
+            stdout.flush().context("flushing stdout")?;
+            tracing::info!(%addr, "metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
     let state = AppState::new(store, config.server);
+    if let Some(listener) = metrics {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = epochgate_control_plane::serve_metrics(listener, state).await {
+                tracing::error!(error = %err, "the metrics listener stopped");
+            }
+        });
+    }
     match tls {
         Some(tls) => {
             epochgate_control_plane::serve_tls(listener, tls, state, shutdown_signal()).await

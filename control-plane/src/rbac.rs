@@ -9,7 +9,9 @@
 //!   verifier the edges use (pinned algorithms, `kid`, JWK/PEM keys, `exp`/`nbf`/`iss`/
 //!   `aud`), carrying the tenant in the configured tenant claim (`tid`; `*` for every
 //!   tenant) and the scopes in `permissions` (a list) or `scope` (space-separated);
-//! - the **edge token** (`--edge-token`), which reads `/v1/sync` and nothing else.
+//! - the shared **edge token** (`--edge-token`, optional; for the demo), which reads
+//!   `/v1/sync` and nothing else. In production each edge has its own credential,
+//!   kept in the store (`epochgate edge-token create`; see `api::edge_tokens`).
 //!
 //! An admin of tenant A can never act on tenant B; only an admin of `*` can act on every
 //! tenant (`POST /v1/logout`). Refusals of an authenticated caller are audited by the
@@ -39,15 +41,18 @@ pub enum Scope {
     EdgesRead,
     /// `GET /v1/tenants/{tenant}/revocations`.
     RevocationsRead,
+    /// Create, list and revoke per-edge credentials (`/v1/edge-tokens`; every tenant).
+    EdgesManage,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Revoke,
         Scope::RevokeAll,
         Scope::AuditRead,
         Scope::EdgesRead,
         Scope::RevocationsRead,
+        Scope::EdgesManage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +62,7 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::EdgesRead => "edges:read",
             Scope::RevocationsRead => "revocations:read",
+            Scope::EdgesManage => "edges:manage",
         }
     }
 
@@ -323,7 +329,7 @@ impl AdminJwt {
 #[derive(Debug, Clone)]
 pub struct Credentials {
     admin_token: Option<Secret>,
-    edge: Secret,
+    edge: Option<Secret>,
     api_keys: HashMap<[u8; 32], Admin>,
     jwt: Option<AdminJwt>,
 }
@@ -332,16 +338,27 @@ impl Credentials {
     /// The admin token (if any) and the edge token: the two must differ, each at least 16
     /// characters.
     pub fn new(admin_token: Option<&str>, edge_token: &str) -> Result<Self, CredentialsError> {
-        check("the edge token", edge_token)?;
+        Self::with_edge_token(admin_token, Some(edge_token))
+    }
+
+    /// Like [`Credentials::new`], the shared edge token optional (edges then sync only
+    /// with their own stored credentials).
+    pub fn with_edge_token(
+        admin_token: Option<&str>,
+        edge_token: Option<&str>,
+    ) -> Result<Self, CredentialsError> {
+        if let Some(edge) = edge_token {
+            check("the edge token", edge)?;
+        }
         if let Some(admin) = admin_token {
             check("the admin token", admin)?;
-            if admin == edge_token {
+            if Some(admin) == edge_token {
                 return Err(TokenError::Same.into());
             }
         }
         Ok(Credentials {
             admin_token: admin_token.map(Secret::new),
-            edge: Secret::new(edge_token),
+            edge: edge_token.map(Secret::new),
             api_keys: HashMap::new(),
             jwt: None,
         })
@@ -351,7 +368,10 @@ impl Credentials {
         mut self,
         keys: HashMap<[u8; 32], Admin>,
     ) -> Result<Self, CredentialsError> {
-        if keys.keys().any(|d| self.edge.digest() == *d) {
+        if keys
+            .keys()
+            .any(|d| self.edge.as_ref().is_some_and(|e| e.digest() == *d))
+        {
             return Err(CredentialsError::ApiKeys(
                 "an API key equals the edge token".into(),
             ));
@@ -389,7 +409,7 @@ impl Credentials {
             .admin_token
             .as_ref()
             .is_some_and(|s| s.matches(presented));
-        let edge = self.edge.matches(presented);
+        let edge = self.edge.as_ref().is_some_and(|s| s.matches(presented));
         if admin {
             return Ok(Principal::Admin(Admin {
                 actor: "admin".into(),

@@ -1,8 +1,13 @@
 //! What every handler shares: the store, the validated config, the counters behind
 //! `/metrics`, and the shutdown signal that answers open long-polls at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use tokio::sync::watch;
 
@@ -23,7 +28,9 @@ struct Shared {
     /// Bumped after each edge receipt this replica records (wakes `?wait=` writes).
     receipts: watch::Sender<u64>,
     /// Serializes appends to the anchor file.
-    anchor: std::sync::Mutex<()>,
+    anchor: Arc<std::sync::Mutex<()>>,
+    /// How many refusals each credential may still have audited (see [`RefusalLimiter`]).
+    refusals: RefusalLimiter,
 }
 
 impl AppState {
@@ -37,7 +44,8 @@ impl AppState {
                 metrics: Metrics::default(),
                 shutdown,
                 receipts,
-                anchor: std::sync::Mutex::new(()),
+                anchor: Arc::new(std::sync::Mutex::new(())),
+                refusals: RefusalLimiter::default(),
             }),
         }
     }
@@ -54,6 +62,11 @@ impl AppState {
         &self.inner.metrics
     }
 
+    /// The budget of audited refusals per credential.
+    pub fn refusals(&self) -> &RefusalLimiter {
+        &self.inner.refusals
+    }
+
     /// Announces that an edge receipt was recorded.
     pub fn receipt_recorded(&self) {
         self.inner.receipts.send_modify(|n| *n = n.wrapping_add(1));
@@ -65,22 +78,31 @@ impl AppState {
     }
 
     /// Records the audit chain's new head: a log line (for log shipping) and, with
-    /// `--audit-anchor`, a synced line in the anchor file. A failure is logged and
+    /// `--audit-anchor`, a synced line in the anchor file — on a blocking thread, so a
+    /// slow disk (an fsync) never stalls the async workers. A failure is logged and
     /// counted, never answered: the revocation it follows is committed and must stand.
-    pub fn anchor(&self, head: &AuditHead) {
+    pub async fn anchor(&self, head: &AuditHead) {
         tracing::info!(id = head.id, hash = %head.hash, "audit head");
-        let Some(path) = &self.inner.config.audit_anchor else {
+        let Some(path) = self.inner.config.audit_anchor.clone() else {
             return;
         };
-        let _serial = self
-            .inner
-            .anchor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = crate::audit::append_anchor(path, head) {
-            self.inner.metrics.anchor_failed();
-            tracing::error!(error = %err, path = %path.display(), id = head.id, "cannot append to the audit anchor");
-        }
+        let serial = Arc::clone(&self.inner.anchor);
+        let line = head.clone();
+        let at = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _serial = serial
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::audit::append_anchor(&at, &line)
+        })
+        .await;
+        let err = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(join) => join.to_string(),
+        };
+        self.inner.metrics.anchor_failed();
+        tracing::error!(error = %err, path = %path.display(), id = head.id, "cannot append to the audit anchor");
     }
 
     /// Tells open long-polls and background tasks to finish now.
@@ -95,49 +117,205 @@ impl AppState {
     }
 }
 
-/// Counters for `/metrics`. Plain atomics: a handful of numbers do not need a registry.
+/// What `/metrics` shows: counters and gauges kept by the handlers (prometheus-client),
+/// and, at each scrape, the state version and each edge's lag read from the store.
+///
+/// Labels are bounded: an edge label is an edge as `GET /v1/edges` lists it — a
+/// credential's name, with its instances (a Worker's isolates) folded in — never an
+/// instance id, a user or a tenant.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    admin_writes_total: AtomicU64,
-    sync_requests_total: AtomicU64,
-    long_polls_open: AtomicU64,
-    anchor_failures_total: AtomicU64,
+    admin_writes: Counter,
+    sync_requests: Counter,
+    anchor_failures: Counter,
+    refusals_limited: Counter,
+    long_polls_open: Gauge,
+}
+
+/// One edge's row at a scrape.
+#[derive(Debug, Clone)]
+pub struct EdgeSample {
+    pub edge: String,
+    pub live: bool,
+    pub lag: u64,
+    pub instances: u64,
+}
+
+fn gauge(value: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    g
 }
 
 impl Metrics {
     pub fn admin_write(&self) {
-        self.admin_writes_total.fetch_add(1, Ordering::Relaxed);
+        self.admin_writes.inc();
     }
 
     pub fn sync_request(&self) {
-        self.sync_requests_total.fetch_add(1, Ordering::Relaxed);
+        self.sync_requests.inc();
     }
 
     /// Counts a long-poll as open until the guard drops — also when the edge hangs up
     /// and axum drops the handler mid-wait.
     pub fn open_long_poll(&self) -> LongPollGuard<'_> {
-        self.long_polls_open.fetch_add(1, Ordering::Relaxed);
+        self.long_polls_open.inc();
         LongPollGuard(self)
     }
 
     pub fn anchor_failed(&self) {
-        self.anchor_failures_total.fetch_add(1, Ordering::Relaxed);
+        self.anchor_failures.inc();
+    }
+
+    /// A refusal answered 429 and not audited ([`RefusalLimiter`]).
+    pub fn refusal_limited(&self) {
+        self.refusals_limited.inc();
     }
 
     pub fn anchor_failures_total(&self) -> u64 {
-        self.anchor_failures_total.load(Ordering::Relaxed)
+        self.anchor_failures.get()
     }
 
     pub fn admin_writes_total(&self) -> u64 {
-        self.admin_writes_total.load(Ordering::Relaxed)
+        self.admin_writes.get()
     }
 
     pub fn sync_requests_total(&self) -> u64 {
-        self.sync_requests_total.load(Ordering::Relaxed)
+        self.sync_requests.get()
     }
 
     pub fn long_polls_open(&self) -> u64 {
-        self.long_polls_open.load(Ordering::Relaxed)
+        u64::try_from(self.long_polls_open.get()).unwrap_or(0)
+    }
+
+    /// The OpenMetrics text of a scrape: these counters, the state version, and the
+    /// edges (`None`: the store could not list them; their series are left out).
+    pub fn encode(&self, state_version: u64, edges: Option<&[EdgeSample]>) -> String {
+        let mut r = Registry::default();
+        r.register(
+            "epochgate_build",
+            "The running control plane's build",
+            Info::new(vec![
+                ("version".to_string(), crate::VERSION.to_string()),
+                ("git".to_string(), crate::GIT_HASH.to_string()),
+            ]),
+        );
+        r.register(
+            "epochgate_state_version",
+            "The last committed state version",
+            gauge(state_version),
+        );
+        r.register(
+            "epochgate_admin_writes",
+            "Admin revocations committed since start",
+            self.admin_writes.clone(),
+        );
+        r.register(
+            "epochgate_sync_requests",
+            "Sync requests from edges since start",
+            self.sync_requests.clone(),
+        );
+        r.register(
+            "epochgate_sync_long_polls_open",
+            "Sync long-polls held open now",
+            self.long_polls_open.clone(),
+        );
+        r.register(
+            "epochgate_refusals_rate_limited",
+            "Refused attempts answered 429 and not audited: the credential was refused too often",
+            self.refusals_limited.clone(),
+        );
+        r.register(
+            "epochgate_audit_anchor_failures",
+            "Audit heads that could not be appended to --audit-anchor",
+            self.anchor_failures.clone(),
+        );
+        if let Some(edges) = edges {
+            let lag = Family::<Vec<(String, String)>, Gauge>::default();
+            let instances = Family::<Vec<(String, String)>, Gauge>::default();
+            for e in edges {
+                let labels = vec![
+                    ("edge".to_string(), e.edge.clone()),
+                    ("live".to_string(), e.live.to_string()),
+                ];
+                lag.get_or_create(&labels)
+                    .set(i64::try_from(e.lag).unwrap_or(i64::MAX));
+                instances
+                    .get_or_create(&labels)
+                    .set(i64::try_from(e.instances).unwrap_or(i64::MAX));
+            }
+            r.register(
+                "epochgate_edge_lag",
+                "Versions an edge (its slowest live instance) is behind the current one",
+                lag,
+            );
+            r.register(
+                "epochgate_edge_instances",
+                "Instances of an edge seen (a Worker's isolates, Envoys sharing a credential)",
+                instances,
+            );
+            r.register(
+                "epochgate_edges_live",
+                "Edges seen within the live window",
+                gauge(edges.iter().filter(|e| e.live).count() as u64),
+            );
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// Refused attempts a credential may have audited: a burst of
+/// [`RefusalLimiter::BURST`], then one per [`RefusalLimiter::REFILL`]. Past it a
+/// refusal is answered 429 without writing to the store, so a low-privilege key cannot
+/// flood the audit log, nor queue its refusals on the writer lock ahead of real
+/// logouts. Keyed by the credential's name (not the operator it names), so bounded by
+/// the configured credentials (and the admin JWTs' subjects, pruned when idle).
+#[derive(Debug, Default)]
+pub struct RefusalLimiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl RefusalLimiter {
+    pub const BURST: f64 = 10.0;
+    pub const REFILL: std::time::Duration = std::time::Duration::from_secs(6);
+    /// Past this many credentials, the full (idle) buckets are dropped.
+    const MAX_TRACKED: usize = 10_000;
+
+    /// Takes one refusal from `credential`'s budget; `Err(retry after)` when empty.
+    pub fn allow(&self, credential: &str) -> Result<(), std::time::Duration> {
+        let now = tokio::time::Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refill = |b: &Bucket| {
+            let earned = now.duration_since(b.at).as_secs_f64() / Self::REFILL.as_secs_f64();
+            (b.tokens + earned).min(Self::BURST)
+        };
+        if buckets.len() >= Self::MAX_TRACKED {
+            buckets.retain(|_, b| refill(b) < Self::BURST);
+        }
+        let bucket = buckets.entry(credential.to_string()).or_insert(Bucket {
+            tokens: Self::BURST,
+            at: now,
+        });
+        bucket.tokens = refill(bucket);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Self::REFILL.mul_f64(1.0 - bucket.tokens))
+        }
     }
 }
 
@@ -146,6 +324,6 @@ pub struct LongPollGuard<'a>(&'a Metrics);
 
 impl Drop for LongPollGuard<'_> {
     fn drop(&mut self) {
-        self.0.long_polls_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.long_polls_open.dec();
     }
 }

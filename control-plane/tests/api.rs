@@ -394,20 +394,20 @@ async fn health_and_metrics_need_no_token() {
     admin_post(s, "/v1/logout", None).await;
     let h = send(s, request("GET", "/healthz", None, None)).await;
     assert_eq!(h.status, StatusCode::OK);
-    assert_eq!(h.json["status"], "ok");
-    assert_eq!(h.json["version"], 1);
+    assert_eq!(h.json, json!({"status": "ok"}), "no version, no stream");
 
     let m = send(s, request("GET", "/metrics", None, None)).await;
     assert_eq!(m.status, StatusCode::OK);
     assert!(m.headers["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain"));
+        .starts_with("application/openmetrics-text"));
     for line in [
         "epochgate_state_version 1\n",
         "epochgate_admin_writes_total 1\n",
         "epochgate_sync_long_polls_open 0\n",
-        "# TYPE epochgate_admin_writes_total counter\n",
+        "# TYPE epochgate_admin_writes counter\n",
+        "# EOF\n",
     ] {
         assert!(m.text.contains(line), "missing {line:?} in\n{}", m.text);
     }
@@ -415,7 +415,7 @@ async fn health_and_metrics_need_no_token() {
 
 // ---- RBAC -------------------------------------------------------------------------------
 
-mod rbac {
+pub mod rbac {
     use std::sync::Arc;
 
     use axum::http::StatusCode;
@@ -472,6 +472,61 @@ mod rbac {
             .with_audience(aud)
             .with_subject("alice@example.com");
         key.authenticate(c).unwrap()
+    }
+
+    /// A low-privilege key hammering a route it may not use: its refusals are audited up
+    /// to a burst, then answered 429 without touching the store — the audit log does not
+    /// fill with them and a real logout is not held up; other credentials are unaffected.
+    #[tokio::test]
+    async fn refused_attempts_are_rate_limited_per_credential() {
+        let app = rbac_app().await;
+        let s = &app.state;
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            let a = post(s, "/v1/tenants/globex/logout", ACME_REVOKER).await;
+            statuses.push(a.status);
+        }
+        let forbidden = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::FORBIDDEN)
+            .count();
+        let limited = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!(forbidden + limited, 40, "{statuses:?}");
+        assert!(
+            limited >= 20,
+            "most of the flood is rate-limited: {statuses:?}"
+        );
+        let a = post(s, "/v1/tenants/globex/logout", ACME_REVOKER).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.error(), "rate_limited");
+        assert!(a.headers.get("retry-after").is_some());
+        let denied = s
+            .store()
+            .audit(epochgate_control_plane::store::AuditFilter {
+                limit: 1000,
+                outcome: Some("denied".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            denied.len(),
+            forbidden,
+            "only the audited refusals are in the log"
+        );
+        assert!(denied.len() <= 20, "{}", denied.len());
+        // The key's allowed work, and other credentials, go on.
+        let a = post(s, "/v1/tenants/acme/users/1/logout", ACME_REVOKER).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let a = post(s, "/v1/tenants/globex/logout", ACME_READER).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "another credential's own budget"
+        );
     }
 
     async fn post(state: &AppState, uri: &str, token: &str) -> crate::common::Answer {
@@ -832,7 +887,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
         let uri = path
             .replace("{tenant}", "acme")
             .replace("{user}", "42")
-            .replace("{sid}", "s1");
+            .replace("{sid}", "s1")
+            .replace("{edge}", "pop-1");
         for method in ops.as_object().unwrap().keys() {
             let r = send(
                 &app.state,
@@ -844,9 +900,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
                 ),
             )
             .await;
-            assert_ne!(
-                r.status,
-                StatusCode::NOT_FOUND,
+            assert!(
+                !(r.status == StatusCode::NOT_FOUND && r.text.contains("no route")),
                 "{method} {uri}: {}",
                 r.text
             );
@@ -868,6 +923,7 @@ async fn metrics_show_writes_version_and_per_edge_lag_and_readyz_follows_shutdow
         "epochgate_state_version 2",
         "epochgate_sync_long_polls_open 0",
         "epochgate_edge_lag{edge=\"envoy\\\"a\",live=\"true\"} 2",
+        "epochgate_edge_instances{edge=\"envoy\\\"a\",live=\"true\"} 1",
         "epochgate_edges_live 1",
     ] {
         assert!(
@@ -968,4 +1024,50 @@ async fn scheduled_logouts_take_a_future_at_and_can_move_earlier() {
             r.text
         );
     }
+}
+
+/// The audit anchor's append (open, write, fsync) runs off the async workers: while it
+/// is stuck (a FIFO nobody reads yet), other requests are still answered.
+#[tokio::test]
+async fn a_stuck_anchor_write_does_not_stall_other_requests() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("anchor.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ts = crate::common::test_store().await;
+    let mut config =
+        epochgate_control_plane::config::ServerConfig::new(ADMIN, EDGE, LIFETIME_S, 60).unwrap();
+    config.audit_anchor = Some(fifo.clone());
+    let state = epochgate_control_plane::AppState::new(Arc::clone(&ts.store), config);
+    // The reader opens the FIFO once told that /healthz was answered — or after 10 s.
+    let (answered, told) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let released_by_test = told
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .is_ok();
+        let mut line = String::new();
+        use std::io::Read;
+        std::fs::File::open(&fifo)
+            .unwrap()
+            .read_to_string(&mut line)
+            .unwrap();
+        (released_by_test, line)
+    });
+    let logout = {
+        let state = state.clone();
+        tokio::spawn(async move { admin_post(&state, "/v1/logout", None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let h = send(&state, request("GET", "/healthz", None, None)).await;
+    assert_eq!(h.status, StatusCode::OK);
+    let _ = answered.send(());
+    let a = logout.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let (released_by_test, line) = reader.join().unwrap();
+    assert!(released_by_test, "/healthz waited for the anchor write");
+    assert!(line.contains("\"id\":1"), "{line}");
 }

@@ -23,6 +23,10 @@ fn epochgate() -> Command {
         "EPOCHGATE_AUDIT_ANCHOR",
         "EPOCHGATE_API_KEYS",
         "EPOCHGATE_ADMIN_JWT_CONFIG",
+        "EPOCHGATE_ADMIN_TOKEN_FILE",
+        "EPOCHGATE_EDGE_TOKEN_FILE",
+        "EPOCHGATE_DB_PASSWORD",
+        "EPOCHGATE_DB_PASSWORD_FILE",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -49,6 +53,10 @@ fn start_server(db: &Path) -> Server {
 }
 
 fn start_server_with(db: &Path, extra: &[&str]) -> Server {
+    start_server_logging(db, extra, Stdio::null())
+}
+
+fn start_server_logging(db: &Path, extra: &[&str], stderr: Stdio) -> Server {
     let mut child = epochgate()
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
@@ -56,7 +64,7 @@ fn start_server_with(db: &Path, extra: &[&str]) -> Server {
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -541,4 +549,173 @@ fn the_cli_names_a_tls_failure_and_its_fix() {
     let out = run(&format!("https://127.0.0.1:{port}"), &["edges"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to"), "{err}");
+}
+
+/// `--log-format json`: every request one JSON line with method, route (the pattern),
+/// status, latency, credential name and request id — and no token anywhere.
+#[test]
+fn access_logs_are_json_lines_with_route_credential_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = start_server_logging(
+        &dir.path().join("cp.db"),
+        &["--log-format", "json"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let raw = |req: String| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let answer = raw(format!(
+        "POST /v1/tenants/acme/users/secret-user-42/logout HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\nx-request-id: req-logs-1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("x-request-id: req-logs-1"),
+        "echoed: {answer}"
+    );
+    let answer = raw(format!(
+        "GET /v1/sync?since=0&edge=e1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {EDGE}\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    raw("GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into());
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let access: Vec<serde_json::Value> = lines()
+            .into_iter()
+            .filter(|l| l["target"] == "epochgate::access")
+            .collect();
+        if access.len() >= 3 || Instant::now() > deadline {
+            break access;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(access.len(), 3, "{access:?}");
+    let logout = &access[0];
+    assert_eq!(logout["fields"]["status"], 200, "{logout}");
+    assert!(logout["fields"]["latency_ms"].is_u64(), "{logout}");
+    assert_eq!(logout["span"]["method"], "POST");
+    assert_eq!(
+        logout["span"]["route"],
+        "/v1/tenants/{tenant}/users/{user}/logout"
+    );
+    assert_eq!(logout["span"]["credential"], "admin");
+    assert_eq!(logout["span"]["request_id"], "req-logs-1");
+    let sync = &access[1];
+    assert_eq!(sync["span"]["credential"], "edge-token");
+    assert_eq!(sync["span"]["route"], "/v1/sync");
+    assert_eq!(
+        sync["span"]["request_id"].as_str().unwrap().len(),
+        16,
+        "a fresh id"
+    );
+    assert_eq!(access[2]["fields"]["status"], 404);
+    assert_eq!(access[2]["span"]["route"], "(no route)");
+    let _ = server.child.kill();
+    let all = std::fs::read_to_string(&log).unwrap();
+    for secret in [ADMIN, EDGE] {
+        assert!(!all.contains(secret), "a token in the log:\n{all}");
+    }
+}
+
+/// `--metrics-listen`: `/metrics` on its own address only; `/healthz` tells nothing of
+/// the state.
+#[test]
+fn metrics_listen_serves_metrics_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = epochgate()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(dir.path().join("cp.db"))
+        .env("EPOCHGATE_ADMIN_TOKEN", ADMIN)
+        .env("EPOCHGATE_EDGE_TOKEN", EDGE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let main = lines.next().unwrap().unwrap();
+    let metrics = lines.next().unwrap().unwrap();
+    let server = Server {
+        child,
+        url: main.strip_prefix("listening on ").unwrap().to_string(),
+    };
+    let metrics = metrics.strip_prefix("metrics on ").unwrap().to_string();
+    let get = |url: String| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, body) = get(format!("{metrics}/metrics"));
+    assert_eq!(status, 200);
+    assert!(body.contains("epochgate_state_version 0"), "{body}");
+    let (status, body) = get(format!("{}/metrics", server.url));
+    assert_eq!(status, 404, "not on the main listener: {body}");
+    let (status, _) = get(format!("{metrics}/v1/edges"));
+    assert_eq!(status, 404, "the metrics listener serves nothing else");
+    let (status, body) = get(format!("{}/healthz", server.url));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+}
+
+/// Caller-supplied text (a reason, an operator name) is shown with control characters
+/// escaped: an audit reason cannot clear the screen, move the cursor or forge a row.
+#[test]
+fn the_audit_table_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("cp.db"));
+    let hostile = "fine\u{1b}[2J\u{1b}[1;1H\nFAKE-ROW\u{202e}gnp.exe\u{7}";
+    let body = serde_json::json!({ "reason": hostile }).to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/tenants/acme/users/42/logout", server.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let out = stdout(&run(&server.url, &["audit"]));
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !out.contains(raw),
+            "a raw {raw:?} reached the terminal: {out:?}"
+        );
+    }
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "header + one row, no forged row: {out}"
+    );
+    assert!(
+        out.contains(r"fine\u{1b}[2J\u{1b}[1;1H\nFAKE-ROW\u{202e}gnp.exe\u{7}"),
+        "{out}"
+    );
+    // --json is the server's answer as it is (JSON escapes it).
+    let json = stdout(&run(&server.url, &["audit", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["entries"][0]["reason"], hostile);
 }

@@ -4,6 +4,7 @@
 //!   run the same suite.
 //! - [`api`]: every handler through `app(state).oneshot(req)`, every refusal.
 //! - [`server`]: a real server on 127.0.0.1:0 for long-polls and graceful shutdown.
+//! - [`edge_tokens`]: per-edge credentials (identity, revocation, isolates).
 //! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
 
 // Helpers outside #[test] fns are test code too.
@@ -12,5 +13,6 @@
 mod api;
 mod cli;
 mod common;
+mod edge_tokens;
 mod server;
 mod store;

@@ -26,9 +26,13 @@ async fn start() -> Running {
 }
 
 async fn start_with(header_read_timeout: Duration) -> Running {
-    let ts = test_store().await;
     let mut config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
     config.header_read_timeout = header_read_timeout;
+    start_config(config).await
+}
+
+async fn start_config(config: ServerConfig) -> Running {
+    let ts = test_store().await;
     let state = AppState::new(Arc::clone(&ts.store), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -322,4 +326,85 @@ async fn slow_clients_and_oversize_bodies_do_not_stall_other_requests() {
             "closed too early: {took:?}"
         );
     }
+}
+
+/// `max_connections`: past it the server stops accepting (the kernel queues the rest),
+/// so a flood of idle connections cannot exhaust the process; a queued client is served
+/// as soon as one closes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
+    config.max_connections = 1;
+    let srv = start_config(config).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Let the server accept the holder before the second client arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut queued = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    queued
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), queued.read(&mut buf)).await;
+    assert!(early.is_err(), "served past the limit");
+    drop(holder);
+    let n = tokio::time::timeout(Duration::from_secs(10), queued.read(&mut buf))
+        .await
+        .expect("the queued client was never served")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// Shutdown waits for in-flight requests only until the drain deadline: a client that
+/// never finishes its request cannot hold the process up.
+#[tokio::test]
+async fn shutdown_cuts_what_is_left_at_the_drain_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = ServerConfig::new(ADMIN, EDGE, 3600, 60).unwrap();
+    config.drain_timeout = Duration::from_millis(500);
+    let mut srv = start_config(config).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A request whose body never comes: its handler waits on it.
+    stuck
+        .write_all(
+            format!(
+                "POST /v1/logout HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = srv.stop.take().unwrap().send(());
+    let done = tokio::time::timeout(Duration::from_secs(15), &mut srv.task).await;
+    assert!(
+        done.is_ok(),
+        "serve did not return while a request was stuck"
+    );
+    drop(stuck);
+}
+
+/// A long-poll's wait runs out on the clock, not on wall time: with the clock paused,
+/// a 60 s wait answers an empty delta at once.
+#[tokio::test(start_paused = true)]
+async fn a_long_poll_answers_an_empty_delta_when_its_wait_runs_out() {
+    use crate::common::{edge_get, test_app};
+    let app = test_app().await;
+    let stream = app.state.store().stream().to_string();
+    let started = tokio::time::Instant::now();
+    let a = edge_get(
+        &app.state,
+        &format!("/v1/sync?since=0&stream={stream}&wait=60&edge=e"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["changes"], serde_json::json!([]));
+    assert_eq!(a.json["snapshot"], false);
+    assert!(
+        started.elapsed() >= Duration::from_secs(60),
+        "held the whole wait"
+    );
 }

@@ -300,6 +300,8 @@ async fn reopening_the_file_keeps_everything_and_the_stream() {
         .unwrap();
         s.record_edge(EdgeReceipt {
             edge: "envoy-1".into(),
+            instance: String::new(),
+            credential: None,
             stream: None,
             applied_version: 1,
             now_ms: T0,
@@ -395,6 +397,8 @@ async fn edge_receipts_upsert(backend: Backend) {
     let s = ts.store.as_ref();
     let receipt = |v, now: u64| EdgeReceipt {
         edge: "envoy/1".into(),
+        instance: String::new(),
+        credential: None,
         stream: Some("st".into()),
         applied_version: v,
         now_ms: now,
@@ -413,6 +417,93 @@ async fn edge_receipts_upsert(backend: Backend) {
     let r = s.compact(T0 + 50 + 10_001, 10).await.unwrap();
     assert_eq!(r.purged_edges, 1);
     assert!(s.edges().await.unwrap().is_empty());
+}
+
+async fn edge_credentials_are_kept_hashed_revoked_with_audit_and_receipts_per_instance(
+    backend: Backend,
+) {
+    use epochgate_control_plane::store::{AuditRecord, NewEdgeCredential};
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let audit = |action: &str, at_ms| AuditRecord {
+        at_ms,
+        actor: "admin".into(),
+        action: action.into(),
+        outcome: "ok".into(),
+        target: Target::Global,
+        reason: Some("edge \"pop\"".into()),
+        source: None,
+        request_id: None,
+    };
+    for (id, sha) in [("c1", "aa"), ("c2", "bb")] {
+        s.create_edge_credential(
+            NewEdgeCredential {
+                id: id.into(),
+                edge: "pop".into(),
+                sha256: sha.into(),
+                created_ms: T0,
+                created_by: "admin".into(),
+            },
+            audit("create_edge_token", T0),
+        )
+        .await
+        .unwrap();
+    }
+    let found = s
+        .edge_credential_by_digest("bb".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.edge.as_str(), found.revoked_ms),
+        ("c2", "pop", None)
+    );
+    assert!(s
+        .edge_credential_by_digest("cc".into())
+        .await
+        .unwrap()
+        .is_none());
+    let (n, _) = s
+        .revoke_edge_credentials("pop".into(), audit("revoke_edge_token", T0 + 5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(s
+        .revoke_edge_credentials("pop".into(), audit("revoke_edge_token", T0 + 6))
+        .await
+        .unwrap()
+        .is_none());
+    let all = s.edge_credentials().await.unwrap();
+    assert!(all.iter().all(|c| c.revoked_ms == Some(T0 + 5)), "{all:?}");
+    let chain = s.audit_chain().await.unwrap();
+    assert_eq!(
+        chain.len(),
+        3,
+        "two creations, one revocation; nothing for a no-op"
+    );
+    assert!(epochgate_control_plane::audit::verify(&chain, &[]).ok());
+
+    for (instance, v) in [("iso-1", 3), ("iso-2", 4)] {
+        s.record_edge(EdgeReceipt {
+            edge: "pop".into(),
+            instance: instance.into(),
+            credential: Some("c1".into()),
+            stream: None,
+            applied_version: v,
+            now_ms: T0,
+            remote_addr: None,
+        })
+        .await
+        .unwrap();
+    }
+    let edges = s.edges().await.unwrap();
+    assert_eq!(edges.len(), 2);
+    assert_eq!(
+        (edges[1].instance.as_str(), edges[1].applied_version),
+        ("iso-2", 4)
+    );
+    assert_eq!(edges[0].credential.as_deref(), Some("c1"));
 }
 
 async fn tenant_revocations_hold_the_tenant_and_the_global_entry(backend: Backend) {
@@ -607,5 +698,6 @@ conformance!(
     audit_chain_stays_intact_under_concurrent_writes_and_refusals,
     audit_rows_are_newest_first_with_every_field,
     edge_receipts_upsert,
+    edge_credentials_are_kept_hashed_revoked_with_audit_and_receipts_per_instance,
     tenant_revocations_hold_the_tenant_and_the_global_entry,
 );

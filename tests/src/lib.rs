@@ -364,6 +364,17 @@ impl ControlPlane {
         .unwrap()
     }
 
+    /// A new per-edge token for `edge` (`POST /v1/edge-tokens`).
+    pub fn create_edge_token(&self, edge: &str) -> String {
+        let r = self.admin(
+            "POST",
+            "/v1/edge-tokens",
+            &json!({ "edge": edge }).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
     /// `GET /v1/edges`.
     pub fn edges(&self) -> Value {
         self.admin("GET", "/v1/edges", "").json()
@@ -410,6 +421,9 @@ pub struct Options {
     /// Route Envoy's `epochgate_control_plane` cluster through a [`LinkProxy`]
     /// ([`Stack::link`]), so a test can cut and restore the link.
     pub link_proxy: bool,
+    /// Envoy syncs with its own credential for this edge name (made through the admin
+    /// API), instead of the shared demo token.
+    pub edge_credential: Option<String>,
 }
 
 impl Default for Options {
@@ -425,6 +439,7 @@ impl Default for Options {
             db_url: None,
             tls: false,
             link_proxy: false,
+            edge_credential: None,
         }
     }
 }
@@ -440,6 +455,8 @@ pub struct Stack {
     pub node_id: String,
     /// The proxy between Envoy and the control plane ([`Options::link_proxy`]).
     pub link: Option<LinkProxy>,
+    /// The token Envoy syncs with ([`Options::edge_credential`], else [`EDGE_TOKEN`]).
+    pub edge_token: String,
 }
 
 impl Stack {
@@ -461,6 +478,10 @@ impl Stack {
         let mut cp = match &pki {
             Some(pki) => ControlPlane::start_tls(dir.path(), free_port(), &db, pki.clone()),
             None => ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db),
+        };
+        let edge_token = match &opts.edge_credential {
+            Some(edge) => cp.create_edge_token(edge),
+            None => EDGE_TOKEN.to_string(),
         };
         if opts.control_plane_down {
             cp.proc.kill();
@@ -493,7 +514,7 @@ impl Stack {
         });
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let envoy = spawn_envoy(&config_path, &dir.path().join("envoy.log"));
+        let envoy = spawn_envoy(&config_path, &dir.path().join("envoy.log"), &edge_token);
         let stack = Stack {
             dir,
             upstream,
@@ -503,6 +524,7 @@ impl Stack {
             admin_port,
             node_id,
             link,
+            edge_token,
         };
         stack.wait_ready();
         if !opts.control_plane_down {
@@ -528,6 +550,7 @@ impl Stack {
         self.envoy = spawn_envoy(
             &config_path,
             &self.dir.path().join(format!("envoy-{n}.log")),
+            &self.edge_token,
         );
         self.wait_ready();
     }
@@ -641,7 +664,7 @@ pub fn token(user: &str, tenant: &str, extra: Value) -> String {
     hs256(&Stack::claims(user, tenant, extra), SECRET)
 }
 
-fn spawn_envoy(config_path: &Path, log: &Path) -> Proc {
+fn spawn_envoy(config_path: &Path, log: &Path, edge_token: &str) -> Proc {
     let mut cmd = Command::new(envoy_bin());
     cmd.arg("-c")
         .arg(config_path)
@@ -652,7 +675,7 @@ fn spawn_envoy(config_path: &Path, log: &Path) -> Proc {
             "--log-level",
             "info",
         ])
-        .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN);
+        .env("EPOCHGATE_EDGE_TOKEN", edge_token);
     spawn("envoy", cmd, log.to_path_buf())
 }
 

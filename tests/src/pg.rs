@@ -86,6 +86,16 @@ pub struct PgCluster {
 impl PgCluster {
     /// `initdb` + start, waiting until it accepts connections.
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// Like [`PgCluster::start`], serving TLS with `pki`'s server certificate (signed by
+    /// the test's own CA) and logging each connection (`SSL enabled` when it is TLS).
+    pub fn start_tls(pki: &crate::TestPki) -> PgCluster {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&crate::TestPki>) -> PgCluster {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("epochgate-pg-")
@@ -94,6 +104,19 @@ impl PgCluster {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut tls_opts = String::new();
+        if let Some(pki) = pki {
+            // Postgres wants the key readable by its owner only.
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::copy(&pki.cert, &cert).unwrap();
+            std::fs::copy(&pki.key, &key).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            tls_opts = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c log_connections=on",
+                cert.display(),
+                key.display()
+            );
+        }
         if is_root() {
             run(
                 "chown postgres",
@@ -116,7 +139,7 @@ impl PgCluster {
         );
         let port = free_port();
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off -c max_connections=200{tls_opts}",
             dir.path().display()
         );
         run(

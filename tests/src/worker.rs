@@ -144,6 +144,8 @@ pub struct WorkerStack {
     pub workerd: Proc,
     pub port: u16,
     pub refresh_ms: u64,
+    /// The token the worker syncs with (its own with `edge.edge_credential`).
+    pub edge_token: String,
 }
 
 impl WorkerStack {
@@ -161,6 +163,10 @@ impl WorkerStack {
         let upstream = Upstream::start();
         let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
         let port = free_port();
+        let edge_token = match &opts.edge.edge_credential {
+            Some(edge) => cp.create_edge_token(edge),
+            None => EDGE_TOKEN.to_string(),
+        };
 
         let worker_dir = dir.path().join("worker");
         copy_dir(&dist, &worker_dir);
@@ -186,7 +192,7 @@ impl WorkerStack {
             &[
                 ("EPOCHGATE_CONFIG", config),
                 ("EPOCHGATE_WORKER", worker.to_string()),
-                ("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN.to_string()),
+                ("EPOCHGATE_EDGE_TOKEN", edge_token.clone()),
             ],
         );
         let config_path = worker_dir.join("config.capnp");
@@ -204,6 +210,7 @@ impl WorkerStack {
             workerd,
             port,
             refresh_ms,
+            edge_token,
         };
         // A connect, not a request: the isolate stays cold until the test's first request.
         wait_for("workerd to listen", Duration::from_secs(20), || {

@@ -22,6 +22,8 @@ mod hostile_tokens;
 mod logout;
 #[path = "e2e/native.rs"]
 mod native;
+#[path = "e2e/operations.rs"]
+mod operations;
 #[path = "e2e/outage.rs"]
 mod outage;
 #[path = "e2e/production.rs"]

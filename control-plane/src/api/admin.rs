@@ -3,6 +3,7 @@
 //! Every write answers 200 only after its transaction committed (the store returns
 //! then), so a 200 means the revocation survives a crash and edges will receive it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,7 +19,9 @@ use crate::config::MAX_WAIT_S;
 use crate::now_ms;
 use crate::rbac::{Denied, Scope};
 use crate::state::AppState;
-use crate::store::{action_name, target_tenant, AuditFilter, AuditRecord, RevokeRequest};
+use crate::store::{
+    action_name, target_tenant, AuditFilter, AuditRecord, EdgeRecord, RevokeRequest, StoreStatus,
+};
 
 /// The longest `reason` kept in the audit log, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -145,8 +148,20 @@ pub fn parse_wait(value: &str) -> Result<Duration, ApiError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A caller's `reason` for the audit log: empty is none; over [`MAX_REASON_BYTES`] is a 400.
+pub(crate) fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
+    let reason = reason.filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    Ok(reason)
+}
+
 /// Refuses `denied`, after writing the attempt to the audit log.
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     auth: &AdminAuth,
     remote: RemoteAddr,
@@ -155,6 +170,11 @@ async fn refuse(
     reason: Option<String>,
     denied: Denied,
 ) -> ApiError {
+    if let Err(retry) = state.refusals().allow(&auth.admin.actor) {
+        state.metrics().refusal_limited();
+        tracing::debug!(actor = %auth.actor, action, "refused again: rate-limited, not audited");
+        return ApiError::rate_limited(retry);
+    }
     let record = AuditRecord {
         at_ms: now_ms(),
         actor: auth.actor.clone(),
@@ -169,7 +189,7 @@ async fn refuse(
         request_id: Some(auth.request_id.clone()),
     };
     match state.store().record_audit(record).await {
-        Ok(head) => state.anchor(&head),
+        Ok(head) => state.anchor(&head).await,
         Err(err) => tracing::error!(error = %err, "cannot audit a refused attempt"),
     }
     tracing::warn!(actor = %auth.actor, action, %denied, "refused");
@@ -203,18 +223,7 @@ async fn revoke(
     query: WriteQuery,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let reason = body
-        .as_ref()
-        .and_then(|b| b.reason.clone())
-        .filter(|r| !r.is_empty());
-    if let Some(reason) = &reason {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
-            ));
-        }
-    }
+    let reason = checked_reason(body.as_ref().and_then(|b| b.reason.clone()))?;
     let now = now_ms();
     let at = body.as_ref().and_then(|b| b.at.clone());
     let (target, at_ms) = scheduled(target, at.as_deref(), now)?;
@@ -257,7 +266,7 @@ async fn revoke(
     };
     let actor = request.actor.clone();
     let done = state.store().revoke(request).await?;
-    state.anchor(&done.audit);
+    state.anchor(&done.audit).await;
     state.metrics().admin_write();
     tracing::info!(
         target = ?done.target,
@@ -280,6 +289,65 @@ async fn revoke(
     }))
 }
 
+/// The edges as `GET /v1/edges` shows them: one per edge, its instances (a Worker's
+/// isolates, several Envoys sharing a credential) folded in — the live ones if any are
+/// live — with the lowest applied version and the largest lag among them. `acked(v)`
+/// holds when every one of those instances has applied `v` of this stream.
+pub fn edge_views(
+    records: Vec<EdgeRecord>,
+    status: &StoreStatus,
+    now_ms: u64,
+    live_window: Duration,
+) -> Vec<(EdgeView, u64)> {
+    let window = u64::try_from(live_window.as_millis()).unwrap_or(u64::MAX);
+    let is_live = |r: &EdgeRecord| now_ms.saturating_sub(r.last_seen_ms) <= window;
+    // The version an instance holds of this history (0: another stream).
+    let held = |r: &EdgeRecord| match r.stream.as_deref() {
+        Some(s) if s == status.stream => r.applied_version,
+        Some(_) => 0,
+        None => r.applied_version,
+    };
+    let mut by_edge: BTreeMap<String, Vec<EdgeRecord>> = BTreeMap::new();
+    for r in records {
+        by_edge.entry(r.id.clone()).or_default().push(r);
+    }
+    by_edge
+        .into_iter()
+        .filter_map(|(id, all)| {
+            let live: Vec<&EdgeRecord> = all.iter().filter(|r| is_live(r)).collect();
+            let counted: Vec<&EdgeRecord> = if live.is_empty() {
+                all.iter().collect()
+            } else {
+                live.clone()
+            };
+            let laggard = counted.iter().min_by_key(|r| held(r)).copied()?;
+            let latest = counted.iter().max_by_key(|r| r.last_seen_ms).copied()?;
+            // Acknowledged: a stream was named (this one) and the version reached.
+            let acked_version = counted
+                .iter()
+                .map(|r| match r.stream.as_deref() {
+                    Some(s) if s == status.stream => r.applied_version,
+                    _ => 0,
+                })
+                .min()
+                .unwrap_or(0);
+            let view = EdgeView {
+                id,
+                live: !live.is_empty(),
+                instances: u64::try_from(counted.len()).unwrap_or(u64::MAX),
+                credential: latest.credential.clone(),
+                stream: laggard.stream.clone(),
+                applied_version: laggard.applied_version,
+                lag: status.version.saturating_sub(held(laggard)),
+                first_seen_ms: counted.iter().map(|r| r.first_seen_ms).min().unwrap_or(0),
+                last_seen_ms: latest.last_seen_ms,
+                remote_addr: latest.remote_addr.clone(),
+            };
+            Some((view, acked_version))
+        })
+        .collect()
+}
+
 /// The live edges (seen within the window) and which of them hold `version`.
 async fn edge_progress(
     state: &AppState,
@@ -287,21 +355,21 @@ async fn edge_progress(
     started: Instant,
 ) -> Result<Propagation, ApiError> {
     let status = state.store().status().await?;
-    let now = now_ms();
-    let window = u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
+    let views = edge_views(
+        state.store().edges().await?,
+        &status,
+        now_ms(),
+        state.config().edge_live_window,
+    );
     let mut edges = 0;
     let mut acked = 0;
     let mut lagging = Vec::new();
-    for e in state.store().edges().await? {
-        if now.saturating_sub(e.last_seen_ms) > window {
-            continue;
-        }
+    for (view, acked_version) in views.into_iter().filter(|(v, _)| v.live) {
         edges += 1;
-        let same_stream = e.stream.as_deref() == Some(status.stream.as_str());
-        if same_stream && e.applied_version >= version {
+        if acked_version >= version {
             acked += 1;
         } else {
-            lagging.push(e.id);
+            lagging.push(view.id);
         }
     }
     Ok(Propagation {
@@ -453,32 +521,15 @@ pub async fn edges(
         .await);
     }
     let status = state.store().status().await?;
-    let now = now_ms();
-    let window = u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
-    let edges = state
-        .store()
-        .edges()
-        .await?
-        .into_iter()
-        .map(|e| {
-            let same_stream = e.stream.as_deref().is_none_or(|s| s == status.stream);
-            let lag = if same_stream {
-                status.version.saturating_sub(e.applied_version)
-            } else {
-                status.version
-            };
-            EdgeView {
-                live: now.saturating_sub(e.last_seen_ms) <= window,
-                id: e.id,
-                stream: e.stream,
-                applied_version: e.applied_version,
-                lag,
-                first_seen_ms: e.first_seen_ms,
-                last_seen_ms: e.last_seen_ms,
-                remote_addr: e.remote_addr,
-            }
-        })
-        .collect();
+    let edges = edge_views(
+        state.store().edges().await?,
+        &status,
+        now_ms(),
+        state.config().edge_live_window,
+    )
+    .into_iter()
+    .map(|(view, _)| view)
+    .collect();
     Ok(Json(EdgesAnswer {
         stream: status.stream,
         version: status.version,

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a human; names the field when one is at fault.
     pub detail: String,
+    /// `Retry-After` seconds (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -33,6 +35,23 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: this credential was refused too often; try again after `retry`.
+    pub fn rate_limited(retry: std::time::Duration) -> Self {
+        let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this credential was refused too often; try again in {} s (refusals past the limit are not audited)",
+                    secs.max(1)
+                ),
+            )
         }
     }
 
@@ -113,6 +132,11 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
         });
         let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: tell the client which scheme is expected.
             response.headers_mut().insert(

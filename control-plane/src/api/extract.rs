@@ -14,43 +14,85 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::auth::bearer_token;
 use crate::now_ms;
-use crate::rbac::{Admin, Principal};
+use crate::rbac::{key_digest_hex, Admin, AuthError, Principal};
 use crate::state::AppState;
+use crate::store::EdgeCredential;
 
 /// The header a client may set to name the person behind the admin token in the audit
 /// log (the CLI sends `$USER`). Informative only: whoever holds the token can set it.
 pub const ACTOR_HEADER: &str = "x-epochgate-actor";
 
-fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+/// Who a bearer credential is: the configured credentials first, then (for a token
+/// none of them knows) the per-edge credentials in the store.
+enum Who {
+    Admin(Admin),
+    Edge(EdgeIdentity),
+}
+
+/// How an edge authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeIdentity {
+    /// DEMO: the shared `--edge-token`; the edge names itself with `?edge=`.
+    Shared,
+    /// Its own credential: the edge is the credential's, whatever `?edge=` says.
+    Credential {
+        credential: EdgeCredential,
+        /// Hex SHA-256 of the token, to check it again before a long-poll answers.
+        sha256: String,
+    },
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
-    let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
-        ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
-    })?;
-    state
-        .config()
-        .credentials
-        .authenticate(token, now_ms())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))
+    value
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))
 }
 
-/// The request's id for the audit log: the client's `x-request-id` when it is a valid id
-/// of at most 128 bytes, else a fresh random one.
+async fn who(parts: &Parts, state: &AppState) -> Result<Who, ApiError> {
+    let token = bearer(parts)?;
+    match state.config().credentials.authenticate(token, now_ms()) {
+        Ok(Principal::Admin(admin)) => Ok(Who::Admin(admin)),
+        Ok(Principal::Edge) => Ok(Who::Edge(EdgeIdentity::Shared)),
+        Err(AuthError::Unknown) => {
+            let sha256 = key_digest_hex(token);
+            edge_credential(state, &sha256)
+                .await
+                .map(|credential| Who::Edge(EdgeIdentity::Credential { credential, sha256 }))
+        }
+        Err(e) => Err(ApiError::unauthorized(e.to_string())),
+    }
+}
+
+/// The live stored edge credential whose token has this digest.
+pub async fn edge_credential(state: &AppState, sha256: &str) -> Result<EdgeCredential, ApiError> {
+    match state
+        .store()
+        .edge_credential_by_digest(sha256.to_string())
+        .await?
+    {
+        Some(c) if c.revoked_ms.is_none() => Ok(c),
+        Some(c) => Err(ApiError::unauthorized(format!(
+            "the edge token {} of edge {:?} was revoked",
+            c.id, c.edge
+        ))),
+        None => Err(ApiError::unauthorized(AuthError::Unknown.to_string())),
+    }
+}
+
+/// The request's id for the audit log, as [`super::access::request_id`] settled it.
 fn request_id(parts: &Parts) -> String {
     parts
         .headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128 && validate_id(v).is_ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 8];
-            // Without randomness the id is only less unique; the audit row still stands.
-            let _ = getrandom::getrandom(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        })
+        .unwrap_or("-")
+        .to_string()
 }
 
 /// The header carrying a request id (kept in the audit log).
@@ -69,11 +111,11 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let admin = match principal(parts, state)? {
-            Principal::Admin(admin) => admin,
-            Principal::Edge => {
+        let admin = match who(parts, state).await? {
+            Who::Admin(admin) => admin,
+            Who::Edge(_) => {
                 return Err(ApiError::forbidden(
-                    "the edge token can only read /v1/sync; use an admin credential",
+                    "an edge token can only read /v1/sync; use an admin credential",
                 ))
             }
         };
@@ -89,6 +131,7 @@ impl FromRequestParts<AppState> for AdminAuth {
                 format!("{} ({name})", admin.actor)
             }
         };
+        super::access::record_credential(&admin.actor);
         Ok(AdminAuth {
             admin,
             actor,
@@ -98,17 +141,25 @@ impl FromRequestParts<AppState> for AdminAuth {
 }
 
 /// An edge request (`/v1/sync` only).
-#[derive(Debug, Clone, Copy)]
-pub struct EdgeAuth;
+#[derive(Debug, Clone)]
+pub struct EdgeAuth(pub EdgeIdentity);
 
 impl FromRequestParts<AppState> for EdgeAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match principal(parts, state)? {
-            Principal::Edge => Ok(EdgeAuth),
-            Principal::Admin(_) => Err(ApiError::forbidden(
-                "/v1/sync takes the edge token; admin credentials are for the admin API",
+        match who(parts, state).await? {
+            Who::Edge(identity) => {
+                match &identity {
+                    EdgeIdentity::Shared => super::access::record_credential("edge-token"),
+                    EdgeIdentity::Credential { credential, .. } => {
+                        super::access::record_credential(&format!("edge:{}", credential.edge))
+                    }
+                }
+                Ok(EdgeAuth(identity))
+            }
+            Who::Admin(_) => Err(ApiError::forbidden(
+                "/v1/sync takes an edge token; admin credentials are for the admin API",
             )),
         }
     }

@@ -9,8 +9,11 @@
 //! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
+//! | `POST /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::CreatedAnswer`] |
+//! | `GET /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::ListAnswer`] |
+//! | `POST /v1/edge-tokens/{edge}/revoke` | admin (`edges:manage`, `*`) | [`edge_tokens::RevokedAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
-//! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
+//! | `GET /v1/sync?since&wait&stream&edge` | an edge token | [`epochgate_core::sync::SyncResponse`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -24,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::AppState;
 use crate::store::{AuditEntry, Entry};
 
+pub mod access;
 pub mod admin;
+pub mod edge_tokens;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -74,11 +79,18 @@ pub struct RevocationsAnswer {
 /// One edge as `GET /v1/edges` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeView {
+    /// The edge: its credential's name, or the `?edge=` it gave with the shared token.
     pub id: String,
     /// Seen within `--edge-live-window` (counted by `?wait=` receipts).
     pub live: bool,
+    /// The instances folded into this row (the live ones, if any is live): a Worker's
+    /// isolates or several Envoys under one credential; 1 with the shared token.
+    pub instances: u64,
+    /// The id of the credential it last synced with; `null`: the shared demo token.
+    pub credential: Option<String>,
     /// The stream the edge said it holds (absent before its first snapshot).
     pub stream: Option<String>,
+    /// The lowest version its instances have applied.
     pub applied_version: u64,
     /// How many versions the edge is behind: `version - applied_version`, or the whole
     /// `version` when it holds another stream (none of this history applies).
@@ -105,7 +117,8 @@ pub struct AuditAnswer {
 /// The router. Every failure, including unknown routes, wrong methods and axum's
 /// extractor rejections, answers JSON (see [`ApiError`]).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let metrics_here = !state.config().metrics_separate;
+    let router = Router::new()
         .route(
             "/v1/tenants/{tenant}/users/{user}/logout",
             post(admin::logout_user),
@@ -121,15 +134,44 @@ pub fn app(state: AppState) -> Router {
             get(admin::tenant_revocations),
         )
         .route("/v1/edges", get(admin::edges))
+        .route(
+            "/v1/edge-tokens",
+            post(edge_tokens::create).get(edge_tokens::list),
+        )
+        .route("/v1/edge-tokens/{edge}/revoke", post(edge_tokens::revoke))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(ops::openapi));
+    let router = if metrics_here {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    finish(router, state)
+}
+
+/// The router of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_app(state: AppState) -> Router {
+    finish(Router::new().route("/metrics", get(ops::metrics)), state)
+}
+
+/// JSON for unknown routes and wrong methods, the body limit, access logs, request ids.
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside out: the access log sees the settled request id and the matched route.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(access::span)
+                .on_request(())
+                .on_response(access::on_response)
+                .on_failure(()),
+        )
+        .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }

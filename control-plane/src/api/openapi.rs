@@ -25,7 +25,8 @@ fn write_op(summary: &str, scope: &str, params: &[&str]) -> Value {
             "400": error_response("bad id, body or query"),
             "401": error_response("no or invalid credential"),
             "403": error_response("the credential lacks the permission or tenant (audited)"),
-            "413": error_response("body over 16 KiB")
+            "413": error_response("body over 16 KiB"),
+            "429": error_response("this credential was refused too often: not audited (`Retry-After`)")
         }
     }})
 }
@@ -41,6 +42,8 @@ fn read_op(summary: &str, scope: Option<&str>, schema: &str, params: Vec<Value>)
         op["security"] = json!([{"bearer": []}]);
         responses["401"] = error_response("no or invalid credential");
         responses["403"] = error_response("the credential may not read this");
+        responses["429"] =
+            error_response("this credential was refused too often: not audited (`Retry-After`)");
     }
     op["responses"] = responses;
     json!({"get": op})
@@ -61,7 +64,7 @@ pub fn document() -> Value {
                  "description": "Force logout at the edge: admin API, the edges' sync API, operations. Every error is `{\"error\", \"detail\"}`."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "admin token, API key, or admin JWT (admin routes); edge token (/v1/sync)"}},
+                "description": "admin token, API key, or admin JWT (admin routes); an edge token (/v1/sync): the edge's own, or the shared demo token"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
                 "Target": target,
@@ -81,7 +84,10 @@ pub fn document() -> Value {
                     "warnings": {"type": "array", "items": {"type": "string"}}}},
                 "RevocationsAnswer": {"type": "object", "properties": {"tenant": {"type": "string"}, "revocations": {"type": "array", "items": {"type": "object"}}}},
                 "EdgesAnswer": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "edges": {"type": "array", "items": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "live": {"type": "boolean"}, "stream": {"type": ["string", "null"]}, "applied_version": {"type": "integer"}, "lag": {"type": "integer"},
+                    "id": {"type": "string", "description": "the edge credential's name, or the `?edge=` given with the shared demo token"},
+                    "live": {"type": "boolean"}, "instances": {"type": "integer", "description": "instances folded in (a Worker's isolates, Envoys sharing a credential)"},
+                    "credential": {"type": ["string", "null"], "description": "the edge token's id; null: the shared demo token"},
+                    "stream": {"type": ["string", "null"]}, "applied_version": {"type": "integer"}, "lag": {"type": "integer"},
                     "first_seen_ms": {"type": "integer"}, "last_seen_ms": {"type": "integer"}, "remote_addr": {"type": ["string", "null"]}}}}}},
                 "AuditAnswer": {"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "at_ms": {"type": "integer"}, "actor": {"type": "string"}, "action": {"type": "string"},
@@ -91,7 +97,19 @@ pub fn document() -> Value {
                 "SyncResponse": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "snapshot": {"type": "boolean"},
                     "changes": {"type": "array", "items": {"type": "object"}}, "max_session_lifetime_s": {"type": "integer"},
                     "next": {"type": "string", "description": "a snapshot page that is not the last: the cursor of the next"}}},
-                "Health": {"type": "object", "properties": {"status": {"type": "string"}, "stream": {"type": "string"}, "version": {"type": "integer"}}}
+                "EdgeToken": {"type": "object", "required": ["id", "edge", "created_ms", "created_by"], "properties": {
+                    "id": {"type": "string"}, "edge": {"type": "string"}, "created_ms": {"type": "integer"}, "created_by": {"type": "string"},
+                    "revoked_ms": {"type": ["integer", "null"]}}},
+                "EdgeTokenBody": {"type": "object", "required": ["edge"], "additionalProperties": false, "properties": {
+                    "edge": {"type": "string", "minLength": 1}, "reason": {"type": "string", "maxLength": 1024}}},
+                "EdgeTokenCreated": {"type": "object", "required": ["id", "edge", "token", "created_ms", "audit"], "properties": {
+                    "id": {"type": "string"}, "edge": {"type": "string"}, "token": {"type": "string", "description": "shown this once; the store keeps its SHA-256"},
+                    "created_ms": {"type": "integer"}, "audit": {"$ref": "#/components/schemas/AuditHead"}}},
+                "EdgeTokensAnswer": {"type": "object", "required": ["edge_tokens"], "properties": {"edge_tokens": {"type": "array", "items": {"$ref": "#/components/schemas/EdgeToken"}}}},
+                "EdgeTokenRevoked": {"type": "object", "required": ["edge", "revoked", "audit"], "properties": {
+                    "edge": {"type": "string"}, "revoked": {"type": "integer"}, "audit": {"$ref": "#/components/schemas/AuditHead"}}},
+                "ReasonBody": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string", "maxLength": 1024}}},
+                "Health": {"type": "object", "required": ["status"], "additionalProperties": false, "properties": {"status": {"type": "string"}}}
             }
         },
         "paths": {
@@ -102,6 +120,42 @@ pub fn document() -> Value {
             "/v1/tenants/{tenant}/revocations": read_op("The tenant's live entries and the global one", Some("revocations:read"), "RevocationsAnswer",
                 vec![json!({"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}})]),
             "/v1/edges": read_op("Each edge's applied version, lag, liveness, last seen", Some("edges:read"), "EdgesAnswer", vec![]),
+            "/v1/edge-tokens": {
+                "post": {"summary": "A new per-edge token (answered once; stored hashed; audited)",
+                    "description": "Requires `edges:manage` on every tenant (`*`). A refusal is audited.",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EdgeTokenBody"}}}},
+                    "responses": {
+                        "200": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EdgeTokenCreated"}}}},
+                        "400": error_response("bad body or edge name"),
+                        "401": error_response("no or invalid credential"),
+                        "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)"),
+                        "413": error_response("body over 16 KiB"),
+                        "415": error_response("body not JSON")}},
+                "get": {"summary": "Every edge token (never the token itself)",
+                    "description": "Requires `edges:manage` on every tenant (`*`).",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EdgeTokensAnswer"}}}},
+                        "401": error_response("no or invalid credential"),
+                        "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)")}}
+            },
+            "/v1/edge-tokens/{edge}/revoke": {"post": {"summary": "End every token of one edge (audited): it stops syncing at once",
+                "description": "Requires `edges:manage` on every tenant (`*`).",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "edge", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReasonBody"}}}},
+                "responses": {
+                    "200": {"description": "revoked", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EdgeTokenRevoked"}}}},
+                    "400": error_response("bad edge name or body"),
+                    "401": error_response("no or invalid credential"),
+                    "403": error_response("not a global `edges:manage` admin (audited)"),
+                        "429": error_response("this credential was refused too often: not audited (`Retry-After`)"),
+                    "404": error_response("the edge has no live token"),
+                    "413": error_response("body over 16 KiB"),
+                    "415": error_response("body not JSON")}}},
             "/v1/audit": read_op("The hash-chained audit log, newest first (a tenant admin sees its tenant only)", Some("audit:read"), "AuditAnswer", vec![
                 query("limit", "integer", "1..=1000, default 100"),
                 query("tenant", "string", "only this tenant's entries"),
@@ -110,9 +164,10 @@ pub fn document() -> Value {
                 query("outcome", "string", "`ok` or `denied`"),
                 query("since_ms", "integer", "at or after (ms since the Unix epoch)"),
                 query("until_ms", "integer", "at or before")]),
-            "/v1/sync": {"get": {"summary": "The edges' long-poll (edge token only)", "security": [{"bearer": []}],
+            "/v1/sync": {"get": {"summary": "The edges' long-poll (edge tokens only)", "security": [{"bearer": []}],
                 "parameters": [query("since", "integer", "the version the edge applied (its receipt)"), query("wait", "integer", "seconds to hold (at most 60)"),
-                               query("stream", "string", "the stream the edge holds"), {"name": "edge", "in": "query", "required": true, "schema": {"type": "string"}},
+                               query("stream", "string", "the stream the edge holds"),
+                               query("edge", "string", "with the edge's own token: which instance (a Worker isolate, one of several Envoys); with the shared demo token (then required): the edge's id"),
                                query("limit", "integer", "answer snapshots (and deltas larger than this) as snapshot pages of at most this many changes (1..100000)"),
                                query("snapshot", "integer", "resuming a paged snapshot: its version (with `after`)"),
                                query("after", "string", "resuming a paged snapshot: the `next` cursor of the previous page")],
@@ -120,7 +175,7 @@ pub fn document() -> Value {
                               "401": error_response("no or invalid credential"), "403": error_response("not the edge token")}}},
             "/healthz": read_op("Liveness: the store answers", None, "Health", vec![]),
             "/readyz": read_op("Readiness: the store answers and the server is not shutting down (503 otherwise)", None, "Health", vec![]),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text); only on --metrics-listen when that is set", "responses": {"200": {"description": "OpenMetrics text exposition", "content": {"application/openmetrics-text": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
         }
     })

@@ -11,18 +11,13 @@ use axum::Json;
 use serde_json::json;
 
 use super::ApiError;
-use crate::state::AppState;
-use crate::{GIT_HASH, VERSION};
+use crate::state::{AppState, EdgeSample};
 
-/// `GET /healthz`: 200 when the store answers, 503 otherwise.
+/// `GET /healthz`: 200 when the store answers, 503 otherwise. Says nothing else: the
+/// state's version and stream are for the admin API and `/metrics`.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.store().status().await {
-        Ok(status) => Json(json!({
-            "status": "ok",
-            "stream": status.stream,
-            "version": status.version,
-        }))
-        .into_response(),
+        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "health check: the store does not answer");
             ApiError::new(
@@ -54,76 +49,37 @@ pub async fn openapi() -> Json<serde_json::Value> {
     Json(super::openapi::document())
 }
 
-/// A Prometheus label value: `\`, `"` and newlines escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// `GET /metrics`: Prometheus text exposition.
+/// `GET /metrics`: OpenMetrics text (prometheus-client; see [`crate::state::Metrics`]).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let version = *state.store().subscribe().borrow();
-    let m = state.metrics();
-    let mut edges = String::new();
-    match state.store().edges().await {
-        Ok(list) => {
-            let now = crate::now_ms();
-            let window =
-                u64::try_from(state.config().edge_live_window.as_millis()).unwrap_or(u64::MAX);
-            edges.push_str(
-                "# HELP epochgate_edge_lag Versions an edge is behind the current one.\n\
-                 # TYPE epochgate_edge_lag gauge\n",
-            );
-            let mut live = 0;
-            for e in &list {
-                let is_live = now.saturating_sub(e.last_seen_ms) <= window;
-                live += u64::from(is_live);
-                edges.push_str(&format!(
-                    "epochgate_edge_lag{{edge=\"{}\",live=\"{is_live}\"}} {}\n",
-                    label(&e.id),
-                    version.saturating_sub(e.applied_version)
-                ));
-            }
-            edges.push_str(&format!(
-                "# HELP epochgate_edges_live Edges seen within the live window.\n\
-                 # TYPE epochgate_edges_live gauge\n\
-                 epochgate_edges_live {live}\n"
-            ));
+    let edges = match (state.store().status().await, state.store().edges().await) {
+        (Ok(status), Ok(records)) => Some(
+            super::admin::edge_views(
+                records,
+                &status,
+                crate::now_ms(),
+                state.config().edge_live_window,
+            )
+            .into_iter()
+            .map(|(v, _)| EdgeSample {
+                edge: v.id,
+                live: v.live,
+                lag: v.lag,
+                instances: v.instances,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(error = %err, "metrics: cannot list edges");
+            None
         }
-        Err(err) => tracing::warn!(error = %err, "metrics: cannot list edges"),
-    }
-    let body = format!(
-        "# HELP epochgate_build_info The running control plane's build.\n\
-         # TYPE epochgate_build_info gauge\n\
-         epochgate_build_info{{version=\"{VERSION}\",git=\"{GIT_HASH}\"}} 1\n\
-         # HELP epochgate_state_version The last committed state version.\n\
-         # TYPE epochgate_state_version gauge\n\
-         epochgate_state_version {version}\n\
-         # HELP epochgate_admin_writes_total Admin revocations committed since start.\n\
-         # TYPE epochgate_admin_writes_total counter\n\
-         epochgate_admin_writes_total {}\n\
-         # HELP epochgate_sync_requests_total Sync requests from edges since start.\n\
-         # TYPE epochgate_sync_requests_total counter\n\
-         epochgate_sync_requests_total {}\n\
-         # HELP epochgate_sync_long_polls_open Sync long-polls held open now.\n\
-         # TYPE epochgate_sync_long_polls_open gauge\n\
-         epochgate_sync_long_polls_open {}\n\
-         # HELP epochgate_audit_anchor_failures_total Audit heads that could not be appended to --audit-anchor.\n\
-         # TYPE epochgate_audit_anchor_failures_total counter\n\
-         epochgate_audit_anchor_failures_total {}\n{edges}",
-        m.admin_writes_total(),
-        m.sync_requests_total(),
-        m.long_polls_open(),
-        m.anchor_failures_total(),
-    );
+    };
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        body,
+        state.metrics().encode(version, edges.as_deref()),
     )
         .into_response()
 }

@@ -15,7 +15,7 @@ use axum::Json;
 use epochgate_core::sync::SyncResponse;
 use serde::Deserialize;
 
-use super::extract::{check_id, ApiQuery, EdgeAuth, RemoteAddr};
+use super::extract::{check_id, edge_credential, ApiQuery, EdgeAuth, EdgeIdentity, RemoteAddr};
 use super::ApiError;
 use crate::config::MAX_WAIT_S;
 use crate::now_ms;
@@ -34,7 +34,9 @@ pub struct SyncQuery {
     pub wait: u64,
     /// The stream the edge holds; another stream gets a snapshot.
     pub stream: Option<String>,
-    /// The edge's id, for its receipt in `GET /v1/edges`.
+    /// The edge's id, for its receipt in `GET /v1/edges`. With the edge's own credential
+    /// the edge is the credential's and this names the instance (a Worker isolate, one
+    /// Envoy of several); with the shared demo token it names the edge.
     pub edge: Option<String>,
     /// Snapshots in pages of at most this many changes (see [`PageRequest`]).
     pub limit: Option<usize>,
@@ -91,18 +93,32 @@ enum Woken {
 /// `GET /v1/sync?since=V&wait=S&stream=X&edge=E`.
 pub async fn sync(
     State(state): State<AppState>,
-    _auth: EdgeAuth,
+    EdgeAuth(identity): EdgeAuth,
     remote: RemoteAddr,
     ApiQuery(q): ApiQuery<SyncQuery>,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let page = page_request(&q)?;
-    let edge = q.edge.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_query",
-            "`edge` is required: the edge's id, so that its receipt shows in /v1/edges",
-        )
-    })?;
-    check_id("edge", &edge)?;
+    if let Some(e) = &q.edge {
+        check_id("edge", e)?;
+    }
+    // Who the receipt is for comes from the credential, never from the query: an edge
+    // cannot report (and so acknowledge `?wait=` writes) as another.
+    let (edge, instance, credential) = match &identity {
+        EdgeIdentity::Credential { credential, .. } => (
+            credential.edge.clone(),
+            q.edge.clone().unwrap_or_default(),
+            Some(credential.id.clone()),
+        ),
+        EdgeIdentity::Shared => {
+            let edge = q.edge.clone().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "`edge` is required: the edge's id, so that its receipt shows in /v1/edges",
+                )
+            })?;
+            (edge, String::new(), None)
+        }
+    };
     let wait = Duration::from_secs(q.wait.min(MAX_WAIT_S));
     state.metrics().sync_request();
 
@@ -113,6 +129,8 @@ pub async fn sync(
     // the edge from syncing, so it is logged, not answered.
     let receipt = EdgeReceipt {
         edge: edge.clone(),
+        instance,
+        credential,
         stream: q.stream.clone(),
         applied_version: q.since,
         now_ms: now_ms(),
@@ -150,6 +168,10 @@ pub async fn sync(
     };
     match woken {
         Woken::Changed => {
+            // Revoked while it waited: what changed is not for it any more.
+            if let EdgeIdentity::Credential { sha256, .. } = &identity {
+                edge_credential(&state, sha256).await?;
+            }
             let batch = state.store().sync_paged(q.since, q.stream, page).await?;
             Ok(answer(&state, batch))
         }

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use super::sql::{params, Access, Backend, Row, Tx};
 use super::{
     action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
-    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
-    SyncBatch,
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeCredential,
+    EdgeReceipt, EdgeRecord, Entry, NewEdgeCredential, PageRequest, Revocation, RevokeRequest,
+    Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -91,6 +91,76 @@ impl<B: Backend> SqlStore<B> {
         &self.versions
     }
 }
+
+/// The tables, in the SQL both databases accept; `int` is the 64-bit integer type
+/// (`INTEGER` in SQLite — the audit id then the rowid — and `BIGINT` in Postgres).
+/// Idempotent: each backend runs it at every start, inside its schema transaction.
+pub fn schema(int: &str) -> String {
+    SCHEMA.replace("{int}", int)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    stream  TEXT    NOT NULL,
+    version {int} NOT NULL,   -- the last committed version: the counter row
+    floor   {int} NOT NULL    -- the highest version purged by compaction
+);
+-- One row per target. tenant and subject are '' where the scope has none (ids are never
+-- empty, so '' cannot collide). epoch_ms NULL is a tombstone: removed by compaction,
+-- kept for a session lifetime so edges receive the removal as a delta.
+CREATE TABLE IF NOT EXISTS revocations (
+    scope      TEXT    NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
+    tenant     TEXT    NOT NULL,
+    subject    TEXT    NOT NULL,
+    epoch_ms   {int},
+    version    {int} NOT NULL,   -- the version of the row's last change
+    changed_ms {int} NOT NULL,   -- when that change happened (ages tombstones)
+    PRIMARY KEY (scope, tenant, subject)
+);
+CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
+CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
+-- Hash-chained (see audit.rs): id is last + 1, assigned inside the write transaction.
+CREATE TABLE IF NOT EXISTS audit (
+    id         {int} PRIMARY KEY,
+    at_ms      {int} NOT NULL,
+    actor      TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    target     TEXT    NOT NULL,   -- the Target as JSON
+    tenant     TEXT,               -- the target's tenant, for filters (NULL: global)
+    reason     TEXT,
+    source     TEXT,
+    request_id TEXT,
+    version    {int} NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+-- The receipts: one row per edge instance (see EdgeReceipt). Replaces `edges` (schema 2).
+CREATE TABLE IF NOT EXISTS edge_receipts (
+    edge            TEXT    NOT NULL,
+    instance        TEXT    NOT NULL,   -- '' with the shared edge token
+    credential      TEXT,               -- the edge credential's id; NULL: the shared token
+    stream          TEXT,
+    applied_version {int} NOT NULL,
+    first_seen_ms   {int} NOT NULL,
+    last_seen_ms    {int} NOT NULL,
+    remote_addr     TEXT,
+    PRIMARY KEY (edge, instance)
+);
+DROP TABLE IF EXISTS edges;
+-- Per-edge credentials, stored as the SHA-256 of their token.
+CREATE TABLE IF NOT EXISTS edge_credentials (
+    id         TEXT    PRIMARY KEY,
+    edge       TEXT    NOT NULL,
+    sha256     TEXT    NOT NULL UNIQUE,
+    created_ms {int} NOT NULL,
+    created_by TEXT    NOT NULL,
+    revoked_ms {int}
+);
+CREATE INDEX IF NOT EXISTS edge_credentials_by_edge ON edge_credentials (edge);
+";
 
 /// 16 random bytes as hex: a new store never shares a stream with another.
 pub fn new_stream_id() -> Result<String, StoreError> {
@@ -307,6 +377,18 @@ fn audit_from_row(mut r: Row) -> Result<AuditEntry, StoreError> {
     })
 }
 
+const CREDENTIAL_COLUMNS: &str = "id, edge, created_ms, created_by, revoked_ms";
+
+fn credential_from_row(mut r: Row) -> Result<EdgeCredential, StoreError> {
+    Ok(EdgeCredential {
+        id: r.take_text(0)?,
+        edge: r.take_text(1)?,
+        created_ms: r.u64(2)?,
+        created_by: r.take_text(3)?,
+        revoked_ms: r.opt_u64(4)?,
+    })
+}
+
 /// Inside one snapshot transaction: the head and the rows agree.
 async fn sync(
     tx: &mut dyn Tx,
@@ -420,7 +502,7 @@ async fn compact(
     }
     report.purged_edges = tx
         .execute(
-            "DELETE FROM edges WHERE last_seen_ms < $1",
+            "DELETE FROM edge_receipts WHERE last_seen_ms < $1",
             &params![cutoff],
         )
         .await?;
@@ -472,15 +554,19 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.run(Access::Autocommit, move |tx| {
             Box::pin(async move {
                 tx.execute(
-                    "INSERT INTO edges (id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr)
-                     VALUES ($1, $2, $3, $4, $4, $5)
-                     ON CONFLICT (id) DO UPDATE SET
+                    "INSERT INTO edge_receipts (edge, instance, credential, stream, applied_version,
+                                                first_seen_ms, last_seen_ms, remote_addr)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+                     ON CONFLICT (edge, instance) DO UPDATE SET
+                         credential = excluded.credential,
                          stream = excluded.stream,
                          applied_version = excluded.applied_version,
                          last_seen_ms = excluded.last_seen_ms,
                          remote_addr = excluded.remote_addr",
                     &params![
                         receipt.edge,
+                        receipt.instance,
+                        receipt.credential,
                         receipt.stream,
                         receipt.applied_version,
                         receipt.now_ms,
@@ -498,8 +584,9 @@ impl<B: Backend> Store for SqlStore<B> {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr
-                         FROM edges ORDER BY id",
+                        "SELECT edge, instance, credential, stream, applied_version, first_seen_ms,
+                                last_seen_ms, remote_addr
+                         FROM edge_receipts ORDER BY edge, instance",
                         &[],
                     )
                     .await?;
@@ -507,11 +594,13 @@ impl<B: Backend> Store for SqlStore<B> {
                     .map(|mut r| {
                         Ok(EdgeRecord {
                             id: r.take_text(0)?,
-                            stream: r.take_opt_text(1)?,
-                            applied_version: r.u64(2)?,
-                            first_seen_ms: r.u64(3)?,
-                            last_seen_ms: r.u64(4)?,
-                            remote_addr: r.take_opt_text(5)?,
+                            instance: r.take_text(1)?,
+                            credential: r.take_opt_text(2)?,
+                            stream: r.take_opt_text(3)?,
+                            applied_version: r.u64(4)?,
+                            first_seen_ms: r.u64(5)?,
+                            last_seen_ms: r.u64(6)?,
+                            remote_addr: r.take_opt_text(7)?,
                         })
                     })
                     .collect()
@@ -563,6 +652,86 @@ impl<B: Backend> Store for SqlStore<B> {
             Box::pin(async move {
                 let version = read_status(tx).await?.version;
                 append_audit(tx, &record, version).await
+            })
+        })
+    }
+
+    fn create_edge_credential(
+        &self,
+        credential: NewEdgeCredential,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<AuditHead, StoreError>> {
+        self.backend.run(Access::Serial, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO edge_credentials (id, edge, sha256, created_ms, created_by)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &params![
+                        credential.id,
+                        credential.edge,
+                        credential.sha256,
+                        credential.created_ms,
+                        credential.created_by
+                    ],
+                )
+                .await?;
+                let version = read_status(tx).await?.version;
+                append_audit(tx, &audit, version).await
+            })
+        })
+    }
+
+    fn edge_credentials(&self) -> BoxFuture<'_, Result<Vec<EdgeCredential>, StoreError>> {
+        self.backend.run(Access::Autocommit, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &format!("SELECT {CREDENTIAL_COLUMNS} FROM edge_credentials ORDER BY created_ms, id"),
+                        &[],
+                    )
+                    .await?;
+                rows.into_iter().map(credential_from_row).collect()
+            })
+        })
+    }
+
+    fn edge_credential_by_digest(
+        &self,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<Option<EdgeCredential>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                tx.opt(
+                    &format!("SELECT {CREDENTIAL_COLUMNS} FROM edge_credentials WHERE sha256 = $1"),
+                    &params![sha256],
+                )
+                .await?
+                .map(credential_from_row)
+                .transpose()
+            })
+        })
+    }
+
+    fn revoke_edge_credentials(
+        &self,
+        edge: String,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<Option<(u64, AuditHead)>, StoreError>> {
+        self.backend.run(Access::Serial, move |tx| {
+            Box::pin(async move {
+                let revoked = tx
+                    .execute(
+                        "UPDATE edge_credentials SET revoked_ms = $1
+                         WHERE edge = $2 AND revoked_ms IS NULL",
+                        &params![audit.at_ms, edge],
+                    )
+                    .await?;
+                if revoked == 0 {
+                    return Ok(None);
+                }
+                let version = read_status(tx).await?.version;
+                let head = append_audit(tx, &audit, version).await?;
+                Ok(Some((revoked, head)))
             })
         })
     }

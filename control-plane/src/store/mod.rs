@@ -33,11 +33,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub mod core;
+pub mod pg_config;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
 pub use self::core::SqlStore;
+pub use pg_config::{redact_url, PgOptions};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -67,6 +69,10 @@ pub enum StoreError {
     Task(String),
     #[error("unsupported store URL {0:?}: use sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
+    #[error("bad store URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("the Postgres pool: {0}")]
+    Pool(String),
 }
 
 /// One admin write: who revoked what, when, why, from where.
@@ -275,7 +281,14 @@ pub struct Entry {
 /// An edge's receipt: `since` on a sync request is the version it has applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeReceipt {
+    /// The edge: its credential's name, or (with the shared demo token) the `?edge=` it
+    /// gave.
     pub edge: String,
+    /// Which instance of the edge (a Worker isolate, one Envoy of a fleet sharing a
+    /// credential): the `?edge=` it gave under a credential; empty with the shared token.
+    pub instance: String,
+    /// The id of the credential it synced with (`None`: the shared demo token).
+    pub credential: Option<String>,
     /// The stream the edge holds, if it said (absent before its first snapshot).
     pub stream: Option<String>,
     pub applied_version: u64,
@@ -283,15 +296,41 @@ pub struct EdgeReceipt {
     pub remote_addr: Option<String>,
 }
 
-/// What the store knows of one edge.
+/// What the store knows of one edge instance (see [`EdgeReceipt`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EdgeRecord {
     pub id: String,
+    pub instance: String,
+    pub credential: Option<String>,
     pub stream: Option<String>,
     pub applied_version: u64,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     pub remote_addr: Option<String>,
+}
+
+/// A new per-edge credential: only the SHA-256 of its token is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEdgeCredential {
+    /// A public id (shown in listings and receipts; not a secret).
+    pub id: String,
+    pub edge: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_ms: u64,
+    /// The admin who created it (the audit actor).
+    pub created_by: String,
+}
+
+/// A stored edge credential (never its token or digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCredential {
+    pub id: String,
+    pub edge: String,
+    pub created_ms: u64,
+    pub created_by: String,
+    /// When it was revoked; from then on it syncs no more.
+    pub revoked_ms: Option<u64>,
 }
 
 /// One audit log row. `hash` chains it to the previous row (see [`crate::audit`]).
@@ -395,6 +434,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// every other.
     fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>>;
 
+    /// Stores a new edge credential and its audit row, in one serial transaction.
+    fn create_edge_credential(
+        &self,
+        credential: NewEdgeCredential,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<AuditHead, StoreError>>;
+
+    /// Every edge credential, revoked ones included, oldest first.
+    fn edge_credentials(&self) -> BoxFuture<'_, Result<Vec<EdgeCredential>, StoreError>>;
+
+    /// The credential whose token has this hex SHA-256, revoked or not.
+    fn edge_credential_by_digest(
+        &self,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<Option<EdgeCredential>, StoreError>>;
+
+    /// Revokes every live credential of `edge` at `audit.at_ms`, with the audit row, in
+    /// one serial transaction: how many, and the audit head. `None` (nothing written)
+    /// when the edge has no live credential.
+    fn revoke_edge_credentials(
+        &self,
+        edge: String,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<Option<(u64, AuditHead)>, StoreError>>;
+
     /// The newest `filter.limit` audit rows that match, newest first.
     fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
 
@@ -415,14 +479,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// `postgres://…` / `postgresql://…` (Postgres, for several replicas). Other schemes are
 /// refused by name.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &PgOptions::default()).await
+}
+
+/// [`open`] with the Postgres settings that are not in the URL (password, pool).
+pub async fn open_with(url: &str, pg: &PgOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let refused = || StoreError::UnsupportedUrl(pg_config::redact_url(url));
     let path = match url.split_once("://") {
-        Some(("postgres" | "postgresql", _)) => return Ok(Arc::new(PgStore::connect(url).await?)),
+        Some(("postgres" | "postgresql", _)) => {
+            return Ok(Arc::new(PgStore::connect_with(url, pg).await?))
+        }
         Some(("sqlite", path)) => path.to_string(),
-        Some(_) => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        Some(_) => return Err(refused()),
         None => url.to_string(),
     };
     if path.is_empty() {
-        return Err(StoreError::UnsupportedUrl(url.to_string()));
+        return Err(refused());
     }
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
         .await

@@ -15,156 +15,116 @@
 //! The operations themselves are in [`super::core`]; this file opens connections and
 //! transactions, creates the schema, and listens for the other replicas' commits.
 //!
-//! Connections: a few clients used round-robin (each behind a mutex, reconnected when
-//! closed), plus the listener. Background tasks hold only a weak reference and end when
-//! the store is dropped.
+//! Connections: a [deadpool] pool (`--db-pool-size`, `--db-pool-timeout`), plus the
+//! listener's own connection, all over TLS when `sslmode` asks (see [`pg_config`]).
+//! Background tasks hold only a weak reference and end when the store is dropped.
+//!
+//! [deadpool]: deadpool_postgres
+//! [`pg_config`]: super::pg_config
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Transaction};
+use tokio_postgres::{AsyncMessage, Client, IsolationLevel, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::core::{init_head, SqlStore, Versions};
+use super::pg_config::{self, PgOptions, SslMode};
 use super::sql::{Access, Backend, Row, Tx, TxFn, Value};
 use super::{BoxFuture, StoreError};
 
 /// The channel every replica listens on; the payload is the committed version.
 const CHANNEL: &str = "epochgate_versions";
 
-/// Clients in the pool.
-const POOL_SIZE: usize = 4;
-
 /// Serializes schema creation across replicas starting at once.
 const SCHEMA_LOCK: i64 = 0x6570_6f63_6867;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    stream  TEXT    NOT NULL,
-    version BIGINT  NOT NULL,
-    floor   BIGINT  NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revocations (
-    scope      TEXT   NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
-    tenant     TEXT   NOT NULL,
-    subject    TEXT   NOT NULL,
-    epoch_ms   BIGINT,
-    version    BIGINT NOT NULL,
-    changed_ms BIGINT NOT NULL,
-    PRIMARY KEY (scope, tenant, subject)
-);
-CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
-CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
-CREATE TABLE IF NOT EXISTS audit (
-    id         BIGINT PRIMARY KEY,
-    at_ms      BIGINT NOT NULL,
-    actor      TEXT   NOT NULL,
-    action     TEXT   NOT NULL,
-    outcome    TEXT   NOT NULL,
-    target     TEXT   NOT NULL,
-    tenant     TEXT,
-    reason     TEXT,
-    source     TEXT,
-    request_id TEXT,
-    version    BIGINT NOT NULL,
-    prev_hash  TEXT   NOT NULL,
-    hash       TEXT   NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
-CREATE TABLE IF NOT EXISTS edges (
-    id              TEXT   PRIMARY KEY,
-    stream          TEXT,
-    applied_version BIGINT NOT NULL,
-    first_seen_ms   BIGINT NOT NULL,
-    last_seen_ms    BIGINT NOT NULL,
-    remote_addr     TEXT
-);
-";
 
 /// The Postgres store.
 pub type PgStore = SqlStore<Postgres>;
 
-/// The Postgres database: a few clients. Cheap to clone.
+/// The Postgres database: a pool of connections. Cheap to clone.
 #[derive(Clone)]
-pub struct Postgres(Arc<Pool>);
-
-struct Pool {
-    url: String,
-    clients: Vec<Mutex<Client>>,
-    next: AtomicUsize,
+pub struct Postgres {
+    pool: Pool,
 }
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Postgres").finish_non_exhaustive()
+        f.debug_struct("Postgres")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
     }
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::warn!(error = %err, "a Postgres connection ended");
+impl From<PoolError> for StoreError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
         }
-    });
-    Ok(client)
+    }
 }
 
 impl SqlStore<Postgres> {
-    /// Connects, creates the schema if missing (once, under an advisory lock), and starts
-    /// the listener.
+    /// [`SqlStore::connect_with`] with the default pool and the URL's own password.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut first = connect(url).await?;
+        Self::connect_with(url, &PgOptions::default()).await
+    }
+
+    /// Connects (refusing a certificate `sslmode` does not accept), creates the schema if
+    /// missing (once, under an advisory lock), and starts the listener.
+    pub async fn connect_with(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
+        let target = pg_config::parse(url, options)?;
+        if target.ssl_mode == SslMode::Require && target.root_cert.is_none() {
+            tracing::warn!(
+                "sslmode=require without sslrootcert: the connection to Postgres is encrypted, \
+                 but its certificate is not verified (use verify-full with sslrootcert)"
+            );
+        }
+        let manager = Manager::from_config(
+            target.config.clone(),
+            target.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.pool_timeout))
+            .create_timeout(Some(options.pool_timeout))
+            .recycle_timeout(Some(options.pool_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
         let (stream, version) = {
-            let tx = first.transaction().await?;
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
                 .await?;
-            tx.batch_execute(SCHEMA).await?;
+            tx.batch_execute(&super::core::schema("BIGINT")).await?;
             let head = init_head(&mut PgTx(Conn::Tx(&tx))).await?;
             tx.commit().await?;
             head
         };
-        let mut clients = vec![Mutex::new(first)];
-        for _ in 1..POOL_SIZE {
-            clients.push(Mutex::new(connect(url).await?));
-        }
-        let backend = Postgres(Arc::new(Pool {
-            url: url.to_string(),
-            clients,
-            next: AtomicUsize::new(0),
-        }));
-        let store = SqlStore::new(backend, stream, version);
-        tokio::spawn(listen(url.to_string(), Arc::downgrade(store.versions())));
+        let store = SqlStore::new(Postgres { pool }, stream, version);
+        tokio::spawn(listen(
+            target.config,
+            target.tls,
+            Arc::downgrade(store.versions()),
+        ));
         Ok(store)
-    }
-}
-
-impl Pool {
-    /// A client from the pool, reconnected if its connection closed.
-    async fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let slot = self
-            .clients
-            .get(n)
-            .ok_or_else(|| StoreError::Corrupt("empty pool".into()))?;
-        let mut client = slot.lock().await;
-        if client.is_closed() {
-            *client = connect(&self.url).await?;
-        }
-        Ok(client)
     }
 }
 
 /// Keeps the watch at the highest committed version: `LISTEN` for every replica's commits,
 /// and a once-a-second read as a fallback. Ends when the store is dropped.
-async fn listen(url: String, versions: Weak<Versions>) {
+async fn listen(config: tokio_postgres::Config, tls: MakeRustlsConnect, versions: Weak<Versions>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let conn = tokio_postgres::connect(&url, NoTls).await;
+        let conn = config.connect(tls.clone()).await;
         let (client, mut connection) = match conn {
             Ok(pair) => pair,
             Err(err) => {
@@ -354,25 +314,26 @@ impl Backend for Postgres {
         op: impl TxFn<T>,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
         Box::pin(async move {
-            let mut client = self.0.client().await?;
+            let mut client = self.pool.get().await?;
             match access {
                 Access::Autocommit => op(&mut PgTx(Conn::Client(&client))).await,
-                Access::Snapshot | Access::Serial => {
-                    let tx = if access == Access::Snapshot {
-                        client
-                            .build_transaction()
-                            .isolation_level(IsolationLevel::RepeatableRead)
-                            .read_only(true)
-                            .start()
-                            .await?
-                    } else {
-                        let tx = client.transaction().await?;
-                        // The writer lock: every serial write on every replica queues here,
-                        // so versions and audit ids commit in order.
-                        tx.execute("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])
-                            .await?;
-                        tx
-                    };
+                Access::Snapshot => {
+                    let tx = client
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .await?;
+                    let out = op(&mut PgTx(Conn::Tx(&tx))).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                Access::Serial => {
+                    let tx = client.transaction().await?;
+                    // The writer lock: every serial write on every replica queues here,
+                    // so versions and audit ids commit in order.
+                    tx.execute("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])
+                        .await?;
                     let out = op(&mut PgTx(Conn::Tx(&tx))).await?;
                     tx.commit().await?;
                     Ok(out)

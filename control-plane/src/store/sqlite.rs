@@ -31,55 +31,12 @@ use super::{BoxFuture, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema this code writes, kept in `PRAGMA user_version` for future migrations.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    stream  TEXT    NOT NULL,
-    version INTEGER NOT NULL,   -- the last committed version: the counter row
-    floor   INTEGER NOT NULL    -- the highest version purged by compaction
-);
--- One row per target. tenant and subject are '' where the scope has none (ids are never
--- empty, so '' cannot collide). epoch_ms NULL is a tombstone: removed by compaction,
--- kept for a session lifetime so edges receive the removal as a delta.
-CREATE TABLE IF NOT EXISTS revocations (
-    scope      TEXT    NOT NULL CHECK (scope IN ('global', 'tenant', 'user', 'session', 'scheduled_global', 'scheduled_tenant')),
-    tenant     TEXT    NOT NULL,
-    subject    TEXT    NOT NULL,
-    epoch_ms   INTEGER,
-    version    INTEGER NOT NULL,   -- the version of the row's last change
-    changed_ms INTEGER NOT NULL,   -- when that change happened (ages tombstones)
-    PRIMARY KEY (scope, tenant, subject)
-);
-CREATE INDEX IF NOT EXISTS revocations_by_version ON revocations (version);
-CREATE INDEX IF NOT EXISTS revocations_by_tenant ON revocations (tenant);
--- Hash-chained (see audit.rs): id is last + 1, assigned inside the write transaction.
-CREATE TABLE IF NOT EXISTS audit (
-    id         INTEGER PRIMARY KEY,
-    at_ms      INTEGER NOT NULL,
-    actor      TEXT    NOT NULL,
-    action     TEXT    NOT NULL,
-    outcome    TEXT    NOT NULL,
-    target     TEXT    NOT NULL,   -- the Target as JSON
-    tenant     TEXT,               -- the target's tenant, for filters (NULL: global)
-    reason     TEXT,
-    source     TEXT,
-    request_id TEXT,
-    version    INTEGER NOT NULL,
-    prev_hash  TEXT    NOT NULL,
-    hash       TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
-CREATE TABLE IF NOT EXISTS edges (
-    id              TEXT    PRIMARY KEY,
-    stream          TEXT,
-    applied_version INTEGER NOT NULL,
-    first_seen_ms   INTEGER NOT NULL,
-    last_seen_ms    INTEGER NOT NULL,
-    remote_addr     TEXT
-);
-";
+/// The schema in SQLite's words: 64-bit columns are `INTEGER` (the audit id the rowid).
+fn schema() -> String {
+    super::core::schema("INTEGER")
+}
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -165,7 +122,7 @@ fn init_schema(conn: &mut Connection) -> Result<(String, u64), StoreError> {
                     .into(),
             ));
         }
-        tx.conn.execute_batch(SCHEMA)?;
+        tx.conn.execute_batch(&schema())?;
         tx.conn
             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         poll_ready(init_head(&mut tx))

@@ -57,6 +57,57 @@ fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() 
     assert_eq!(edges[0]["lag"].as_u64(), Some(0));
 }
 
+/// A Worker deployment with its own edge token: its isolates show as one edge (the
+/// credential's name), counted as instances, and `?wait=` counts that edge.
+#[test]
+fn worker_deployment_with_its_own_token_is_one_edge_with_its_isolates_counted() {
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: epochgate_tests::Options {
+            edge_credential: Some("worker-prod".into()),
+            ..epochgate_tests::Options::default()
+        },
+        ..WorkerOptions::default()
+    });
+    let token = stack.token("42", "acme", json!({}));
+    assert_eq!(stack.get_with_token("/api/orders", &token).status, 200);
+    let edges = stack.cp.edges();
+    let list = edges["edges"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{edges}");
+    assert_eq!(
+        list[0]["id"], "worker-prod",
+        "the credential's name, not the isolate's"
+    );
+    assert!(list[0]["instances"].as_u64().unwrap() >= 1, "{edges}");
+    assert!(list[0]["credential"].is_string(), "{edges}");
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    epochgate_tests::wait_for(
+        "the isolate to apply the logout",
+        Duration::from_secs(20),
+        || (stack.get_with_token("/api/orders", &token).status == 401).then_some(()),
+    );
+    // The isolate reports what it applied on its next sync, which a request brings.
+    epochgate_tests::wait_for("its receipt", Duration::from_secs(20), || {
+        stack.get_with_token("/api/orders", &token);
+        let edges = stack.cp.edges();
+        (edges["edges"][0]["lag"] == 0 && edges["edges"][0]["id"] == "worker-prod").then_some(())
+    });
+    let m = epochgate_tests::http::request("127.0.0.1", stack.cp.port, "GET", "/metrics", &[], b"")
+        .unwrap();
+    assert!(
+        m.text()
+            .contains("epochgate_edge_instances{edge=\"worker-prod\",live=\"true\"}"),
+        "{}",
+        m.text()
+    );
+    assert!(
+        !stack.workerd.log().contains(&stack.edge_token),
+        "the token is in workerd's log"
+    );
+}
+
 #[test]
 fn worker_cold_isolate_burst_waits_for_one_sync_and_passes() {
     let stack = WorkerStack::start();
