@@ -9,6 +9,8 @@ use clap::Args;
 
 use std::path::PathBuf;
 
+use crate::idp::config::{IdpConfigError, ProcessEnv};
+use crate::idp::IdpConfig;
 use crate::rbac::{parse_api_keys, AdminJwt, Credentials, CredentialsError};
 
 /// The longest a sync long-poll is held, whatever the edge asks.
@@ -49,6 +51,13 @@ pub struct ServeArgs {
     /// chain against it, so deleting the newest entries is detected.
     #[arg(long, env = "EPOCHGATE_AUDIT_ANCHOR")]
     pub audit_anchor: Option<PathBuf>,
+
+    /// A JSON file listing the identity providers whose logouts are received
+    /// (`{"idps": [{"name", "issuer", "discovery_url" | "jwks_uri" | "jwks", "client_id",
+    /// "tenant", "events", "ssf"}]}`): OIDC Back-Channel Logout at
+    /// `/v1/idp/{name}/backchannel-logout`, Shared Signals SETs at `/v1/idp/{name}/events`.
+    #[arg(long, env = "EPOCHGATE_IDP_CONFIG")]
+    pub idp_config: Option<PathBuf>,
 
     /// An edge is live (counted by `?wait=` receipts) if it polled within this many
     /// seconds. Keep it above the edges' long-poll `wait_s`.
@@ -103,6 +112,8 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
+    /// The identity providers whose logouts are received (`--idp-config`).
+    pub idps: Vec<IdpConfig>,
 }
 
 /// Why a `serve` configuration is refused.
@@ -110,6 +121,8 @@ pub struct ServerConfig {
 pub enum ConfigError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Idp(#[from] IdpConfigError),
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: String },
     #[error("--edge-live-window must be at least 1 second")]
@@ -153,6 +166,24 @@ impl TryFrom<ServeArgs> for ServeConfig {
             args.max_session_lifetime,
             args.compact_interval,
         )?;
+        if let Some(path) = &args.idp_config {
+            let idps = crate::idp::config::parse(&read(path)?, &ProcessEnv)?;
+            for idp in &idps {
+                if let Some(ssf) = &idp.ssf {
+                    if server
+                        .credentials
+                        .is_credential_digest(&ssf.bearer.digest())
+                    {
+                        return Err(IdpConfigError(format!(
+                            "IdP {:?}: the SSF push token is also an admin or edge credential; give the transmitter a token of its own",
+                            idp.name
+                        ))
+                        .into());
+                    }
+                }
+            }
+            server.idps = idps;
+        }
         server.audit_anchor = args.audit_anchor;
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
         Ok(ServeConfig {
@@ -196,6 +227,7 @@ impl ServerConfig {
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
             header_read_timeout: Duration::from_secs(10),
+            idps: Vec::new(),
         })
     }
 }
@@ -212,6 +244,7 @@ mod tests {
             api_keys: None,
             admin_jwt_config: None,
             audit_anchor: None,
+            idp_config: None,
             edge_live_window: 90,
             edge_token: "e".repeat(16),
             max_session_lifetime: 3600,

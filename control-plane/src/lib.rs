@@ -17,6 +17,7 @@
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
 //! - [`demo_upstream`]: DEV/DEMO ONLY — the demo's stand-in for the portal app.
+//! - [`idp`]: logouts that start at the IdP: Back-Channel Logout and SET (CAEP) receivers.
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
@@ -34,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod demo_upstream;
+pub mod idp;
 pub mod rbac;
 pub mod state;
 pub mod store;
@@ -98,6 +100,7 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let compactor = tokio::spawn(compaction_loop(state.clone()));
+    tokio::spawn(idp::warm_up(state.clone()));
     let result = match transport {
         Transport::Plain(listener) => accept_loop(listener, state.clone(), shutdown).await,
         Transport::Tls(listener) => accept_loop(listener, state.clone(), shutdown).await,

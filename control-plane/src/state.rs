@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::idp::Idps;
 use crate::store::{AuditHead, Store};
 
 /// Shared state of the HTTP app. Cheap to clone.
@@ -18,6 +19,8 @@ pub struct AppState {
 struct Shared {
     store: Arc<dyn Store>,
     config: ServerConfig,
+    /// The IdPs of `--idp-config` with their key caches (see [`crate::idp`]).
+    idps: Idps,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
     /// Bumped after each edge receipt this replica records (wakes `?wait=` writes).
@@ -33,6 +36,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Shared {
                 store,
+                idps: Idps::new(&config.idps),
                 config,
                 metrics: Metrics::default(),
                 shutdown,
@@ -48,6 +52,10 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub fn idps(&self) -> &Idps {
+        &self.inner.idps
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -38,9 +38,8 @@ fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
 
 /// The request's id for the audit log: the client's `x-request-id` when it is a valid id
 /// of at most 128 bytes, else a fresh random one.
-fn request_id(parts: &Parts) -> String {
-    parts
-        .headers
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128 && validate_id(v).is_ok())
@@ -92,7 +91,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         Ok(AdminAuth {
             admin,
             actor,
-            request_id: request_id(parts),
+            request_id: request_id(&parts.headers),
         })
     }
 }

@@ -11,6 +11,8 @@
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
+//! | `POST /v1/idp/{name}/backchannel-logout` | the logout token | see [`crate::idp::http`] |
+//! | `POST /v1/idp/{name}/events` | the IdP's SSF push token | see [`crate::idp::http`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -123,6 +125,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/edges", get(admin::edges))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
+        .route(
+            "/v1/idp/{name}/backchannel-logout",
+            post(crate::idp::http::backchannel_logout),
+        )
+        .route("/v1/idp/{name}/events", post(crate::idp::http::set_push))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

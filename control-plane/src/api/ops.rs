@@ -94,7 +94,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(err) => tracing::warn!(error = %err, "metrics: cannot list edges"),
     }
-    let body = format!(
+    let mut body = format!(
         "# HELP epochgate_build_info The running control plane's build.\n\
          # TYPE epochgate_build_info gauge\n\
          epochgate_build_info{{version=\"{VERSION}\",git=\"{GIT_HASH}\"}} 1\n\
@@ -118,6 +118,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.long_polls_open(),
         m.anchor_failures_total(),
     );
+    state.idps().render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,

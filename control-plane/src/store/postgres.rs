@@ -28,8 +28,8 @@ use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Row, Transacti
 use super::{
     action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
     AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
-    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
-    SyncBatch,
+    EdgeRecord, Entry, PageRequest, ReplayKey, Revocation, RevokeRequest, Store, StoreError,
+    StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT   NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+CREATE TABLE IF NOT EXISTS idp_replay (
+    scope    TEXT   NOT NULL,
+    jti      TEXT   NOT NULL,
+    until_ms BIGINT NOT NULL,
+    PRIMARY KEY (scope, jti)
+);
+CREATE INDEX IF NOT EXISTS idp_replay_by_until ON idp_replay (until_ms);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT   PRIMARY KEY,
     stream          TEXT,
@@ -376,9 +383,31 @@ fn audit_from_row(r: &Row) -> Result<AuditEntry, StoreError> {
 }
 
 impl PgStore {
-    async fn revoke_tx(&self, req: RevokeRequest) -> Result<Revocation, StoreError> {
+    async fn revoke_tx(
+        &self,
+        req: RevokeRequest,
+        once: Option<ReplayKey>,
+    ) -> Result<Option<Revocation>, StoreError> {
         let mut client = self.inner.client().await?;
         let tx = client.transaction().await?;
+        if let Some(key) = &once {
+            tx.execute(
+                "DELETE FROM idp_replay WHERE until_ms < $1",
+                &[&i(key.now_ms)],
+            )
+            .await?;
+            let fresh = tx
+                .execute(
+                    "INSERT INTO idp_replay (scope, jti, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (scope, jti) DO NOTHING",
+                    &[&key.scope, &key.jti, &i(key.until_ms)],
+                )
+                .await?;
+            if fresh == 0 {
+                tx.commit().await?;
+                return Ok(None);
+            }
+        }
         let version = u(tx
             .query_one(
                 "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
@@ -431,12 +460,12 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         self.inner.notify(version);
-        Ok(Revocation {
+        Ok(Some(Revocation {
             target: req.target,
             epoch_ms,
             version,
             audit,
-        })
+        }))
     }
 
     async fn sync_tx(
@@ -610,7 +639,19 @@ impl Store for PgStore {
     }
 
     fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>> {
-        Box::pin(self.revoke_tx(request))
+        Box::pin(async move {
+            self.revoke_tx(request, None)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a revocation without a key was skipped".into()))
+        })
+    }
+
+    fn revoke_once(
+        &self,
+        request: RevokeRequest,
+        key: ReplayKey,
+    ) -> BoxFuture<'_, Result<Option<Revocation>, StoreError>> {
+        Box::pin(self.revoke_tx(request, Some(key)))
     }
 
     fn sync_paged(

@@ -27,8 +27,8 @@ use crate::audit;
 use super::{
     action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
     AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
-    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
-    SyncBatch,
+    EdgeRecord, Entry, PageRequest, ReplayKey, Revocation, RevokeRequest, Store, StoreError,
+    StoreStatus, SyncBatch,
 };
 
 /// How long a connection waits for another writer's lock before giving up.
@@ -75,6 +75,15 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+-- The jti of each IdP event that revoked something (see ReplayKey), until its token is
+-- too old to pass: a replay is refused, also after a restart.
+CREATE TABLE IF NOT EXISTS idp_replay (
+    scope    TEXT    NOT NULL,
+    jti      TEXT    NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, jti)
+);
+CREATE INDEX IF NOT EXISTS idp_replay_by_until ON idp_replay (until_ms);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT    PRIMARY KEY,
     stream          TEXT,
@@ -276,8 +285,27 @@ fn read_status(conn: &Connection) -> Result<StoreStatus, StoreError> {
     )?)
 }
 
-fn revoke_tx(conn: &mut Connection, req: &RevokeRequest) -> Result<Revocation, StoreError> {
+fn revoke_tx(
+    conn: &mut Connection,
+    req: &RevokeRequest,
+    once: Option<&ReplayKey>,
+) -> Result<Option<Revocation>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(key) = once {
+        tx.execute(
+            "DELETE FROM idp_replay WHERE until_ms < ?1",
+            params![key.now_ms],
+        )?;
+        let fresh = tx.execute(
+            "INSERT INTO idp_replay (scope, jti, until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, jti) DO NOTHING",
+            params![key.scope, key.jti, key.until_ms],
+        )?;
+        if fresh == 0 {
+            tx.commit()?;
+            return Ok(None);
+        }
+    }
     let version: u64 = tx.query_row(
         "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
         [],
@@ -321,12 +349,12 @@ fn revoke_tx(conn: &mut Connection, req: &RevokeRequest) -> Result<Revocation, S
         version,
     )?;
     tx.commit()?;
-    Ok(Revocation {
+    Ok(Some(Revocation {
         target: req.target.clone(),
         epoch_ms,
         version,
         audit,
-    })
+    }))
 }
 
 /// Appends one chained audit row inside the caller's write transaction.
@@ -572,8 +600,24 @@ impl Store for SqliteStore {
 
     fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>> {
         self.blocking(move |inner| {
-            let done = revoke_tx(&mut *inner.write_conn()?, &request)?;
+            let done = revoke_tx(&mut *inner.write_conn()?, &request, None)?.ok_or_else(|| {
+                StoreError::Corrupt("a revocation without a key was skipped".into())
+            })?;
             inner.notify(done.version);
+            Ok(done)
+        })
+    }
+
+    fn revoke_once(
+        &self,
+        request: RevokeRequest,
+        key: ReplayKey,
+    ) -> BoxFuture<'_, Result<Option<Revocation>, StoreError>> {
+        self.blocking(move |inner| {
+            let done = revoke_tx(&mut *inner.write_conn()?, &request, Some(&key))?;
+            if let Some(done) = &done {
+                inner.notify(done.version);
+            }
             Ok(done)
         })
     }
