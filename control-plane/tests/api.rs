@@ -832,7 +832,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
         let uri = path
             .replace("{tenant}", "acme")
             .replace("{user}", "42")
-            .replace("{sid}", "s1");
+            .replace("{sid}", "s1")
+            .replace("{name}", "demo");
         for method in ops.as_object().unwrap().keys() {
             let r = send(
                 &app.state,
@@ -844,9 +845,9 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
                 ),
             )
             .await;
-            assert_ne!(
-                r.status,
-                StatusCode::NOT_FOUND,
+            // An IdP receiver answers 404 for an IdP not configured; the route exists.
+            assert!(
+                r.status != StatusCode::NOT_FOUND || !r.text.contains("no route"),
                 "{method} {uri}: {}",
                 r.text
             );
