@@ -1,6 +1,6 @@
 // A real OpenID Provider for the end-to-end tests and the bench: npm `oidc-provider` on
 // 127.0.0.1, with back-channel logout and RP-initiated logout enabled, its dev login form
-// (any login name signs in), JWT access tokens that carry `sid` and `auth_time`, and a
+// (any login name signs in), JWT access tokens that carry the session's `sid`, and a
 // fresh RSA signing key per run.
 //
 //   IDP_PORT=PORT IDP_BACKCHANNEL_URI=http://127.0.0.1:CP/v1/idp/NAME/backchannel-logout \
@@ -21,7 +21,7 @@ if (!port || !backchannelLogoutUri) {
   process.exit(2);
 }
 const issuer = `http://127.0.0.1:${port}`;
-export const RESOURCE = 'https://api.portal.test';
+const RESOURCE = 'https://api.portal.test';
 
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signing = {
@@ -59,11 +59,8 @@ const provider = new Provider(issuer, {
       }),
     },
   },
-  // The edge's revocation rule reads `sid` and `auth_time` from the access token.
-  extraTokenClaims: (ctx, token) => ({
-    sid: token.sid,
-    auth_time: token.authTime,
-  }),
+  // The edge revokes sessions by the access token's `sid` (the logout token's).
+  extraTokenClaims: (ctx, token) => ({ sid: token.sid }),
   // Its default fetch refuses loopback addresses (an SSRF guard); the control plane
   // listens on 127.0.0.1 here.
   fetch: (url, options) => {
