@@ -95,17 +95,25 @@ async fn commit(
     }
 }
 
-/// The media type of a `Content-Type` value, lower-cased, without parameters.
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
-    )
+/// The `Content-Type`'s media type (parameters and case aside) must be `want`.
+fn require_media_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
+    let got = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match got {
+        Some(t) if t == want => Ok(()),
+        other => Err(Refusal::ContentType(format!(
+            "Content-Type is {}, not {want}",
+            other.map_or_else(|| "missing".to_string(), |t| format!("{t:?}"))
+        ))),
+    }
 }
 
 fn body_or_refusal(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
@@ -120,15 +128,7 @@ fn body_or_refusal(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal
 
 /// The one `logout_token` of a form body.
 fn logout_token(headers: &HeaderMap, body: &[u8]) -> Result<String, Refusal> {
-    match media_type(headers).as_deref() {
-        Some("application/x-www-form-urlencoded") => {}
-        other => {
-            return Err(Refusal::ContentType(format!(
-                "Content-Type is {}, not application/x-www-form-urlencoded",
-                other.map_or_else(|| "missing".to_string(), |t| format!("{t:?}"))
-            )))
-        }
-    }
+    require_media_type(headers, "application/x-www-form-urlencoded")?;
     let mut token = None;
     for (name, value) in form_urlencoded::parse(body) {
         if name == "logout_token" {
@@ -270,16 +270,7 @@ pub async fn set_push(
             return Err(Refusal::Authentication("not this IdP's push token").into());
         }
         let body = body_or_refusal(body)?;
-        match media_type(&headers).as_deref() {
-            Some("application/secevent+jwt") => {}
-            other => {
-                return Err(Refusal::ContentType(format!(
-                    "Content-Type is {}, not application/secevent+jwt",
-                    other.map_or_else(|| "missing".to_string(), |t| format!("{t:?}"))
-                ))
-                .into())
-            }
-        }
+        require_media_type(&headers, "application/secevent+jwt")?;
         let token = std::str::from_utf8(&body)
             .map_err(|_| Refusal::Malformed("the body is not UTF-8".into()))?
             .trim();

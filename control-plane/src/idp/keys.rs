@@ -47,6 +47,8 @@ pub struct KeySource {
     min_refresh: Duration,
     refresh: Duration,
     http: Option<reqwest::Client>,
+    /// The keys of an inline JWKS (never fetched).
+    inline: Option<Arc<KeySet>>,
     cached: Mutex<Cached>,
 }
 
@@ -92,6 +94,10 @@ impl KeySource {
             KeySourceConfig::JwksUri(u) => Some(u.clone()),
             _ => None,
         };
+        let inline = match &config {
+            KeySourceConfig::Inline(keys) => Some(Arc::new(keys.clone())),
+            _ => None,
+        };
         KeySource {
             label,
             config,
@@ -101,6 +107,7 @@ impl KeySource {
             min_refresh: policy.min_refresh,
             refresh: policy.refresh,
             http,
+            inline,
             cached: Mutex::new(Cached {
                 jwks_uri,
                 ..Cached::default()
@@ -111,8 +118,8 @@ impl KeySource {
     /// The keys to verify with now: the cached set, fetched first if there is none yet
     /// or it is older than `jwks_refresh` (a failed refresh keeps the old set).
     pub async fn current(&self) -> Result<Arc<KeySet>, KeyError> {
-        if let KeySourceConfig::Inline(keys) = &self.config {
-            return Ok(Arc::new(keys.clone()));
+        if let Some(keys) = &self.inline {
+            return Ok(Arc::clone(keys));
         }
         let mut cached = self.cached.lock().await;
         let fresh = cached
@@ -149,7 +156,7 @@ impl KeySource {
         kid: &str,
         seen: &Arc<KeySet>,
     ) -> Result<Option<Arc<KeySet>>, KeyError> {
-        if matches!(self.config, KeySourceConfig::Inline(_)) {
+        if self.inline.is_some() {
             return Ok(None);
         }
         let mut cached = self.cached.lock().await;
