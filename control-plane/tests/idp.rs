@@ -121,14 +121,19 @@ fn logout_claims(extra: Value) -> Value {
     let mut c = json!({"iss": ISSUER, "aud": "portal", "iat": now(), "exp": now() + 120,
         "jti": format!("j-{}", rand_jti()), "sub": "alice", "sid": "s-1",
         "events": {BCL_EVENT: {}}});
+    merge(&mut c, extra);
+    c
+}
+
+/// Sets `extra`'s members in `claims`; a `null` removes the claim.
+fn merge(claims: &mut Value, extra: Value) {
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
+            claims.as_object_mut().unwrap().remove(k);
         } else {
-            c[k] = v.clone();
+            claims[k] = v.clone();
         }
     }
-    c
 }
 
 fn rand_jti() -> String {
@@ -456,14 +461,21 @@ fn set_claims(event: &str, payload: Value, extra: Value) -> Value {
     let mut c = json!({"iss": ISSUER, "aud": "https://epochgate.test", "iat": now(),
         "jti": rand_jti(), "sub_id": {"format": "opaque", "id": "s-9"},
         "events": {event: payload}});
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
+    merge(&mut c, extra);
     c
+}
+
+/// The targets of tenant `acme`'s live entries, as JSON.
+async fn acme_targets(state: &AppState) -> Vec<Value> {
+    let entries = state
+        .store()
+        .tenant_revocations("acme".into())
+        .await
+        .unwrap();
+    entries
+        .iter()
+        .map(|e| serde_json::to_value(&e.target).unwrap())
+        .collect()
 }
 
 fn set_err(r: &Answer) -> &str {
@@ -518,16 +530,7 @@ async fn caep_session_revoked_sets_revoke_sessions_and_users() {
         push(&t.state, "corp", &token).await.status,
         StatusCode::ACCEPTED
     );
-    let entries = t
-        .state
-        .store()
-        .tenant_revocations("acme".into())
-        .await
-        .unwrap();
-    let targets: Vec<Value> = entries
-        .iter()
-        .map(|e| serde_json::to_value(&e.target).unwrap())
-        .collect();
+    let targets = acme_targets(&t.state).await;
     assert!(
         targets.contains(&json!({"scope": "session", "tenant": "acme", "sid": "s-10"})),
         "{targets:?}"
@@ -545,16 +548,11 @@ async fn caep_session_revoked_sets_revoke_sessions_and_users() {
         push(&t.state, "corp", &token).await.status,
         StatusCode::ACCEPTED
     );
-    let entries = t
-        .state
-        .store()
-        .tenant_revocations("acme".into())
-        .await
-        .unwrap();
-    assert!(entries
-        .iter()
-        .any(|e| serde_json::to_value(&e.target).unwrap()
-            == json!({"scope": "user", "tenant": "acme", "user": "bob"})));
+    let targets = acme_targets(&t.state).await;
+    assert!(
+        targets.contains(&json!({"scope": "user", "tenant": "acme", "user": "bob"})),
+        "{targets:?}"
+    );
 
     // credential-change is not honoured by corp: accepted, nothing revoked.
     let before = version(&t.state).await;
