@@ -1,7 +1,7 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench fuzz soak schemathesis
+.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench fuzz soak schemathesis idp-tools
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
@@ -97,7 +97,7 @@ test-worker-wasm: setup ## The worker's wasm-bindgen tests (JS requests, respons
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_TEST_RUNNER) \
 	  $(CARGO) test $(LOCKED) --target wasm32-unknown-unknown -p epochgate-worker
 
-e2e: build build-worker postgres ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream (prints propagation figures)
+e2e: build build-worker postgres idp-tools ## End-to-end tests: real Envoy + .wasm and real workerd + worker, epochgate binary, upstream, a real OIDC provider (prints propagation figures)
 	$(CARGO) test $(LOCKED) -p epochgate-tests --test e2e -- --nocapture --test-threads 2
 
 test: lint unit test-worker-wasm e2e schemathesis ## Everything CI runs: lint, unit tests (native and wasm), end-to-end tests, schemathesis on the admin API
@@ -106,12 +106,20 @@ FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 60
 TOOLS_VENV := .venv-tools
 SCHEMATHESIS_VERSION := 4.32.5
+PYJWT_VERSION := 2.15.1
+CRYPTOGRAPHY_VERSION := 50.0.2
 
 fuzz: ## cargo-fuzz each target in fuzz/ for FUZZ_SECONDS (default 60) each; installs cargo-fuzz; prints executions and crashes
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 soak: build ## Soak: fixed-rate load through Envoy with logouts every 100 ms, an oracle counts wrong answers (SOAK_SECONDS, default 60)
 	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test $(LOCKED) -p epochgate-tests --test soak -- --nocapture
+
+idp-tools: ## PyJWT and cryptography in .venv-tools: the e2e tests mint logout tokens and SETs with an independent JWT library (idempotent)
+	@if ! $(TOOLS_VENV)/bin/python -c "import sys, jwt, cryptography; sys.exit(jwt.__version__ != '$(PYJWT_VERSION)' or cryptography.__version__ != '$(CRYPTOGRAPHY_VERSION)')" 2>/dev/null; then \
+	  python3 -m venv $(TOOLS_VENV) && $(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check pyjwt==$(PYJWT_VERSION) cryptography==$(CRYPTOGRAPHY_VERSION); \
+	fi
+	@$(TOOLS_VENV)/bin/python -c "import jwt, cryptography; print(f'pyjwt {jwt.__version__}, cryptography {cryptography.__version__}')"
 
 schemathesis: build ## Schemathesis (in .venv-tools) against a running `epochgate serve` with control-plane/openapi.json: no 5xx, every error JSON
 	@if ! $(TOOLS_VENV)/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then \

@@ -63,7 +63,7 @@ pub struct ClientOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (admin API + sync API for the edges).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// End every session of one user.
     Logout(LogoutArgs),
     /// End every session of every user of one tenant, or of every tenant.

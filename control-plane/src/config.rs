@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::idp::config::{IdpConfigError, ProcessEnv};
+use crate::idp::IdpConfig;
 use crate::rbac::{parse_api_keys, AdminJwt, Credentials, CredentialsError};
 use crate::store::PgOptions;
 
@@ -82,6 +84,13 @@ pub struct ServeArgs {
     /// chain against it, so deleting the newest entries is detected.
     #[arg(long, env = "EPOCHGATE_AUDIT_ANCHOR")]
     pub audit_anchor: Option<PathBuf>,
+
+    /// A JSON file listing the identity providers whose logouts are received
+    /// (`{"idps": [{"name", "issuer", "discovery_url" | "jwks_uri" | "jwks", "client_id",
+    /// "tenant", "events", "ssf"}]}`): OIDC Back-Channel Logout at
+    /// `/v1/idp/{name}/backchannel-logout`, Shared Signals SETs at `/v1/idp/{name}/events`.
+    #[arg(long, env = "EPOCHGATE_IDP_CONFIG")]
+    pub idp_config: Option<PathBuf>,
 
     /// An edge is live (counted by `?wait=` receipts) if it polled within this many
     /// seconds. Keep it above the edges' long-poll `wait_s`.
@@ -238,6 +247,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before cutting them.
     pub drain_timeout: Duration,
+    /// The identity providers whose logouts are received (`--idp-config`).
+    pub idps: Vec<IdpConfig>,
 }
 
 /// Why a `serve` configuration is refused.
@@ -245,6 +256,8 @@ pub struct ServerConfig {
 pub enum ConfigError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Idp(#[from] IdpConfigError),
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: String },
     #[error("--edge-live-window must be at least 1 second")]
@@ -310,6 +323,24 @@ impl TryFrom<ServeArgs> for ServeConfig {
             args.max_session_lifetime,
             args.compact_interval,
         )?;
+        if let Some(path) = &args.idp_config {
+            let idps = crate::idp::config::parse(&read(path)?, &ProcessEnv)?;
+            for idp in &idps {
+                if let Some(ssf) = &idp.ssf {
+                    if server
+                        .credentials
+                        .is_credential_digest(&ssf.bearer.digest())
+                    {
+                        return Err(IdpConfigError(format!(
+                            "IdP {:?}: the SSF push token is also an admin or edge credential; give the transmitter a token of its own",
+                            idp.name
+                        ))
+                        .into());
+                    }
+                }
+            }
+            server.idps = idps;
+        }
         server.audit_anchor = args.audit_anchor;
         server.metrics_separate = args.metrics_listen.is_some();
         if args.max_connections == 0 {
@@ -364,6 +395,7 @@ impl ServerConfig {
             metrics_separate: false,
             max_connections: 1024,
             drain_timeout: Duration::from_secs(20),
+            idps: Vec::new(),
         })
     }
 }
@@ -389,6 +421,7 @@ mod tests {
             api_keys: None,
             admin_jwt_config: None,
             audit_anchor: None,
+            idp_config: None,
             edge_live_window: 90,
             edge_token: Some("e".repeat(16)),
             edge_token_file: None,

@@ -19,6 +19,7 @@
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
 //! - [`demo_upstream`]: DEV/DEMO ONLY — the demo's stand-in for the portal app.
 //! - [`text`]: caller-supplied text escaped for display (CLI, console).
+//! - [`idp`]: logouts that start at the IdP: Back-Channel Logout and SET (CAEP) receivers.
 //! - [`serve`]: runs the app on a listener with compaction and graceful shutdown.
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod demo_upstream;
+pub mod idp;
 pub mod rbac;
 pub mod state;
 pub mod store;
@@ -103,6 +105,7 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let compactor = tokio::spawn(compaction_loop(state.clone()));
+    tokio::spawn(idp::warm_up(state.clone()));
     let router = app(state.clone());
     let result = match transport {
         Transport::Plain(listener) => accept_loop(listener, router, state.clone(), shutdown).await,

@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_tracing("info", args.log_format);
-            run_serve(args).await
+            run_serve(*args).await
         }
         Command::DemoUpstream(args) => {
             init_tracing("info", LogFormat::Text);

@@ -392,6 +392,17 @@ impl Credentials {
             .any(|a| a.tenants == Tenants::One(tenant.to_string()))
     }
 
+    /// Whether a token with this SHA-256 is the admin token, the shared edge token or an API key
+    /// (so no other credential may reuse it).
+    pub fn is_credential_digest(&self, digest: &[u8; 32]) -> bool {
+        self.edge.as_ref().is_some_and(|s| s.digest() == *digest)
+            || self
+                .admin_token
+                .as_ref()
+                .is_some_and(|s| s.digest() == *digest)
+            || self.api_keys.contains_key(digest)
+    }
+
     /// Whether any admin credential is configured.
     pub fn has_admin(&self) -> bool {
         self.admin_token.is_some() || !self.api_keys.is_empty() || self.jwt.is_some()

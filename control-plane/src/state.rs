@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::idp::Idps;
 use crate::store::{AuditHead, Store};
 
 /// Shared state of the HTTP app. Cheap to clone.
@@ -23,6 +24,8 @@ pub struct AppState {
 struct Shared {
     store: Arc<dyn Store>,
     config: ServerConfig,
+    /// The IdPs of `--idp-config` with their key caches (see [`crate::idp`]).
+    idps: Idps,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
     /// Bumped after each edge receipt this replica records (wakes `?wait=` writes).
@@ -40,6 +43,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Shared {
                 store,
+                idps: Idps::new(&config.idps),
                 config,
                 metrics: Metrics::default(),
                 shutdown,
@@ -56,6 +60,10 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub fn idps(&self) -> &Idps {
+        &self.inner.idps
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -188,9 +196,15 @@ impl Metrics {
         u64::try_from(self.long_polls_open.get()).unwrap_or(0)
     }
 
-    /// The OpenMetrics text of a scrape: these counters, the state version, and the
-    /// edges (`None`: the store could not list them; their series are left out).
-    pub fn encode(&self, state_version: u64, edges: Option<&[EdgeSample]>) -> String {
+    /// The OpenMetrics text of a scrape: these counters, the state version, the edges
+    /// (`None`: the store could not list them; their series are left out), and what
+    /// `extra` registers (the IdP receivers' counters).
+    pub fn encode(
+        &self,
+        state_version: u64,
+        edges: Option<&[EdgeSample]>,
+        extra: impl FnOnce(&mut Registry),
+    ) -> String {
         let mut r = Registry::default();
         r.register(
             "epochgate_build",
@@ -260,6 +274,7 @@ impl Metrics {
                 gauge(edges.iter().filter(|e| e.live).count() as u64),
             );
         }
+        extra(&mut r);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);

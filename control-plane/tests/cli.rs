@@ -255,6 +255,41 @@ fn serve_refuses_short_tokens() {
 }
 
 #[test]
+fn serve_refuses_a_bad_idp_config_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idps.json");
+    for (json, needle) in [
+        (
+            r#"{"idps": [{"name": "corp", "issuer": "https://idp.test", "client_id": "portal", "jwks_uri": "https://idp.test/jwks", "tenant": {"fixed": "acme"}, "algorithms": ["HS256"]}]}"#,
+            "--idp-config: idps[0].algorithms: HS256 is refused",
+        ),
+        (
+            r#"{"idps": [{"name": "corp", "issuer": "https://idp.test", "client_id": "portal", "jwks_uri": "https://idp.test/jwks", "tenant": {"fixed": "acme"}, "ssf": {"bearer_token_env": "EPOCHGATE_TEST_SSF_TOKEN"}}]}"#,
+            "the SSF push token is also an admin or edge credential",
+        ),
+    ] {
+        std::fs::write(&config, json).unwrap();
+        let o = epochgate()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("x.db"))
+            .args([
+                "--admin-token",
+                "admin-token-0123456789",
+                "--edge-token",
+                EDGE,
+            ])
+            .arg("--idp-config")
+            .arg(&config)
+            .env("EPOCHGATE_TEST_SSF_TOKEN", EDGE)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
 fn mint_token_prints_a_demo_jwt() {
     let o = epochgate()
         .args([

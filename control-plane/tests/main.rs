@@ -6,6 +6,7 @@
 //! - [`server`]: a real server on 127.0.0.1:0 for long-polls and graceful shutdown.
 //! - [`edge_tokens`]: per-edge credentials (identity, revocation, isolates).
 //! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
+//! - [`idp`]: the back-channel logout and SET receivers: every refusal, key rotation.
 
 // Helpers outside #[test] fns are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,5 +15,6 @@ mod api;
 mod cli;
 mod common;
 mod edge_tokens;
+mod idp;
 mod server;
 mod store;

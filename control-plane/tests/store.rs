@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use epochgate_control_plane::store::{
-    self, AuditFilter, EdgeReceipt, RevokeRequest, SqliteStore, Store,
+    self, AuditFilter, EdgeReceipt, ReplayKey, RevokeRequest, SqliteStore, Store,
 };
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
@@ -668,6 +668,82 @@ async fn two_postgres_replicas_write_serially_and_wake_each_other() {
     assert!(epochgate_control_plane::audit::verify(&chain, &[]).ok());
 }
 
+fn replay_key(scope: &str, jti: &str, until_ms: u64, now_ms: u64) -> ReplayKey {
+    ReplayKey {
+        scope: scope.into(),
+        jti: jti.into(),
+        until_ms,
+        now_ms,
+    }
+}
+
+/// An IdP event's `jti` commits with its revocation; the same key again commits
+/// nothing until it expires; keys of other scopes are independent.
+async fn a_replay_key_is_acted_on_once_until_it_expires(backend: Backend) {
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let key =
+        |jti: &str, now_ms: u64| replay_key("corp/backchannel_logout", jti, T0 + 300_000, now_ms);
+    let done = s
+        .revoke_once(req(user("42"), T0), key("j1", T0))
+        .await
+        .unwrap()
+        .expect("a new key is acted on");
+    assert_eq!(done.version, 1);
+    assert_eq!(*s.subscribe().borrow(), 1);
+    assert_eq!(
+        s.revoke_once(req(user("43"), T0 + 1), key("j1", T0 + 1))
+            .await
+            .unwrap(),
+        None,
+        "the same jti again"
+    );
+    assert_eq!(
+        s.status().await.unwrap().version,
+        1,
+        "a replay commits nothing"
+    );
+    assert_eq!(s.audit(AuditFilter::newest(10)).await.unwrap().len(), 1);
+    // Another receiver's (or IdP's) jti of the same value is its own.
+    let other = replay_key("corp/set_push", "j1", T0 + 300_000, T0 + 2);
+    assert!(s
+        .revoke_once(req(user("44"), T0 + 2), other)
+        .await
+        .unwrap()
+        .is_some());
+    // Once expired, the key is purged (its token could no longer pass anyway).
+    assert!(s
+        .revoke_once(req(user("45"), T0 + 400_000), key("j1", T0 + 400_000))
+        .await
+        .unwrap()
+        .is_some());
+    let chain = s.audit_chain().await.unwrap();
+    assert!(epochgate_control_plane::audit::verify(&chain, &[]).ok());
+}
+
+#[tokio::test]
+async fn replay_keys_survive_reopening_the_file() {
+    let ts = test_store().await;
+    let key = replay_key("corp/backchannel_logout", "j1", T0 + 300_000, T0);
+    assert!(ts
+        .store
+        .revoke_once(req(user("42"), T0), key.clone())
+        .await
+        .unwrap()
+        .is_some());
+    let reopened = store::open(ts.dir.path().join("epochgate.db").to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened
+            .revoke_once(req(user("42"), T0 + 1), key)
+            .await
+            .unwrap(),
+        None,
+        "a restart forgets no jti"
+    );
+}
+
 /// Each conformance test, once per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -700,4 +776,5 @@ conformance!(
     edge_receipts_upsert,
     edge_credentials_are_kept_hashed_revoked_with_audit_and_receipts_per_instance,
     tenant_revocations_hold_the_tenant_and_the_global_entry,
+    a_replay_key_is_acted_on_once_until_it_expires,
 );

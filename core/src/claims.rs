@@ -57,7 +57,7 @@ fn actors(
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number, possibly non-integer.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, TokenError> {
+pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
@@ -76,6 +76,17 @@ fn id_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, T
             Ok(Some(s.clone()))
         }
         Some(_) => Err(TokenError::BadClaim(name.to_string())),
+    }
+}
+
+/// Whether the token's `aud` (a string, or a list of which one suffices) names one of
+/// `accepted`. A missing or malformed `aud` matches nothing.
+pub fn audience_matches(claims: &Map<String, Value>, accepted: &[String]) -> bool {
+    let ok = |a: &Value| a.as_str().is_some_and(|a| accepted.iter().any(|x| x == a));
+    match claims.get("aud") {
+        Some(a @ Value::String(_)) => ok(a),
+        Some(Value::Array(list)) => list.iter().any(ok),
+        _ => false,
     }
 }
 
@@ -118,19 +129,8 @@ pub fn validate(
             _ => return Err(TokenError::Issuer),
         }
     }
-    if !config.audiences.is_empty() {
-        let accepted = |a: &Value| {
-            a.as_str()
-                .is_some_and(|a| config.audiences.iter().any(|x| x == a))
-        };
-        let ok = match claims.get("aud") {
-            Some(a @ Value::String(_)) => accepted(a),
-            Some(Value::Array(list)) => list.iter().any(accepted),
-            _ => false,
-        };
-        if !ok {
-            return Err(TokenError::Audience);
-        }
+    if !config.audiences.is_empty() && !audience_matches(claims, &config.audiences) {
+        return Err(TokenError::Audience);
     }
 
     let user = id_claim(claims, &names.user)?

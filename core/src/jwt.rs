@@ -605,6 +605,9 @@ pub enum TokenError {
 pub struct ParsedToken<'a> {
     pub alg: String,
     pub kid: Option<String>,
+    /// The whole header, for receivers that look at more than `alg` and `kid` (explicit
+    /// typing: `typ` `logout+jwt`, `secevent+jwt`); the edges do not.
+    pub header: Map<String, Value>,
     pub claims: Map<String, Value>,
     /// `header.payload`, exactly as received.
     pub signing_input: &'a str,
@@ -724,6 +727,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenErro
     Ok(ParsedToken {
         alg,
         kid,
+        header,
         claims,
         signing_input: &token[..h.len() + 1 + p.len()],
         signature,

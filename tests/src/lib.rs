@@ -10,10 +10,13 @@
 //! - [`proxy`]: a TCP proxy that can cut the link between Envoy and the control plane.
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
 //! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
+//! - [`idp`]: a real OpenID Provider (npm `oidc-provider`), a code-flow sign-in over
+//!   HTTP, and PyJWT-minted logout tokens and SETs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
+pub mod idp;
 pub mod pg;
 pub mod proxy;
 pub mod upstream;
@@ -219,6 +222,9 @@ pub struct ControlPlane {
     starts: u32,
     /// Serve HTTPS with this certificate (see [`TestPki`]).
     pub tls: Option<TestPki>,
+    /// More `serve` flags (e.g. `--idp-config FILE`) and environment, kept for restarts.
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// A CA the test makes itself, and a server certificate it signed for
@@ -285,8 +291,29 @@ impl ControlPlane {
         Self::start_with(dir, name, port, db, None)
     }
 
+    /// Starts `epochgate serve` with more flags and environment variables.
+    pub fn start_with_args(
+        dir: &Path,
+        port: u16,
+        db: &str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let mut cp = Self::unstarted(dir, "control-plane", port, db, None);
+        cp.extra_args = args;
+        cp.extra_env = env;
+        cp.restart();
+        cp
+    }
+
     fn start_with(dir: &Path, name: &str, port: u16, db: &str, tls: Option<TestPki>) -> Self {
-        let mut cp = ControlPlane {
+        let mut cp = Self::unstarted(dir, name, port, db, tls);
+        cp.restart();
+        cp
+    }
+
+    fn unstarted(dir: &Path, name: &str, port: u16, db: &str, tls: Option<TestPki>) -> Self {
+        ControlPlane {
             port,
             db: db.to_string(),
             name: name.to_string(),
@@ -298,9 +325,9 @@ impl ControlPlane {
             },
             starts: 0,
             tls,
-        };
-        cp.restart();
-        cp
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+        }
     }
 
     /// (Re)starts on the same port and database file.
@@ -318,7 +345,9 @@ impl ControlPlane {
         .arg(&self.db)
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .args(&self.extra_args)
+        .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         if let Some(pki) = &self.tls {
             cmd.arg("--tls-cert")
                 .arg(&pki.cert)
@@ -424,6 +453,12 @@ pub struct Options {
     /// Envoy syncs with its own credential for this edge name (made through the admin
     /// API), instead of the shared demo token.
     pub edge_credential: Option<String>,
+    /// The control plane's port (default: a free one), for peers that must know it
+    /// before it starts (an IdP posting logout tokens to it).
+    pub control_plane_port: Option<u16>,
+    /// More `epochgate serve` flags and environment variables.
+    pub control_plane_args: Vec<String>,
+    pub control_plane_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -440,6 +475,9 @@ impl Default for Options {
             tls: false,
             link_proxy: false,
             edge_credential: None,
+            control_plane_port: None,
+            control_plane_args: Vec::new(),
+            control_plane_env: Vec::new(),
         }
     }
 }
@@ -475,9 +513,16 @@ impl Stack {
             .clone()
             .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
         let pki = opts.tls.then(|| TestPki::new(dir.path()));
+        let cp_port = opts.control_plane_port.unwrap_or_else(free_port);
         let mut cp = match &pki {
-            Some(pki) => ControlPlane::start_tls(dir.path(), free_port(), &db, pki.clone()),
-            None => ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db),
+            Some(pki) => ControlPlane::start_tls(dir.path(), cp_port, &db, pki.clone()),
+            None => ControlPlane::start_with_args(
+                dir.path(),
+                cp_port,
+                &db,
+                opts.control_plane_args.clone(),
+                opts.control_plane_env.clone(),
+            ),
         };
         let edge_token = match &opts.edge_credential {
             Some(edge) => cp.create_edge_token(edge),

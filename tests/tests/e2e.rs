@@ -18,6 +18,8 @@ mod faults;
 mod hostile;
 #[path = "e2e/hostile_tokens.rs"]
 mod hostile_tokens;
+#[path = "e2e/idp.rs"]
+mod idp;
 #[path = "e2e/logout.rs"]
 mod logout;
 #[path = "e2e/native.rs"]

@@ -86,9 +86,8 @@ pub async fn edge_credential(state: &AppState, sha256: &str) -> Result<EdgeCrede
 }
 
 /// The request's id for the audit log, as [`super::access::request_id`] settled it.
-fn request_id(parts: &Parts) -> String {
-    parts
-        .headers
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
@@ -135,7 +134,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         Ok(AdminAuth {
             admin,
             actor,
-            request_id: request_id(parts),
+            request_id: request_id(&parts.headers),
         })
     }
 }

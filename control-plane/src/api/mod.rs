@@ -14,6 +14,8 @@
 //! | `POST /v1/edge-tokens/{edge}/revoke` | admin (`edges:manage`, `*`) | [`edge_tokens::RevokedAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | an edge token | [`epochgate_core::sync::SyncResponse`] |
+//! | `POST /v1/idp/{name}/backchannel-logout` | the logout token | see [`crate::idp::http`] |
+//! | `POST /v1/idp/{name}/events` | the IdP's SSF push token | see [`crate::idp::http`] |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -141,6 +143,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/edge-tokens/{edge}/revoke", post(edge_tokens::revoke))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/sync", get(sync::sync))
+        .route(
+            "/v1/idp/{name}/backchannel-logout",
+            post(crate::idp::http::backchannel_logout),
+        )
+        .route("/v1/idp/{name}/events", post(crate::idp::http::set_push))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi));

@@ -49,6 +49,15 @@ fn read_op(summary: &str, scope: Option<&str>, schema: &str, params: Vec<Value>)
     json!({"get": op})
 }
 
+fn idp_name() -> Value {
+    json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "example": "demo",
+           "description": "the IdP's `name` in --idp-config"})
+}
+
+fn no_store() -> Value {
+    json!({"schema": {"type": "string", "enum": ["no-store"]}})
+}
+
 fn query(name: &str, ty: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description})
 }
@@ -61,10 +70,12 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Epochgate control plane", "version": crate::VERSION,
-                 "description": "Force logout at the edge: admin API, the edges' sync API, operations. Every error is `{\"error\", \"detail\"}`."},
+                 "description": "Force logout at the edge: admin API, the edges' sync API, operations. Every error is `{\"error\", \"detail\"}`, but for the SET push receiver's RFC 8935 `{\"err\", \"description\"}`."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "admin token, API key, or admin JWT (admin routes); an edge token (/v1/sync): the edge's own, or the shared demo token"}},
+                "description": "admin token, API key, or admin JWT (admin routes); an edge token (/v1/sync): the edge's own, or the shared demo token"},
+                "ssf_push": {"type": "http", "scheme": "bearer",
+                "description": "an IdP's Shared Signals push token (its `ssf.bearer_token_env` / `ssf.bearer_token_file`)"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
                 "Target": target,
@@ -109,7 +120,12 @@ pub fn document() -> Value {
                 "EdgeTokenRevoked": {"type": "object", "required": ["edge", "revoked", "audit"], "properties": {
                     "edge": {"type": "string"}, "revoked": {"type": "integer"}, "audit": {"$ref": "#/components/schemas/AuditHead"}}},
                 "ReasonBody": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string", "maxLength": 1024}}},
-                "Health": {"type": "object", "required": ["status"], "additionalProperties": false, "properties": {"status": {"type": "string"}}}
+                "Health": {"type": "object", "required": ["status"], "additionalProperties": false, "properties": {"status": {"type": "string"}}},
+                "IdpLogoutAnswer": {"type": "object", "required": ["target", "epoch_ms", "version"], "properties": {
+                    "target": {"$ref": "#/components/schemas/Target"}, "epoch_ms": {"type": "integer"}, "version": {"type": "integer"}}},
+                "SetError": {"type": "object", "required": ["err", "description"], "properties": {
+                    "err": {"enum": ["invalid_request", "invalid_key", "invalid_issuer", "invalid_audience", "authentication_failed", "access_denied", "temporarily_unavailable"]},
+                    "description": {"type": "string"}}}
             }
         },
         "paths": {
@@ -173,6 +189,36 @@ pub fn document() -> Value {
                                query("after", "string", "resuming a paged snapshot: the `next` cursor of the previous page")],
                 "responses": {"200": {"description": "a delta or a snapshot", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SyncResponse"}}}},
                               "401": error_response("no or invalid credential"), "403": error_response("not the edge token")}}},
+            "/v1/idp/{name}/backchannel-logout": {"post": {
+                "summary": "OpenID Connect Back-Channel Logout 1.0: the IdP `name` of --idp-config posts a logout token",
+                "description": "The logout token authenticates the request (its signature by the IdP's keys). `sid` revokes that session; `sub` alone logs the user out. Audited with the actor `idp:<name>`. Every answer carries `Cache-Control: no-store`.",
+                "security": [],
+                "parameters": [idp_name()],
+                "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "required": ["logout_token"], "properties": {"logout_token": {"type": "string"}}}}}},
+                "responses": {
+                    "200": {"description": "revoked (committed)", "headers": {"Cache-Control": no_store()},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IdpLogoutAnswer"}}}},
+                    "400": {"description": "refused, nothing revoked: `error` names what failed (invalid_aud, invalid_iat, nonce_present, jti_replayed, invalid_alg, invalid_signature, body_too_large, invalid_content_type, …)",
+                            "headers": {"Cache-Control": no_store()},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                    "404": error_response("no such IdP, or it takes no back-channel logouts"),
+                    "503": error_response("the IdP's keys cannot be fetched now (`Retry-After`)")
+                }}},
+            "/v1/idp/{name}/events": {"post": {
+                "summary": "Shared Signals push delivery (RFC 8935): the IdP `name`'s transmitter posts a Security Event Token",
+                "description": "`Authorization: Bearer <the IdP's ssf push token>`. CAEP session-revoked revokes the subject's session or user; credential-change (where honoured) logs the user out; other events are accepted and ignored. Audited with the actor `idp:<name>`.",
+                "security": [{"ssf_push": []}],
+                "parameters": [idp_name()],
+                "requestBody": {"required": true, "content": {"application/secevent+jwt": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "202": {"description": "accepted (a revocation is committed first)"},
+                    "400": {"description": "refused, nothing revoked (RFC 8935 §2.3)",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SetError"}}}},
+                    "404": error_response("no such IdP, or it has no `ssf` section"),
+                    "503": {"description": "the transmitter's keys cannot be fetched now (`Retry-After`)",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SetError"}}}}
+                }}},
             "/healthz": read_op("Liveness: the store answers", None, "Health", vec![]),
             "/readyz": read_op("Readiness: the store answers and the server is not shutting down (503 otherwise)", None, "Health", vec![]),
             "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text); only on --metrics-listen when that is set", "responses": {"200": {"description": "OpenMetrics text exposition", "content": {"application/openmetrics-text": {}}}}}},

@@ -79,7 +79,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics().encode(version, edges.as_deref()),
+        state.metrics().encode(version, edges.as_deref(), |r| {
+            state.idps().register_metrics(r)
+        }),
     )
         .into_response()
 }

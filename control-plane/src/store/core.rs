@@ -17,8 +17,8 @@ use super::sql::{params, Access, Backend, Row, Tx};
 use super::{
     action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
     AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeCredential,
-    EdgeReceipt, EdgeRecord, Entry, NewEdgeCredential, PageRequest, Revocation, RevokeRequest,
-    Store, StoreError, StoreStatus, SyncBatch,
+    EdgeReceipt, EdgeRecord, Entry, NewEdgeCredential, PageRequest, ReplayKey, Revocation,
+    RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -160,6 +160,15 @@ CREATE TABLE IF NOT EXISTS edge_credentials (
     revoked_ms {int}
 );
 CREATE INDEX IF NOT EXISTS edge_credentials_by_edge ON edge_credentials (edge);
+-- The jti of each IdP event that revoked something (see ReplayKey), until its token is
+-- too old to pass: a replay is refused, also after a restart.
+CREATE TABLE IF NOT EXISTS idp_replay (
+    scope    TEXT    NOT NULL,
+    jti      TEXT    NOT NULL,
+    until_ms {int} NOT NULL,
+    PRIMARY KEY (scope, jti)
+);
+CREATE INDEX IF NOT EXISTS idp_replay_by_until ON idp_replay (until_ms);
 ";
 
 /// 16 random bytes as hex: a new store never shares a stream with another.
@@ -296,6 +305,32 @@ async fn revoke(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<Revocation, Stor
         version,
         audit,
     })
+}
+
+/// [`revoke`] once per key, in the same transaction: the key first — one already held
+/// (and not expired) commits nothing but the purge of expired keys — then the
+/// revocation. Expired keys are purged here, so the table holds only live ones.
+async fn revoke_once(
+    tx: &mut dyn Tx,
+    req: &RevokeRequest,
+    key: &ReplayKey,
+) -> Result<Option<Revocation>, StoreError> {
+    tx.execute(
+        "DELETE FROM idp_replay WHERE until_ms < $1",
+        &params![key.now_ms],
+    )
+    .await?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO idp_replay (scope, jti, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, jti) DO NOTHING",
+            &params![&key.scope, &key.jti, key.until_ms],
+        )
+        .await?;
+    if fresh == 0 {
+        return Ok(None);
+    }
+    revoke(tx, req).await.map(Some)
 }
 
 /// Appends one chained audit row inside the caller's serial transaction: id `last + 1`,
@@ -530,6 +565,25 @@ impl<B: Backend> Store for SqlStore<B> {
                 })
                 .await?;
             self.versions.notify(done.version);
+            Ok(done)
+        })
+    }
+
+    fn revoke_once(
+        &self,
+        request: RevokeRequest,
+        key: ReplayKey,
+    ) -> BoxFuture<'_, Result<Option<Revocation>, StoreError>> {
+        Box::pin(async move {
+            let done = self
+                .backend
+                .run(Access::Serial, move |tx| {
+                    Box::pin(async move { revoke_once(tx, &request, &key).await })
+                })
+                .await?;
+            if let Some(done) = &done {
+                self.versions.notify(done.version);
+            }
             Ok(done)
         })
     }

@@ -93,6 +93,19 @@ pub struct RevokeRequest {
     pub request_id: Option<String>,
 }
 
+/// The `jti` of an IdP's event (see [`crate::idp`]), committed with the revocation it
+/// causes so that the same token is never acted on twice, also after a restart. Kept
+/// until `until_ms` (when the token's `iat` could no longer pass); expired keys are
+/// purged by the next write that brings a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayKey {
+    /// Whose `jti`s these are: `<idp>/<receiver>`.
+    pub scope: String,
+    pub jti: String,
+    pub until_ms: u64,
+    pub now_ms: u64,
+}
+
 /// An audit entry that changes nothing: a refused attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -399,6 +412,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Commits one revocation (a counter bump, the entry and its audit row, in one
     /// transaction) and returns once it is durable.
     fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>>;
+
+    /// [`Store::revoke`], once per `key`: the key is recorded in the same transaction,
+    /// and a key already recorded (and not expired) commits nothing and answers `None`.
+    fn revoke_once(
+        &self,
+        request: RevokeRequest,
+        key: ReplayKey,
+    ) -> BoxFuture<'_, Result<Option<Revocation>, StoreError>>;
 
     /// A delta after `since`, or a snapshot (see [`needs_snapshot`]), read consistently.
     fn sync(

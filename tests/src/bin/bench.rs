@@ -12,10 +12,14 @@
 //!   and the time until 1,000 simulated edges long-polling the control plane all have a
 //!   change, over 20 changes.
 //! - Memory: Envoy's RSS with N user epochs in shared data, and the `.wasm` size.
+//! - IdP logout: a real OpenID Provider (npm `oidc-provider`) signs a user in; the time
+//!   from the user confirming the sign-out at the IdP (RP-initiated logout, which posts a
+//!   back-channel logout token to the control plane) to Envoy's first deny of that
+//!   session's access token, over `BENCH_IDP_LOGOUTS` logouts.
 //!
 //! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
-//! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_SECTIONS`
-//! (`throughput,propagation,memory`).
+//! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
+//! `BENCH_SECTIONS` (`throughput,propagation,memory,idp`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -453,8 +457,8 @@ fn main() {
         logout(&cp, "bench", &format!("gone-{i}"));
     }
 
-    let sections =
-        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "throughput,propagation,memory".into());
+    let sections = std::env::var("BENCH_SECTIONS")
+        .unwrap_or_else(|_| "throughput,propagation,memory,idp".into());
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     if section("throughput") {
@@ -623,10 +627,81 @@ fn main() {
         memory(&mut report, &mut cp, dir.path());
     }
 
+    // --- IdP logout → Envoy ------------------------------------------------------------
+    if section("idp") {
+        idp_logout(&mut report, dir.path());
+    }
+
     println!("{report}");
     let out = repo_root().join("bench/results.md");
     std::fs::write(&out, &report).unwrap();
     eprintln!("written to {}", out.display());
+}
+
+/// A control plane with `--idp-config`, a real OpenID Provider posting back-channel
+/// logout tokens to it, and an Envoy trusting the provider's JWKS: for each logout, the
+/// time from the sign-out confirmation at the IdP to the first 401 at Envoy, and how
+/// much of it the IdP's confirmation request took (it answers once the logout token was
+/// delivered and committed).
+fn idp_logout(report: &mut String, dir: &Path) {
+    use epochgate_tests::idp::{Browser, OidcProvider, RESOURCE};
+    let n = env_num("BENCH_IDP_LOGOUTS", 50) as usize;
+    let cp_port = free_port();
+    let idp = OidcProvider::start(
+        dir,
+        free_port(),
+        &format!("http://127.0.0.1:{cp_port}/v1/idp/bench/backchannel-logout"),
+    );
+    let config = dir.join("idps.json");
+    std::fs::write(
+        &config,
+        json!({"idps": [{"name": "bench", "issuer": idp.issuer, "discovery_url": idp.discovery_url(),
+                         "client_id": "portal", "tenant": {"fixed": "bench"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let stack = epochgate_tests::Stack::start_with(epochgate_tests::Options {
+        filter: json!({"jwks": idp.jwks(), "jwks_default_alg": "RS256", "issuer": idp.issuer,
+                       "audiences": [RESOURCE], "default_tenant": "bench"}),
+        control_plane_port: Some(cp_port),
+        control_plane_args: vec!["--idp-config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    let (mut total, mut confirm) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut browser = Browser::new(&idp);
+        let signed_in = browser.sign_in(&format!("user-{i}"));
+        assert_eq!(
+            stack.get_with_token("/", &signed_in.access_token).status,
+            200
+        );
+        let xsrf = browser.start_sign_out(&signed_in);
+        let t0 = Instant::now();
+        browser.confirm_sign_out(&xsrf);
+        confirm.push(t0.elapsed().as_secs_f64() * 1000.0);
+        wait_for("the IdP logout at Envoy", Duration::from_secs(5), || {
+            (stack.get_with_token("/", &signed_in.access_token).status == 401).then_some(())
+        });
+        total.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    total.sort_by(f64::total_cmp);
+    confirm.sort_by(f64::total_cmp);
+    let _ = writeln!(report, "\n## IdP logout\n");
+    let _ = writeln!(report, "| what | samples | p50 ms | p99 ms | max ms |");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|");
+    for (what, s) in [
+        ("sign-out confirmed at the IdP (oidc-provider, back-channel logout) → first deny at Envoy", &total),
+        ("of which: the IdP's confirmation request (logout token delivered and committed)", &confirm),
+    ] {
+        let _ = writeln!(
+            report,
+            "| {what} | {} | {:.1} | {:.1} | {:.1} |",
+            s.len(),
+            percentile(s, 0.5),
+            percentile(s, 0.99),
+            s.last().copied().unwrap_or(0.0)
+        );
+    }
 }
 
 /// Holds `edges` simulated edges long-polling the control plane; for each of `changes`
