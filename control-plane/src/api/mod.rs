@@ -16,7 +16,7 @@
 //! | `GET /v1/sync?since&wait&stream&edge` | an edge token | [`epochgate_core::sync::SyncResponse`] |
 //! | `POST /v1/idp/{name}/backchannel-logout` | the logout token | see [`crate::idp::http`] |
 //! | `POST /v1/idp/{name}/events` | the IdP's SSF push token | see [`crate::idp::http`] |
-//! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
+//! | `GET /healthz` | none | `{"status":"ok"}` (nothing about the state) |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /openapi.json` | none | the OpenAPI document ([`openapi`]) |
