@@ -159,7 +159,12 @@ impl WorkerStack {
             .tempdir()
             .unwrap();
         let upstream = Upstream::start();
-        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let cp = ControlPlane::start_with_args(
+            dir.path(),
+            free_port(),
+            &dir.path().join("epochgate.db").display().to_string(),
+            &opts.edge.cp_args,
+        );
         let port = free_port();
 
         let worker_dir = dir.path().join("worker");
@@ -262,5 +267,42 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).unwrap();
         }
+    }
+}
+
+impl crate::Edge for WorkerStack {
+    fn name(&self) -> &'static str {
+        "worker"
+    }
+    fn cp(&self) -> &ControlPlane {
+        &self.cp
+    }
+    fn cp_mut(&mut self) -> &mut ControlPlane {
+        &mut self.cp
+    }
+    fn get_with_token(&self, path: &str, token: &str) -> Response {
+        WorkerStack::get_with_token(self, path, token)
+    }
+    /// An isolate syncs only while it serves requests: this sends some (without a
+    /// token) until its receipt in `GET /v1/edges` shows `version` of the current stream.
+    fn wait_applied(&self, version: u64) {
+        wait_for(
+            &format!("the worker to apply version {version}"),
+            Duration::from_secs(20),
+            || {
+                let _ = self.get("/api/orders", &[]);
+                let all = self.cp.edges();
+                let stream = all["stream"].clone();
+                self.edges()
+                    .iter()
+                    .any(|e| {
+                        e["stream"] == stream && e["applied_version"].as_u64() >= Some(version)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    fn log(&self) -> String {
+        self.workerd.log()
     }
 }

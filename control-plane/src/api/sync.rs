@@ -167,5 +167,6 @@ fn answer(state: &AppState, batch: SyncBatch) -> Json<SyncResponse> {
         changes: batch.changes,
         max_session_lifetime_s: state.config().max_session_lifetime_s,
         next: batch.next,
+        tag: None,
     })
 }
