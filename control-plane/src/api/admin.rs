@@ -1,4 +1,5 @@
-//! Admin API: the four revocations and the read-only views.
+//! Admin API: the four revocations, cancelling a pending scheduled logout, and the
+//! read-only views.
 //!
 //! Every write answers 200 only after its transaction committed (the store returns
 //! then), so a 200 means the revocation survives a crash and edges will receive it.
@@ -6,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use epochgate_core::state::Target;
 use serde::Deserialize;
@@ -18,7 +20,10 @@ use crate::config::MAX_WAIT_S;
 use crate::now_ms;
 use crate::rbac::{Denied, Scope};
 use crate::state::AppState;
-use crate::store::{action_name, target_tenant, AuditFilter, AuditRecord, RevokeRequest};
+use crate::store::{
+    action_name, cancel_action_name, target_tenant, AuditFilter, AuditRecord, CancelOutcome,
+    CancelRequest, RevokeRequest,
+};
 
 /// The longest `reason` kept in the audit log, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -43,6 +48,21 @@ pub struct RevokeBody {
 /// The longest a logout may be scheduled ahead.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 31 * 24 * 3600 * 1000;
 
+/// An RFC 3339 time (`2026-11-29T02:00:00Z`, `…T03:00:00.5+01:00`) in ms since the Unix
+/// epoch, by the `time` crate: a day that does not exist (`2026-11-31`) is refused, not
+/// rolled over into another.
+pub fn parse_at(at: &str) -> Result<u64, ApiError> {
+    let bad = |why: String| {
+        ApiError::bad_request(
+            "invalid_field",
+            format!("`at` is not an RFC 3339 time (e.g. 2026-11-29T02:00:00Z): {at:?}: {why}"),
+        )
+    };
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| bad(e.to_string()))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad("before 1970".into()))
+}
+
 /// Turns a tenant or global logout with `at` into its scheduled form.
 fn scheduled(
     target: Target,
@@ -52,12 +72,7 @@ fn scheduled(
     let Some(at) = at else {
         return Ok((target, None));
     };
-    let at_ms = epochgate_core::decision::parse_rfc3339(at).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_field",
-            format!("`at` is not an RFC 3339 time (e.g. 2026-11-29T02:00:00Z): {at:?}"),
-        )
-    })?;
+    let at_ms = parse_at(at)?;
     if at_ms <= now_ms {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -403,6 +418,134 @@ pub async fn logout_all_tenants(
     revoke(&state, auth, remote, Target::Global, body, query).await
 }
 
+/// Cancels the pending scheduled logout `target` (audited): 404 if there is none, 409
+/// if its time has passed — it took effect, and a logout is not undone (the refused
+/// attempt is audited too).
+async fn cancel(
+    state: &AppState,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    target: Target,
+    body: Option<RevokeBody>,
+    query: WriteQuery,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    let body = body.unwrap_or_default();
+    if body.at.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "`at` is for scheduling; a cancel takes only a `reason`",
+        ));
+    }
+    let reason = body.reason.filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    let action = cancel_action_name(&target);
+    authorize(
+        state,
+        &auth,
+        remote,
+        Scope::RevokeAll,
+        action,
+        &target,
+        reason.clone(),
+    )
+    .await?;
+    let request = CancelRequest {
+        target: target.clone(),
+        now_ms: now_ms(),
+        actor: auth.actor.clone(),
+        reason: reason.clone(),
+        source: remote.0.map(|a| a.to_string()),
+        request_id: Some(auth.request_id.clone()),
+    };
+    let done = match state.store().cancel(request).await? {
+        CancelOutcome::Cancelled(done) => done,
+        CancelOutcome::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_schedule",
+                "there is no scheduled logout to cancel",
+            ))
+        }
+        CancelOutcome::Passed { at_ms } => {
+            let at = epochgate_core::decision::rfc3339(at_ms);
+            let record = AuditRecord {
+                at_ms: now_ms(),
+                actor: auth.actor.clone(),
+                action: action.to_string(),
+                outcome: "denied".into(),
+                target,
+                reason: Some(format!(
+                    "refused: the scheduled logout at {at} has passed{}",
+                    reason
+                        .map(|r| format!("; reason given: {r}"))
+                        .unwrap_or_default()
+                )),
+                source: remote.0.map(|a| a.to_string()),
+                request_id: Some(auth.request_id.clone()),
+            };
+            match state.store().record_audit(record).await {
+                Ok(head) => state.anchor(&head),
+                Err(err) => tracing::error!(error = %err, "cannot audit a refused cancel"),
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "schedule_passed",
+                format!(
+                    "the scheduled logout at {at} has passed: it took effect and cannot be undone \
+                     (a login after it passes; schedule the next one instead)"
+                ),
+            ));
+        }
+    };
+    state.anchor(&done.audit);
+    state.metrics().admin_write();
+    tracing::info!(target = ?done.target, at_ms = done.epoch_ms, version = done.version, actor = %auth.actor, "scheduled logout cancelled");
+    let propagation = match wait {
+        Some(wait) => Some(await_edges(state, done.version, wait).await?),
+        None => None,
+    };
+    Ok(Json(RevokeAnswer {
+        target: done.target,
+        epoch_ms: done.epoch_ms,
+        version: done.version,
+        audit: done.audit,
+        propagation,
+        warnings: Vec::new(),
+    }))
+}
+
+/// `DELETE /v1/tenants/{tenant}/scheduled-logout`: cancels the tenant's pending scheduled
+/// logout.
+pub async fn cancel_tenant_schedule(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    ApiPath(p): ApiPath<TenantPath>,
+    ApiQuery(query): ApiQuery<WriteQuery>,
+    OptionalJson(body): OptionalJson<RevokeBody>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    check_id("tenant", &p.tenant)?;
+    let target = Target::ScheduledTenant { tenant: p.tenant };
+    cancel(&state, auth, remote, target, body, query).await
+}
+
+/// `DELETE /v1/scheduled-logout`: cancels the pending scheduled logout of every tenant.
+pub async fn cancel_global_schedule(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    ApiQuery(query): ApiQuery<WriteQuery>,
+    OptionalJson(body): OptionalJson<RevokeBody>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    cancel(&state, auth, remote, Target::ScheduledGlobal, body, query).await
+}
+
 /// `GET /v1/tenants/{tenant}/revocations`: what an edge enforces for this tenant now.
 pub async fn tenant_revocations(
     State(state): State<AppState>,
@@ -483,6 +626,7 @@ pub async fn edges(
         stream: status.stream,
         version: status.version,
         edges,
+        rollback: state.store().last_rollback().await?,
     }))
 }
 
@@ -544,4 +688,32 @@ pub async fn audit(
         })
         .await?;
     Ok(Json(AuditAnswer { entries }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_at;
+
+    #[test]
+    fn at_is_parsed_by_a_date_library_and_impossible_dates_are_refused() {
+        assert_eq!(parse_at("2027-01-15T08:00:00Z").unwrap(), 1_800_000_000_000);
+        assert_eq!(
+            parse_at("2027-01-15T09:00:00.25+01:00").unwrap(),
+            1_800_000_000_250
+        );
+        assert_eq!(parse_at("2024-02-29T00:00:00Z").unwrap(), 1_709_164_800_000);
+        for bad in [
+            "2026-11-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01",
+            "1969-12-31T23:59:59Z",
+            "tomorrow",
+        ] {
+            let e = parse_at(bad).unwrap_err();
+            assert!(e.detail.contains("RFC 3339"), "{bad}: {}", e.detail);
+        }
+    }
 }

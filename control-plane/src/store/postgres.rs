@@ -75,6 +75,24 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT   NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+-- The tag of each version (see store/mod.rs): an edge's `since` proves its history.
+CREATE TABLE IF NOT EXISTS history (
+    version BIGINT PRIMARY KEY,
+    tag     TEXT   NOT NULL
+);
+-- Rollbacks noticed (a restore from a backup, a failover): the stream each one ended.
+CREATE TABLE IF NOT EXISTS rollbacks (
+    at_ms           BIGINT NOT NULL,
+    previous_stream TEXT   NOT NULL,
+    stream          TEXT   NOT NULL,
+    reason          TEXT   NOT NULL
+);
+-- Compaction has dropped every entry older than this: the announced horizon never
+-- reaches back past it.
+CREATE TABLE IF NOT EXISTS compaction (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    compacted_before BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT   PRIMARY KEY,
     stream          TEXT,

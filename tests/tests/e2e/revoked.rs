@@ -28,6 +28,142 @@ fn version_of(answer: &Value) -> u64 {
     answer["version"].as_u64().unwrap()
 }
 
+/// Item 1 and 8: a schedule whose time has passed is a logout that happened — a new
+/// schedule, for tomorrow, never brings its tokens back (tenant and global); an actor's
+/// tenant schedule ends its impersonation tokens; a pending schedule can be cancelled
+/// (audited), a passed one cannot.
+fn passed_schedules_stay_in_force(edge: &impl Edge) {
+    let acme = token("42", "acme", json!({}));
+    let globex = token("7", "globex", json!({}));
+    let impersonation = token(
+        "42",
+        "initech",
+        json!({"act": {"sub": "agent-7", "tid": "support"}}),
+    );
+    for t in [&acme, &globex, &impersonation] {
+        assert_eq!(edge.get_with_token("/", t).status, 200);
+    }
+    let (at_ms, at) = at_in(3);
+    let body = format!(r#"{{"reason": "maintenance", "at": "{at}"}}"#);
+    admin_ok(edge, "POST", "/v1/tenants/acme/logout", &body);
+    let v = admin_ok(edge, "POST", "/v1/tenants/support/logout", &body);
+    edge.wait_applied(version_of(&v));
+    assert_eq!(
+        edge.get_with_token("/", &acme)
+            .header("epochgate-logout-at"),
+        Some(at.as_str())
+    );
+    wait_for("acme's scheduled logout", Duration::from_secs(10), || {
+        (edge.get_with_token("/", &acme).status == 401).then_some(())
+    });
+    assert!(now_ms() >= at_ms);
+
+    // The next window, tomorrow: acme's tokens from before `at` stay logged out.
+    let (_, tomorrow) = at_in(24 * 3600);
+    let next = admin_ok(
+        edge,
+        "POST",
+        "/v1/tenants/acme/logout",
+        &format!(r#"{{"reason": "next window", "at": "{tomorrow}"}}"#),
+    );
+    edge.wait_applied(version_of(&next));
+    edge.holds_status(
+        "a passed tenant schedule after a new one",
+        &acme,
+        401,
+        Some("session_revoked"),
+        Duration::from_millis(1500),
+    );
+    // A login after `at` passes, with tomorrow's notice.
+    let fresh = token("43", "acme", json!({"iat": now_s()}));
+    let r = edge.get_with_token("/", &fresh);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("epochgate-logout-at"), Some(tomorrow.as_str()));
+    // The actor's tenant (support) was logged out at `at`: its impersonation ends.
+    assert_eq!(
+        edge.get_with_token("/", &impersonation).json()["error"],
+        "session_revoked",
+    );
+
+    // The same for the global schedule.
+    let (_, at2) = at_in(2);
+    admin_ok(
+        edge,
+        "POST",
+        "/v1/logout",
+        &format!(r#"{{"reason": "everyone", "at": "{at2}"}}"#),
+    );
+    wait_for(
+        "the global scheduled logout",
+        Duration::from_secs(10),
+        || (edge.get_with_token("/", &globex).status == 401).then_some(()),
+    );
+    let next = admin_ok(
+        edge,
+        "POST",
+        "/v1/logout",
+        &format!(r#"{{"reason": "next window", "at": "{tomorrow}"}}"#),
+    );
+    edge.wait_applied(version_of(&next));
+    edge.holds_status(
+        "a passed global schedule after a new one",
+        &globex,
+        401,
+        Some("session_revoked"),
+        Duration::from_millis(1500),
+    );
+
+    // A passed schedule cannot be cancelled; pending ones can, and the passed ones they
+    // replaced stay in force.
+    let r = edge
+        .cp()
+        .admin("DELETE", "/v1/tenants/support/scheduled-logout", "");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"], "schedule_passed");
+    admin_ok(edge, "DELETE", "/v1/tenants/acme/scheduled-logout", "");
+    let c = admin_ok(edge, "DELETE", "/v1/scheduled-logout", "");
+    edge.wait_applied(version_of(&c));
+    for t in [&acme, &globex, &impersonation] {
+        assert_eq!(edge.get_with_token("/", t).status, 401);
+    }
+    let fresh = token("44", "acme", json!({"iat": now_s()}));
+    let r = edge.get_with_token("/", &fresh);
+    assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
+    // A cancelled schedule never applies.
+    let umbrella = token("9", "umbrella", json!({"iat": now_s()}));
+    let (_, at3) = at_in(2);
+    admin_ok(
+        edge,
+        "POST",
+        "/v1/tenants/umbrella/logout",
+        &format!(r#"{{"at": "{at3}"}}"#),
+    );
+    let c = admin_ok(edge, "DELETE", "/v1/tenants/umbrella/scheduled-logout", "");
+    edge.wait_applied(version_of(&c));
+    std::thread::sleep(Duration::from_millis(3000));
+    let r = edge.get_with_token("/", &umbrella);
+    assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
+    // Audited: the two cancels, and the refused one.
+    let audit = |outcome: &str| {
+        let q = format!("/v1/audit?action=cancel_scheduled_logout_tenant&outcome={outcome}");
+        edge.cp().admin("GET", &q, "").json()["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((audit("ok"), audit("denied")), (2, 1));
+}
+
+#[test]
+fn envoy_passed_schedules_stay_in_force() {
+    passed_schedules_stay_in_force(&Stack::start());
+}
+
+#[test]
+fn worker_passed_schedules_stay_in_force() {
+    passed_schedules_stay_in_force(&WorkerStack::start());
+}
+
 /// The control plane's horizon for these scenarios: entries go 4 s after their logout.
 fn short_lifetime() -> Vec<String> {
     ["--max-session-lifetime", "4", "--compact-interval", "1"]
@@ -140,6 +276,116 @@ fn worker_stale_state_keeps_every_revocation_it_holds() {
         },
         ..WorkerOptions::default()
     }));
+}
+
+/// Item 5: a restore from a backup (or a failover to a replica that lagged) rolls the
+/// store back below what the edges applied. The edges keep every logout they hold
+/// (they merge, never replace), the control plane notices (a new stream, a log line,
+/// `GET /v1/edges`), and writes made after a restore — even ones that reach the
+/// version number an edge already holds — reach the edges.
+///
+/// `hold_off(true)` keeps the edge from syncing while the restored store is written to
+/// (Envoy: the link is cut; the Worker: no requests, so no syncs), `hold_off(false)`
+/// lets it sync again.
+fn restore_scenario(edge: &mut impl Edge, hold_off: impl Fn(bool)) {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.db");
+    admin_ok(edge, "POST", "/v1/tenants/acme/users/1/logout", "");
+    edge.cp_mut().backup(&backup);
+    let t42 = token("42", "acme", json!({}));
+    let out = admin_ok(
+        edge,
+        "POST",
+        "/v1/tenants/acme/users/42/logout",
+        r#"{"reason": "lost phone"}"#,
+    );
+    edge.wait_applied(version_of(&out));
+    assert_eq!(edge.get_with_token("/", &t42).status, 401);
+    let stream = edge.cp().edges()["stream"].clone();
+
+    // The restore: the store is back before 42's logout.
+    edge.cp_mut().restore(&backup);
+    edge.holds_status(
+        "a logout the restored store lost",
+        &t42,
+        401,
+        Some("session_revoked"),
+        Duration::from_millis(2000),
+    );
+    let edges = edge.cp().edges();
+    assert_ne!(
+        edges["stream"], stream,
+        "a new stream after the rollback: {edges}"
+    );
+    let rollback = &edges["rollback"];
+    assert_eq!(rollback["previous_stream"], stream, "{edges}");
+    assert!(
+        rollback["reason"].as_str().unwrap().contains("ahead of"),
+        "{edges}"
+    );
+    assert!(
+        edge.cp().log().contains("rolled back"),
+        "a log line says what happened"
+    );
+
+    // The race: restored again, and written to up to the version the edge holds before
+    // the edge hears of it. The new logout (44) must reach the edge.
+    let t43 = token("43", "acme", json!({}));
+    let t44 = token("44", "acme", json!({}));
+    edge.cp_mut().backup(&backup);
+    let held = admin_ok(edge, "POST", "/v1/tenants/acme/users/43/logout", "");
+    edge.wait_applied(version_of(&held));
+    assert_eq!(edge.get_with_token("/", &t43).status, 401);
+    hold_off(true);
+    edge.cp_mut().restore(&backup);
+    let again = admin_ok(edge, "POST", "/v1/tenants/acme/users/44/logout", "");
+    assert_eq!(
+        version_of(&again),
+        version_of(&held),
+        "the restored store reached the edge's version with other content"
+    );
+    hold_off(false);
+    let took = edge.time_until_status(&t44, 401, Duration::from_secs(10));
+    println!(
+        "{}: a logout written to a restored store at the version the edge held arrived after {} ms",
+        edge.name(),
+        took.as_millis()
+    );
+    assert_eq!(
+        edge.get_with_token("/", &t43).status,
+        401,
+        "43 is still held"
+    );
+    assert_eq!(
+        edge.get_with_token("/", &t42).status,
+        401,
+        "42 is still held"
+    );
+}
+
+#[test]
+fn envoy_a_restore_never_brings_a_logout_back() {
+    let mut stack = Stack::start_with(Options {
+        link_proxy: true,
+        ..Options::default()
+    });
+    let link = stack.link.take().unwrap();
+    restore_scenario(
+        &mut stack,
+        |cut| {
+            if cut {
+                link.cut()
+            } else {
+                link.restore()
+            }
+        },
+    );
+}
+
+#[test]
+fn worker_a_restore_never_brings_a_logout_back() {
+    // An isolate syncs only while it serves requests: sending none holds it off.
+    restore_scenario(&mut WorkerStack::start(), |_| {});
 }
 
 /// Item 6: logouts land while the edge takes snapshots in pages of 2 entries; the
