@@ -133,7 +133,8 @@ impl Default for RawUpstreamHeaders {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStale {
-    /// Keep serving with the signature check only.
+    /// Keep serving: signature and claims checked, and every revocation the edge holds
+    /// still enforced — only changes since the last sync are unknown.
     Allow,
     /// Answer 503 `state_unavailable` with `Retry-After`.
     #[default]
