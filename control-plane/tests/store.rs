@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use epochgate_control_plane::store::{
-    self, AuditFilter, CancelOutcome, CancelRequest, EdgePosition, EdgeReceipt, RevokeRequest,
-    SqliteStore, Store,
+    self, AuditFilter, CancelOutcome, EdgePosition, EdgeReceipt, RevokeRequest, SqliteStore, Store,
 };
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
@@ -607,14 +606,10 @@ fn schedule(target: Target, now_ms: u64, at_ms: u64) -> RevokeRequest {
     }
 }
 
-fn cancel_req(target: Target, now_ms: u64) -> CancelRequest {
-    CancelRequest {
-        target,
-        now_ms,
-        actor: "admin".into(),
+fn cancel_req(target: Target, now_ms: u64) -> RevokeRequest {
+    RevokeRequest {
         reason: Some("rescheduled".into()),
-        source: None,
-        request_id: None,
+        ..req(target, now_ms)
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use epochgate_core::config::{JwksSource, SyncConfig};
 use epochgate_core::state::{encode_epoch, EntryWrite};
-use epochgate_core::sync::client::{Backoff, Event, SyncClient};
+use epochgate_core::sync::client::{kept_note, Backoff, Event, SyncClient};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 
 use crate::host::{Metric, SyncHost};
@@ -249,10 +249,7 @@ impl SyncService {
                 }
                 if *kept > 0 {
                     host.metric(Metric::SyncKept, u64::try_from(*kept).unwrap_or(u64::MAX));
-                    log::warn!(
-                        "sync: the snapshot (v{version}) lacked or held lower {kept} entries this edge had applied{}: kept in force — the control plane lost logouts (restored from a backup, or failed over?)",
-                        before.map(|s| format!(" (at v{} of stream {})", s.version, s.stream)).unwrap_or_default()
-                    );
+                    log::warn!("{}", kept_note(*version, *kept, before));
                 }
                 host.metric(Metric::SyncOk, 1);
                 host.metric(Metric::StateVersion, *version);

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use epochgate_core::sync::client::Event;
+use epochgate_core::sync::client::{kept_note, Event};
 use epochgate_core::{Decision, HeaderEdit, Inputs, RequestInfo, Response};
 
 use crate::host::{Host, Level};
@@ -212,15 +212,8 @@ fn log_event<H: Host>(
                 );
             }
             if *kept > 0 {
-                host.log(
-                    Level::Warn,
-                    &format!(
-                        "[{edge_id}] sync: the snapshot (v{version}) lacked or held lower {kept} entries this edge had applied{}: kept in force — the control plane lost logouts (restored from a backup, or failed over?)",
-                        before
-                            .map(|b| format!(" (at v{} of stream {})", b.version, b.stream))
-                            .unwrap_or_default()
-                    ),
-                );
+                let note = kept_note(*version, *kept, before);
+                host.log(Level::Warn, &format!("[{edge_id}] {note}"));
             }
         }
         Event::Applied { .. } => {}

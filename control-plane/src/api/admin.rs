@@ -22,7 +22,7 @@ use crate::rbac::{Denied, Scope};
 use crate::state::AppState;
 use crate::store::{
     action_name, cancel_action_name, target_tenant, AuditFilter, AuditRecord, CancelOutcome,
-    CancelRequest, RevokeRequest,
+    RevokeRequest,
 };
 
 /// The longest `reason` kept in the audit log, in bytes.
@@ -218,18 +218,7 @@ async fn revoke(
     query: WriteQuery,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let reason = body
-        .as_ref()
-        .and_then(|b| b.reason.clone())
-        .filter(|r| !r.is_empty());
-    if let Some(reason) = &reason {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
-            ));
-        }
-    }
+    let reason = reason_of(body.as_ref())?;
     let now = now_ms();
     let at = body.as_ref().and_then(|b| b.at.clone());
     let (target, at_ms) = scheduled(target, at.as_deref(), now)?;
@@ -272,6 +261,33 @@ async fn revoke(
     };
     let actor = request.actor.clone();
     let done = state.store().revoke(request).await?;
+    committed(state, done, &actor, "revocation committed", wait, warnings).await
+}
+
+/// The body's `reason`, if any (empty is none), at most [`MAX_REASON_BYTES`].
+fn reason_of(body: Option<&RevokeBody>) -> Result<Option<String>, ApiError> {
+    let reason = body
+        .and_then(|b| b.reason.clone())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    Ok(reason)
+}
+
+/// The answer to a committed write: anchored, counted, logged, and with `?wait=` the
+/// edges' progress.
+async fn committed(
+    state: &AppState,
+    done: crate::store::Revocation,
+    actor: &str,
+    what: &str,
+    wait: Option<Duration>,
+    warnings: Vec<String>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
     state.anchor(&done.audit);
     state.metrics().admin_write();
     tracing::info!(
@@ -279,7 +295,7 @@ async fn revoke(
         epoch_ms = done.epoch_ms,
         version = done.version,
         actor = %actor,
-        "revocation committed"
+        "{what}"
     );
     let propagation = match wait {
         Some(wait) => Some(await_edges(state, done.version, wait).await?),
@@ -430,20 +446,13 @@ async fn cancel(
     query: WriteQuery,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let body = body.unwrap_or_default();
-    if body.at.is_some() {
+    if body.as_ref().is_some_and(|b| b.at.is_some()) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "`at` is for scheduling; a cancel takes only a `reason`",
         ));
     }
-    let reason = body.reason.filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!("`reason` is longer than {MAX_REASON_BYTES} bytes"),
-        ));
-    }
+    let reason = reason_of(body.as_ref())?;
     let action = cancel_action_name(&target);
     authorize(
         state,
@@ -455,9 +464,10 @@ async fn cancel(
         reason.clone(),
     )
     .await?;
-    let request = CancelRequest {
+    let request = RevokeRequest {
         target: target.clone(),
         now_ms: now_ms(),
+        at_ms: None,
         actor: auth.actor.clone(),
         reason: reason.clone(),
         source: remote.0.map(|a| a.to_string()),
@@ -503,21 +513,8 @@ async fn cancel(
             ));
         }
     };
-    state.anchor(&done.audit);
-    state.metrics().admin_write();
-    tracing::info!(target = ?done.target, at_ms = done.epoch_ms, version = done.version, actor = %auth.actor, "scheduled logout cancelled");
-    let propagation = match wait {
-        Some(wait) => Some(await_edges(state, done.version, wait).await?),
-        None => None,
-    };
-    Ok(Json(RevokeAnswer {
-        target: done.target,
-        epoch_ms: done.epoch_ms,
-        version: done.version,
-        audit: done.audit,
-        propagation,
-        warnings: Vec::new(),
-    }))
+    let what = "scheduled logout cancelled";
+    committed(state, done, &auth.actor, what, wait, Vec::new()).await
 }
 
 /// `DELETE /v1/tenants/{tenant}/scheduled-logout`: cancels the tenant's pending scheduled

@@ -17,8 +17,8 @@ use super::sql::{params, Access, Backend, Row, Tx};
 use super::{
     action_name, cancel_action_name, diverged, needs_snapshot, page_after, page_plan, row_key,
     snapshot_page, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture,
-    CancelOutcome, CancelRequest, CompactionReport, EdgePosition, EdgeReceipt, EdgeRecord, Entry,
-    PageRequest, Revocation, RevokeRequest, Rollback, Store, StoreError, StoreStatus, SyncBatch,
+    CancelOutcome, CompactionReport, EdgePosition, EdgeReceipt, EdgeRecord, Entry, PageRequest,
+    Revocation, RevokeRequest, Rollback, Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -296,21 +296,7 @@ async fn revoke(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<Revocation, Stor
         scheduled,
     )
     .await?;
-    let audit = append_audit(
-        tx,
-        &AuditRecord {
-            at_ms: req.now_ms,
-            actor: req.actor.clone(),
-            action: action_name(&req.target).to_string(),
-            outcome: "ok".into(),
-            target: req.target.clone(),
-            reason: req.reason.clone(),
-            source: req.source.clone(),
-            request_id: req.request_id.clone(),
-        },
-        version,
-    )
-    .await?;
+    let audit = append_audit(tx, &req.audit_record(action_name(&req.target)), version).await?;
     tx.announce(version).await?;
     Ok(Revocation {
         target: req.target.clone(),
@@ -489,7 +475,7 @@ async fn sync(
 }
 
 /// Cancels a pending scheduled logout: a removal at a new version, audited.
-async fn cancel(tx: &mut dyn Tx, req: &CancelRequest) -> Result<CancelOutcome, StoreError> {
+async fn cancel(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<CancelOutcome, StoreError> {
     let Some(at_ms) = epoch_of(tx, &req.target).await? else {
         return Ok(CancelOutcome::NotFound);
     };
@@ -507,16 +493,7 @@ async fn cancel(tx: &mut dyn Tx, req: &CancelRequest) -> Result<CancelOutcome, S
     .await?;
     let audit = append_audit(
         tx,
-        &AuditRecord {
-            at_ms: req.now_ms,
-            actor: req.actor.clone(),
-            action: cancel_action_name(&req.target).to_string(),
-            outcome: "ok".into(),
-            target: req.target.clone(),
-            reason: req.reason.clone(),
-            source: req.source.clone(),
-            request_id: req.request_id.clone(),
-        },
+        &req.audit_record(cancel_action_name(&req.target)),
         version,
     )
     .await?;
@@ -679,7 +656,7 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn cancel(&self, request: CancelRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
+    fn cancel(&self, request: RevokeRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let outcome = self
                 .backend

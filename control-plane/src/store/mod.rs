@@ -96,6 +96,22 @@ pub struct RevokeRequest {
     pub request_id: Option<String>,
 }
 
+impl RevokeRequest {
+    /// The audit entry of this write, committed as `action`.
+    pub fn audit_record(&self, action: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms: self.now_ms,
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            outcome: "ok".into(),
+            target: self.target.clone(),
+            reason: self.reason.clone(),
+            source: self.source.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 /// An audit entry that changes nothing: a refused attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -233,18 +249,6 @@ pub struct Rollback {
     pub previous_stream: String,
     pub stream: String,
     pub reason: String,
-}
-
-/// Cancelling a pending scheduled logout: who, which, why, from where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelRequest {
-    /// [`Target::ScheduledTenant`] or [`Target::ScheduledGlobal`].
-    pub target: Target,
-    pub now_ms: u64,
-    pub actor: String,
-    pub reason: Option<String>,
-    pub source: Option<String>,
-    pub request_id: Option<String>,
 }
 
 /// What a cancel came to.
@@ -499,8 +503,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>>;
 
-    /// Cancels a pending scheduled logout (see [`CancelOutcome`]).
-    fn cancel(&self, request: CancelRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
+    /// Cancels the pending scheduled logout `request.target` (see [`CancelOutcome`];
+    /// `at_ms` is not used).
+    fn cancel(&self, request: RevokeRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
 
     /// Starts a new stream in place of `expected` (if it is still the store's: of
     /// several edges or replicas noticing one rollback, one rotates), recording why.

@@ -29,7 +29,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Transaction};
 
 use super::core::{init_head, SqlStore, Versions};
-use super::sql::{Access, Backend, Row, Tx, TxFn, Value};
+use super::sql::{history_tables, Access, Backend, Row, Tx, TxFn, Value};
 use super::{BoxFuture, StoreError};
 
 /// The channel every replica listens on; the payload is the committed version.
@@ -75,24 +75,6 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT   NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
--- The tag of each version (see store/mod.rs): an edge's `since` proves its history.
-CREATE TABLE IF NOT EXISTS history (
-    version BIGINT PRIMARY KEY,
-    tag     TEXT   NOT NULL
-);
--- Rollbacks noticed (a restore from a backup, a failover): the stream each one ended.
-CREATE TABLE IF NOT EXISTS rollbacks (
-    at_ms           BIGINT NOT NULL,
-    previous_stream TEXT   NOT NULL,
-    stream          TEXT   NOT NULL,
-    reason          TEXT   NOT NULL
-);
--- Compaction has dropped every entry older than this: the announced horizon never
--- reaches back past it.
-CREATE TABLE IF NOT EXISTS compaction (
-    id               INTEGER PRIMARY KEY CHECK (id = 1),
-    compacted_before BIGINT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT   PRIMARY KEY,
     stream          TEXT,
@@ -142,6 +124,7 @@ impl SqlStore<Postgres> {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
                 .await?;
             tx.batch_execute(SCHEMA).await?;
+            tx.batch_execute(&history_tables("BIGINT")).await?;
             let head = init_head(&mut PgTx(Conn::Tx(&tx))).await?;
             tx.commit().await?;
             head

@@ -245,6 +245,33 @@ pub fn sqlite_placeholders(sql: &str) -> String {
     out
 }
 
+/// The tables both backends create the same way, in `int`, the dialect's 64-bit integer
+/// type (`INTEGER` on SQLite, `BIGINT` on Postgres).
+pub fn history_tables(int: &str) -> String {
+    format!(
+        "
+-- The tag of each version (see store/mod.rs): an edge's `since` proves its history.
+CREATE TABLE IF NOT EXISTS history (
+    version {int} PRIMARY KEY,
+    tag     TEXT NOT NULL
+);
+-- Rollbacks noticed (a restore from a backup, a failover): the stream each one ended.
+CREATE TABLE IF NOT EXISTS rollbacks (
+    at_ms           {int} NOT NULL,
+    previous_stream TEXT NOT NULL,
+    stream          TEXT NOT NULL,
+    reason          TEXT NOT NULL
+);
+-- Compaction has dropped every entry older than this: the announced horizon never
+-- reaches back past it.
+CREATE TABLE IF NOT EXISTS compaction (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    compacted_before {int} NOT NULL
+);
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

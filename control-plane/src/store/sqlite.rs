@@ -24,7 +24,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ToSql};
 
 use super::core::{init_head, SqlStore};
-use super::sql::{poll_ready, sqlite_placeholders, Access, Backend, Row, Tx, TxFn, Value};
+use super::sql::{
+    history_tables, poll_ready, sqlite_placeholders, Access, Backend, Row, Tx, TxFn, Value,
+};
 use super::{BoxFuture, StoreError};
 
 /// How long a connection waits for another writer's lock before giving up.
@@ -71,24 +73,6 @@ CREATE TABLE IF NOT EXISTS audit (
     hash       TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
--- The tag of each version (see store/mod.rs): an edge's `since` proves its history.
-CREATE TABLE IF NOT EXISTS history (
-    version INTEGER PRIMARY KEY,
-    tag     TEXT   NOT NULL
-);
--- Rollbacks noticed (a restore from a backup, a failover): the stream each one ended.
-CREATE TABLE IF NOT EXISTS rollbacks (
-    at_ms           INTEGER NOT NULL,
-    previous_stream TEXT   NOT NULL,
-    stream          TEXT   NOT NULL,
-    reason          TEXT   NOT NULL
-);
--- Compaction has dropped every entry older than this: the announced horizon never
--- reaches back past it.
-CREATE TABLE IF NOT EXISTS compaction (
-    id               INTEGER PRIMARY KEY CHECK (id = 1),
-    compacted_before INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS edges (
     id              TEXT    PRIMARY KEY,
     stream          TEXT,
@@ -184,6 +168,7 @@ fn init_schema(conn: &mut Connection) -> Result<(String, u64), StoreError> {
             ));
         }
         tx.conn.execute_batch(SCHEMA)?;
+        tx.conn.execute_batch(&history_tables("INTEGER"))?;
         tx.conn
             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         poll_ready(init_head(&mut tx))

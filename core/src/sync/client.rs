@@ -102,6 +102,17 @@ pub enum Event {
     Superseded,
 }
 
+/// What an edge logs when a complete snapshot lacked or held lower `kept` entries than
+/// it had applied (`before`: what it held until then).
+pub fn kept_note(version: u64, kept: usize, before: Option<&SyncStatus>) -> String {
+    format!(
+        "sync: the snapshot (v{version}) lacked or held lower {kept} entries this edge had applied{}: kept in force — the control plane lost logouts (restored from a backup, or failed over?)",
+        before
+            .map(|b| format!(" (at v{} of stream {})", b.version, b.stream))
+            .unwrap_or_default()
+    )
+}
+
 /// The result of [`SyncClient::handle_answer`]: what happened, and the writes to mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
