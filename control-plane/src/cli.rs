@@ -131,6 +131,10 @@ pub struct LogoutAllArgs {
     /// until then the edges announce it in an `epochgate-logout-at` response header.
     #[arg(long)]
     pub at: Option<String>,
+    /// Cancel the pending scheduled logout instead (audited). One whose time has passed
+    /// took effect and cannot be cancelled (the server answers 409 `schedule_passed`).
+    #[arg(long, conflicts_with = "at")]
+    pub cancel: bool,
     /// Why, for the audit log (at most 1024 bytes).
     #[arg(long)]
     pub reason: Option<String>,
@@ -306,6 +310,7 @@ mod tests {
         assert!(parse(&["logout-all"]).is_err());
         assert!(parse(&["logout-all", "--tenant", "a", "--all-tenants"]).is_err());
         assert!(parse(&["logout-all", "--all-tenants"]).is_ok());
+        assert!(parse(&["logout-all", "--tenant", "a", "--cancel", "--at", "x"]).is_err());
         let cli = parse(&["logout-all", "--tenant", "acme", "--reason", "r"]).unwrap();
         match cli.command {
             Command::LogoutAll(a) => {

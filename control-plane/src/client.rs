@@ -295,8 +295,21 @@ async fn revoke(
     verb: &str,
     wait: &WaitArgs,
 ) -> anyhow::Result<()> {
+    write(client, opts, Method::POST, path, body, verb, wait).await
+}
+
+/// An admin write (`POST`, or `DELETE` for a cancel), its answer printed.
+async fn write(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+    verb: &str,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
     let path = with_wait(path, wait)?;
-    let request = client.call::<RevokeAnswer>(Method::POST, &path, body);
+    let request = client.call::<RevokeAnswer>(method, &path, body);
     // While the server waits for the edges, a progress line (on a terminal only).
     let (raw, done) = if wait.wait.is_some() && std::io::stderr().is_terminal() && !opts.json {
         let before = client
@@ -408,10 +421,19 @@ async fn logout_all(
     let (path, what) = match (a.tenant, a.all_tenants) {
         (Some(tenant), false) => {
             check_arg("--tenant", &tenant)?;
+            let tenant_path = format!("/v1/tenants/{}", percent_encode(&tenant));
+            if a.cancel {
+                let path = format!("{tenant_path}/scheduled-logout");
+                return cancel(client, opts, path, a.reason, &a.wait).await;
+            }
             (
-                format!("/v1/tenants/{}/logout", percent_encode(&tenant)),
+                format!("{tenant_path}/logout"),
                 format!("every user of tenant {tenant}"),
             )
+        }
+        (None, true) if a.cancel => {
+            let path = "/v1/scheduled-logout".to_string();
+            return cancel(client, opts, path, a.reason, &a.wait).await;
         }
         (None, true) => (
             "/v1/logout".to_string(),
@@ -438,6 +460,28 @@ async fn logout_all(
         schedule_body(a.reason, a.at),
         verb,
         &a.wait,
+    )
+    .await
+}
+
+/// `logout-all --cancel`: cancels a pending scheduled logout (no confirmation: it logs no
+/// one out).
+async fn cancel(
+    client: &AdminClient,
+    opts: &ClientOpts,
+    path: String,
+    reason: Option<String>,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
+    let verb = "cancelled the scheduled logout of";
+    write(
+        client,
+        opts,
+        Method::DELETE,
+        path,
+        reason_body(reason),
+        verb,
+        wait,
     )
     .await
 }

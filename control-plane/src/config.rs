@@ -16,6 +16,9 @@ use crate::store::PgOptions;
 /// The longest a sync long-poll is held, whatever the edge asks.
 pub const MAX_WAIT_S: u64 = 60;
 
+/// `--max-session-lifetime`'s default: 90 days.
+pub const DEFAULT_MAX_SESSION_LIFETIME_S: u64 = 90 * 24 * 3600;
+
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -110,8 +113,9 @@ pub struct ServeArgs {
 
     /// The longest a login can keep producing valid tokens (the IdP's absolute
     /// refresh-token / session lifetime), in seconds. Entries older than this are
-    /// compacted away.
-    #[arg(long, env = "EPOCHGATE_MAX_SESSION_LIFETIME", default_value_t = 86_400)]
+    /// compacted away, and the edges deny sessions older than this (`session_expired`).
+    /// The default, 90 days, lets a mobile app keep its users signed in for a quarter.
+    #[arg(long, env = "EPOCHGATE_MAX_SESSION_LIFETIME", default_value_t = DEFAULT_MAX_SESSION_LIFETIME_S)]
     pub max_session_lifetime: u64,
 
     /// Seconds between compaction runs.

@@ -901,7 +901,8 @@ async fn the_served_openapi_document_is_the_checked_in_file() {
                 ),
             )
             .await;
-            // An IdP receiver answers 404 for an IdP not configured; the route exists.
+            // A route may answer 404 of its own (`no_schedule`, an IdP not configured, an
+            // edge without a token); only the router's `no route` means it is missing.
             assert!(
                 r.status != StatusCode::NOT_FOUND || !r.text.contains("no route"),
                 "{method} {uri}: {}",
@@ -1007,6 +1008,12 @@ async fn scheduled_logouts_take_a_future_at_and_can_move_earlier() {
             r#"{"at": "tomorrow"}"#,
             "RFC 3339",
         ),
+        // A day that does not exist is refused as such, not rolled over into December.
+        (
+            "/v1/tenants/acme/logout",
+            r#"{"at": "2026-11-31T12:00:00Z"}"#,
+            "RFC 3339",
+        ),
         (
             "/v1/tenants/acme/logout",
             r#"{"at": "2099-01-01T00:00:00Z"}"#,
@@ -1072,4 +1079,84 @@ async fn a_stuck_anchor_write_does_not_stall_other_requests() {
     let (released_by_test, line) = reader.join().unwrap();
     assert!(released_by_test, "/healthz waited for the anchor write");
     assert!(line.contains("\"id\":1"), "{line}");
+}
+
+#[tokio::test]
+async fn a_pending_schedule_is_cancelled_audited_and_a_passed_one_is_refused() {
+    use epochgate_control_plane::store::RevokeRequest;
+    use epochgate_core::state::Target;
+    let app = test_app().await;
+    let at_ms = (now_ms() + 3_600_000) / 1000 * 1000;
+    let at = epochgate_core::decision::rfc3339(at_ms);
+    let body = format!(r#"{{"at": "{at}"}}"#);
+    admin_post(&app.state, "/v1/tenants/acme/logout", Some(&body)).await;
+    let delete = |uri: &'static str| {
+        let state = app.state.clone();
+        async move {
+            send(
+                &state,
+                request(
+                    "DELETE",
+                    uri,
+                    Some(ADMIN),
+                    Some(r#"{"reason": "moved to Friday"}"#),
+                ),
+            )
+            .await
+        }
+    };
+    let c = delete("/v1/tenants/acme/scheduled-logout").await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(
+        c.json["target"],
+        json!({"scope": "scheduled_tenant", "tenant": "acme"})
+    );
+    assert_eq!(c.json["epoch_ms"].as_u64(), Some(at_ms));
+    let audit = admin_get(&app.state, "/v1/audit?limit=1").await;
+    assert_eq!(
+        audit.json["entries"][0]["action"],
+        "cancel_scheduled_logout_tenant"
+    );
+    assert_eq!(audit.json["entries"][0]["reason"], "moved to Friday");
+    let revs = admin_get(&app.state, "/v1/tenants/acme/revocations").await;
+    assert_eq!(revs.json["revocations"], json!([]));
+    let again = delete("/v1/tenants/acme/scheduled-logout").await;
+    assert_eq!(
+        (again.status, again.error()),
+        (StatusCode::NOT_FOUND, "no_schedule")
+    );
+
+    // A schedule whose time has passed took effect: 409, and the attempt is audited.
+    app.state
+        .store()
+        .revoke(RevokeRequest {
+            target: Target::ScheduledGlobal,
+            now_ms: now_ms() - 5_000,
+            at_ms: Some(now_ms() - 1_000),
+            actor: "admin".into(),
+            reason: None,
+            source: None,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let passed = delete("/v1/scheduled-logout").await;
+    assert_eq!(passed.status, StatusCode::CONFLICT, "{}", passed.text);
+    assert_eq!(passed.error(), "schedule_passed");
+    assert!(passed.json["detail"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be undone"));
+    let audit = admin_get(&app.state, "/v1/audit?limit=1&outcome=denied").await;
+    assert_eq!(
+        audit.json["entries"][0]["action"],
+        "cancel_scheduled_logout_all_tenants"
+    );
+    // `at` is for scheduling.
+    let bad = send(
+        &app.state,
+        request("DELETE", "/v1/scheduled-logout", Some(ADMIN), Some(&body)),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }

@@ -188,6 +188,36 @@ fn admin_commands_against_a_real_server() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("`reason` is longer than 1024 bytes"), "{err}");
 
+    // A scheduled logout, then cancelled (`--cancel`, no confirmation needed); cancelling
+    // again says there is none.
+    let at = epochgate_core::decision::rfc3339(epochgate_control_plane::now_ms() + 3_600_000);
+    stdout(&run(
+        &url,
+        &["logout-all", "--tenant", "acme", "--at", &at, "-y"],
+    ));
+    let out = stdout(&run(
+        &url,
+        &[
+            "logout-all",
+            "--tenant",
+            "acme",
+            "--cancel",
+            "--reason",
+            "moved",
+        ],
+    ));
+    assert!(
+        out.starts_with(&format!(
+            "cancelled the scheduled logout of every user of tenant acme at {}",
+            &at[..10]
+        )),
+        "{out}"
+    );
+    let o = run(&url, &["logout-all", "--tenant", "acme", "--cancel"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no scheduled logout to cancel"), "{err}");
+
     // SIGTERM: a prompt, clean exit.
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use epochgate_control_plane::store::{
-    self, AuditFilter, EdgeReceipt, ReplayKey, RevokeRequest, SqliteStore, Store,
+    self, AuditFilter, CancelOutcome, EdgePosition, EdgeReceipt, ReplayKey, RevokeRequest,
+    SqliteStore, Store,
 };
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
@@ -38,6 +39,16 @@ async fn revoke(store: &dyn Store, target: Target, now_ms: u64) -> u64 {
 
 fn change(target: Target, epoch_ms: Option<u64>) -> Change {
     Change { target, epoch_ms }
+}
+
+/// An edge at `since` of `stream`, with `tag` if it kept one.
+fn at(since: u64, stream: Option<&str>, tag: Option<&str>) -> EdgePosition {
+    EdgePosition {
+        since,
+        stream: stream.map(str::to_string),
+        tag: tag.map(str::to_string),
+        edge: "e1".into(),
+    }
 }
 
 async fn versions_strictly_increase_and_are_announced(backend: Backend) {
@@ -166,7 +177,10 @@ async fn paged_snapshots_hold_their_version_and_cover_every_entry(backend: Backe
         revoke(s, user(&format!("u{i}")), T0 + i).await;
     }
     let page = |resume: Option<(u64, Target)>| PageRequest { limit: 3, resume };
-    let first = s.sync_paged(0, None, Some(page(None))).await.unwrap();
+    let first = s
+        .sync_paged(at(0, None, None), Some(page(None)))
+        .await
+        .unwrap();
     assert!(first.snapshot);
     assert_eq!((first.version, first.changes.len()), (7, 3));
     let mut seen = first.changes.clone();
@@ -178,7 +192,7 @@ async fn paged_snapshots_hold_their_version_and_cover_every_entry(backend: Backe
     while let Some(cursor) = next {
         let target = Target::from_key(&cursor).expect("a cursor names a target");
         let p = s
-            .sync_paged(0, Some(stream.clone()), Some(page(Some((7, target)))))
+            .sync_paged(at(0, Some(&stream), None), Some(page(Some((7, target)))))
             .await
             .unwrap();
         assert!(p.snapshot);
@@ -210,7 +224,7 @@ async fn paged_snapshots_hold_their_version_and_cover_every_entry(backend: Backe
         "u0 as of version 7"
     );
     let delta = s
-        .sync_paged(7, Some(stream.clone()), Some(page(None)))
+        .sync_paged(at(7, Some(&stream), None), Some(page(None)))
         .await
         .unwrap();
     assert!(!delta.snapshot);
@@ -220,13 +234,16 @@ async fn paged_snapshots_hold_their_version_and_cover_every_entry(backend: Backe
     );
     // A delta larger than a page comes as a paged snapshot instead.
     let big = s
-        .sync_paged(1, Some(stream.clone()), Some(page(None)))
+        .sync_paged(at(1, Some(&stream), None), Some(page(None)))
         .await
         .unwrap();
     assert!(big.snapshot && big.next.is_some());
     // A resume point of another stream starts over at the current version.
     let other = s
-        .sync_paged(0, Some("another".into()), Some(page(Some((7, user("u1"))))))
+        .sync_paged(
+            at(0, Some("another"), None),
+            Some(page(Some((7, user("u1"))))),
+        )
         .await
         .unwrap();
     assert_eq!((other.version, other.changes.len()), (v8, 3));
@@ -744,6 +761,213 @@ async fn replay_keys_survive_reopening_the_file() {
     );
 }
 
+fn scheduled(tenant: &str) -> Target {
+    Target::ScheduledTenant {
+        tenant: tenant.into(),
+    }
+}
+
+fn schedule(target: Target, now_ms: u64, at_ms: u64) -> RevokeRequest {
+    RevokeRequest {
+        at_ms: Some(at_ms),
+        ..req(target, now_ms)
+    }
+}
+
+fn cancel_req(target: Target, now_ms: u64) -> RevokeRequest {
+    RevokeRequest {
+        reason: Some("rescheduled".into()),
+        ..req(target, now_ms)
+    }
+}
+
+async fn a_passed_schedule_folds_into_the_immediate_epoch_and_cannot_be_cancelled(
+    backend: Backend,
+) {
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let acme = Target::Tenant {
+        tenant: "acme".into(),
+    };
+    s.revoke(schedule(scheduled("acme"), T0, T0 + 3_000))
+        .await
+        .unwrap();
+    // Replaced before its time: no trace.
+    let moved = s
+        .revoke(schedule(scheduled("acme"), T0 + 1_000, T0 + 5_000))
+        .await
+        .unwrap();
+    assert_eq!(moved.epoch_ms, T0 + 5_000);
+    let listed = |entries: Vec<store::Entry>, t: &Target| {
+        entries
+            .into_iter()
+            .find(|e| e.target == *t)
+            .map(|e| e.epoch_ms)
+    };
+    assert_eq!(
+        listed(s.tenant_revocations("acme".into()).await.unwrap(), &acme),
+        None
+    );
+    // Replaced after its time (the next window, tomorrow): it happened — folded into the
+    // tenant's epoch in the same version.
+    let next = s
+        .revoke(schedule(scheduled("acme"), T0 + 6_000, T0 + 86_400_000))
+        .await
+        .unwrap();
+    let entries = s.tenant_revocations("acme".into()).await.unwrap();
+    assert_eq!(listed(entries.clone(), &acme), Some(T0 + 5_000));
+    assert_eq!(listed(entries, &scheduled("acme")), Some(T0 + 86_400_000));
+    let delta = s
+        .sync(moved.version, Some(s.stream().into()))
+        .await
+        .unwrap();
+    assert_eq!(delta.version, next.version);
+    assert!(
+        delta
+            .changes
+            .contains(&change(acme.clone(), Some(T0 + 5_000))),
+        "{delta:?}"
+    );
+    // A later immediate logout is not lowered by a fold.
+    s.revoke(req(acme.clone(), T0 + 100_000)).await.unwrap();
+    s.revoke(schedule(
+        scheduled("acme"),
+        T0 + 86_400_001,
+        T0 + 90_000_000,
+    ))
+    .await
+    .unwrap();
+    let entries = s.tenant_revocations("acme".into()).await.unwrap();
+    assert_eq!(
+        listed(entries, &acme),
+        Some(T0 + 86_400_000),
+        "max of the two"
+    );
+
+    // A pending one is cancelled (a removal, audited); a passed one is refused.
+    let done = match s
+        .cancel(cancel_req(scheduled("acme"), T0 + 86_400_002))
+        .await
+        .unwrap()
+    {
+        CancelOutcome::Cancelled(done) => done,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(done.epoch_ms, T0 + 90_000_000);
+    let delta = s
+        .sync(done.version - 1, Some(s.stream().into()))
+        .await
+        .unwrap();
+    assert_eq!(delta.changes, vec![change(scheduled("acme"), None)]);
+    let audit = s.audit(AuditFilter::newest(1)).await.unwrap();
+    assert_eq!(audit[0].action, "cancel_scheduled_logout_tenant");
+    assert_eq!(audit[0].version, done.version);
+    assert_eq!(
+        s.cancel(cancel_req(scheduled("acme"), T0 + 86_400_003))
+            .await
+            .unwrap(),
+        CancelOutcome::NotFound
+    );
+    s.revoke(schedule(Target::ScheduledGlobal, T0, T0 + 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cancel(cancel_req(Target::ScheduledGlobal, T0 + 1_000))
+            .await
+            .unwrap(),
+        CancelOutcome::Passed { at_ms: T0 + 1_000 }
+    );
+}
+
+async fn every_version_has_a_tag_and_an_edge_on_a_lost_history_is_told_apart(backend: Backend) {
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let stream = s.stream().to_string();
+    revoke(s, user("41"), T0).await;
+    let snap = s.sync(0, None).await.unwrap();
+    let t1 = snap.tag.clone().expect("a tag for version 1");
+    assert_eq!(snap.diverged, None);
+    // The edge at version 1 with its tag: a delta (and a long-poll when current).
+    let v2 = revoke(s, user("42"), T0).await;
+    let delta = s
+        .sync_paged(at(1, Some(&stream), Some(&t1)), None)
+        .await
+        .unwrap();
+    assert!(!delta.snapshot && delta.diverged.is_none());
+    assert_eq!(delta.version, v2);
+    let t2 = delta.tag.clone().unwrap();
+    assert_ne!(t1, t2, "each version its own tag");
+    // Another tag for version 1: the history the edge applied is not this store's.
+    let lost = s
+        .sync_paged(at(1, Some(&stream), Some("not-ours")), None)
+        .await
+        .unwrap();
+    assert!(lost.snapshot, "{lost:?}");
+    assert!(lost
+        .diverged
+        .unwrap()
+        .contains("not this store's version 1"));
+    // Ahead of the store: likewise.
+    let ahead = s
+        .sync_paged(at(9, Some(&stream), Some("x")), None)
+        .await
+        .unwrap();
+    assert!(ahead.snapshot && ahead.diverged.unwrap().contains("ahead of the store's 2"));
+    // Another stream is no proof of anything: a snapshot, no divergence.
+    let other = s
+        .sync_paged(at(9, Some("other"), Some("x")), None)
+        .await
+        .unwrap();
+    assert!(other.snapshot && other.diverged.is_none());
+
+    // The rollback is handled once: a new stream at a new version, recorded.
+    let rx = s.subscribe();
+    let r = s
+        .rotate_stream(stream.clone(), "edge e1 reported …".into(), T0 + 5)
+        .await
+        .unwrap()
+        .expect("rotated");
+    assert_eq!(r.previous_stream, stream);
+    assert_ne!(r.stream, stream);
+    assert_eq!(*rx.borrow(), v2 + 1, "open long-polls wake");
+    assert!(s
+        .rotate_stream(stream.clone(), "again".into(), T0 + 6)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.last_rollback().await.unwrap(), Some(r.clone()));
+    let status = s.status().await.unwrap();
+    assert_eq!((status.stream, status.version), (r.stream.clone(), v2 + 1));
+    // An edge of the old stream gets a snapshot of the new one.
+    let snap = s
+        .sync_paged(at(2, Some(&stream), Some(&t2)), None)
+        .await
+        .unwrap();
+    assert!(snap.snapshot && snap.stream == r.stream && snap.changes.len() == 2);
+}
+
+async fn compaction_keeps_the_horizon_from_reaching_back(backend: Backend) {
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    assert_eq!(s.sync(0, None).await.unwrap().compacted_before_ms, 0);
+    revoke(s, user("42"), T0).await;
+    let report = s.compact(T0 + 3_601_000, 3600).await.unwrap();
+    assert_eq!(report.removed, 1);
+    let batch = s.sync(0, None).await.unwrap();
+    assert_eq!(batch.compacted_before_ms, T0 + 1_000);
+    // Raised to 90 days right after: the edges are told 1 h, growing with time.
+    assert_eq!(
+        store::announced_horizon_s(90 * 86_400, batch.compacted_before_ms, T0 + 3_601_000),
+        3600
+    );
+    // A later run with a longer lifetime does not move the mark back.
+    s.compact(T0 + 3_602_000, 90 * 86_400).await.unwrap();
+    assert_eq!(
+        s.sync(0, None).await.unwrap().compacted_before_ms,
+        T0 + 1_000
+    );
+}
+
 /// Each conformance test, once per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -777,4 +1001,7 @@ conformance!(
     edge_credentials_are_kept_hashed_revoked_with_audit_and_receipts_per_instance,
     tenant_revocations_hold_the_tenant_and_the_global_entry,
     a_replay_key_is_acted_on_once_until_it_expires,
+    a_passed_schedule_folds_into_the_immediate_epoch_and_cannot_be_cancelled,
+    every_version_has_a_tag_and_an_edge_on_a_lost_history_is_told_apart,
+    compaction_keeps_the_horizon_from_reaching_back,
 );

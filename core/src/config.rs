@@ -133,7 +133,8 @@ impl Default for RawUpstreamHeaders {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStale {
-    /// Keep serving with the signature check only.
+    /// Keep serving: signature and claims checked, and every revocation the edge holds
+    /// still enforced — only changes since the last sync are unknown.
     Allow,
     /// Answer 503 `state_unavailable` with `Retry-After`.
     #[default]
@@ -818,6 +819,19 @@ impl SyncConfig {
         SyncConfig::try_from(raw)
     }
 
+    /// The sync client's settings for Envoy's sync VM: long-polls, asked again at once.
+    pub fn client_config(&self, edge_id: String) -> crate::sync::client::ClientConfig {
+        crate::sync::client::ClientConfig {
+            edge_id,
+            wait_s: self.wait_s,
+            page_limit: self.snapshot_page,
+            min_interval_ms: 0,
+            retry_min_ms: self.retry_min_ms,
+            retry_max_ms: self.retry_max_ms,
+            call_timeout_ms: self.call_timeout_ms(),
+        }
+    }
+
     /// How long a sync call may take: the long-poll plus a margin, so a held poll is
     /// never cut short by its own timeout.
     pub fn call_timeout_ms(&self) -> u64 {
@@ -916,6 +930,9 @@ pub struct RawWorkerConfig {
     /// Backoff after failed syncs: from `refresh_ms`, doubling up to this.
     #[serde(default = "defaults::retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Take snapshots in pages of this many entries (0: one answer).
+    #[serde(default = "defaults::snapshot_page")]
+    pub snapshot_page: u32,
 }
 
 /// The validated worker settings.
@@ -929,6 +946,7 @@ pub struct WorkerConfig {
     pub refresh_ms: u64,
     pub sync_timeout_ms: u64,
     pub retry_max_ms: u64,
+    pub snapshot_page: u32,
 }
 
 impl WorkerConfig {
@@ -949,7 +967,21 @@ impl WorkerConfig {
         format!("{}/{rest}", self.origin)
     }
 
-    /// The URL of a sync call, from [`crate::sync::sync_path`].
+    /// The sync client's settings for an isolate: short polls (`wait=0`), at most one
+    /// per `refresh_ms`, backing off from `refresh_ms` to `retry_max_ms`.
+    pub fn client_config(&self, edge_id: String) -> crate::sync::client::ClientConfig {
+        crate::sync::client::ClientConfig {
+            edge_id,
+            wait_s: 0,
+            page_limit: self.snapshot_page,
+            min_interval_ms: self.refresh_ms,
+            retry_min_ms: self.refresh_ms,
+            retry_max_ms: self.retry_max_ms,
+            call_timeout_ms: self.sync_timeout_ms,
+        }
+    }
+
+    /// The URL of a sync call, from [`crate::sync::SyncRequest::path`].
     pub fn sync_url(&self, sync_path: &str) -> String {
         format!("{}{sync_path}", self.control_plane)
     }
@@ -1004,6 +1036,9 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
                 "must be at least refresh_ms",
             ));
         }
+        if raw.snapshot_page > 100_000 {
+            return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
+        }
         Ok(WorkerConfig {
             origin,
             control_plane,
@@ -1011,6 +1046,7 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
             refresh_ms: raw.refresh_ms,
             sync_timeout_ms: raw.sync_timeout_ms,
             retry_max_ms: raw.retry_max_ms,
+            snapshot_page: raw.snapshot_page,
         })
     }
 }

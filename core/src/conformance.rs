@@ -163,7 +163,7 @@ impl Case {
         match decision {
             Decision::Allow {
                 identity: Some(id),
-                signature_only: false,
+                stale: false,
                 ..
             } if e.allow => {
                 let got = (Some(&id.user), Some(&id.tenant), id.session.as_ref());

@@ -8,7 +8,7 @@ use crate::cache::TokenCache;
 use crate::claims::{validate, Identity};
 use crate::config::{Config, OnStale, Route, TokenSource, Verification};
 use crate::jwt::{self, KeySet, PureRustVerifier, SignatureVerifier, TokenError};
-use crate::state::{check_revocation, EpochSource, Revoked};
+use crate::state::{check_revocation, session_end_ms, session_expired, EpochSource, Revoked};
 use crate::sync::SyncStatus;
 use crate::token::{extract, ExtractError, Headers};
 
@@ -33,12 +33,20 @@ pub enum DenyReason {
     /// Force-logged-out: the session started at or before an applicable epoch, or its
     /// `sid` was revoked.
     SessionRevoked,
-    /// No sync yet, or the last one older than `max_staleness_s`, with `on_stale: deny`.
+    /// The session started longer ago than the control plane's compaction horizon
+    /// (`max_session_lifetime_s`): a logout that old may have been compacted away, so
+    /// such a session is over whatever its tokens say.
+    SessionExpired,
+    /// No sync yet, or the last one older than `max_staleness_s`, with `on_stale: deny`;
+    /// or the state could not be read (a host call failed).
     StateUnavailable,
+    /// A host call the decision needs failed (reading the request's headers, stripping
+    /// a spoofed header): the request cannot be judged, so it is refused (500).
+    InternalError,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 8] = [
+    pub const ALL: [DenyReason; 10] = [
         DenyReason::MissingToken,
         DenyReason::InvalidToken,
         DenyReason::AmbiguousToken,
@@ -46,7 +54,9 @@ impl DenyReason {
         DenyReason::TokenExpired,
         DenyReason::TokenNotYetValid,
         DenyReason::SessionRevoked,
+        DenyReason::SessionExpired,
         DenyReason::StateUnavailable,
+        DenyReason::InternalError,
     ];
 
     /// The machine-readable code, as in the JSON body and the login redirect.
@@ -59,7 +69,9 @@ impl DenyReason {
             DenyReason::TokenExpired => "token_expired",
             DenyReason::TokenNotYetValid => "token_not_yet_valid",
             DenyReason::SessionRevoked => "session_revoked",
+            DenyReason::SessionExpired => "session_expired",
             DenyReason::StateUnavailable => "state_unavailable",
+            DenyReason::InternalError => "internal_error",
         }
     }
 
@@ -72,13 +84,26 @@ impl DenyReason {
             DenyReason::TokenExpired => "token expired",
             DenyReason::TokenNotYetValid => "token not yet valid",
             DenyReason::SessionRevoked => "session revoked",
+            DenyReason::SessionExpired => "session expired",
             DenyReason::StateUnavailable => "revocation state unavailable",
+            DenyReason::InternalError => "internal error",
         }
     }
 
-    /// Whether the client should retry rather than sign in again (503).
+    /// The HTTP status of the deny: 401 (sign in again), 503 (retry), 500 (a host
+    /// failure at the edge).
+    pub fn status(self) -> u16 {
+        match self {
+            DenyReason::UnknownKey | DenyReason::StateUnavailable => 503,
+            DenyReason::InternalError => 500,
+            _ => 401,
+        }
+    }
+
+    /// Whether the client should retry rather than sign in again (503, 500): such a
+    /// deny never sends a browser to the login page — an outage logs no one out.
     pub fn is_retryable(self) -> bool {
-        matches!(self, DenyReason::UnknownKey | DenyReason::StateUnavailable)
+        self.status() != 401
     }
 }
 
@@ -129,11 +154,12 @@ pub enum Decision {
     /// `response_headers` to the response (a scheduled logout's notice).
     ///
     /// `identity` is `None` on exempt routes and when no token was required and none
-    /// came; `signature_only` is set when the state was stale and `on_stale: allow` let
-    /// the request by without the revocation check.
+    /// came; `stale` is set when the state was stale and `on_stale: allow` let the
+    /// request by — with every revocation the edge holds still enforced, only changes
+    /// since the last sync unknown.
     Allow {
         identity: Option<Identity>,
-        signature_only: bool,
+        stale: bool,
         request_edits: Vec<HeaderEdit>,
         response_headers: Vec<(String, String)>,
     },
@@ -195,7 +221,8 @@ pub enum ResponseKind {
     Api,
     /// 302 to the login page with the session cookie cleared (when `login_url` is set).
     Web,
-    /// gRPC trailers-only: `grpc-status` 16 (UNAUTHENTICATED) or 14 (UNAVAILABLE).
+    /// gRPC trailers-only: `grpc-status` 16 (UNAUTHENTICATED), 14 (UNAVAILABLE) or 13
+    /// (INTERNAL).
     Grpc,
 }
 
@@ -297,7 +324,7 @@ impl<V: SignatureVerifier> Engine<V> {
         if route.is_some_and(|r| r.exempt) {
             return Decision::Allow {
                 identity: None,
-                signature_only: false,
+                stale: false,
                 request_edits: edits,
                 response_headers: Vec::new(),
             };
@@ -314,7 +341,7 @@ impl<V: SignatureVerifier> Engine<V> {
                     Ok(None) => {
                         return Decision::Allow {
                             identity: None,
-                            signature_only: false,
+                            stale: false,
                             request_edits: edits,
                             response_headers: Vec::new(),
                         }
@@ -359,7 +386,7 @@ impl<V: SignatureVerifier> Engine<V> {
                 None => {
                     return Decision::Allow {
                         identity: None,
-                        signature_only: false,
+                        stale: false,
                         request_edits: edits,
                         response_headers: Vec::new(),
                     }
@@ -368,47 +395,29 @@ impl<V: SignatureVerifier> Engine<V> {
         };
 
         let now_ms = inputs.now_ms;
-        let stale = SyncStatus::is_stale(inputs.status, now_ms, self.config.max_staleness_s);
+        // What the edge holds is enforced whether or not it is stale: stale means "what
+        // changed since the last sync is unknown", not "what is known is void".
         let mut response_headers = Vec::new();
-        if stale {
-            if self.config.on_stale == OnStale::Deny {
-                let age = inputs.status.map_or_else(
-                    || "never synced".to_string(),
-                    |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
-                );
-                return self.deny(
-                    req,
-                    route,
-                    DenyReason::StateUnavailable,
-                    format!("revocation state is stale: {age}"),
-                );
-            }
-        } else {
-            match check_revocation(inputs.epochs, &identity, now_ms, self.config.clock_margin_s) {
-                Ok(None) => {}
-                Ok(Some(at_ms)) => {
-                    response_headers.push((LOGOUT_AT_HEADER.to_string(), rfc3339(at_ms)))
-                }
-                Err(Revoked::Epoch { epoch_ms }) => {
-                    let detail = format!(
-                        "session of user {:?} (tenant {:?}{}) started at {} s, at or before epoch {} ms",
-                        identity.user,
-                        identity.tenant,
-                        identity.actors.first().map(|a| format!(", acting: {:?}", a.user)).unwrap_or_default(),
-                        identity.session_start,
-                        epoch_ms
-                    );
-                    return self.deny(req, route, DenyReason::SessionRevoked, detail);
-                }
-                Err(Revoked::Session) => {
-                    let detail = format!(
-                        "session {:?} of tenant {:?} is revoked",
-                        identity.session.as_deref().unwrap_or_default(),
-                        identity.tenant
-                    );
-                    return self.deny(req, route, DenyReason::SessionRevoked, detail);
+        match self.judge(&identity, inputs.epochs, inputs.status, now_ms) {
+            Ok(logout_at) => {
+                if let Some(at_ms) = logout_at {
+                    response_headers.push((LOGOUT_AT_HEADER.to_string(), rfc3339(at_ms)));
                 }
             }
+            Err((reason, detail)) => return self.deny(req, route, reason, detail),
+        }
+        let stale = SyncStatus::is_stale(inputs.status, now_ms, self.config.max_staleness_s);
+        if stale && self.config.on_stale == OnStale::Deny {
+            let age = inputs.status.map_or_else(
+                || "never synced".to_string(),
+                |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms)),
+            );
+            return self.deny(
+                req,
+                route,
+                DenyReason::StateUnavailable,
+                format!("revocation state is stale: {age}"),
+            );
         }
 
         if self.config.strip_token {
@@ -419,21 +428,91 @@ impl<V: SignatureVerifier> Engine<V> {
         }
         Decision::Allow {
             identity: Some(identity),
-            signature_only: stale,
+            stale,
             request_edits: edits,
             response_headers,
         }
     }
 
-    /// Re-checks a verified identity against the epochs (a long-lived stream after its
-    /// request was allowed): `Err` once its session is over.
-    pub fn still_valid(
+    /// The session rules for a verified identity: the horizon (`session_expired`), then
+    /// the revocation rule. `Ok` carries the earliest scheduled logout that applies to it,
+    /// to announce; `Err` the deny reason and the detail for the log.
+    fn judge(
         &self,
         identity: &Identity,
         epochs: &impl EpochSource,
+        status: Option<&SyncStatus>,
         now_ms: u64,
-    ) -> Result<(), Revoked> {
-        check_revocation(epochs, identity, now_ms, self.config.clock_margin_s).map(|_| ())
+    ) -> Result<Option<u64>, (DenyReason, String)> {
+        let margin_s = self.config.clock_margin_s;
+        if let Some(status) = status {
+            if session_expired(identity.session_start, now_ms, status.horizon_s, margin_s) {
+                return Err((
+                    DenyReason::SessionExpired,
+                    format!(
+                        "session of user {:?} (tenant {:?}) started at {} s, more than the {} s horizon ago",
+                        identity.user, identity.tenant, identity.session_start, status.horizon_s
+                    ),
+                ));
+            }
+        }
+        match check_revocation(epochs, identity, now_ms, margin_s) {
+            Ok(logout_at) => Ok(logout_at),
+            Err(Revoked::Epoch { epoch_ms }) => Err((
+                DenyReason::SessionRevoked,
+                format!(
+                    "session of user {:?} (tenant {:?}{}) started at {} s, at or before epoch {} ms",
+                    identity.user,
+                    identity.tenant,
+                    identity
+                        .actors
+                        .first()
+                        .map(|a| format!(", acting: {:?}", a.user))
+                        .unwrap_or_default(),
+                    identity.session_start,
+                    epoch_ms
+                ),
+            )),
+            Err(Revoked::Session) => Err((
+                DenyReason::SessionRevoked,
+                format!(
+                    "session {:?} of tenant {:?} is revoked",
+                    identity.session.as_deref().unwrap_or_default(),
+                    identity.tenant
+                ),
+            )),
+            Err(Revoked::Unreadable) => Err((
+                DenyReason::StateUnavailable,
+                "the revocation state could not be read (a host call failed)".into(),
+            )),
+        }
+    }
+
+    /// Re-checks a verified identity (a long-lived stream after its request was
+    /// allowed): `Err(reason)` once its session is over; `Ok(next)` with the time at
+    /// which it must be checked again even if the state does not change (a scheduled
+    /// logout's `at`, the session's end by the horizon), if any.
+    pub fn recheck(
+        &self,
+        identity: &Identity,
+        epochs: &impl EpochSource,
+        status: Option<&SyncStatus>,
+        now_ms: u64,
+    ) -> Result<Option<u64>, DenyReason> {
+        let logout_at = self
+            .judge(identity, epochs, status, now_ms)
+            .map_err(|(reason, _)| reason)?;
+        let end = status.map(|s| {
+            session_end_ms(
+                identity.session_start,
+                s.horizon_s,
+                self.config.clock_margin_s,
+            )
+        });
+        Ok(match (logout_at, end) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
+        })
     }
 
     /// Whether an incoming header is one the filter sets for the upstream: such headers
@@ -552,7 +631,12 @@ impl<V: SignatureVerifier> Engine<V> {
     /// key rotation or a control-plane outage logs no one out.
     pub fn deny_response(&self, reason: DenyReason, kind: ResponseKind) -> Response {
         if kind == ResponseKind::Grpc {
-            let status: u32 = if reason.is_retryable() { 14 } else { 16 };
+            // UNAVAILABLE (retry), INTERNAL (a host failure), UNAUTHENTICATED.
+            let status: u32 = match reason.status() {
+                503 => 14,
+                500 => 13,
+                _ => 16,
+            };
             return Response {
                 status: 200,
                 headers: vec![
@@ -585,11 +669,13 @@ impl<V: SignatureVerifier> Engine<V> {
                 grpc_message: None,
             };
         }
-        let status = if reason.is_retryable() { 503 } else { 401 };
+        let status = reason.status();
         headers.push(("content-type".into(), "application/json".into()));
         match reason {
             DenyReason::UnknownKey => headers.push(("retry-after".into(), "1".into())),
             DenyReason::StateUnavailable => headers.push(("retry-after".into(), "5".into())),
+            // Not the token's fault: no WWW-Authenticate challenge.
+            DenyReason::InternalError => headers.push(("retry-after".into(), "1".into())),
             // RFC 6750 §3.1: no error code when the request carried no credentials.
             DenyReason::MissingToken => headers.push(("www-authenticate".into(), "Bearer".into())),
             _ => {
@@ -675,8 +761,20 @@ fn civil(ms: u64) -> (i64, i64, i64, u64, u64, u64) {
     (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// The days of `month` (1–12) in `year` (proleptic Gregorian).
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// Parses an RFC 3339 date-time (`2026-11-29T02:00:00Z`, `…T03:00:00.5+01:00`) into
-/// milliseconds since the Unix epoch; `None` if malformed or before 1970.
+/// milliseconds since the Unix epoch; `None` if malformed, an impossible date or time,
+/// or before 1970. (The control plane parses with the `time` crate; this one is for the
+/// wasm edges, which keep their own to stay small.)
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -698,11 +796,13 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // A day that does not exist (`2026-11-31`, `2026-02-29`) is refused, not rolled
+    // over into the next month; so is a leap second (Unix time has none).
     if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || !(1..=days_in_month(year, month)).contains(&day)
         || hour > 23
         || minute > 59
-        || second > 60
+        || second > 59
     {
         return None;
     }
@@ -761,6 +861,33 @@ mod tests {
             parse_rfc3339("2027-01-15T08:00:00.25Z"),
             Some(1_800_000_000_250)
         );
+        // Leap days where they exist, and every month's last day.
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        for (m, last) in [
+            (1, 31),
+            (2, 28),
+            (3, 31),
+            (4, 30),
+            (5, 31),
+            (6, 30),
+            (7, 31),
+            (8, 31),
+            (9, 30),
+            (10, 31),
+            (11, 30),
+            (12, 31),
+        ] {
+            let ok = format!("2026-{m:02}-{last:02}T12:00:00Z");
+            let bad = format!("2026-{m:02}-{:02}T12:00:00Z", last + 1);
+            assert!(parse_rfc3339(&ok).is_some(), "{ok}");
+            assert_eq!(parse_rfc3339(&bad), None, "{bad}");
+            // What the parser accepts, the formatter writes back the same.
+            assert_eq!(rfc3339(parse_rfc3339(&ok).unwrap()), ok);
+        }
         for bad in [
             "",
             "2027-01-15",
@@ -769,6 +896,14 @@ mod tests {
             "2027-01-15T08:00:00+1:00",
             "1969-12-31T23:59:59Z",
             "2027-01-15T08:00:0xZ",
+            "2026-11-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-00-10T00:00:00Z",
+            "2026-01-00T00:00:00Z",
+            "2026-12-31T23:59:60Z",
+            "2026-12-31T24:00:00Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }

@@ -12,8 +12,11 @@
 //! - [`cache`]: the verified-token cache (signature and claims only, never revocation).
 //! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
-//! - [`state`]: the epoch keys, [`state::RevocationState`] and the revocation rule.
-//! - [`sync`]: the sync protocol's wire types and how an edge applies them.
+//! - [`state`]: the epoch keys, [`state::RevocationState`] (how an edge takes changes),
+//!   the revocation rule and the session horizon.
+//! - [`sync`]: the sync protocol's wire types, and [`sync::client`]: the edge's sync
+//!   client (sans-IO), once for every edge.
+//! - [`watch`]: when a long-lived request (a stream, a download) is judged again.
 //! - [`decision`]: [`Engine::decide`] and the deny responses.
 
 pub mod cache;
@@ -25,6 +28,7 @@ pub mod jwt;
 pub mod state;
 pub mod sync;
 pub mod token;
+pub mod watch;
 
 pub use config::Config;
 pub use decision::{

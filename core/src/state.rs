@@ -1,10 +1,19 @@
-//! The revocation epoch map and the revocation rule.
+//! The revocation epoch map, the revocation rule, and how an edge takes changes.
 //!
 //! Every entry is one small key (see [`keys`]) holding a millisecond timestamp: the
-//! global epoch, a tenant's epoch, a user's epoch (per tenant), or the time a session id
-//! (per tenant) was revoked. The filter keeps these keys in Envoy's shared data; the
-//! worker and the tests keep them in a [`RevocationState`]. Both are read through
+//! global epoch, a tenant's epoch, a user's epoch (per tenant), the time a session id
+//! (per tenant) was revoked, or a scheduled logout's time. Every edge holds them in a
+//! [`RevocationState`] (the sync client's, [`crate::sync::client`]); Envoy's filter VMs
+//! read the copy the sync VM mirrors into shared data. Both are read through
 //! [`EpochSource`], so the rule in [`check_revocation`] is written once.
+//!
+//! **What an edge holds only moves forward** (DESIGN.md, Invariant 1): immediate epochs
+//! and revoked sessions are merged by `max`, whatever the answer (a delta, a snapshot of
+//! a lower version, another stream, a page); an edge drops an entry only once it is past
+//! the compaction horizon by its own clock ([`is_compactable`]) — which is safe because
+//! it also denies every session older than that horizon ([`session_expired`]). A
+//! pending scheduled logout may be replaced or cancelled; one whose time has passed is a
+//! logout that happened, and is folded into the immediate epoch first.
 
 use std::collections::HashMap;
 
@@ -71,13 +80,24 @@ impl Target {
         })
     }
 
-    /// Whether a new value replaces the old one (a schedule can be moved earlier) rather
-    /// than only moving it forward (an epoch never goes back).
+    /// Whether a new value replaces the old one (a pending schedule can be moved or
+    /// cancelled) rather than only moving it forward (an epoch never goes back).
     pub fn is_scheduled(&self) -> bool {
         matches!(
             self,
             Target::ScheduledGlobal | Target::ScheduledTenant { .. }
         )
+    }
+
+    /// The immediate target a scheduled one becomes once its time has passed.
+    pub fn folds_into(&self) -> Option<Target> {
+        match self {
+            Target::ScheduledGlobal => Some(Target::Global),
+            Target::ScheduledTenant { tenant } => Some(Target::Tenant {
+                tenant: tenant.clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -126,10 +146,15 @@ pub fn decode_epoch(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// The state could not be read (a host call failed): a token is then neither known to
+/// be valid nor known to be revoked, and is denied as `state_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// Read access to the epochs, wherever they are kept.
 pub trait EpochSource {
-    /// The epoch in milliseconds stored under `key`, if any.
-    fn epoch_ms(&self, key: &str) -> Option<u64>;
+    /// The epoch in milliseconds stored under `key`, if any; `Err` if it could not be read.
+    fn epoch_ms(&self, key: &str) -> Result<Option<u64>, Unreadable>;
 }
 
 /// Why a token's session is over.
@@ -139,6 +164,14 @@ pub enum Revoked {
     Epoch { epoch_ms: u64 },
     /// The token's `sid` is revoked.
     Session,
+    /// The state could not be read: fail closed (see [`Unreadable`]).
+    Unreadable,
+}
+
+impl From<Unreadable> for Revoked {
+    fn from(_: Unreadable) -> Self {
+        Revoked::Unreadable
+    }
 }
 
 /// The revocation rule of DESIGN.md.
@@ -150,8 +183,8 @@ pub enum Revoked {
 /// revoked too (`iat` has one-second resolution), a token from the next second passes.
 /// A token whose `sid` is revoked is revoked whatever its time.
 ///
-/// Scheduled logouts (global or tenant, an epoch in the future) apply from their time
-/// on; before it, the token passes and `Ok(Some(at_ms))` announces the earliest one.
+/// Scheduled logouts (global, the token's tenant, its actors' tenants) apply from their
+/// time on; before it, the token passes and `Ok(Some(at_ms))` announces the earliest.
 pub fn check_revocation(
     epochs: &impl EpochSource,
     id: &Identity,
@@ -165,24 +198,25 @@ pub fn check_revocation(
             largest = Some(largest.map_or(ms, |l| l.max(ms)));
         }
     };
-    consider(epochs.epoch_ms(keys::global()));
-    consider(epochs.epoch_ms(&keys::tenant(&id.tenant)));
-    consider(epochs.epoch_ms(&keys::user(&id.tenant, &id.user)));
+    consider(epochs.epoch_ms(keys::global())?);
+    consider(epochs.epoch_ms(&keys::tenant(&id.tenant))?);
+    consider(epochs.epoch_ms(&keys::user(&id.tenant, &id.user))?);
     for actor in &id.actors {
-        consider(epochs.epoch_ms(&keys::tenant(&actor.tenant)));
-        consider(epochs.epoch_ms(&keys::user(&actor.tenant, &actor.user)));
+        consider(epochs.epoch_ms(&keys::tenant(&actor.tenant))?);
+        consider(epochs.epoch_ms(&keys::user(&actor.tenant, &actor.user))?);
     }
-    for scheduled in [
-        epochs.epoch_ms(keys::scheduled_global()),
-        epochs.epoch_ms(&keys::scheduled_tenant(&id.tenant)),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if scheduled <= now_ms {
-            consider(Some(scheduled));
+    let mut scheduled = vec![
+        epochs.epoch_ms(keys::scheduled_global())?,
+        epochs.epoch_ms(&keys::scheduled_tenant(&id.tenant))?,
+    ];
+    for actor in id.actors.iter().filter(|a| a.tenant != id.tenant) {
+        scheduled.push(epochs.epoch_ms(&keys::scheduled_tenant(&actor.tenant))?);
+    }
+    for at in scheduled.into_iter().flatten() {
+        if at <= now_ms {
+            consider(Some(at));
         } else {
-            upcoming = Some(upcoming.map_or(scheduled, |u| u.min(scheduled)));
+            upcoming = Some(upcoming.map_or(at, |u| u.min(at)));
         }
     }
     if let Some(epoch_ms) = largest {
@@ -192,7 +226,7 @@ pub fn check_revocation(
         }
     }
     if let Some(sid) = &id.session {
-        if epochs.epoch_ms(&keys::session(&id.tenant, sid)).is_some() {
+        if epochs.epoch_ms(&keys::session(&id.tenant, sid))?.is_some() {
             return Err(Revoked::Session);
         }
     }
@@ -207,10 +241,59 @@ pub fn is_compactable(epoch_ms: u64, now_ms: u64, max_session_lifetime_s: u64) -
     epoch_ms.saturating_add(max_session_lifetime_s.saturating_mul(1000)) < now_ms
 }
 
-/// An in-memory epoch map, kept in step with the control plane by [`crate::sync`].
+/// The first millisecond at which a session that started at `start_s` is over by the
+/// horizon (see [`session_expired`]).
+pub fn session_end_ms(start_s: i64, horizon_s: u64, margin_s: u32) -> u64 {
+    let end_s = i128::from(start_s) - i128::from(margin_s) + i128::from(horizon_s);
+    u64::try_from((end_s * 1000 + 1).max(0)).unwrap_or(u64::MAX)
+}
+
+/// The other half of compaction (`session_expired`): a session that started more than
+/// the horizon (`max_session_lifetime_s`, from the control plane) ago is over, whatever
+/// its tokens say. Any token an entry revoked (`start_s <= floor(E / 1000) + margin_s`)
+/// is expired by the time that entry [`is_compactable`] — so dropping it brings no one
+/// back, even from an IdP whose refresh tokens never expire. The margin is taken off
+/// the start for that reason: an IdP clock ahead by `margin_s` cannot stretch a session.
+pub fn session_expired(start_s: i64, now_ms: u64, horizon_s: u64, margin_s: u32) -> bool {
+    now_ms >= session_end_ms(start_s, horizon_s, margin_s)
+}
+
+/// One write an edge made to its state, for hosts that mirror it elsewhere (the filter
+/// into Envoy's shared data): the key and its new value, `None` for a removed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryWrite {
+    pub key: String,
+    pub epoch_ms: Option<u64>,
+}
+
+/// What taking one change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The state holds what the change says (it may already have).
+    Applied,
+    /// The edge holds a later epoch than the change: kept (epochs never go back).
+    KeptLater,
+    /// A removal of an entry that is not yet past the horizon by this edge's clock:
+    /// kept until it is (then [`RevocationState::compact`] drops it).
+    KeptUntilHorizon,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    epoch_ms: u64,
+    /// The snapshot (generation) that last held this entry, see
+    /// [`RevocationState::begin_snapshot`].
+    seen: u32,
+}
+
+/// The epochs an edge holds, and the rules by which it takes changes (see the module
+/// doc).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationState {
-    entries: HashMap<String, u64>,
+    entries: HashMap<String, Held>,
+    /// The snapshot being taken, if one is (its generation).
+    snapshot: Option<u32>,
+    generation: u32,
 }
 
 impl RevocationState {
@@ -219,17 +302,27 @@ impl RevocationState {
         Self::default()
     }
 
-    /// Sets (or, with `None`, removes) the entry for `target`. Epochs only move forward:
-    /// a later logout never makes an earlier one undone, and an older value is ignored.
+    /// Sets an entry as it is (tests, the decision vectors): an immediate epoch by
+    /// `max`, a schedule replaced, `None` removed — without the edge's other rules (see
+    /// [`RevocationState::take`]).
     pub fn set(&mut self, target: &Target, epoch_ms: Option<u64>) {
         let key = target.key();
         match epoch_ms {
             Some(ms) if target.is_scheduled() => {
-                self.entries.insert(key, ms);
+                self.entries.insert(
+                    key,
+                    Held {
+                        epoch_ms: ms,
+                        seen: 0,
+                    },
+                );
             }
             Some(ms) => {
-                let entry = self.entries.entry(key).or_insert(ms);
-                *entry = (*entry).max(ms);
+                let held = self.entries.entry(key).or_insert(Held {
+                    epoch_ms: ms,
+                    seen: 0,
+                });
+                held.epoch_ms = held.epoch_ms.max(ms);
             }
             None => {
                 self.entries.remove(&key);
@@ -237,9 +330,180 @@ impl RevocationState {
         }
     }
 
-    /// Drops every entry.
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    /// Stores `epoch_ms` under `key` (marking it as held by the snapshot being taken, if
+    /// one is), recording a write when the value changed.
+    fn put(&mut self, key: String, epoch_ms: u64, writes: &mut Vec<EntryWrite>) {
+        let snapshot = self.snapshot;
+        match self.entries.get_mut(&key) {
+            Some(held) => {
+                if let Some(generation) = snapshot {
+                    held.seen = generation;
+                }
+                if held.epoch_ms == epoch_ms {
+                    return;
+                }
+                held.epoch_ms = epoch_ms;
+            }
+            None => {
+                let seen = snapshot.unwrap_or(0);
+                self.entries.insert(key.clone(), Held { epoch_ms, seen });
+            }
+        }
+        writes.push(EntryWrite {
+            key,
+            epoch_ms: Some(epoch_ms),
+        });
+    }
+
+    fn drop_key(&mut self, key: &str, writes: &mut Vec<EntryWrite>) {
+        if self.entries.remove(key).is_some() {
+            writes.push(EntryWrite {
+                key: key.to_string(),
+                epoch_ms: None,
+            });
+        }
+    }
+
+    /// A scheduled logout the edge holds whose time has passed becomes part of the
+    /// immediate epoch it schedules (tenant, global): it happened.
+    fn fold_if_passed(&mut self, scheduled: &Target, now_ms: u64, writes: &mut Vec<EntryWrite>) {
+        let Some(held) = self.entries.get(&scheduled.key()).map(|h| h.epoch_ms) else {
+            return;
+        };
+        let Some(immediate) = scheduled.folds_into() else {
+            return;
+        };
+        if held > now_ms {
+            return;
+        }
+        let key = immediate.key();
+        let current = self.entries.get(&key).map(|h| h.epoch_ms);
+        if current.is_none_or(|c| c < held) {
+            // Not marked as held by a snapshot: it is what this edge adds.
+            let seen = self.entries.get(&key).map_or(0, |h| h.seen);
+            self.entries.insert(
+                key.clone(),
+                Held {
+                    epoch_ms: held,
+                    seen,
+                },
+            );
+            writes.push(EntryWrite {
+                key,
+                epoch_ms: Some(held),
+            });
+        }
+    }
+
+    /// Takes one change from the control plane as an edge must (see the module doc):
+    /// an immediate epoch by `max`; a removal only once past the horizon by `now_ms`;
+    /// a schedule replaced or removed, after folding a passed one into its immediate
+    /// epoch. The writes it made are appended to `writes`.
+    pub fn take(
+        &mut self,
+        target: &Target,
+        epoch_ms: Option<u64>,
+        now_ms: u64,
+        horizon_s: u64,
+        writes: &mut Vec<EntryWrite>,
+    ) -> Taken {
+        let key = target.key();
+        if target.is_scheduled() {
+            if self.entries.get(&key).map(|h| h.epoch_ms) != epoch_ms {
+                self.fold_if_passed(target, now_ms, writes);
+            }
+            match epoch_ms {
+                Some(ms) => self.put(key, ms, writes),
+                None => self.drop_key(&key, writes),
+            }
+            return Taken::Applied;
+        }
+        let held = self.entries.get(&key).map(|h| h.epoch_ms);
+        match (epoch_ms, held) {
+            (Some(ms), Some(h)) if h > ms => {
+                self.put(key, h, writes);
+                Taken::KeptLater
+            }
+            (Some(ms), _) => {
+                self.put(key, ms, writes);
+                Taken::Applied
+            }
+            (None, Some(h)) if !is_compactable(h, now_ms, horizon_s) => Taken::KeptUntilHorizon,
+            (None, _) => {
+                self.drop_key(&key, writes);
+                Taken::Applied
+            }
+        }
+    }
+
+    /// A snapshot begins: [`RevocationState::end_snapshot`] then knows which entries it
+    /// did not hold.
+    pub fn begin_snapshot(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.snapshot = Some(self.generation);
+    }
+
+    /// The snapshot (all its pages) is taken: the entries it did not hold are kept
+    /// (immediate ones, until past the horizon) or, for schedules, cancelled — a passed
+    /// one folded first. Returns how many immediate entries were kept that the snapshot
+    /// lacked: more than a few says the control plane lost logouts (a restore).
+    pub fn end_snapshot(
+        &mut self,
+        now_ms: u64,
+        horizon_s: u64,
+        writes: &mut Vec<EntryWrite>,
+    ) -> usize {
+        let Some(generation) = self.snapshot.take() else {
+            return 0;
+        };
+        let unseen: Vec<(String, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, h)| h.seen != generation)
+            .map(|(k, h)| (k.clone(), h.epoch_ms))
+            .collect();
+        let mut kept = 0;
+        for (key, epoch_ms) in unseen {
+            match Target::from_key(&key) {
+                Some(target) if target.is_scheduled() => {
+                    self.take(&target, None, now_ms, horizon_s, writes);
+                }
+                _ if is_compactable(epoch_ms, now_ms, horizon_s) => self.drop_key(&key, writes),
+                _ => kept += 1,
+            }
+        }
+        kept
+    }
+
+    /// Whether a snapshot is being taken.
+    pub fn in_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Drops the entries no live session can match any more (see [`is_compactable`]);
+    /// returns how many were dropped.
+    pub fn compact(&mut self, now_ms: u64, horizon_s: u64, writes: &mut Vec<EntryWrite>) -> usize {
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, h)| is_compactable(h.epoch_ms, now_ms, horizon_s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &gone {
+            self.drop_key(key, writes);
+        }
+        gone.len()
+    }
+
+    /// Every entry as a write (a host that lost its mirror writes them all again).
+    pub fn all_writes(&self) -> Vec<EntryWrite> {
+        self.entries
+            .iter()
+            .map(|(key, h)| EntryWrite {
+                key: key.clone(),
+                epoch_ms: Some(h.epoch_ms),
+            })
+            .collect()
     }
 
     /// The number of entries.
@@ -251,20 +515,11 @@ impl RevocationState {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Drops the entries that no live token can match any more (see [`is_compactable`]);
-    /// returns how many were dropped.
-    pub fn compact(&mut self, now_ms: u64, max_session_lifetime_s: u64) -> usize {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, &mut ms| !is_compactable(ms, now_ms, max_session_lifetime_s));
-        before - self.entries.len()
-    }
 }
 
 impl EpochSource for RevocationState {
-    fn epoch_ms(&self, key: &str) -> Option<u64> {
-        self.entries.get(key).copied()
+    fn epoch_ms(&self, key: &str) -> Result<Option<u64>, Unreadable> {
+        Ok(self.entries.get(key).map(|h| h.epoch_ms))
     }
 }
 
@@ -372,10 +627,10 @@ mod tests {
         let mut s = RevocationState::new();
         s.set(&Target::ScheduledGlobal, Some(NOW + 10));
         s.set(&Target::ScheduledGlobal, Some(NOW + 5));
-        assert_eq!(s.epoch_ms(keys::scheduled_global()), Some(NOW + 5));
+        assert_eq!(s.epoch_ms(keys::scheduled_global()), Ok(Some(NOW + 5)));
         s.set(&Target::Global, Some(NOW + 10));
         s.set(&Target::Global, Some(NOW + 5));
-        assert_eq!(s.epoch_ms(keys::global()), Some(NOW + 10));
+        assert_eq!(s.epoch_ms(keys::global()), Ok(Some(NOW + 10)));
     }
 
     fn user_logout(tenant: &str, user: &str, ms: u64) -> RevocationState {
@@ -510,18 +765,242 @@ mod tests {
             },
             Some(E - 10_000),
         );
-        assert_eq!(s.epoch_ms(&keys::user("acme", "42")), Some(E));
+        assert_eq!(s.epoch_ms(&keys::user("acme", "42")), Ok(Some(E)));
     }
 
     #[test]
     fn compaction_uses_the_session_lifetime_not_the_token_lifetime() {
         let mut s = user_logout("acme", "42", 1_000_000);
+        let mut w = Vec::new();
         // an hour later, with 8 h sessions (refresh tokens), the entry must stay
-        assert_eq!(s.compact(1_000_000 + 3_600_000, 8 * 3600), 0);
+        assert_eq!(s.compact(1_000_000 + 3_600_000, 8 * 3600, &mut w), 0);
         assert_eq!(s.len(), 1);
         // past the session lifetime it goes
-        assert_eq!(s.compact(1_000_000 + 8 * 3_600_000 + 1, 8 * 3600), 1);
+        assert_eq!(
+            s.compact(1_000_000 + 8 * 3_600_000 + 1, 8 * 3600, &mut w),
+            1
+        );
         assert!(s.is_empty());
+        assert_eq!(
+            w,
+            vec![EntryWrite {
+                key: keys::user("acme", "42"),
+                epoch_ms: None
+            }]
+        );
+    }
+
+    const H: u64 = 8 * 3600;
+
+    fn take(
+        s: &mut RevocationState,
+        t: &Target,
+        ms: Option<u64>,
+        now: u64,
+    ) -> (Taken, Vec<EntryWrite>) {
+        let mut w = Vec::new();
+        let taken = s.take(t, ms, now, H, &mut w);
+        (taken, w)
+    }
+
+    fn acme() -> Target {
+        Target::Tenant {
+            tenant: "acme".into(),
+        }
+    }
+
+    fn scheduled_acme() -> Target {
+        Target::ScheduledTenant {
+            tenant: "acme".into(),
+        }
+    }
+
+    #[test]
+    fn an_edge_takes_immediate_epochs_by_max_and_drops_them_only_past_the_horizon() {
+        let mut s = RevocationState::new();
+        let u = Target::User {
+            tenant: "acme".into(),
+            user: "42".into(),
+        };
+        assert_eq!(take(&mut s, &u, Some(E), NOW).0, Taken::Applied);
+        let (taken, w) = take(&mut s, &u, Some(E - 1), NOW);
+        assert_eq!((taken, w.len()), (Taken::KeptLater, 0));
+        assert_eq!(s.epoch_ms(&u.key()), Ok(Some(E)));
+        // A removal (compaction) before the horizon by the edge's own clock is kept …
+        let (taken, w) = take(&mut s, &u, None, E + H * 1000);
+        assert_eq!((taken, w.len()), (Taken::KeptUntilHorizon, 0));
+        assert_eq!(s.epoch_ms(&u.key()), Ok(Some(E)));
+        // … and applied past it.
+        let (taken, w) = take(&mut s, &u, None, E + H * 1000 + 1);
+        assert_eq!(taken, Taken::Applied);
+        assert_eq!(
+            w,
+            vec![EntryWrite {
+                key: u.key(),
+                epoch_ms: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_passed_schedule_folds_into_its_immediate_epoch_before_it_is_replaced_or_cancelled() {
+        for replacement in [Some(NOW + 86_400_000), None] {
+            let mut s = RevocationState::new();
+            take(&mut s, &acme(), Some(E - 5_000), NOW);
+            take(&mut s, &scheduled_acme(), Some(NOW - 1_000), NOW - 60_000);
+            let (_, w) = take(&mut s, &scheduled_acme(), replacement, NOW);
+            assert_eq!(
+                s.epoch_ms(&acme().key()),
+                Ok(Some(NOW - 1_000)),
+                "{replacement:?}"
+            );
+            assert_eq!(s.epoch_ms(&scheduled_acme().key()), Ok(replacement));
+            assert_eq!(
+                w[0],
+                EntryWrite {
+                    key: acme().key(),
+                    epoch_ms: Some(NOW - 1_000)
+                },
+                "the fold is written before the schedule changes"
+            );
+        }
+        // The global one likewise.
+        let mut s = RevocationState::new();
+        take(
+            &mut s,
+            &Target::ScheduledGlobal,
+            Some(NOW - 1),
+            NOW - 60_000,
+        );
+        take(&mut s, &Target::ScheduledGlobal, Some(NOW + 5_000), NOW);
+        assert_eq!(s.epoch_ms(keys::global()), Ok(Some(NOW - 1)));
+        // A later immediate epoch is not lowered by a fold.
+        let mut s = RevocationState::new();
+        take(&mut s, &acme(), Some(NOW), NOW);
+        take(&mut s, &scheduled_acme(), Some(NOW - 10), NOW - 60_000);
+        take(&mut s, &scheduled_acme(), None, NOW);
+        assert_eq!(s.epoch_ms(&acme().key()), Ok(Some(NOW)));
+    }
+
+    #[test]
+    fn a_pending_schedule_is_replaced_or_cancelled_without_a_trace() {
+        let mut s = RevocationState::new();
+        take(&mut s, &scheduled_acme(), Some(NOW + 10_000), NOW);
+        take(&mut s, &scheduled_acme(), Some(NOW + 5_000), NOW);
+        assert_eq!(s.epoch_ms(&scheduled_acme().key()), Ok(Some(NOW + 5_000)));
+        take(&mut s, &scheduled_acme(), None, NOW);
+        assert_eq!(s.epoch_ms(&scheduled_acme().key()), Ok(None));
+        assert_eq!(
+            s.epoch_ms(&acme().key()),
+            Ok(None),
+            "a pending one never folds"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_keeps_what_it_lacks_and_cancels_the_schedules_it_lacks() {
+        let mut s = RevocationState::new();
+        let u = |n: &str| Target::User {
+            tenant: "acme".into(),
+            user: n.into(),
+        };
+        take(&mut s, &u("41"), Some(E), NOW);
+        take(&mut s, &u("old"), Some(1_000), NOW);
+        take(&mut s, &scheduled_acme(), Some(NOW - 1), NOW - 60_000);
+        take(&mut s, &Target::ScheduledGlobal, Some(NOW + 9), NOW);
+        s.begin_snapshot();
+        assert!(s.in_snapshot());
+        let (taken, _) = take(&mut s, &u("42"), Some(E), NOW);
+        assert_eq!(taken, Taken::Applied);
+        let mut w = Vec::new();
+        // 41 is kept (lacked); "old" is past the horizon and goes; the passed schedule is
+        // folded and goes; the pending global one goes.
+        assert_eq!(s.end_snapshot(NOW, H, &mut w), 1);
+        assert!(!s.in_snapshot());
+        assert_eq!(s.epoch_ms(&u("41").key()), Ok(Some(E)));
+        assert_eq!(s.epoch_ms(&u("old").key()), Ok(None));
+        assert_eq!(s.epoch_ms(&acme().key()), Ok(Some(NOW - 1)));
+        assert_eq!(s.epoch_ms(&scheduled_acme().key()), Ok(None));
+        assert_eq!(s.epoch_ms(keys::scheduled_global()), Ok(None));
+        // A second snapshot that holds everything keeps nothing more.
+        s.begin_snapshot();
+        for (t, ms) in [(u("41"), E), (u("42"), E), (acme(), NOW - 1)] {
+            take(&mut s, &t, Some(ms), NOW);
+        }
+        assert_eq!(s.end_snapshot(NOW, H, &mut Vec::new()), 0);
+        assert_eq!(s.len(), 3);
+        let mut all: Vec<String> = s.all_writes().into_iter().map(|w| w.key).collect();
+        all.sort();
+        assert_eq!(all, vec![acme().key(), u("41").key(), u("42").key()]);
+    }
+
+    #[test]
+    fn an_unreadable_state_fails_closed() {
+        struct Broken;
+        impl EpochSource for Broken {
+            fn epoch_ms(&self, _: &str) -> Result<Option<u64>, Unreadable> {
+                Err(Unreadable)
+            }
+        }
+        let token = ident("acme", "42", Some("s"), 1, vec![]);
+        assert_eq!(
+            check_revocation(&Broken, &token, NOW, 0),
+            Err(Revoked::Unreadable)
+        );
+    }
+
+    #[test]
+    fn an_actors_tenant_schedule_applies_like_its_immediate_logout() {
+        let actor = Actor {
+            tenant: "support".into(),
+            user: "agent-7".into(),
+        };
+        let token = ident("acme", "42", None, 1_799_999_400, vec![actor]);
+        let mut s = RevocationState::new();
+        s.set(
+            &Target::ScheduledTenant {
+                tenant: "support".into(),
+            },
+            Some(NOW + 1_000),
+        );
+        assert_eq!(
+            check_revocation(&s, &token, NOW, 0),
+            Ok(Some(NOW + 1_000)),
+            "announced"
+        );
+        assert_eq!(
+            check_revocation(&s, &token, NOW + 1_000, 0),
+            Err(Revoked::Epoch {
+                epoch_ms: NOW + 1_000
+            })
+        );
+    }
+
+    #[test]
+    fn every_token_a_compactable_entry_revoked_is_session_expired() {
+        // For epochs across a second's boundaries, margins and horizons: whenever an
+        // entry may be dropped, each token it revoked is already over by the horizon.
+        for horizon_s in [1u64, 4, 86_400, 7_776_000] {
+            for margin_s in [0u32, 1, 5] {
+                for epoch_ms in [E, E + 999, E + 1_000, E - 1] {
+                    let now_ms = epoch_ms + horizon_s * 1000 + 1;
+                    assert!(is_compactable(epoch_ms, now_ms, horizon_s));
+                    let latest_revoked = (epoch_ms / 1000) as i64 + i64::from(margin_s);
+                    for start_s in [latest_revoked, latest_revoked - 1, 0] {
+                        assert!(
+                            session_expired(start_s, now_ms, horizon_s, margin_s),
+                            "E {epoch_ms}, start {start_s}, horizon {horizon_s}, margin {margin_s}"
+                        );
+                    }
+                }
+            }
+        }
+        // And a session is not cut short: one that started now lasts the horizon.
+        let start_s = (NOW / 1000) as i64;
+        assert!(!session_expired(start_s, NOW + 3_600_000, 7200, 0));
+        assert!(!session_expired(start_s, NOW + 7_200_000, 7200, 0));
+        assert!(session_expired(start_s, NOW + 7_200_001, 7200, 0));
+        assert_eq!(session_end_ms(start_s, 7200, 0), NOW + 7_200_001);
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn decide(engine: &Engine, headers: &[(&str, Vec<u8>)]) -> Decision {
         stream: "s".into(),
         version: 1,
         synced_at_ms: NOW_MS - 1000,
+        horizon_s: 86_400,
     };
     engine.decide(
         RequestInfo {

@@ -62,6 +62,7 @@ fn fresh() -> SyncStatus {
         stream: "s".into(),
         version: 1,
         synced_at_ms: NOW_MS,
+        horizon_s: 86_400,
     }
 }
 

@@ -77,6 +77,7 @@ fn fresh() -> SyncStatus {
         stream: "s".into(),
         version: 1,
         synced_at_ms: NOW_MS - 1000,
+        horizon_s: 86_400,
     }
 }
 
@@ -130,7 +131,7 @@ fn valid_token_passes_with_identity() {
     let d = decide(&engine(), &token(&claims()), &RevocationState::new());
     let Decision::Allow {
         identity: Some(id),
-        signature_only: false,
+        stale: false,
         ..
     } = d
     else {
@@ -620,16 +621,24 @@ fn stale_state_follows_on_stale() {
     }
     let allow = Engine::new(config(json!({"on_stale": "allow"})));
     let d = allow.decide(req, &RevocationState::new(), None, NOW_MS);
-    assert!(
-        matches!(
-            d,
-            Decision::Allow {
-                signature_only: true,
-                ..
-            }
-        ),
-        "{d:?}"
+    assert!(matches!(d, Decision::Allow { stale: true, .. }), "{d:?}");
+    // Stale is "what changed since the last sync is unknown", not "what is known is
+    // void": every revocation held is still enforced, with either policy.
+    let mut held = RevocationState::new();
+    logout(
+        &mut held,
+        Target::User {
+            tenant: "acme".into(),
+            user: "42".into(),
+        },
+        NOW_MS - 1_000,
     );
+    for engine in [&allow, &deny] {
+        for status in [None, Some(&old)] {
+            let d = engine.decide(req, &held, status, NOW_MS);
+            assert_eq!(reason(&d), Some(DenyReason::SessionRevoked), "{d:?}");
+        }
+    }
     // A bad token is still refused while stale.
     let bad = vec![("authorization".to_string(), b"Bearer x.y.z".to_vec())];
     let d = allow.decide(
@@ -733,13 +742,14 @@ fn web_deny_redirects_to_login_and_clears_the_cookie_with_its_path_and_domain() 
         NOW_MS,
     ));
     assert_eq!(r.status, 302);
-    // A retryable deny never sends a browser to the login page.
+    // A retryable deny never sends a browser to the login page (a token the stale
+    // state holds nothing against).
     let r = response_of(e.decide(
         RequestInfo {
             headers: &headers,
             path: "/app/home",
         },
-        &s,
+        &RevocationState::new(),
         None,
         NOW_MS,
     ));
@@ -867,4 +877,72 @@ fn jwk_keys_load_and_pin_their_algorithm() {
     assert_eq!(e.field, "keys[0].alg");
     let e = config_error(json!({"keys": [{"alg": "ES256", "jwk": {"kty": "oct", "k": k}}]}));
     assert!(e.to_string().contains("kty EC"), "{e}");
+}
+
+#[test]
+fn a_session_older_than_the_horizon_is_session_expired() {
+    // The horizon (max_session_lifetime_s) comes with the sync status.
+    let status = SyncStatus {
+        horizon_s: 3600,
+        ..fresh()
+    };
+    let e = engine();
+    let decide_at = |start: i64, path: &str, accept: &[u8]| {
+        let headers = vec![
+            (
+                "authorization".to_string(),
+                format!(
+                    "Bearer {}",
+                    token(&with(
+                        claims(),
+                        json!({"iat": NOW_S - 10, "auth_time": start})
+                    ))
+                )
+                .into_bytes(),
+            ),
+            ("accept".to_string(), accept.to_vec()),
+        ];
+        e.decide(
+            RequestInfo {
+                headers: &headers,
+                path,
+            },
+            &RevocationState::new(),
+            Some(&status),
+            NOW_MS,
+        )
+    };
+    assert!(
+        decide_at(NOW_S - 3600, "/api", b"*/*").is_allow(),
+        "exactly the horizon"
+    );
+    let d = decide_at(NOW_S - 3601, "/api", b"*/*");
+    assert_eq!(reason(&d), Some(DenyReason::SessionExpired));
+    let r = response_of(d);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, br#"{"error":"session_expired"}"#);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        Some(r#"Bearer error="invalid_token", error_description="session expired""#)
+    );
+    // A browser is sent to sign in again.
+    let r = response_of(decide_at(NOW_S - 3601, "/app/home", b"text/html"));
+    assert_eq!(r.status, 302);
+    assert!(header(&r, "location")
+        .unwrap()
+        .ends_with("reason=session_expired"));
+}
+
+#[test]
+fn a_host_failure_is_a_500_that_logs_no_one_out() {
+    let e = engine();
+    let r = e.deny_response(DenyReason::InternalError, epochgate_core::ResponseKind::Web);
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body, br#"{"error":"internal_error"}"#);
+    assert!(header(&r, "location").is_none() && header(&r, "set-cookie").is_none());
+    let g = e.deny_response(
+        DenyReason::InternalError,
+        epochgate_core::ResponseKind::Grpc,
+    );
+    assert_eq!(g.grpc_status, Some(13));
 }

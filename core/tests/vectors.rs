@@ -21,6 +21,7 @@ fn every_decision_vector_passes() {
             stream: "vectors".into(),
             version: 1,
             synced_at_ms: case.now_ms,
+            horizon_s: 86_400,
         };
         let decision = engine.decide(
             RequestInfo {

@@ -33,6 +33,19 @@ fn worker_config_defaults_and_urls() {
     let based =
         parse(json!({"origin": "https://o.example/base/", "control_plane": "http://cp"})).unwrap();
     assert_eq!(based.origin_url("/x"), "https://o.example/base/x");
+    // Snapshots come in pages, as in Envoy; the sync client short-polls every refresh_ms
+    // and backs off from it.
+    assert_eq!(c.snapshot_page, 10_000);
+    let client = c.client_config("w-1".into());
+    assert_eq!(
+        (
+            client.wait_s,
+            client.page_limit,
+            client.min_interval_ms,
+            client.retry_min_ms
+        ),
+        (0, 10_000, c.refresh_ms, c.refresh_ms)
+    );
 }
 
 #[test]
@@ -82,6 +95,10 @@ fn bad_worker_config_names_the_field() {
         (
             json!({"origin": "http://o", "control_plane": "http://cp", "refresh_ms": 9000, "retry_max_ms": 1000}),
             "`retry_max_ms`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "snapshot_page": 100_001}),
+            "`snapshot_page`",
         ),
     ];
     for (v, field) in cases {

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::host::{Host, HttpHost, Metric, SyncHost};
+use crate::host::{Host, HostFailure, HttpHost, Metric, SyncHost};
 
 /// A sent local response: status, headers, body.
 pub type Sent = (u16, Vec<(String, String)>, Vec<u8>);
@@ -27,6 +27,20 @@ pub struct FakeHost {
     pub response_headers: RefCell<Vec<(String, String)>>,
     pub grpc_sent: RefCell<Option<(u32, String)>>,
     pub resets: Cell<u32>,
+    /// Host calls that fail.
+    pub fail: RefCell<Failures>,
+    /// Shared-data writes that fail (keys starting with any of these).
+    pub refuse_writes: RefCell<Vec<String>>,
+}
+
+/// Which host calls fail.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Failures {
+    pub clock: bool,
+    pub header_read: bool,
+    pub header_write: bool,
+    /// Reads of epoch keys (every key but the status).
+    pub epoch_read: bool,
 }
 
 impl FakeHost {
@@ -77,13 +91,27 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn now_ms(&self) -> u64 {
-        self.now_ms.get()
+    fn now_ms(&self) -> Result<u64, HostFailure> {
+        if self.fail.borrow().clock {
+            return Err(HostFailure("get_current_time"));
+        }
+        Ok(self.now_ms.get())
     }
-    fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.borrow().get(key).cloned()
+    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostFailure> {
+        if self.fail.borrow().epoch_read && key != epochgate_core::sync::STATUS_KEY {
+            return Err(HostFailure("get_shared_data"));
+        }
+        Ok(self.shared.borrow().get(key).cloned())
     }
     fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+        if self
+            .refuse_writes
+            .borrow()
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+        {
+            return false;
+        }
         self.shared
             .borrow_mut()
             .insert(key.to_string(), value.to_vec());
@@ -101,15 +129,22 @@ impl Host for FakeHost {
 }
 
 impl HttpHost for FakeHost {
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.request.borrow().clone()
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostFailure> {
+        if self.fail.borrow().header_read {
+            return Err(HostFailure("get_header_map_pairs"));
+        }
+        Ok(self.request.borrow().clone())
     }
-    fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostFailure> {
+        if self.fail.borrow().header_write {
+            return Err(HostFailure("replace_header_map_value"));
+        }
         let mut request = self.request.borrow_mut();
         request.retain(|(n, _)| n != name);
         if let Some(value) = value {
             request.push((name.to_string(), value.to_vec()));
         }
+        Ok(())
     }
     fn add_response_header(&self, name: &str, value: &str) {
         self.response_headers
@@ -119,8 +154,8 @@ impl HttpHost for FakeHost {
     fn send_grpc_response(&self, grpc_status: u32, message: &str) {
         *self.grpc_sent.borrow_mut() = Some((grpc_status, message.to_string()));
     }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.properties.borrow().get(&path.join(".")).cloned()
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostFailure> {
+        Ok(self.properties.borrow().get(&path.join(".")).cloned())
     }
     fn reset_stream(&self) {
         self.resets.set(self.resets.get() + 1);

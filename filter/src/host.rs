@@ -1,9 +1,15 @@
 //! The host, behind a small trait: what the filter and the sync service need from Envoy.
 //!
 //! [`ProxyHost`] is the real one (proxy-wasm hostcalls, wasm only). Tests use
-//! [`crate::fake::FakeHost`], with time and shared data injected. Every call goes through
-//! `proxy_wasm::hostcalls` and its `Result`s: the SDK's `Context` helpers `unwrap` host
-//! errors, and a panic kills the VM (Envoy then answers 503 to everything).
+//! [`crate::fake::FakeHost`], with time, shared data and failures injected. Every call
+//! goes through `proxy_wasm::hostcalls` and its `Result`s: the SDK's `Context` helpers
+//! `unwrap` host errors, and a panic kills the VM (Envoy then answers 503 to everything).
+//!
+//! A host call that fails is a [`HostFailure`], never a default value: a clock read of
+//! 0 would pass every `exp` and make the state look fresh, "no headers" would skip the
+//! token, a lost header write would let a spoofed identity through. The callers deny
+//! (503 `state_unavailable`, 500 `internal_error`), count and log it. (The SDK itself
+//! aborts the VM on the statuses it does not expect; Envoy then fails closed.)
 
 use std::time::Duration;
 
@@ -11,12 +17,18 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     Allowed,
-    AllowedSignatureOnly,
+    /// Allowed while the state was stale (`on_stale: allow`), with every revocation
+    /// held still enforced.
+    AllowedStale,
     Denied(epochgate_core::DenyReason),
     /// Streams reset because their session was revoked while open.
     StreamsEnded,
     /// Signatures verified by the host's native crypto.
     NativeVerifications,
+    /// Host calls that failed (each ended in a deny, or a sync retried).
+    HostCallFailed,
+    /// Entries a snapshot lacked or held lower than this edge, kept in force.
+    SyncKept,
     SyncOk,
     SyncFailed,
     JwksOk,
@@ -31,7 +43,9 @@ impl Metric {
     pub fn name(self) -> String {
         match self {
             Metric::Allowed => "epochgate.allowed".into(),
-            Metric::AllowedSignatureOnly => "epochgate.allowed_signature_only".into(),
+            Metric::AllowedStale => "epochgate.allowed_stale".into(),
+            Metric::HostCallFailed => "epochgate.host_call_failed".into(),
+            Metric::SyncKept => "epochgate.sync_kept".into(),
             Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
             Metric::StreamsEnded => "epochgate.streams_ended".into(),
             Metric::NativeVerifications => "epochgate.native_verifications".into(),
@@ -52,9 +66,11 @@ impl Metric {
     pub fn all() -> Vec<Metric> {
         let mut all = vec![
             Metric::Allowed,
-            Metric::AllowedSignatureOnly,
+            Metric::AllowedStale,
             Metric::StreamsEnded,
             Metric::NativeVerifications,
+            Metric::HostCallFailed,
+            Metric::SyncKept,
             Metric::SyncOk,
             Metric::SyncFailed,
             Metric::JwksOk,
@@ -71,12 +87,22 @@ impl Metric {
     }
 }
 
+/// A host call that failed: which one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFailure(pub &'static str);
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host call {} failed", self.0)
+    }
+}
+
 /// What both roles read from the host.
 pub trait Host {
     /// Wall-clock time in ms (the host's clock: wasm has no other).
-    fn now_ms(&self) -> u64;
-    /// A shared-data value (same `vm_id`, process-wide).
-    fn shared_data(&self, key: &str) -> Option<Vec<u8>>;
+    fn now_ms(&self) -> Result<u64, HostFailure>;
+    /// A shared-data value (same `vm_id`, process-wide); `Ok(None)` if there is none.
+    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostFailure>;
     /// Counts (counter) or sets (gauge).
     fn metric(&self, metric: Metric, value: u64);
     /// Writes a shared-data value; `false` if the host refused.
@@ -87,15 +113,15 @@ pub trait Host {
 pub trait HttpHost: Host {
     /// All request headers, values as bytes (never `String`: a non-UTF-8 byte would make
     /// the SDK's string getters panic). Repeated headers appear once each.
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostFailure>;
     /// Replaces (`Some`) or removes (`None`) every value of a request header.
-    fn set_request_header(&self, name: &str, value: Option<&[u8]>);
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostFailure>;
     fn add_response_header(&self, name: &str, value: &str);
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]);
     /// A gRPC trailers-only local reply.
     fn send_grpc_response(&self, grpc_status: u32, message: &str);
-    /// A host property (e.g. `metadata`), raw.
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// A host property (e.g. `metadata`), raw; `Ok(None)` if there is none.
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostFailure>;
     /// Ends the current stream (after its headers went out, a local reply is no longer
     /// possible).
     fn reset_stream(&self);
@@ -158,15 +184,20 @@ mod proxy {
     }
 
     impl Host for ProxyHost {
-        fn now_ms(&self) -> u64 {
+        fn now_ms(&self) -> Result<u64, HostFailure> {
+            // A time before 1970 is a broken clock too, not time 0.
             hostcalls::get_current_time()
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .filter(|ms| *ms > 0)
+                .ok_or(HostFailure("get_current_time"))
         }
 
-        fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
-            hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
+        fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostFailure> {
+            hostcalls::get_shared_data(key)
+                .map(|(v, _)| v)
+                .map_err(|_| HostFailure("get_shared_data"))
         }
 
         fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
@@ -186,12 +217,14 @@ mod proxy {
     }
 
     impl HttpHost for ProxyHost {
-        fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-            hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+        fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostFailure> {
+            hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+                .map_err(|_| HostFailure("get_header_map_pairs"))
         }
 
-        fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
-            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value);
+        fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostFailure> {
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+                .map_err(|_| HostFailure("replace_header_map_value"))
         }
 
         fn add_response_header(&self, name: &str, value: &str) {
@@ -201,6 +234,7 @@ mod proxy {
         fn send_grpc_response(&self, grpc_status: u32, message: &str) {
             let status = match grpc_status {
                 14 => GrpcStatusCode::Unavailable,
+                13 => GrpcStatusCode::Internal,
                 _ => GrpcStatusCode::Unauthenticated,
             };
             if let Err(e) = hostcalls::send_grpc_response(status, Some(message), vec![]) {
@@ -208,8 +242,8 @@ mod proxy {
             }
         }
 
-        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-            hostcalls::get_property(path.to_vec()).ok().flatten()
+        fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostFailure> {
+            hostcalls::get_property(path.to_vec()).map_err(|_| HostFailure("get_property"))
         }
 
         fn reset_stream(&self) {

@@ -1,31 +1,95 @@
 //! The HTTP filter: per request, read the headers (as bytes), read only the epoch keys
 //! this token needs from shared data, act on `core`'s [`Decision`] — and keep an eye on
-//! the streams it let through, so a WebSocket, SSE or gRPC stream does not outlive its
-//! session.
+//! the long-lived requests it let through, so a WebSocket, SSE or gRPC stream, or a long
+//! download, does not outlive its session.
+//!
+//! A host call that fails ends in a deny (see [`crate::host`]): counted, and logged at
+//! most once per [`LOG_EVERY_MS`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use epochgate_core::cache::TokenCache;
-use epochgate_core::claims::Identity;
 use epochgate_core::config::Verification;
 use epochgate_core::jwt::{parse_jwks, KeySet};
-use epochgate_core::state::{decode_epoch, EpochSource};
+use epochgate_core::state::{decode_epoch, EpochSource, Unreadable};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
-use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo};
+use epochgate_core::watch::Watch;
+use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo, ResponseKind};
 
-use crate::host::{Host, HttpHost, Metric};
+use crate::host::{Host, HostFailure, HttpHost, Metric};
 use crate::native::NativeVerifier;
 use crate::{metadata, shared_keys};
 
+/// How often a repeated condition (stale state, failing host calls) is logged, at most
+/// (it is counted every time).
+pub const LOG_EVERY_MS: u64 = 10_000;
+
+/// How often a watched download looks at the state, at most (on its data frames).
+pub const DOWNLOAD_LOOK_MS: u64 = 250;
+
+/// Logs a repeated condition at most once per [`LOG_EVERY_MS`] — or, when even the clock
+/// fails, once per 1000 occurrences.
+#[derive(Default)]
+pub struct LogLimiter {
+    last_ms: Cell<Option<u64>>,
+    unclocked: Cell<u64>,
+}
+
+impl LogLimiter {
+    pub fn should_log(&self, now_ms: Option<u64>) -> bool {
+        match now_ms {
+            Some(now) => {
+                let due = self
+                    .last_ms
+                    .get()
+                    .is_none_or(|last| now.saturating_sub(last) >= LOG_EVERY_MS);
+                if due {
+                    self.last_ms.set(Some(now));
+                }
+                due
+            }
+            None => {
+                let n = self.unclocked.get();
+                self.unclocked.set(n.wrapping_add(1));
+                n.is_multiple_of(1000)
+            }
+        }
+    }
+}
+
 /// Epochs read from shared data, one small key at a time (`get_shared_data` copies the
-/// value into the VM on every call, so a big blob would cost every request).
-pub struct SharedEpochs<'a, H>(pub &'a H);
+/// value into the VM on every call, so a big blob would cost every request). A failed
+/// read is [`Unreadable`] (the decision fails closed) and remembered for the count.
+pub struct SharedEpochs<'a, H> {
+    host: &'a H,
+    failed: Cell<Option<HostFailure>>,
+}
+
+impl<'a, H: Host> SharedEpochs<'a, H> {
+    pub fn new(host: &'a H) -> Self {
+        Self {
+            host,
+            failed: Cell::new(None),
+        }
+    }
+
+    /// The read that failed, if one did.
+    pub fn failure(&self) -> Option<HostFailure> {
+        self.failed.get()
+    }
+}
 
 impl<H: Host> EpochSource for SharedEpochs<'_, H> {
-    fn epoch_ms(&self, key: &str) -> Option<u64> {
-        self.0.shared_data(key).and_then(|v| decode_epoch(&v))
+    fn epoch_ms(&self, key: &str) -> Result<Option<u64>, Unreadable> {
+        match self.host.shared_data(key) {
+            Ok(v) => Ok(v.and_then(|v| decode_epoch(&v))),
+            Err(e) => {
+                self.failed.set(Some(e));
+                Err(Unreadable)
+            }
+        }
     }
 }
 
@@ -34,7 +98,7 @@ impl<H: Host> EpochSource for SharedEpochs<'_, H> {
 /// anything read after seeing version V is at least as new as V. Most requests then cost
 /// one shared-data read (the status) instead of one per epoch key.
 struct CachedEpochs<'a, H> {
-    host: &'a H,
+    shared: SharedEpochs<'a, H>,
     cache: Option<&'a RefCell<EpochCache>>,
 }
 
@@ -50,25 +114,27 @@ struct EpochCache {
 const EPOCH_CACHE_MAX: usize = 50_000;
 
 impl<H: Host> EpochSource for CachedEpochs<'_, H> {
-    fn epoch_ms(&self, key: &str) -> Option<u64> {
+    fn epoch_ms(&self, key: &str) -> Result<Option<u64>, Unreadable> {
         let Some(cache) = self.cache else {
-            return SharedEpochs(self.host).epoch_ms(key);
+            return self.shared.epoch_ms(key);
         };
         if let Some(hit) = cache.borrow().entries.get(key) {
-            return *hit;
+            return Ok(*hit);
         }
-        let value = SharedEpochs(self.host).epoch_ms(key);
+        // A failed read is not cached.
+        let value = self.shared.epoch_ms(key)?;
         let mut cache = cache.borrow_mut();
         if cache.entries.len() >= EPOCH_CACHE_MAX {
             cache.entries.clear();
         }
         cache.entries.insert(key.to_string(), value);
-        value
+        Ok(value)
     }
 }
 
-/// Whether a request opens a long-lived stream the filter should keep an eye on:
-/// a WebSocket (or other) upgrade, an extended CONNECT, server-sent events, gRPC.
+/// Whether a request opens a long-lived stream the filter should keep an eye on even
+/// when idle (on its tick): a WebSocket (or other) upgrade, an extended CONNECT,
+/// server-sent events, gRPC. Other requests are watched on their response data only.
 fn is_streaming(headers: &[(String, Vec<u8>)]) -> bool {
     headers.iter().any(|(n, v)| match n.as_str() {
         "upgrade" | ":protocol" => true,
@@ -90,12 +156,29 @@ pub enum Verdict {
     Stop,
 }
 
-/// A stream the filter let through, re-checked until it ends.
-#[derive(Debug, Clone)]
-struct Tracked {
-    identity: Identity,
-    /// The state version it was last checked at: unchanged state needs no re-check.
-    checked_version: Option<u64>,
+/// What a request's headers came to.
+pub struct Handled {
+    pub verdict: Verdict,
+    /// Added to the response (a scheduled logout's notice).
+    pub response_headers: Vec<(String, String)>,
+    /// An allowed request that is not a stream: watched on its response data (a long
+    /// download), by its own context.
+    pub watch: Option<Watch>,
+}
+
+/// A watched download: its [`Watch`] and when it last looked at the state.
+pub struct Download {
+    watch: Watch,
+    looked_ms: u64,
+}
+
+impl Download {
+    pub fn new(watch: Watch, now_ms: u64) -> Self {
+        Self {
+            watch,
+            looked_ms: now_ms,
+        }
+    }
 }
 
 /// What one filter VM (one per worker thread) shares between its root and its HTTP
@@ -104,18 +187,16 @@ pub struct FilterShared {
     pub engine: Engine<NativeVerifier>,
     cache: TokenCache,
     remote_keys: RefCell<Option<(Vec<u8>, Rc<KeySet>)>>,
-    streams: RefCell<HashMap<u32, Tracked>>,
+    streams: RefCell<HashMap<u32, Watch>>,
     epochs: RefCell<EpochCache>,
-    stale_logged_ms: Cell<u64>,
+    stale_log: LogLimiter,
+    failure_log: LogLimiter,
 }
 
-/// How often a stale-state allow is logged, at most (it is counted every time).
-const STALE_LOG_EVERY_MS: u64 = 10_000;
-
-fn state_version<H: Host>(host: &H) -> Option<u64> {
-    host.shared_data(STATUS_KEY)
-        .and_then(|v| SyncStatus::decode(&v))
-        .map(|s| s.version)
+fn read_status<H: Host>(host: &H) -> Result<Option<SyncStatus>, HostFailure> {
+    Ok(host
+        .shared_data(STATUS_KEY)?
+        .and_then(|v| SyncStatus::decode(&v)))
 }
 
 impl FilterShared {
@@ -127,22 +208,75 @@ impl FilterShared {
             remote_keys: RefCell::new(None),
             streams: RefCell::new(HashMap::new()),
             epochs: RefCell::new(EpochCache::default()),
-            stale_logged_ms: Cell::new(0),
+            stale_log: LogLimiter::default(),
+            failure_log: LogLimiter::default(),
+        }
+    }
+
+    /// Counts a failed host call and logs it (at most once per [`LOG_EVERY_MS`]).
+    fn host_failed<H: Host>(&self, host: &H, context_id: u32, failure: HostFailure, what: &str) {
+        host.metric(Metric::HostCallFailed, 1);
+        if self.failure_log.should_log(host.now_ms().ok()) {
+            log::error!("#{context_id} {failure}: {what} (counted in epochgate.host_call_failed)");
+        }
+    }
+
+    /// Denies a request that could not be judged because a host call failed.
+    fn fail_closed<H: HttpHost>(
+        &self,
+        host: &H,
+        context_id: u32,
+        failure: HostFailure,
+        reason: DenyReason,
+    ) -> Handled {
+        self.host_failed(
+            host,
+            context_id,
+            failure,
+            &format!("request denied {reason}"),
+        );
+        host.metric(Metric::Denied(reason), 1);
+        let response = self.engine.deny_response(reason, ResponseKind::Api);
+        host.send_response(response.status, &response.headers, &response.body);
+        Handled {
+            verdict: Verdict::Stop,
+            response_headers: Vec::new(),
+            watch: None,
         }
     }
 
     /// The remote JWKS as the sync service last stored it, parsed once per version.
-    fn remote_keys<H: Host>(&self, host: &H) -> Option<Rc<KeySet>> {
+    fn remote_keys<H: Host>(&self, host: &H, context_id: u32) -> Option<Rc<KeySet>> {
         if !self.engine.config().remote_jwks {
             return None;
         }
-        let version = host.shared_data(shared_keys::JWKS_VERSION)?;
+        let cached = || {
+            self.remote_keys
+                .borrow()
+                .as_ref()
+                .map(|(_, k)| Rc::clone(k))
+        };
+        let read = |key| match host.shared_data(key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // The keys parsed before stay in use; a missing key is `unknown_key` (503).
+                self.host_failed(host, context_id, e, "remote JWKS read, previous keys kept");
+                None
+            }
+        };
+        let version = match read(shared_keys::JWKS_VERSION) {
+            Some(v) => v?,
+            None => return cached(),
+        };
         if let Some((v, keys)) = &*self.remote_keys.borrow() {
             if *v == version {
                 return Some(Rc::clone(keys));
             }
         }
-        let doc = host.shared_data(shared_keys::JWKS)?;
+        let doc = match read(shared_keys::JWKS) {
+            Some(doc) => doc?,
+            None => return cached(),
+        };
         let parsed = serde_json::from_slice(&doc)
             .map_err(|e| e.to_string())
             .and_then(|doc| parse_jwks(&doc, self.engine.config().jwks_default_alg));
@@ -160,38 +294,40 @@ impl FilterShared {
             }
             Err(e) => {
                 log::warn!("remote JWKS unreadable, keeping the previous keys: {e}");
-                self.remote_keys
-                    .borrow()
-                    .as_ref()
-                    .map(|(_, k)| Rc::clone(k))
+                cached()
             }
         }
     }
 
-    /// Handles a request's headers; returns the verdict and the response headers to add.
-    pub fn on_request_headers<H: HttpHost>(
-        &self,
-        host: &H,
-        context_id: u32,
-    ) -> (Verdict, Vec<(String, String)>) {
-        let headers = host.request_headers();
+    /// Handles a request's headers.
+    pub fn on_request_headers<H: HttpHost>(&self, host: &H, context_id: u32) -> Handled {
+        let headers = match host.request_headers() {
+            Ok(h) => h,
+            Err(e) => return self.fail_closed(host, context_id, e, DenyReason::InternalError),
+        };
+        let now_ms = match host.now_ms() {
+            Ok(t) => t,
+            Err(e) => return self.fail_closed(host, context_id, e, DenyReason::StateUnavailable),
+        };
+        let status = match read_status(host) {
+            Ok(s) => s,
+            Err(e) => return self.fail_closed(host, context_id, e, DenyReason::StateUnavailable),
+        };
         let path = headers
             .iter()
             .find(|(n, _)| n == ":path")
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
             .unwrap_or("/");
-        let status = host
-            .shared_data(STATUS_KEY)
-            .and_then(|v| SyncStatus::decode(&v));
-        let remote_keys = self.remote_keys(host);
+        let remote_keys = self.remote_keys(host, context_id);
         let verified_claims = match &self.engine.config().verification {
             Verification::Verify => None,
             Verification::JwtAuthnMetadata {
                 namespace,
                 payload_key,
-            } => host
-                .property(&["metadata"])
-                .and_then(|md| metadata::payload(&md, namespace, payload_key)),
+            } => match host.property(&["metadata"]) {
+                Ok(md) => md.and_then(|md| metadata::payload(&md, namespace, payload_key)),
+                Err(e) => return self.fail_closed(host, context_id, e, DenyReason::InternalError),
+            },
         };
         {
             let mut cache = self.epochs.borrow_mut();
@@ -206,61 +342,71 @@ impl FilterShared {
             }
         }
         let epochs = CachedEpochs {
-            host,
+            shared: SharedEpochs::new(host),
             cache: status.is_some().then_some(&self.epochs),
         };
         let inputs = Inputs {
             epochs: &epochs,
             status: status.as_ref(),
-            now_ms: host.now_ms(),
+            now_ms,
             remote_keys: remote_keys.as_deref(),
             verified_claims: verified_claims.as_ref(),
             cache: Some(&self.cache),
         };
-        match self.engine.decide_with(
+        let decision = self.engine.decide_with(
             RequestInfo {
                 headers: &headers,
                 path,
             },
             &inputs,
-        ) {
+        );
+        if let Some(e) = epochs.shared.failure() {
+            self.host_failed(host, context_id, e, "epoch read; the request was denied");
+        }
+        match decision {
             Decision::Allow {
                 identity,
-                signature_only,
+                stale,
                 request_edits,
                 response_headers,
             } => {
                 for edit in &request_edits {
-                    match edit {
+                    let done = match edit {
                         HeaderEdit::Remove(name) => host.set_request_header(name, None),
                         HeaderEdit::Set(name, value) => host.set_request_header(name, Some(value)),
+                    };
+                    if let Err(e) = done {
+                        // A spoofed header left in place, or the identity not set: the
+                        // upstream must not see this request.
+                        return self.fail_closed(host, context_id, e, DenyReason::InternalError);
                     }
                 }
-                if signature_only {
-                    host.metric(Metric::AllowedSignatureOnly, 1);
-                    let now = inputs.now_ms;
-                    if now.saturating_sub(self.stale_logged_ms.get()) >= STALE_LOG_EVERY_MS {
-                        self.stale_logged_ms.set(now);
+                if stale {
+                    host.metric(Metric::AllowedStale, 1);
+                    if self.stale_log.should_log(Some(now_ms)) {
                         log::warn!(
-                            "#{context_id} revocation state is stale ({}): allowing on signature only (on_stale: allow)",
+                            "#{context_id} revocation state is stale ({}): allowing with the revocations held (on_stale: allow)",
                             status.as_ref().map_or_else(
                                 || "never synced".to_string(),
-                                |s| format!("last sync {} ms ago", now.saturating_sub(s.synced_at_ms))
+                                |s| format!("last sync {} ms ago", now_ms.saturating_sub(s.synced_at_ms))
                             )
                         );
                     }
                 }
-                if let Some(identity) = identity.filter(|_| is_streaming(&headers)) {
-                    self.streams.borrow_mut().insert(
-                        context_id,
-                        Tracked {
-                            identity,
-                            checked_version: status.map(|s| s.version),
-                        },
-                    );
-                }
                 host.metric(Metric::Allowed, 1);
-                (Verdict::Continue, response_headers)
+                let watch = identity.map(|id| Watch::new(id, status.as_ref(), now_ms));
+                let watch = match watch {
+                    Some(w) if is_streaming(&headers) => {
+                        self.streams.borrow_mut().insert(context_id, w);
+                        None
+                    }
+                    w => w,
+                };
+                Handled {
+                    verdict: Verdict::Continue,
+                    response_headers,
+                    watch,
+                }
             }
             Decision::Deny {
                 reason,
@@ -271,10 +417,7 @@ impl FilterShared {
                 host.metric(Metric::Denied(reason), 1);
                 if reason == DenyReason::UnknownKey {
                     // Ask the sync service for a JWKS refresh; it rate-limits.
-                    host.set_shared_data(
-                        shared_keys::JWKS_REFRESH,
-                        inputs.now_ms.to_string().as_bytes(),
-                    );
+                    host.set_shared_data(shared_keys::JWKS_REFRESH, now_ms.to_string().as_bytes());
                 }
                 match response.grpc_status {
                     Some(status) => host.send_grpc_response(
@@ -283,56 +426,104 @@ impl FilterShared {
                     ),
                     None => host.send_response(response.status, &response.headers, &response.body),
                 }
-                (Verdict::Stop, Vec::new())
+                Handled {
+                    verdict: Verdict::Stop,
+                    response_headers: Vec::new(),
+                    watch: None,
+                }
             }
         }
     }
 
-    /// Whether a tracked stream's session is over (re-checked only when the state moved).
-    fn is_revoked<H: Host>(&self, host: &H, context_id: u32, version: Option<u64>) -> bool {
-        let mut streams = self.streams.borrow_mut();
-        let Some(stream) = streams.get_mut(&context_id) else {
-            return false;
+    /// Judges a watched request again if it is due: `true` once its session is over (or
+    /// the state cannot be read: fail closed).
+    fn is_over<H: Host>(&self, host: &H, context_id: u32, watch: &mut Watch) -> bool {
+        let (now_ms, status) = match host.now_ms().and_then(|t| Ok((t, read_status(host)?))) {
+            Ok(v) => v,
+            Err(e) => {
+                self.host_failed(host, context_id, e, "stream re-check; the stream is ended");
+                return true;
+            }
         };
-        if version.is_some() && stream.checked_version == version {
+        if !watch.is_due(status.as_ref(), now_ms) {
             return false;
         }
-        stream.checked_version = version;
-        self.engine
-            .still_valid(&stream.identity, &SharedEpochs(host), host.now_ms())
-            .is_err()
+        let epochs = SharedEpochs::new(host);
+        let over = self
+            .engine
+            .rewatch(watch, &epochs, status.as_ref(), now_ms)
+            .is_err();
+        if let Some(e) = epochs.failure() {
+            self.host_failed(host, context_id, e, "stream re-check; the stream is ended");
+        }
+        over
     }
 
-    /// A data frame of a tracked stream: `false` (and the stream is reset) once its
-    /// session is revoked.
+    fn end<H: HttpHost>(&self, host: &H, context_id: u32) {
+        log::info!("#{context_id} stream ended: session over");
+        host.metric(Metric::StreamsEnded, 1);
+        host.reset_stream();
+    }
+
+    /// A data frame of a stream: `false` (and the stream is reset) once its session is
+    /// over. Streams are also judged on the root's tick ([`FilterShared::ended_streams`]).
     pub fn on_data<H: HttpHost>(&self, host: &H, context_id: u32) -> bool {
-        if !self.streams.borrow().contains_key(&context_id) {
+        let Some(mut watch) = self.streams.borrow_mut().remove(&context_id) else {
+            return true;
+        };
+        if self.is_over(host, context_id, &mut watch) {
+            self.end(host, context_id);
+            return false;
+        }
+        self.streams.borrow_mut().insert(context_id, watch);
+        true
+    }
+
+    /// A response data frame of a watched download (at most one look at the state per
+    /// [`DOWNLOAD_LOOK_MS`], so short responses cost nothing): `false` (and the stream is
+    /// reset) once its session is over.
+    pub fn on_download_data<H: HttpHost>(
+        &self,
+        host: &H,
+        context_id: u32,
+        d: &mut Download,
+    ) -> bool {
+        let now_ms = match host.now_ms() {
+            Ok(t) => t,
+            Err(e) => {
+                self.host_failed(
+                    host,
+                    context_id,
+                    e,
+                    "download re-check; the stream is ended",
+                );
+                self.end(host, context_id);
+                return false;
+            }
+        };
+        if now_ms.saturating_sub(d.looked_ms) < DOWNLOAD_LOOK_MS {
             return true;
         }
-        if self.is_revoked(host, context_id, state_version(host)) {
-            log::info!("#{context_id} stream ended: session revoked");
-            host.metric(Metric::StreamsEnded, 1);
-            self.streams.borrow_mut().remove(&context_id);
-            host.reset_stream();
+        d.looked_ms = now_ms;
+        if self.is_over(host, context_id, &mut d.watch) {
+            self.end(host, context_id);
             return false;
         }
         true
     }
 
-    /// On the root's tick: the open streams whose session was revoked since, to reset
-    /// (idle streams too, which send no frame that would be checked).
-    pub fn revoked_streams<H: Host>(&self, host: &H) -> Vec<u32> {
-        let version = state_version(host);
-        let ids: Vec<u32> = self.streams.borrow().keys().copied().collect();
-        let revoked: Vec<u32> = ids
-            .into_iter()
-            .filter(|id| self.is_revoked(host, *id, version))
-            .collect();
+    /// On the root's tick: the open streams whose session is over since, to reset (idle
+    /// streams too, which send no frame that would be judged).
+    pub fn ended_streams<H: Host>(&self, host: &H) -> Vec<u32> {
         let mut streams = self.streams.borrow_mut();
-        for id in &revoked {
+        let ended: Vec<u32> = streams
+            .iter_mut()
+            .filter_map(|(id, w)| self.is_over(host, *id, w).then_some(*id))
+            .collect();
+        for id in &ended {
             streams.remove(id);
         }
-        revoked
+        ended
     }
 
     /// The stream is over.

@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType};
 
 use crate::host::{Host, Metric, ProxyHost};
-use crate::http::{FilterShared, Verdict};
+use crate::http::{Download, FilterShared, Verdict};
 use crate::native::NativeVerifier;
 use crate::sync_service::{SyncService, TICK};
 use crate::{SYNC_ROOT_ID, VERSION};
@@ -117,7 +117,8 @@ impl Root {
                 ))
                 .unwrap_or_default()
         );
-        self.role = Role::Sync(Box::new(SyncService::new(config, token, edge_id)));
+        let now = self.host.now_ms().unwrap_or_default();
+        self.role = Role::Sync(Box::new(SyncService::new(config, token, edge_id, now)));
         true
     }
 
@@ -220,10 +221,10 @@ impl RootContext for Root {
                         .metric(Metric::NativeVerifications, native - self.native_reported);
                     self.native_reported = native;
                 }
-                for id in shared.revoked_streams(&*self.host) {
+                for id in shared.ended_streams(&*self.host) {
                     // Act on another stream: make it the current context, then reset it.
                     if hostcalls::set_effective_context(id).is_ok() {
-                        log::info!("#{id} stream ended: session revoked");
+                        log::info!("#{id} stream ended: session over");
                         let _ = hostcalls::reset_http_response();
                         self.host.metric(Metric::StreamsEnded, 1);
                     }
@@ -243,6 +244,7 @@ impl RootContext for Root {
             shared,
             host: Rc::clone(&self.host),
             response_headers: Vec::new(),
+            download: None,
         }))
     }
 
@@ -257,6 +259,8 @@ struct FilterContext {
     host: Rc<ProxyHost>,
     /// Added to the response (a scheduled logout's notice).
     response_headers: Vec<(String, String)>,
+    /// An allowed request that is not a stream, watched on its response data.
+    download: Option<Download>,
 }
 
 impl FilterContext {
@@ -292,9 +296,11 @@ impl HttpContext for FilterContext {
             );
             return Action::Pause;
         };
-        let (verdict, response_headers) = shared.on_request_headers(&*self.host, self.context_id);
-        self.response_headers = response_headers;
-        match verdict {
+        let handled = shared.on_request_headers(&*self.host, self.context_id);
+        self.response_headers = handled.response_headers;
+        let now = self.host.now_ms().unwrap_or_default();
+        self.download = handled.watch.map(|w| Download::new(w, now));
+        match handled.verdict {
             Verdict::Continue => Action::Continue,
             Verdict::Stop => Action::Pause,
         }
@@ -311,7 +317,17 @@ impl HttpContext for FilterContext {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        if let (Some(shared), Some(download)) = (&self.shared, self.download.as_mut()) {
+            if end_of_stream {
+                return Action::Continue;
+            }
+            if !shared.on_download_data(&*self.host, self.context_id, download) {
+                self.download = None;
+                return Action::Pause;
+            }
+            return Action::Continue;
+        }
         self.data()
     }
 }

@@ -1,54 +1,48 @@
-//! The sync service: a loop of long-polls to the control plane, run by the singleton
-//! service VM, that writes the epochs into shared data for the filter VMs.
+//! The sync service: the singleton service VM's I/O for `core`'s sync client
+//! ([`epochgate_core::sync::client`]) — it dispatches the requests the client asks for,
+//! hands it the answers, and mirrors what the client holds into shared data for the
+//! filter VMs. The protocol's rules (what to ask, how an answer is merged, paging,
+//! backoff) are the client's, the same as the Worker's.
 //!
 //! An answer is applied in `on_http_call_response` and the next `GET /v1/sync` is
 //! dispatched at once (one in flight at a time): waiting for the next tick would add up
-//! to a tick to every propagation. `on_tick` only restarts the loop after a failure, with
-//! exponential backoff and jitter. Throughout, the last good state keeps being served.
+//! to a tick to every propagation. `on_tick` restarts the loop after a failure (when the
+//! client's backoff has passed) and runs the client's own compaction. Throughout, the
+//! last good state keeps being served.
+//!
+//! Shared data holds one small key per epoch and the status ([`STATUS_KEY`]), written
+//! last, after the epoch keys of an answer: a filter VM that reads version V reads epochs
+//! at least as new as V. Proxy-wasm cannot delete a key: a removed entry is an empty
+//! value.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use epochgate_core::config::SyncConfig;
-use epochgate_core::sync::{
-    plan_page_writes, sync_path, sync_path_paged, SnapshotResume, SyncResponse, SyncStatus,
-    STATUS_KEY,
-};
+use epochgate_core::config::{JwksSource, SyncConfig};
+use epochgate_core::state::{encode_epoch, EntryWrite};
+use epochgate_core::sync::client::{kept_note, Backoff, Event, SyncClient};
+use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 
 use crate::host::{Metric, SyncHost};
+use crate::http::LogLimiter;
 use crate::shared_keys;
 
 /// How often `on_tick` runs: it restarts the loop after a failure and updates the age gauge.
 pub const TICK: Duration = Duration::from_millis(200);
 
-/// The sync loop's state.
-#[derive(Debug)]
+/// The sync loop's I/O state.
 pub struct SyncService {
-    config: SyncConfig,
+    client: SyncClient,
+    cluster: String,
+    authority: String,
     edge_token: String,
-    edge_id: String,
-    /// The epoch keys this VM wrote: proxy-wasm cannot list shared-data keys, so a
-    /// snapshot can only clear the keys it knows of.
-    written: BTreeSet<String>,
-    stream: Option<String>,
-    version: u64,
-    synced_at_ms: Option<u64>,
-    in_flight: Option<u32>,
-    failures: u32,
-    next_attempt_ms: u64,
-    rng: u64,
+    /// The Envoy call token of the request in flight, and the client's id for it.
+    in_flight: Option<(u32, u64)>,
+    /// The last time the clock could be read (a failed read must not stamp time 0).
+    last_now_ms: u64,
+    jwks_source: Option<JwksSource>,
     jwks: JwksState,
-    /// A paged snapshot in progress, and the keys its pages held so far.
-    paging: Option<Paging>,
-    kept: BTreeSet<String>,
-}
-
-/// Where a paged snapshot resumes.
-#[derive(Debug)]
-struct Paging {
-    stream: String,
-    version: u64,
-    after: String,
+    jwks_backoff: Backoff,
+    failure_log: LogLimiter,
 }
 
 /// The remote JWKS fetch (when the sync config has a `jwks` section).
@@ -61,50 +55,230 @@ struct JwksState {
     next_attempt_ms: u64,
 }
 
+/// A seed for the jitter, different per edge and per start.
+fn seed(edge_id: &str, now_ms: u64) -> u64 {
+    edge_id
+        .bytes()
+        .fold(now_ms ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 impl SyncService {
-    pub fn new(config: SyncConfig, edge_token: String, edge_id: String) -> Self {
+    pub fn new(config: SyncConfig, edge_token: String, edge_id: String, now_ms: u64) -> Self {
+        let seed = seed(&edge_id, now_ms);
         Self {
-            config,
+            jwks_backoff: Backoff::new(config.retry_min_ms, config.retry_max_ms, seed ^ 1),
+            client: SyncClient::new(config.client_config(edge_id), seed),
+            cluster: config.cluster,
+            authority: config.authority,
             edge_token,
-            edge_id,
-            written: BTreeSet::new(),
-            stream: None,
-            version: 0,
-            synced_at_ms: None,
             in_flight: None,
-            failures: 0,
-            next_attempt_ms: 0,
-            rng: 0x9e37_79b9_7f4a_7c15,
+            last_now_ms: now_ms,
+            jwks_source: config.jwks,
             jwks: JwksState::default(),
-            paging: None,
-            kept: BTreeSet::new(),
+            failure_log: LogLimiter::default(),
         }
     }
 
     pub fn edge_id(&self) -> &str {
-        &self.edge_id
+        &self.client.config().edge_id
     }
 
+    /// The version applied.
     pub fn version(&self) -> u64 {
-        self.version
+        self.client.version()
     }
 
-    /// Restarts the loop when nothing is in flight and the backoff has passed.
+    /// The time now, or `None` (counted, logged at most once per interval) if the host
+    /// clock fails: then nothing is applied or stamped.
+    fn now<H: SyncHost>(&mut self, host: &H) -> Option<u64> {
+        match host.now_ms() {
+            Ok(t) => {
+                self.last_now_ms = t;
+                Some(t)
+            }
+            Err(e) => {
+                host.metric(Metric::HostCallFailed, 1);
+                if self.failure_log.should_log(None) {
+                    log::error!("sync: {e}; nothing applied until the clock is back");
+                }
+                None
+            }
+        }
+    }
+
+    /// Restarts the loop when nothing is in flight and the backoff has passed; runs the
+    /// client's compaction.
     pub fn on_tick<H: SyncHost>(&mut self, host: &H) {
-        let now = host.now_ms();
-        if let Some(at) = self.synced_at_ms {
-            host.metric(Metric::StateAgeMs, now.saturating_sub(at));
+        let Some(now) = self.now(host) else {
+            return;
+        };
+        if let Some(status) = self.client.status() {
+            host.metric(Metric::StateAgeMs, now.saturating_sub(status.synced_at_ms));
         }
-        if self.in_flight.is_none() && now >= self.next_attempt_ms {
-            self.dispatch(host);
+        let swept = self.client.handle_timeout(now);
+        if !swept.is_empty() {
+            log::info!(
+                "sync: {} entries past the session horizon dropped",
+                swept.len()
+            );
+            self.mirror(host, now, &swept);
         }
+        self.dispatch(host, now);
         self.maybe_fetch_jwks(host, now);
+    }
+
+    /// Writes what the client changed into shared data; `false` (the client is told, and
+    /// rewrites everything with its next snapshot) if the host refused a write.
+    fn mirror<H: SyncHost>(&mut self, host: &H, now: u64, writes: &[EntryWrite]) -> bool {
+        let failed = writes
+            .iter()
+            .filter(|w| {
+                let value = w.epoch_ms.map(encode_epoch).unwrap_or_default();
+                !host.set_shared_data(&w.key, &value)
+            })
+            .count();
+        if failed == 0 {
+            return true;
+        }
+        host.metric(Metric::HostCallFailed, 1);
+        let why = format!("{failed} shared-data writes failed");
+        let event = self.client.host_write_failed(now, &why);
+        self.log_event(host, &event, None);
+        false
+    }
+
+    fn dispatch<H: SyncHost>(&mut self, host: &H, now: u64) {
+        if self.in_flight.is_some() && self.client.in_flight(now) {
+            return;
+        }
+        let Some(t) = self.client.poll_transmit(now) else {
+            return;
+        };
+        let auth = format!("Bearer {}", self.edge_token);
+        let headers = [
+            (":method", "GET"),
+            (":path", t.path.as_str()),
+            (":authority", self.authority.as_str()),
+            ("authorization", auth.as_str()),
+            ("accept", "application/json"),
+        ];
+        match host.dispatch_get(&self.cluster, &headers, Duration::from_millis(t.timeout_ms)) {
+            Ok(token) => self.in_flight = Some((token, t.id)),
+            Err(e) => {
+                self.in_flight = None;
+                let why = format!("cannot dispatch to cluster {:?}: {e}", self.cluster);
+                let event = self.client.handle_transmit_failed(t.id, now, &why);
+                self.log_event(host, &event, None);
+            }
+        }
+    }
+
+    /// Handles the answer to the call `token`.
+    pub fn on_response<H: SyncHost>(
+        &mut self,
+        host: &H,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        if self.jwks.in_flight == Some(token) {
+            return self.on_jwks_response(host, num_headers, body_size);
+        }
+        let Some((_, id)) = self.in_flight.filter(|(t, _)| *t == token) else {
+            log::warn!("sync: answer for unknown call {token} ignored");
+            return;
+        };
+        self.in_flight = None;
+        let Some(now) = self.now(host) else {
+            let why = "host clock unavailable; the answer was not applied";
+            let event = self
+                .client
+                .handle_transmit_failed(id, self.last_now_ms, why);
+            return self.log_event(host, &event, None);
+        };
+        let (status, body) = host.call_response(num_headers, body_size);
+        let answer = match status {
+            Some(code) => Ok((code, body.as_slice())),
+            None => Err("call failed: control plane unreachable, reset or timed out".to_string()),
+        };
+        let before = self.client.status().cloned();
+        let outcome = self.client.handle_answer(id, now, answer);
+        if !self.mirror(host, now, &outcome.writes) {
+            return;
+        }
+        if let Event::Applied { complete: true, .. } = outcome.event {
+            let published = self
+                .client
+                .status()
+                .is_some_and(|s| host.set_shared_data(STATUS_KEY, &s.encode()));
+            if !published {
+                host.metric(Metric::HostCallFailed, 1);
+                let event = self
+                    .client
+                    .host_write_failed(now, "shared-data write of the sync status failed");
+                return self.log_event(host, &event, None);
+            }
+        }
+        self.log_event(host, &outcome.event, before.as_ref());
+        self.dispatch(host, now);
+    }
+
+    /// Logs and counts what the client did.
+    fn log_event<H: SyncHost>(&self, host: &H, event: &Event, before: Option<&SyncStatus>) {
+        match event {
+            Event::Applied {
+                version,
+                snapshot,
+                complete: true,
+                changes,
+                held,
+                changed,
+                kept,
+                recovered_after,
+            } => {
+                if *recovered_after > 0 {
+                    log::info!("sync: recovered after {recovered_after} failed attempts");
+                }
+                if *changed || *changes > 0 {
+                    log::info!(
+                        "sync: applied {} v{version} ({changes} changes, {held} keys held)",
+                        if *snapshot { "snapshot" } else { "delta" },
+                    );
+                }
+                if *kept > 0 {
+                    host.metric(Metric::SyncKept, u64::try_from(*kept).unwrap_or(u64::MAX));
+                    log::warn!("{}", kept_note(*version, *kept, before));
+                }
+                host.metric(Metric::SyncOk, 1);
+                host.metric(Metric::StateVersion, *version);
+                host.metric(Metric::StateAgeMs, 0);
+            }
+            Event::Applied { .. } | Event::Superseded => {}
+            Event::Restart { why } => {
+                log::warn!("sync: {why}; asking for a snapshot (what is held stays in force)");
+            }
+            Event::Failed {
+                why,
+                failures,
+                retry_in_ms,
+            } => {
+                host.metric(Metric::SyncFailed, 1);
+                if *failures == 1 || failures.is_multiple_of(20) {
+                    log::warn!(
+                        "sync failed ({failures} in a row): {why}; serving the last good state (v{}), retrying in {retry_in_ms} ms",
+                        self.client.version(),
+                    );
+                }
+            }
+        }
     }
 
     /// Fetches the JWKS when it is due: first at start, then every `refresh_s`, and when a
     /// filter VM asked (an unknown `kid`) — at most once per `min_refresh_s`.
     fn maybe_fetch_jwks<H: SyncHost>(&mut self, host: &H, now: u64) {
-        let Some(src) = &self.config.jwks else {
+        let Some(src) = &self.jwks_source else {
             return;
         };
         let j = &self.jwks;
@@ -116,6 +290,8 @@ impl SyncService {
             Some(at) => {
                 let requested = host
                     .shared_data(shared_keys::JWKS_REFRESH)
+                    .ok()
+                    .flatten()
                     .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
                     .is_some_and(|r| r > j.attempt_ms);
                 now.saturating_sub(at) >= src.refresh_s.saturating_mul(1000)
@@ -145,7 +321,9 @@ impl SyncService {
 
     fn on_jwks_response<H: SyncHost>(&mut self, host: &H, num_headers: usize, body_size: usize) {
         self.jwks.in_flight = None;
-        let now = host.now_ms();
+        let Some(now) = self.now(host) else {
+            return;
+        };
         let (status, body) = host.call_response(num_headers, body_size);
         if status != Some(200) {
             let why = format!("the IdP answered {status:?}");
@@ -173,211 +351,12 @@ impl SyncService {
 
     fn jwks_failed<H: SyncHost>(&mut self, host: &H, now: u64, why: &str) {
         self.jwks.failures = self.jwks.failures.saturating_add(1);
-        let backoff = self.backoff_ms(self.jwks.failures);
+        let backoff = self.jwks_backoff.delay_ms(self.jwks.failures);
         self.jwks.next_attempt_ms = now.saturating_add(backoff);
         host.metric(Metric::JwksFailed, 1);
         log::warn!(
             "jwks fetch failed ({} in a row): {why}; keeping the previous keys, retrying in {backoff} ms",
             self.jwks.failures
         );
-    }
-
-    /// Exponential backoff with jitter: half fixed, half random, so edges do not retry
-    /// in lockstep.
-    fn backoff_ms(&mut self, failures: u32) -> u64 {
-        let exp = failures.saturating_sub(1).min(20);
-        let backoff = self
-            .config
-            .retry_min_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.config.retry_max_ms);
-        self.rng = self
-            .rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        backoff / 2 + (self.rng >> 33) % (backoff / 2 + 1)
-    }
-
-    fn dispatch<H: SyncHost>(&mut self, host: &H) {
-        let path = match (self.config.snapshot_page, &self.paging) {
-            (0, _) => sync_path(
-                self.version,
-                self.stream.as_deref(),
-                self.config.wait_s,
-                &self.edge_id,
-            ),
-            // The rest of a paged snapshot: at once, no waiting.
-            (limit, Some(p)) => sync_path_paged(
-                0,
-                Some(&p.stream),
-                0,
-                &self.edge_id,
-                limit,
-                Some(SnapshotResume {
-                    version: p.version,
-                    after: &p.after,
-                }),
-            ),
-            (limit, None) => sync_path_paged(
-                self.version,
-                self.stream.as_deref(),
-                self.config.wait_s,
-                &self.edge_id,
-                limit,
-                None,
-            ),
-        };
-        let auth = format!("Bearer {}", self.edge_token);
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", self.config.authority.as_str()),
-            ("authorization", auth.as_str()),
-            ("accept", "application/json"),
-        ];
-        let timeout = Duration::from_millis(self.config.call_timeout_ms());
-        match host.dispatch_get(&self.config.cluster, &headers, timeout) {
-            Ok(token) => self.in_flight = Some(token),
-            Err(e) => self.fail(
-                host,
-                &format!("cannot dispatch to cluster {:?}: {e}", self.config.cluster),
-            ),
-        }
-    }
-
-    /// Handles the answer to the call `token`.
-    pub fn on_response<H: SyncHost>(
-        &mut self,
-        host: &H,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-    ) {
-        if self.jwks.in_flight == Some(token) {
-            return self.on_jwks_response(host, num_headers, body_size);
-        }
-        if self.in_flight != Some(token) {
-            log::warn!("sync: answer for unknown call {token} ignored");
-            return;
-        }
-        self.in_flight = None;
-        let (status, body) = host.call_response(num_headers, body_size);
-        match status {
-            Some(200) => match SyncResponse::parse(&body) {
-                Ok(resp) => {
-                    if self.apply(host, &resp) {
-                        self.dispatch(host);
-                    }
-                }
-                Err(e) => self.fail(host, &e.to_string()),
-            },
-            Some(code) => {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                self.fail(host, &format!("control plane answered {code}: {text}"));
-            }
-            None => self.fail(
-                host,
-                "call failed: control plane unreachable, reset or timed out",
-            ),
-        }
-    }
-
-    /// Applies an answer; `false` when it could not be (the loop then backs off).
-    fn apply<H: SyncHost>(&mut self, host: &H, resp: &SyncResponse) -> bool {
-        if !resp.snapshot
-            && (self.stream.as_deref() != Some(&resp.stream) || resp.version < self.version)
-        {
-            // Never mix two histories: start over from a snapshot.
-            log::warn!(
-                "sync: delta for stream {} v{} while holding {:?} v{}; asking for a snapshot",
-                resp.stream,
-                resp.version,
-                self.stream,
-                self.version
-            );
-            self.stream = None;
-            self.version = 0;
-            return true;
-        }
-        let now = host.now_ms();
-        if resp.snapshot {
-            let continues = self
-                .paging
-                .as_ref()
-                .is_some_and(|p| p.stream == resp.stream && p.version == resp.version);
-            if !continues {
-                // A new snapshot (or the control plane started over): its own pages only.
-                self.kept.clear();
-            }
-        }
-        let writes = plan_page_writes(resp, &mut self.written, &mut self.kept);
-        let mut failed = 0usize;
-        for (key, value) in &writes {
-            if !host.set_shared_data(key, value) {
-                failed += 1;
-            }
-        }
-        if failed > 0 {
-            // Shared data refused a write: do not claim the version, retry from scratch.
-            self.stream = None;
-            self.version = 0;
-            self.fail(host, &format!("{failed} shared-data writes failed"));
-            return false;
-        }
-        let status = SyncStatus {
-            stream: resp.stream.clone(),
-            version: resp.version,
-            synced_at_ms: now,
-        };
-        if let (true, Some(after)) = (resp.snapshot, &resp.next) {
-            // More pages to come: the edge has this version only after the last one.
-            self.paging = Some(Paging {
-                stream: resp.stream.clone(),
-                version: resp.version,
-                after: after.clone(),
-            });
-            self.failures = 0;
-            return true;
-        }
-        self.paging = None;
-        if !host.set_shared_data(STATUS_KEY, &status.encode()) {
-            self.fail(host, "shared-data write of the sync status failed");
-            return false;
-        }
-        if self.failures > 0 {
-            log::info!("sync: recovered after {} failed attempts", self.failures);
-        }
-        if resp.snapshot || resp.version != self.version || !resp.changes.is_empty() {
-            log::info!(
-                "sync: applied {} v{} ({} changes, {} keys held)",
-                if resp.snapshot { "snapshot" } else { "delta" },
-                resp.version,
-                resp.changes.len(),
-                self.written.len()
-            );
-        }
-        self.failures = 0;
-        self.stream = Some(resp.stream.clone());
-        self.version = resp.version;
-        self.synced_at_ms = Some(now);
-        host.metric(Metric::SyncOk, 1);
-        host.metric(Metric::StateVersion, resp.version);
-        host.metric(Metric::StateAgeMs, 0);
-        true
-    }
-
-    fn fail<H: SyncHost>(&mut self, host: &H, why: &str) {
-        self.failures = self.failures.saturating_add(1);
-        self.rng ^= host.now_ms();
-        let delay = self.backoff_ms(self.failures);
-        self.next_attempt_ms = host.now_ms().saturating_add(delay);
-        host.metric(Metric::SyncFailed, 1);
-        if self.failures == 1 || self.failures.is_multiple_of(20) {
-            log::warn!(
-                "sync failed ({} in a row): {why}; serving the last good state (v{}), retrying in {delay} ms",
-                self.failures,
-                self.version,
-            );
-        }
     }
 }

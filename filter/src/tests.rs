@@ -19,7 +19,7 @@ fn sync_service() -> SyncService {
         br#"{"cluster": "cp", "wait_s": 20, "retry_min_ms": 100, "retry_max_ms": 1000}"#,
     )
     .unwrap();
-    SyncService::new(config, "edge-token-0123456789".into(), "edge-1".into())
+    SyncService::new(config, "edge-token-0123456789".into(), "edge-1".into(), 0)
 }
 
 fn answer(host: &FakeHost, sync: &mut SyncService, resp: &SyncResponse) {
@@ -59,11 +59,12 @@ fn every_decision_vector_passes_through_the_sync_service_and_the_filter() {
                 changes,
                 max_session_lifetime_s: 86_400,
                 next: None,
+                tag: None,
             },
         );
         let auth = format!("Bearer {}", case.token);
         host.with_headers(&[(":path", b"/api"), ("authorization", auth.as_bytes())]);
-        let verdict = shared.on_request_headers(&host, 1).0;
+        let verdict = shared.on_request_headers(&host, 1).verdict;
         let sent = host.sent.borrow().clone();
         match (case.expect.allow, verdict) {
             (true, Verdict::Continue) => {
@@ -140,6 +141,7 @@ fn synced_host() -> (FakeHost, SyncService) {
             changes: vec![],
             max_session_lifetime_s: 86_400,
             next: None,
+            tag: None,
         },
     );
     (host, sync)
@@ -158,7 +160,9 @@ fn spoofed_identity_headers_are_stripped_and_real_ones_set() {
         ("x-epochgate-whatever", b"1"),
     ]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 1)
+            .verdict,
         Verdict::Continue
     );
     assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
@@ -195,11 +199,14 @@ fn logout_in_a_delta_denies_and_counts() {
             }],
             max_session_lifetime_s: 86_400,
             next: None,
+            tag: None,
         },
     );
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 7).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 7)
+            .verdict,
         Verdict::Stop
     );
     assert_eq!(host.sent.borrow().as_ref().unwrap().0, 401);
@@ -219,7 +226,9 @@ fn non_utf8_and_repeated_authorization_are_refused_without_panic() {
     bad.push(0xfe);
     host.with_headers(&[(":path", b"/"), ("authorization", &bad)]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 1)
+            .verdict,
         Verdict::Stop
     );
     let good = format!("Bearer {t}");
@@ -229,7 +238,9 @@ fn non_utf8_and_repeated_authorization_are_refused_without_panic() {
         ("authorization", good.as_bytes()),
     ]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 2).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 2)
+            .verdict,
         Verdict::Stop
     );
     let body = host.sent.borrow().as_ref().unwrap().2.clone();
@@ -240,7 +251,9 @@ fn non_utf8_and_repeated_authorization_are_refused_without_panic() {
         ("x-bin", &[0xff, 0x00]),
     ]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 3).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 3)
+            .verdict,
         Verdict::Continue
     );
 }
@@ -252,14 +265,16 @@ fn before_the_first_sync_the_state_is_unavailable() {
     let auth = format!("Bearer {t}");
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
     assert_eq!(
-        FilterShared::new(engine()).on_request_headers(&host, 1).0,
+        FilterShared::new(engine())
+            .on_request_headers(&host, 1)
+            .verdict,
         Verdict::Stop
     );
     assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
 }
 
 #[test]
-fn snapshot_clears_keys_the_edge_no_longer_holds() {
+fn a_new_stream_merges_and_what_it_lacks_stays_until_the_horizon() {
     let (host, mut sync) = synced_host();
     let user = |u: &str| Change {
         target: epochgate_core::state::Target::User {
@@ -278,9 +293,11 @@ fn snapshot_clears_keys_the_edge_no_longer_holds() {
             changes: vec![user("42"), user("43")],
             max_session_lifetime_s: 1,
             next: None,
+            tag: None,
         },
     );
-    // A new stream: the control plane's store was replaced.
+    // A new stream (the control plane's store was restored or replaced) without 42: the
+    // edge keeps 42's logout in force, and says so.
     answer(
         &host,
         &mut sync,
@@ -291,18 +308,26 @@ fn snapshot_clears_keys_the_edge_no_longer_holds() {
             changes: vec![user("43")],
             max_session_lifetime_s: 1,
             next: None,
+            tag: None,
         },
     );
     assert_eq!(
         host.shared_data_value(&keys::user("acme", "42")),
-        Some(Vec::new())
-    );
-    assert_eq!(
-        host.shared_data_value(&keys::user("acme", "43")),
         Some(NOW.to_string().into_bytes())
     );
+    assert_eq!(host.metric_value(Metric::SyncKept), 1);
     let status = host.shared_data_value(STATUS_KEY).unwrap();
-    assert!(String::from_utf8(status).unwrap().ends_with(" s2"));
+    assert!(String::from_utf8(status).unwrap().ends_with(" 1 s2"));
+    // Past the horizon (1 s here) by the edge's own clock, its sweep clears both.
+    host.advance(epochgate_core::sync::client::SWEEP_EVERY_MS);
+    sync.on_tick(&host);
+    for u in ["42", "43"] {
+        assert_eq!(
+            host.shared_data_value(&keys::user("acme", u)),
+            Some(Vec::new()),
+            "{u}"
+        );
+    }
 }
 
 #[test]
@@ -318,6 +343,7 @@ fn delta_of_another_stream_asks_for_a_snapshot() {
             changes: vec![],
             max_session_lifetime_s: 1,
             next: None,
+            tag: None,
         },
     );
     assert!(
@@ -325,7 +351,9 @@ fn delta_of_another_stream_asks_for_a_snapshot() {
         "{}",
         host.last_path()
     );
-    assert_eq!(sync.version(), 0);
+    // What it applied is still what it enforces (and how old it is).
+    assert_eq!(sync.version(), 1);
+    assert!(host.shared_data_value(STATUS_KEY).is_some());
 }
 
 #[test]
@@ -391,7 +419,7 @@ fn grpc_denies_go_through_the_grpc_local_reply() {
         ("content-type", b"application/grpc"),
     ]);
     let shared = FilterShared::new(engine());
-    assert_eq!(shared.on_request_headers(&host, 1).0, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Stop);
     assert_eq!(
         host.grpc_sent.borrow().clone(),
         Some((16, "missing_token".to_string()))
@@ -417,11 +445,13 @@ fn scheduled_logout_notice_goes_to_the_response() {
             }],
             max_session_lifetime_s: 86_400,
             next: None,
+            tag: None,
         },
     );
     let auth = format!("Bearer {}", good_token());
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    let (verdict, response_headers) = FilterShared::new(engine()).on_request_headers(&host, 1);
+    let handled = FilterShared::new(engine()).on_request_headers(&host, 1);
+    let (verdict, response_headers) = (handled.verdict, handled.response_headers);
     assert_eq!(verdict, Verdict::Continue);
     assert_eq!(
         response_headers,
@@ -440,7 +470,7 @@ fn jwt_authn_mode_reads_the_payload_from_the_metadata_property() {
     ));
     host.with_headers(&[(":path", b"/"), ("x-jwt-payload", b"eyJzdWIiOiJhZG1pbiJ9")]);
     assert_eq!(
-        shared.on_request_headers(&host, 1).0,
+        shared.on_request_headers(&host, 1).verdict,
         Verdict::Stop,
         "no metadata: denied, header ignored"
     );
@@ -450,7 +480,10 @@ fn jwt_authn_mode_reads_the_payload_from_the_metadata_property() {
     );
     host.properties.borrow_mut().insert("metadata".into(), md);
     host.with_headers(&[(":path", b"/")]);
-    assert_eq!(shared.on_request_headers(&host, 2).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 2).verdict,
+        Verdict::Continue
+    );
     assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
 }
 
@@ -477,7 +510,7 @@ fn remote_jwks_keys_are_read_from_shared_data_and_unknown_kids_ask_for_a_refresh
     };
     let auth = format!("Bearer {}", sign("r1"));
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 1).0, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Stop);
     assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
     assert!(host
         .shared_data_value(crate::shared_keys::JWKS_REFRESH)
@@ -491,7 +524,10 @@ fn remote_jwks_keys_are_read_from_shared_data_and_unknown_kids_ask_for_a_refresh
         .borrow_mut()
         .insert(crate::shared_keys::JWKS_VERSION.into(), b"1".to_vec());
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 2).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 2).verdict,
+        Verdict::Continue
+    );
     // The key is dropped at the IdP: the next version no longer has it.
     host.shared
         .borrow_mut()
@@ -500,7 +536,7 @@ fn remote_jwks_keys_are_read_from_shared_data_and_unknown_kids_ask_for_a_refresh
         .borrow_mut()
         .insert(crate::shared_keys::JWKS_VERSION.into(), b"2".to_vec());
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 3).0, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 3).verdict, Verdict::Stop);
 }
 
 #[test]
@@ -510,7 +546,7 @@ fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate(
     )
     .unwrap();
     let host = FakeHost::at(NOW);
-    let mut sync = SyncService::new(config, "edge-token-0123456789".into(), "e".into());
+    let mut sync = SyncService::new(config, "edge-token-0123456789".into(), "e".into(), 0);
     sync.on_tick(&host);
     let calls = host.calls.borrow().clone();
     assert_eq!(calls.len(), 2);
@@ -557,24 +593,36 @@ fn open_streams_end_when_their_session_is_revoked() {
         ("authorization", auth.as_bytes()),
         sse,
     ]);
-    assert_eq!(shared.on_request_headers(&host, 10).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 10).verdict,
+        Verdict::Continue
+    );
     host.with_headers(&[
         (":path", b"/events"),
         ("authorization", other.as_bytes()),
         sse,
     ]);
-    assert_eq!(shared.on_request_headers(&host, 11).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 11).verdict,
+        Verdict::Continue
+    );
     host.with_headers(&[
         (":path", b"/ws"),
         ("authorization", auth.as_bytes()),
         ("upgrade", b"websocket"),
     ]);
-    assert_eq!(shared.on_request_headers(&host, 12).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 12).verdict,
+        Verdict::Continue
+    );
     // A plain request is not a stream: nothing to keep an eye on.
     host.with_headers(&[(":path", b"/api"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 13).0, Verdict::Continue);
+    assert_eq!(
+        shared.on_request_headers(&host, 13).verdict,
+        Verdict::Continue
+    );
     assert_eq!(shared.open_streams(), 3);
-    assert!(shared.revoked_streams(&host).is_empty());
+    assert!(shared.ended_streams(&host).is_empty());
     assert!(shared.on_data(&host, 10));
     answer(
         &host,
@@ -592,12 +640,13 @@ fn open_streams_end_when_their_session_is_revoked() {
             }],
             max_session_lifetime_s: 86_400,
             next: None,
+            tag: None,
         },
     );
     // A data frame on stream 10 ends it at once; the tick finds the idle stream 12.
     assert!(!shared.on_data(&host, 10));
     assert_eq!(host.resets.get(), 1);
-    assert_eq!(shared.revoked_streams(&host), vec![12]);
+    assert_eq!(shared.ended_streams(&host), vec![12]);
     assert!(shared.on_data(&host, 11), "other users' streams go on");
     shared.on_done(11);
     assert_eq!(shared.open_streams(), 0);
@@ -611,13 +660,16 @@ fn the_token_cache_skips_reverification_but_never_the_revocation_check() {
     let auth = format!("Bearer {t}");
     for id in 1..=3 {
         host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-        assert_eq!(shared.on_request_headers(&host, id).0, Verdict::Continue);
+        assert_eq!(
+            shared.on_request_headers(&host, id).verdict,
+            Verdict::Continue
+        );
     }
     assert_eq!(shared.cache_stats(), (2, 1), "verified once, then hits");
     // A different token with the same claims (a forged signature) is verified afresh.
     let forged = format!("Bearer {}.AAAA", &t[..t.rfind('.').unwrap()]);
     host.with_headers(&[(":path", b"/"), ("authorization", forged.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 4).0, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 4).verdict, Verdict::Stop);
     // A cached token is still revoked at once.
     answer(
         &host,
@@ -635,10 +687,11 @@ fn the_token_cache_skips_reverification_but_never_the_revocation_check() {
             }],
             max_session_lifetime_s: 86_400,
             next: None,
+            tag: None,
         },
     );
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 5).0, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 5).verdict, Verdict::Stop);
     assert_eq!(shared.cache_stats().0, 3, "a hit, and still denied");
 }
 
@@ -663,6 +716,7 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
             changes: vec![user("41")],
             max_session_lifetime_s: 1,
             next: None,
+            tag: None,
         },
     );
     let mut page1 = SyncResponse {
@@ -672,6 +726,7 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
         changes: vec![user("42")],
         max_session_lifetime_s: 1,
         next: None,
+        tag: None,
     };
     page1.next = Some(keys::user("acme", "42"));
     answer(&host, &mut sync, &page1);
@@ -704,6 +759,7 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
             changes: vec![user("43")],
             max_session_lifetime_s: 1,
             next: None,
+            tag: None,
         },
     );
     assert!(
@@ -713,9 +769,10 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
     );
     assert_eq!(
         host.shared_data_value(&keys::user("acme", "41")),
-        Some(Vec::new()),
-        "gone from the new snapshot"
+        Some(NOW.to_string().into_bytes()),
+        "in no page of the new snapshot: kept in force"
     );
+    assert_eq!(host.metric_value(Metric::SyncKept), 1);
     assert_eq!(
         host.shared_data_value(&keys::user("acme", "42")),
         Some(NOW.to_string().into_bytes()),
@@ -750,8 +807,304 @@ fn per_request_cost() {
     let start = std::time::Instant::now();
     for i in 0..n {
         host.with_headers(&headers);
-        assert_eq!(shared.on_request_headers(&host, i).0, Verdict::Continue);
+        assert_eq!(
+            shared.on_request_headers(&host, i).verdict,
+            Verdict::Continue
+        );
     }
     let per = start.elapsed().as_nanos() / u128::from(n);
     println!("{per} ns per allowed request (fake host, native)");
+}
+
+/// Item 4 of "revoked stays revoked": a failing host call ends in a deny (503
+/// `state_unavailable` or 500), never in a pass. Envoy cannot be made to fail these
+/// calls, so the fake host fails them.
+mod host_failures {
+    use super::*;
+    use crate::fake::Failures;
+
+    fn logged_out_42() -> (FakeHost, SyncService) {
+        let (host, mut sync) = synced_host();
+        answer(
+            &host,
+            &mut sync,
+            &SyncResponse {
+                stream: "s".into(),
+                version: 2,
+                snapshot: false,
+                changes: vec![Change {
+                    target: epochgate_core::state::Target::User {
+                        tenant: "acme".into(),
+                        user: "42".into(),
+                    },
+                    epoch_ms: Some(NOW - 500),
+                }],
+                max_session_lifetime_s: 86_400,
+                next: None,
+                tag: None,
+            },
+        );
+        (host, sync)
+    }
+
+    fn request(host: &FakeHost, fail: Failures, extra: &[(&str, &[u8])]) -> Option<u16> {
+        let auth = format!("Bearer {}", good_token());
+        let mut headers: Vec<(&str, &[u8])> =
+            vec![(":path", b"/public"), ("authorization", auth.as_bytes())];
+        headers.extend_from_slice(extra);
+        host.with_headers(&headers);
+        *host.fail.borrow_mut() = fail;
+        let shared = FilterShared::new(engine_with(
+            json!({"routes": [{"prefix": "/public", "require_token": false}]}),
+        ));
+        let verdict = shared.on_request_headers(host, 1).verdict;
+        *host.fail.borrow_mut() = Failures::default();
+        let sent = host.sent.borrow().as_ref().map(|s| s.0);
+        assert_eq!(verdict == Verdict::Stop, sent.is_some());
+        sent
+    }
+
+    #[test]
+    fn a_failing_clock_read_denies_503() {
+        let (host, _) = logged_out_42();
+        let fail = Failures {
+            clock: true,
+            ..Failures::default()
+        };
+        assert_eq!(request(&host, fail, &[]), Some(503));
+        assert_eq!(host.metric_value(Metric::HostCallFailed), 1);
+        assert_eq!(
+            host.metric_value(Metric::Denied(DenyReason::StateUnavailable)),
+            1
+        );
+    }
+
+    #[test]
+    fn a_failing_shared_data_read_denies_503() {
+        let (host, _) = logged_out_42();
+        let fail = Failures {
+            epoch_read: true,
+            ..Failures::default()
+        };
+        assert_eq!(request(&host, fail, &[]), Some(503));
+        assert_eq!(host.metric_value(Metric::HostCallFailed), 1);
+        // Not a session_revoked: a host failure never sends anyone to the login page.
+        let body = host.sent.borrow().as_ref().unwrap().2.clone();
+        assert_eq!(body, br#"{"error":"state_unavailable"}"#);
+    }
+
+    #[test]
+    fn a_failing_header_read_denies_500() {
+        let (host, _) = logged_out_42();
+        let fail = Failures {
+            header_read: true,
+            ..Failures::default()
+        };
+        assert_eq!(request(&host, fail, &[]), Some(500));
+        assert_eq!(host.metric_value(Metric::HostCallFailed), 1);
+        assert_eq!(
+            host.metric_value(Metric::Denied(DenyReason::InternalError)),
+            1
+        );
+    }
+
+    #[test]
+    fn a_failing_header_write_denies_500() {
+        let (host, _) = synced_host();
+        let fail = Failures {
+            header_write: true,
+            ..Failures::default()
+        };
+        assert_eq!(
+            request(&host, fail, &[("x-epochgate-user", b"admin")]),
+            Some(500),
+            "a spoofed identity header could not be stripped"
+        );
+        assert_eq!(host.metric_value(Metric::HostCallFailed), 1);
+        assert_eq!(host.metric_value(Metric::Allowed), 0);
+    }
+
+    #[test]
+    fn failures_are_logged_at_most_once_per_interval() {
+        let limiter = crate::http::LogLimiter::default();
+        assert!(limiter.should_log(Some(NOW)));
+        assert!(!limiter.should_log(Some(NOW + 9_999)));
+        assert!(limiter.should_log(Some(NOW + 10_000)));
+        // Without a clock: the first of every 1000.
+        assert!(limiter.should_log(None));
+        assert!((0..999).all(|_| !limiter.should_log(None)));
+        assert!(limiter.should_log(None));
+    }
+
+    #[test]
+    fn the_sync_service_never_applies_or_stamps_without_a_clock() {
+        let (host, mut sync) = synced_host();
+        let status = host.shared_data_value(STATUS_KEY);
+        host.fail.borrow_mut().clock = true;
+        sync.on_tick(&host);
+        host.answer_with(
+            Some(200),
+            serde_json::to_string(&SyncResponse {
+                stream: "s".into(),
+                version: 2,
+                snapshot: false,
+                changes: vec![],
+                max_session_lifetime_s: 86_400,
+                next: None,
+                tag: None,
+            })
+            .unwrap()
+            .as_bytes(),
+        );
+        sync.on_response(&host, host.next_token.get(), 1, 1);
+        assert_eq!(
+            host.shared_data_value(STATUS_KEY),
+            status,
+            "no time-0 stamp"
+        );
+        assert_eq!(sync.version(), 1);
+        assert!(host.metric_value(Metric::HostCallFailed) >= 1);
+        // The clock is back: the loop goes on after its backoff.
+        host.fail.borrow_mut().clock = false;
+        host.advance(2_000);
+        let calls = host.calls.borrow().len();
+        sync.on_tick(&host);
+        assert_eq!(host.calls.borrow().len(), calls + 1);
+    }
+
+    #[test]
+    fn a_refused_shared_data_write_is_repaired_by_a_snapshot_before_the_status_moves() {
+        let (host, mut sync) = synced_host();
+        host.refuse_writes.borrow_mut().push("u/".into());
+        answer(&host, &mut sync, &delta_42(2));
+        assert_eq!(host.metric_value(Metric::HostCallFailed), 1);
+        assert!(
+            String::from_utf8(host.shared_data_value(STATUS_KEY).unwrap())
+                .unwrap()
+                .starts_with("1 "),
+            "the status does not claim v2"
+        );
+        host.refuse_writes.borrow_mut().clear();
+        host.advance(2_000);
+        sync.on_tick(&host);
+        assert!(
+            host.last_path().starts_with("/v1/sync?since=0&"),
+            "{}",
+            host.last_path()
+        );
+        let mut snapshot = delta_42(2);
+        snapshot.snapshot = true;
+        answer(&host, &mut sync, &snapshot);
+        assert_eq!(
+            host.shared_data_value(&keys::user("acme", "42")),
+            Some((NOW - 500).to_string().into_bytes())
+        );
+        assert!(
+            String::from_utf8(host.shared_data_value(STATUS_KEY).unwrap())
+                .unwrap()
+                .starts_with("2 ")
+        );
+    }
+
+    fn delta_42(version: u64) -> SyncResponse {
+        SyncResponse {
+            stream: "s".into(),
+            version,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::User {
+                    tenant: "acme".into(),
+                    user: "42".into(),
+                },
+                epoch_ms: Some(NOW - 500),
+            }],
+            max_session_lifetime_s: 86_400,
+            next: None,
+            tag: None,
+        }
+    }
+}
+
+/// Item 7 of "revoked stays revoked": a stream ends when a scheduled logout's time
+/// passes (no state change announces it), and a long download is watched on its data.
+#[test]
+fn streams_end_at_a_scheduled_logout_and_downloads_at_a_logout() {
+    let (host, mut sync) = synced_host();
+    let shared = FilterShared::new(engine());
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 2,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::ScheduledTenant {
+                    tenant: "acme".into(),
+                },
+                epoch_ms: Some(NOW + 3_000),
+            }],
+            max_session_lifetime_s: 86_400,
+            next: None,
+            tag: None,
+        },
+    );
+    let auth = format!("Bearer {}", good_token());
+    host.with_headers(&[
+        (":path", b"/events"),
+        ("authorization", auth.as_bytes()),
+        ("accept", b"text/event-stream"),
+    ]);
+    let h = shared.on_request_headers(&host, 10);
+    assert!(
+        h.watch.is_none(),
+        "a stream is watched by the VM, on its tick"
+    );
+    assert!(shared.ended_streams(&host).is_empty());
+    host.advance(2_999);
+    assert!(shared.ended_streams(&host).is_empty());
+    host.advance(1);
+    assert_eq!(
+        shared.ended_streams(&host),
+        vec![10],
+        "at `at`, with no new version"
+    );
+
+    // A download (not a stream by its headers): watched on its response data.
+    let other = format!(
+        "Bearer {}",
+        hs256(json!({"sub": "7", "tid": "globex", "iat": 1_799_999_000, "exp": 1_800_003_000}))
+    );
+    host.with_headers(&[(":path", b"/file"), ("authorization", other.as_bytes())]);
+    let h = shared.on_request_headers(&host, 11);
+    assert_eq!(h.verdict, Verdict::Continue);
+    let mut download = crate::http::Download::new(h.watch.unwrap(), host.now_ms.get());
+    assert!(shared.on_download_data(&host, 11, &mut download));
+    answer(
+        &host,
+        &mut sync,
+        &SyncResponse {
+            stream: "s".into(),
+            version: 3,
+            snapshot: false,
+            changes: vec![Change {
+                target: epochgate_core::state::Target::User {
+                    tenant: "globex".into(),
+                    user: "7".into(),
+                },
+                epoch_ms: Some(host.now_ms.get()),
+            }],
+            max_session_lifetime_s: 86_400,
+            next: None,
+            tag: None,
+        },
+    );
+    // Within 250 ms of its last look it does not read the state again.
+    host.advance(100);
+    assert!(shared.on_download_data(&host, 11, &mut download));
+    host.advance(150);
+    let resets = host.resets.get();
+    assert!(!shared.on_download_data(&host, 11, &mut download));
+    assert_eq!(host.resets.get(), resets + 1);
+    assert!(host.metric_value(Metric::StreamsEnded) >= 1);
 }

@@ -101,6 +101,7 @@ fn run(headers: Vec<(String, Vec<u8>)>, path: &str) {
         stream: "s".into(),
         version: 7,
         synced_at_ms: NOW_MS - 1000,
+        horizon_s: 86_400,
     };
     let req = RequestInfo {
         headers: &headers,

@@ -376,6 +376,37 @@ impl ControlPlane {
         );
     }
 
+    /// The log of the running process (since its last start).
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// The logs of every start so far, oldest first.
+    pub fn all_logs(&self) -> String {
+        (0..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join(format!("{}-{n}.log", self.name)))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Copies the SQLite database (with its WAL, if any) to `to`, with the server
+    /// stopped (SIGTERM) so the copy is consistent; starts it again after.
+    pub fn backup(&mut self, to: &Path) {
+        self.proc.terminate();
+        copy_sqlite(Path::new(&self.db), to);
+        self.restart();
+    }
+
+    /// Stops the server, puts the copy `from` back in place of its database — a restore
+    /// from a backup — and starts it again.
+    pub fn restore(&mut self, from: &Path) {
+        self.proc.terminate();
+        copy_sqlite(from, Path::new(&self.db));
+        self.restart();
+    }
+
     pub fn admin(&self, method: &str, path: &str, body: &str) -> Response {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let mut headers: Vec<(&str, &[u8])> = vec![("authorization", auth.as_bytes())];
@@ -423,6 +454,19 @@ impl ControlPlane {
         .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
+    }
+}
+
+/// Copies a SQLite database file and its `-wal`/`-shm` companions (removing stale ones at
+/// the target).
+fn copy_sqlite(from: &Path, to: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let src = PathBuf::from(format!("{}{suffix}", from.display()));
+        let dst = PathBuf::from(format!("{}{suffix}", to.display()));
+        let _ = std::fs::remove_file(&dst);
+        if src.exists() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
     }
 }
 
@@ -777,4 +821,84 @@ pub fn hs256_kid(claims: &Value, secret: &str, kid: &str) -> String {
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());
     format!("{input}.{}", b64(&sig))
+}
+
+/// What a scenario needs of an edge — Envoy ([`Stack`]) or the Worker
+/// ([`worker::WorkerStack`]) — so that one scenario runs on both.
+pub trait Edge {
+    /// `envoy` or `worker`, for messages.
+    fn name(&self) -> &'static str;
+    fn cp(&self) -> &ControlPlane;
+    fn cp_mut(&mut self) -> &mut ControlPlane;
+    /// A GET of `path` through the edge with a bearer token.
+    fn get_with_token(&self, path: &str, token: &str) -> Response;
+    /// Waits until the edge has applied at least `version` of the control plane's
+    /// current stream.
+    fn wait_applied(&self, version: u64);
+    /// The edge's log (Envoy's, or workerd's).
+    fn log(&self) -> String;
+
+    /// Polls every 10 ms (up to `deadline`) until a request with `token` gets `status`;
+    /// returns the time it took.
+    fn time_until_status(&self, token: &str, status: u16, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        wait_for(
+            &format!("status {status} at the {}", self.name()),
+            deadline,
+            || (self.get_with_token("/api/orders", token).status == status).then_some(()),
+        );
+        start.elapsed()
+    }
+
+    /// Asserts that every request with `token` during `period` gets `status` (and the
+    /// JSON `error` code, when given); returns how many were sent.
+    fn holds_status(
+        &self,
+        what: &str,
+        token: &str,
+        status: u16,
+        error: Option<&str>,
+        period: Duration,
+    ) -> u32 {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < period {
+            let r = self.get_with_token("/api/orders", token);
+            n += 1;
+            assert_eq!(
+                r.status,
+                status,
+                "{what} at the {} (request {n}, after {} ms): {}",
+                self.name(),
+                start.elapsed().as_millis(),
+                r.text()
+            );
+            if let Some(code) = error {
+                assert_eq!(r.json()["error"], code, "{what}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+}
+
+impl Edge for Stack {
+    fn name(&self) -> &'static str {
+        "envoy"
+    }
+    fn cp(&self) -> &ControlPlane {
+        &self.cp
+    }
+    fn cp_mut(&mut self) -> &mut ControlPlane {
+        &mut self.cp
+    }
+    fn get_with_token(&self, path: &str, token: &str) -> Response {
+        Stack::get_with_token(self, path, token)
+    }
+    fn wait_applied(&self, version: u64) {
+        Stack::wait_applied(self, version)
+    }
+    fn log(&self) -> String {
+        self.envoy.log()
+    }
 }

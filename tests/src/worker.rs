@@ -161,7 +161,13 @@ impl WorkerStack {
             .tempdir()
             .unwrap();
         let upstream = Upstream::start();
-        let cp = ControlPlane::start(dir.path(), free_port(), &dir.path().join("epochgate.db"));
+        let cp = ControlPlane::start_with_args(
+            dir.path(),
+            free_port(),
+            &dir.path().join("epochgate.db").display().to_string(),
+            opts.edge.control_plane_args.clone(),
+            opts.edge.control_plane_env.clone(),
+        );
         let port = free_port();
         let edge_token = match &opts.edge.edge_credential {
             Some(edge) => cp.create_edge_token(edge),
@@ -269,5 +275,42 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).unwrap();
         }
+    }
+}
+
+impl crate::Edge for WorkerStack {
+    fn name(&self) -> &'static str {
+        "worker"
+    }
+    fn cp(&self) -> &ControlPlane {
+        &self.cp
+    }
+    fn cp_mut(&mut self) -> &mut ControlPlane {
+        &mut self.cp
+    }
+    fn get_with_token(&self, path: &str, token: &str) -> Response {
+        WorkerStack::get_with_token(self, path, token)
+    }
+    /// An isolate syncs only while it serves requests: this sends some (without a
+    /// token) until its receipt in `GET /v1/edges` shows `version` of the current stream.
+    fn wait_applied(&self, version: u64) {
+        wait_for(
+            &format!("the worker to apply version {version}"),
+            Duration::from_secs(20),
+            || {
+                let _ = self.get("/api/orders", &[]);
+                let all = self.cp.edges();
+                let stream = all["stream"].clone();
+                self.edges()
+                    .iter()
+                    .any(|e| {
+                        e["stream"] == stream && e["applied_version"].as_u64() >= Some(version)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    fn log(&self) -> String {
+        self.workerd.log()
     }
 }

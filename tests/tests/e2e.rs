@@ -32,6 +32,8 @@ mod outage;
 mod production;
 #[path = "e2e/replicas.rs"]
 mod replicas;
+#[path = "e2e/revoked.rs"]
+mod revoked;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/worker.rs"]

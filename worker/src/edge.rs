@@ -4,10 +4,11 @@
 
 use std::cell::RefCell;
 
+use epochgate_core::sync::client::{kept_note, Event};
 use epochgate_core::{Decision, HeaderEdit, Inputs, RequestInfo, Response};
 
 use crate::host::{Host, Level};
-use crate::refresh::{IsolateState, Plan, SyncCall, SyncOutcome};
+use crate::refresh::{IsolateState, Plan, SyncCall};
 use crate::settings::Settings;
 
 /// How often a request waiting for another request's sync looks again.
@@ -57,21 +58,22 @@ pub async fn handle<H: Host>(
 ) -> Handled {
     let max_staleness_s = settings.engine.config().max_staleness_s;
     let mut background_sync = None;
-    let plan = state
-        .borrow()
-        .plan(host.now_ms(), &settings.worker, max_staleness_s);
+    state.borrow_mut().sweep(host.now_ms());
+    let plan = state.borrow().plan(host.now_ms(), max_staleness_s);
     match plan {
         Plan::Serve => {}
         Plan::Background => {
-            background_sync = Some(state.borrow_mut().begin(host.now_ms(), &settings.worker));
+            background_sync = state.borrow_mut().begin(host.now_ms(), &settings.worker);
         }
         Plan::Blocking => {
             let call = state.borrow_mut().begin(host.now_ms(), &settings.worker);
-            complete_sync(state, settings, host, call).await;
+            if let Some(call) = call {
+                complete_sync(state, settings, host, call).await;
+            }
         }
         Plan::WaitForSync => {
             // Bounded: `in_flight` turns false at the latest a second past the timeout.
-            while state.borrow().in_flight(host.now_ms(), &settings.worker) {
+            while state.borrow().in_flight(host.now_ms()) {
                 host.sleep(WAIT_POLL_MS).await;
             }
         }
@@ -107,15 +109,15 @@ fn act<H: Host>(
 ) -> Outcome {
     match decision {
         Decision::Allow {
-            signature_only,
+            stale,
             request_edits,
             response_headers,
             ..
         } => {
-            if signature_only {
+            if stale {
                 host.log(
                     Level::Warn,
-                    &format!("[{edge_id}] revocation state is stale: allowed on signature only (on_stale: allow)"),
+                    &format!("[{edge_id}] revocation state is stale: allowed with the revocations held (on_stale: allow)"),
                 );
             }
             Outcome::Forward {
@@ -138,38 +140,88 @@ fn act<H: Host>(
     }
 }
 
-/// Runs a started sync to its end and logs how it went.
+/// The most requests one sync runs (a paged snapshot's pages, a snapshot after another
+/// history's answer), so a confused control plane cannot hold a task forever.
+const MAX_CALLS_PER_SYNC: usize = 1_000;
+
+/// Runs a started sync to its end — the following pages of a paged snapshot, and the
+/// snapshot asked for after an answer of another history, at once — and logs how it
+/// went; returns the last event.
 pub async fn complete_sync<H: Host>(
     state: &RefCell<IsolateState>,
     settings: &Settings,
     host: &H,
     call: SyncCall,
-) -> SyncOutcome {
-    let result = host
-        .get(
-            &call.url,
-            &settings.edge_token,
-            settings.worker.sync_timeout_ms,
-        )
-        .await;
-    let mut s = state.borrow_mut();
-    let outcome = s.finish(call.ticket, host.now_ms(), &settings.worker, result);
+) -> Event {
+    let mut call = call;
+    let mut calls = 1;
+    loop {
+        let result = host
+            .get(
+                &call.url,
+                &settings.edge_token,
+                settings.worker.sync_timeout_ms,
+            )
+            .await;
+        let mut s = state.borrow_mut();
+        let before = s.status();
+        let event = s.finish(call.ticket, host.now_ms(), result);
+        log_event(host, &s, &event, before.as_ref());
+        let again = matches!(
+            event,
+            Event::Applied {
+                complete: false,
+                ..
+            } | Event::Restart { .. }
+        );
+        if !again || calls >= MAX_CALLS_PER_SYNC {
+            return event;
+        }
+        let Some(next) = s.begin(host.now_ms(), &settings.worker) else {
+            return event;
+        };
+        call = next;
+        calls += 1;
+    }
+}
+
+fn log_event<H: Host>(
+    host: &H,
+    s: &IsolateState,
+    event: &Event,
+    before: Option<&epochgate_core::sync::SyncStatus>,
+) {
     let edge_id = s.edge_id();
-    match &outcome {
-        SyncOutcome::Applied {
+    match event {
+        Event::Applied {
             version,
             snapshot,
+            complete: true,
             changes,
-            changed: true,
-        } => host.log(
-            Level::Info,
-            &format!(
-                "[{edge_id}] sync: applied {} v{version} ({changes} changes)",
-                if *snapshot { "snapshot" } else { "delta" }
-            ),
+            changed,
+            kept,
+            ..
+        } => {
+            if *changed {
+                host.log(
+                    Level::Info,
+                    &format!(
+                        "[{edge_id}] sync: applied {} v{version} ({changes} changes)",
+                        if *snapshot { "snapshot" } else { "delta" }
+                    ),
+                );
+            }
+            if *kept > 0 {
+                let note = kept_note(*version, *kept, before);
+                host.log(Level::Warn, &format!("[{edge_id}] {note}"));
+            }
+        }
+        Event::Applied { .. } => {}
+        Event::Restart { why } => host.log(
+            Level::Warn,
+            &format!("[{edge_id}] sync: {why}; asking for a snapshot (what is held stays in force)"),
         ),
-        SyncOutcome::Applied { .. } => {}
-        SyncOutcome::Failed {
+        Event::Failed {
             why,
             failures,
             retry_in_ms,
@@ -180,10 +232,9 @@ pub async fn complete_sync<H: Host>(
                 s.version()
             ),
         ),
-        SyncOutcome::Superseded => host.log(
+        Event::Superseded => host.log(
             Level::Warn,
             &format!("[{edge_id}] sync: an answer after its timeout was ignored"),
         ),
     }
-    outcome
 }

@@ -106,8 +106,7 @@ pub fn js_error(value: JsValue) -> String {
 /// them (or why they are bad), and its state.
 struct Isolate {
     bindings: Bindings,
-    settings: Result<Rc<Settings>, SetupError>,
-    state: Rc<RefCell<IsolateState>>,
+    settings: Result<(Rc<Settings>, Rc<RefCell<IsolateState>>), SetupError>,
 }
 
 thread_local! {
@@ -130,17 +129,21 @@ fn random_id() -> u64 {
 fn isolate(
     bindings: Bindings,
     host: &JsHost,
-) -> (Result<Rc<Settings>, SetupError>, Rc<RefCell<IsolateState>>) {
+) -> Result<(Rc<Settings>, Rc<RefCell<IsolateState>>), SetupError> {
     ISOLATE.with(|slot| {
         let mut slot = slot.borrow_mut();
         if let Some(i) = slot.as_ref().filter(|i| i.bindings == bindings) {
-            return (i.settings.clone(), i.state.clone());
+            return i.settings.clone();
         }
         let random = ISOLATE_RANDOM_ID.with(|r| *r);
-        let settings = Settings::load(&bindings).map(Rc::new);
-        let edge_id = match &settings {
-            Ok(s) => {
-                let edge_id = s.worker.edge_id(random);
+        let settings = Settings::load(&bindings).map(|s| {
+            let edge_id = s.worker.edge_id(random);
+            let state = IsolateState::new(edge_id, &s.worker, random);
+            (Rc::new(s), Rc::new(RefCell::new(state)))
+        });
+        match &settings {
+            Ok((s, state)) => {
+                let edge_id = state.borrow().edge_id().to_string();
                 host.log(
                     Level::Info,
                     &format!(
@@ -148,23 +151,19 @@ fn isolate(
                         s.worker.origin, s.worker.control_plane, s.worker.refresh_ms
                     ),
                 );
-                edge_id
             }
             Err(e) => {
                 host.log(
                     Level::Error,
                     &format!("epochgate-worker {VERSION}: bad configuration, every request answers 500: {e}"),
                 );
-                format!("unconfigured-{random:016x}")
             }
-        };
-        let state = Rc::new(RefCell::new(IsolateState::new(edge_id)));
+        }
         *slot = Some(Isolate {
             bindings,
             settings: settings.clone(),
-            state: state.clone(),
         });
-        (settings, state)
+        settings
     })
 }
 
@@ -287,8 +286,7 @@ fn glue_error(status: u16, error: &str, detail: &str) -> Response {
 #[wasm_bindgen]
 pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, JsValue> {
     let host = JsHost;
-    let (settings, state) = isolate(read_bindings(&env), &host);
-    let response = match settings {
+    let response = match isolate(read_bindings(&env), &host) {
         Err(e) => {
             host.log(
                 Level::Error,
@@ -296,7 +294,7 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
             );
             e.response()
         }
-        Ok(settings) => {
+        Ok((settings, state)) => {
             let handled = edge::handle(&state, &settings, &host, &incoming(&req)).await;
             if let Some(call) = handled.background_sync {
                 let (state, settings) = (state.clone(), settings.clone());

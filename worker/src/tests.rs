@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use crate::edge::{complete_sync, handle, Handled, IncomingRequest, Outcome};
 use crate::fake::{block_on, FakeHost};
 use crate::host::Level;
-use crate::refresh::{IsolateState, SyncOutcome};
+use crate::refresh::IsolateState;
 use crate::settings::{Bindings, Settings, SetupError};
+use epochgate_core::sync::client::Event;
 
 const SECRET: &str = "worker-test-secret-0123456789abcdef";
 const EDGE_TOKEN: &str = "edge-token-0123456789";
@@ -85,6 +86,7 @@ fn snapshot(version: u64, changes: Vec<Change>) -> Value {
         changes,
         max_session_lifetime_s: 86_400,
         next: None,
+        tag: Some(format!("t{version}")),
     })
     .unwrap()
 }
@@ -106,7 +108,11 @@ fn user_logout(user: &str, epoch_ms: u64) -> Change {
 }
 
 fn isolate() -> RefCell<IsolateState> {
-    RefCell::new(IsolateState::new("portal-00000000000000ab".into()))
+    RefCell::new(IsolateState::new(
+        "portal-00000000000000ab".into(),
+        &settings().worker,
+        1,
+    ))
 }
 
 fn run(
@@ -271,7 +277,8 @@ fn the_first_request_waits_for_a_sync_as_this_edge() {
     assert_eq!(
         calls,
         vec![(
-            "http://cp.test:8080/v1/sync?since=0&wait=0&edge=portal-00000000000000ab".to_string(),
+            "http://cp.test:8080/v1/sync?since=0&wait=0&edge=portal-00000000000000ab&limit=10000"
+                .to_string(),
             EDGE_TOKEN.to_string()
         )]
     );
@@ -295,7 +302,7 @@ fn a_due_sync_runs_in_the_background_once_and_a_logout_then_denies() {
     assert_eq!(status_of(&h.outcome), 200);
     let call = h.background_sync.expect("a sync is due");
     assert!(
-        call.url.contains("since=1&wait=0&stream=st&edge="),
+        call.url.contains("since=1&wait=0&stream=st&tag=t1&edge="),
         "{}",
         call.url
     );
@@ -308,7 +315,7 @@ fn a_due_sync_runs_in_the_background_once_and_a_logout_then_denies() {
     assert!(
         matches!(
             out,
-            SyncOutcome::Applied {
+            Event::Applied {
                 version: 2,
                 changed: true,
                 ..
@@ -353,28 +360,29 @@ fn failures_back_off_keep_the_last_state_then_follow_on_stale() {
             "last state kept: still logged out"
         );
         let out = block_on(complete_sync(&state, &s, &host, h.background_sync.unwrap()));
-        let SyncOutcome::Failed { retry_in_ms, .. } = out else {
+        let Event::Failed { retry_in_ms, .. } = out else {
             panic!("{out:?}")
         };
         retries.push(retry_in_ms);
     }
-    assert_eq!(
-        retries,
-        vec![500, 1000],
-        "exponential backoff from refresh_ms"
-    );
+    // Exponential backoff from refresh_ms, half of it jitter.
+    assert!((250..=500).contains(&retries[0]), "{retries:?}");
+    assert!((500..=1000).contains(&retries[1]), "{retries:?}");
     assert_eq!(state.borrow().failures(), 2);
     assert!(host.logged("sync failed (2 in a row): control plane answered 500"));
     // Backing off: no call before the retry time.
     let calls = host.calls.borrow().len();
-    host.advance(999);
+    host.advance(retries[1] - 1);
     assert!(run(&state, &s, &host, &bearer(&token_42()))
         .background_sync
         .is_none());
     assert_eq!(host.calls.borrow().len(), calls);
-    // Past max_staleness_s (10 s) the request waits for a sync; it fails → on_stale deny.
+    // Past max_staleness_s (10 s) the request waits for a sync; it fails → on_stale deny
+    // (for a token the state holds nothing against; 42's logout is still a 401).
     host.advance(10_000);
-    let h = run(&state, &s, &host, &bearer(&token_42()));
+    let other =
+        hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_303_000}));
+    let h = run(&state, &s, &host, &bearer(&other));
     assert_eq!(
         host.calls.borrow().len(),
         calls + 1,
@@ -385,13 +393,18 @@ fn failures_back_off_keep_the_last_state_then_follow_on_stale() {
     };
     assert_eq!(r.status, 503);
     assert!(r.headers.contains(&("retry-after".into(), "5".into())));
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
+        401
+    );
 }
 
 #[test]
-fn on_stale_allow_passes_on_signature_only_and_says_so() {
+fn on_stale_allow_passes_what_it_cannot_know_and_enforces_what_it_holds() {
     let s = settings_with(json!({
         "keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}],
         "on_stale": "allow",
+        "max_staleness_s": 10,
     }));
     let host = FakeHost::at(NOW);
     let state = isolate();
@@ -401,7 +414,23 @@ fn on_stale_allow_passes_on_signature_only_and_says_so() {
         .logs
         .borrow()
         .iter()
-        .any(|(l, m)| *l == Level::Warn && m.contains("allowed on signature only")));
+        .any(|(l, m)| *l == Level::Warn && m.contains("allowed with the revocations held")));
+    // Synced once, with 42 logged out; then the control plane is gone for good.
+    host.advance(60_000);
+    host.answer_json(&snapshot(2, vec![user_logout("42", NOW)]));
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
+        401
+    );
+    host.advance(60_000);
+    let h = run(&state, &s, &host, &bearer(&token_42()));
+    assert_eq!(status_of(&h.outcome), 401, "a held logout while stale");
+    let other =
+        hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_303_000}));
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&other)).outcome),
+        200
+    );
 }
 
 #[test]
@@ -417,46 +446,41 @@ fn a_delta_of_another_stream_asks_for_a_snapshot_and_keeps_the_entries() {
     let mut other = delta(7, vec![]);
     other["stream"] = json!("other");
     host.answer_json(&other);
+    // The sync then asks for a snapshot at once (the same background task).
+    let mut snap = snapshot(1, vec![]);
+    snap["stream"] = json!("other");
+    host.answer_json(&snap);
     host.advance(500);
     let call = run(&state, &s, &host, &bearer(&token_42()))
         .background_sync
         .unwrap();
     let out = block_on(complete_sync(&state, &s, &host, call));
     assert!(
-        matches!(out, SyncOutcome::Failed { retry_in_ms: 0, .. }),
-        "{out:?}"
-    );
-    assert_eq!(
-        state.borrow().version(),
-        2,
-        "nothing of the other stream applied"
-    );
-    // Still enforced meanwhile; the next sync asks for a snapshot at once.
-    let h = run(&state, &s, &host, &bearer(&token_42()));
-    assert_eq!(status_of(&h.outcome), 401);
-    let call = h.background_sync.unwrap();
-    assert!(call.url.contains("since=0&wait=0&edge="), "{}", call.url);
-    let mut snap = snapshot(1, vec![]);
-    snap["stream"] = json!("other");
-    host.answer_json(&snap);
-    let out = block_on(complete_sync(&state, &s, &host, call));
-    assert!(
         matches!(
             out,
-            SyncOutcome::Applied {
+            Event::Applied {
                 version: 1,
                 snapshot: true,
+                kept: 1,
                 ..
             }
         ),
         "{out:?}"
     );
-    // The snapshot replaced the old history's entries.
+    let calls = host.calls.borrow().clone();
+    assert!(
+        calls[calls.len() - 1].0.contains("since=0&wait=0&edge="),
+        "{calls:?}"
+    );
+    assert!(host.logged("asking for a snapshot (what is held stays in force)"));
+    assert!(host.logged("lacked or held lower 1 entries this edge had applied"));
+    // The new history is merged into what the isolate held: 42 stays logged out.
     host.advance(1);
     assert_eq!(
         status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
-        200
+        401
     );
+    assert_eq!(state.borrow().status().unwrap().stream, "other");
 }
 
 #[test]
@@ -478,14 +502,11 @@ fn a_sync_past_its_timeout_is_superseded() {
         .unwrap();
     host.answer_json(&delta(9, vec![]));
     let out = block_on(complete_sync(&state, &s, &host, lost));
-    assert_eq!(out, SyncOutcome::Superseded);
+    assert_eq!(out, Event::Superseded);
     assert_eq!(state.borrow().version(), 1);
     host.answer_json(&delta(2, vec![]));
     let out = block_on(complete_sync(&state, &s, &host, fresh));
-    assert!(
-        matches!(out, SyncOutcome::Applied { version: 2, .. }),
-        "{out:?}"
-    );
+    assert!(matches!(out, Event::Applied { version: 2, .. }), "{out:?}");
 }
 
 #[test]
@@ -498,7 +519,7 @@ fn a_garbled_answer_is_a_failure_not_a_panic() {
         .background_sync
         .unwrap();
     let out = block_on(complete_sync(&state, &s, &host, call));
-    assert!(matches!(out, SyncOutcome::Failed { .. }), "{out:?}");
+    assert!(matches!(out, Event::Failed { .. }), "{out:?}");
     assert_eq!(state.borrow().version(), 1);
 }
 
@@ -630,9 +651,9 @@ fn a_stale_request_waits_for_the_sync_in_flight_instead_of_starting_another() {
     let state = isolate();
     let host = FakeHost::at(NOW);
     // Another request started the first sync and has not finished it.
-    let call = state.borrow_mut().begin(NOW, &s.worker);
+    let call = state.borrow_mut().begin(NOW, &s.worker).unwrap();
     assert_eq!(
-        state.borrow().plan(NOW, &s.worker, 10),
+        state.borrow().plan(NOW, 10),
         crate::refresh::Plan::WaitForSync
     );
     // It never comes back (the fake's time runs only while waiting): the wait ends once
@@ -645,12 +666,48 @@ fn a_stale_request_waits_for_the_sync_in_flight_instead_of_starting_another() {
     // No newer sync was started, so its late answer still counts.
     host.answer_json(&snapshot(1, vec![]));
     let out = block_on(complete_sync(&state, &s, &host, call));
-    assert!(
-        matches!(out, SyncOutcome::Applied { version: 1, .. }),
-        "{out:?}"
-    );
+    assert!(matches!(out, Event::Applied { version: 1, .. }), "{out:?}");
     assert_eq!(
         status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
         200
+    );
+}
+
+#[test]
+fn a_paged_snapshot_is_taken_page_by_page_in_one_background_sync() {
+    let s = settings();
+    let (host, state) = synced(&s);
+    host.advance(500);
+    let mut page1 = snapshot(7, vec![user_logout("41", NOW)]);
+    page1["next"] = json!("u/acme/41");
+    host.answer_json(&page1);
+    host.answer_json(&snapshot(7, vec![user_logout("42", NOW)]));
+    let call = run(&state, &s, &host, &bearer(&token_42()))
+        .background_sync
+        .unwrap();
+    let out = block_on(complete_sync(&state, &s, &host, call));
+    assert!(
+        matches!(
+            out,
+            Event::Applied {
+                version: 7,
+                complete: true,
+                changes: 2,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let calls = host.calls.borrow().clone();
+    assert!(
+        calls[calls.len() - 1]
+            .0
+            .ends_with("&limit=10000&snapshot=7&after=u%2Facme%2F41"),
+        "{calls:?}"
+    );
+    assert_eq!(state.borrow().version(), 7);
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
+        401
     );
 }

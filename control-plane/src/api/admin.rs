@@ -1,4 +1,5 @@
-//! Admin API: the four revocations and the read-only views.
+//! Admin API: the four revocations, cancelling a pending scheduled logout, and the
+//! read-only views.
 //!
 //! Every write answers 200 only after its transaction committed (the store returns
 //! then), so a 200 means the revocation survives a crash and edges will receive it.
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use epochgate_core::state::Target;
 use serde::Deserialize;
@@ -20,7 +22,8 @@ use crate::now_ms;
 use crate::rbac::{Denied, Scope};
 use crate::state::AppState;
 use crate::store::{
-    action_name, target_tenant, AuditFilter, AuditRecord, EdgeRecord, RevokeRequest, StoreStatus,
+    action_name, cancel_action_name, target_tenant, AuditFilter, AuditRecord, CancelOutcome,
+    EdgeRecord, RevokeRequest, StoreStatus,
 };
 
 /// The longest `reason` kept in the audit log, in bytes.
@@ -46,6 +49,21 @@ pub struct RevokeBody {
 /// The longest a logout may be scheduled ahead.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 31 * 24 * 3600 * 1000;
 
+/// An RFC 3339 time (`2026-11-29T02:00:00Z`, `…T03:00:00.5+01:00`) in ms since the Unix
+/// epoch, by the `time` crate: a day that does not exist (`2026-11-31`) is refused, not
+/// rolled over into another.
+pub fn parse_at(at: &str) -> Result<u64, ApiError> {
+    let bad = |why: String| {
+        ApiError::bad_request(
+            "invalid_field",
+            format!("`at` is not an RFC 3339 time (e.g. 2026-11-29T02:00:00Z): {at:?}: {why}"),
+        )
+    };
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| bad(e.to_string()))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad("before 1970".into()))
+}
+
 /// Turns a tenant or global logout with `at` into its scheduled form.
 fn scheduled(
     target: Target,
@@ -55,12 +73,7 @@ fn scheduled(
     let Some(at) = at else {
         return Ok((target, None));
     };
-    let at_ms = epochgate_core::decision::parse_rfc3339(at).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_field",
-            format!("`at` is not an RFC 3339 time (e.g. 2026-11-29T02:00:00Z): {at:?}"),
-        )
-    })?;
+    let at_ms = parse_at(at)?;
     if at_ms <= now_ms {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -266,6 +279,19 @@ async fn revoke(
     };
     let actor = request.actor.clone();
     let done = state.store().revoke(request).await?;
+    committed(state, done, &actor, "revocation committed", wait, warnings).await
+}
+
+/// The answer to a committed write: anchored, counted, logged, and with `?wait=` the
+/// edges' progress.
+async fn committed(
+    state: &AppState,
+    done: crate::store::Revocation,
+    actor: &str,
+    what: &str,
+    wait: Option<Duration>,
+    warnings: Vec<String>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
     state.anchor(&done.audit).await;
     state.metrics().admin_write();
     tracing::info!(
@@ -273,7 +299,7 @@ async fn revoke(
         epoch_ms = done.epoch_ms,
         version = done.version,
         actor = %actor,
-        "revocation committed"
+        "{what}"
     );
     let propagation = match wait {
         Some(wait) => Some(await_edges(state, done.version, wait).await?),
@@ -471,6 +497,115 @@ pub async fn logout_all_tenants(
     revoke(&state, auth, remote, Target::Global, body, query).await
 }
 
+/// Cancels the pending scheduled logout `target` (audited): 404 if there is none, 409
+/// if its time has passed — it took effect, and a logout is not undone (the refused
+/// attempt is audited too).
+async fn cancel(
+    state: &AppState,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    target: Target,
+    body: Option<RevokeBody>,
+    query: WriteQuery,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    if body.as_ref().is_some_and(|b| b.at.is_some()) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "`at` is for scheduling; a cancel takes only a `reason`",
+        ));
+    }
+    let reason = checked_reason(body.as_ref().and_then(|b| b.reason.clone()))?;
+    let action = cancel_action_name(&target);
+    authorize(
+        state,
+        &auth,
+        remote,
+        Scope::RevokeAll,
+        action,
+        &target,
+        reason.clone(),
+    )
+    .await?;
+    let request = RevokeRequest {
+        target: target.clone(),
+        now_ms: now_ms(),
+        at_ms: None,
+        actor: auth.actor.clone(),
+        reason: reason.clone(),
+        source: remote.0.map(|a| a.to_string()),
+        request_id: Some(auth.request_id.clone()),
+    };
+    let done = match state.store().cancel(request).await? {
+        CancelOutcome::Cancelled(done) => done,
+        CancelOutcome::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_schedule",
+                "there is no scheduled logout to cancel",
+            ))
+        }
+        CancelOutcome::Passed { at_ms } => {
+            let at = epochgate_core::decision::rfc3339(at_ms);
+            let record = AuditRecord {
+                at_ms: now_ms(),
+                actor: auth.actor.clone(),
+                action: action.to_string(),
+                outcome: "denied".into(),
+                target,
+                reason: Some(format!(
+                    "refused: the scheduled logout at {at} has passed{}",
+                    reason
+                        .map(|r| format!("; reason given: {r}"))
+                        .unwrap_or_default()
+                )),
+                source: remote.0.map(|a| a.to_string()),
+                request_id: Some(auth.request_id.clone()),
+            };
+            match state.store().record_audit(record).await {
+                Ok(head) => state.anchor(&head).await,
+                Err(err) => tracing::error!(error = %err, "cannot audit a refused cancel"),
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "schedule_passed",
+                format!(
+                    "the scheduled logout at {at} has passed: it took effect and cannot be undone \
+                     (a login after it passes; schedule the next one instead)"
+                ),
+            ));
+        }
+    };
+    let what = "scheduled logout cancelled";
+    committed(state, done, &auth.actor, what, wait, Vec::new()).await
+}
+
+/// `DELETE /v1/tenants/{tenant}/scheduled-logout`: cancels the tenant's pending scheduled
+/// logout.
+pub async fn cancel_tenant_schedule(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    ApiPath(p): ApiPath<TenantPath>,
+    ApiQuery(query): ApiQuery<WriteQuery>,
+    OptionalJson(body): OptionalJson<RevokeBody>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    check_id("tenant", &p.tenant)?;
+    let target = Target::ScheduledTenant { tenant: p.tenant };
+    cancel(&state, auth, remote, target, body, query).await
+}
+
+/// `DELETE /v1/scheduled-logout`: cancels the pending scheduled logout of every tenant.
+pub async fn cancel_global_schedule(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    remote: RemoteAddr,
+    ApiQuery(query): ApiQuery<WriteQuery>,
+    OptionalJson(body): OptionalJson<RevokeBody>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    cancel(&state, auth, remote, Target::ScheduledGlobal, body, query).await
+}
+
 /// `GET /v1/tenants/{tenant}/revocations`: what an edge enforces for this tenant now.
 pub async fn tenant_revocations(
     State(state): State<AppState>,
@@ -534,6 +669,7 @@ pub async fn edges(
         stream: status.stream,
         version: status.version,
         edges,
+        rollback: state.store().last_rollback().await?,
     }))
 }
 
@@ -595,4 +731,32 @@ pub async fn audit(
         })
         .await?;
     Ok(Json(AuditAnswer { entries }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_at;
+
+    #[test]
+    fn at_is_parsed_by_a_date_library_and_impossible_dates_are_refused() {
+        assert_eq!(parse_at("2027-01-15T08:00:00Z").unwrap(), 1_800_000_000_000);
+        assert_eq!(
+            parse_at("2027-01-15T09:00:00.25+01:00").unwrap(),
+            1_800_000_000_250
+        );
+        assert_eq!(parse_at("2024-02-29T00:00:00Z").unwrap(), 1_709_164_800_000);
+        for bad in [
+            "2026-11-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01",
+            "1969-12-31T23:59:59Z",
+            "tomorrow",
+        ] {
+            let e = parse_at(bad).unwrap_err();
+            assert!(e.detail.contains("RFC 3339"), "{bad}: {}", e.detail);
+        }
+    }
 }

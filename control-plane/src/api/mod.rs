@@ -7,6 +7,8 @@
 //! | `POST /v1/tenants/{tenant}/logout` | admin | [`RevokeAnswer`] |
 //! | `POST /v1/tenants/{tenant}/sessions/{sid}/revoke` | admin | [`RevokeAnswer`] |
 //! | `POST /v1/logout` | admin | [`RevokeAnswer`] |
+//! | `DELETE /v1/tenants/{tenant}/scheduled-logout` | admin | [`RevokeAnswer`] (409 once passed) |
+//! | `DELETE /v1/scheduled-logout` | admin | [`RevokeAnswer`] (409 once passed) |
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
 //! | `POST /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::CreatedAnswer`] |
@@ -22,7 +24,7 @@
 //! | `GET /openapi.json` | none | the OpenAPI document ([`openapi`]) |
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +110,10 @@ pub struct EdgesAnswer {
     pub stream: String,
     pub version: u64,
     pub edges: Vec<EdgeView>,
+    /// The last rollback noticed (an edge ahead of the store, or on versions the store
+    /// wrote again: a restore from a backup, a failover), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::store::Rollback>,
 }
 
 /// `GET /v1/audit`, newest first.
@@ -131,6 +137,14 @@ pub fn app(state: AppState) -> Router {
             post(admin::revoke_session),
         )
         .route("/v1/logout", post(admin::logout_all_tenants))
+        .route(
+            "/v1/tenants/{tenant}/scheduled-logout",
+            delete(admin::cancel_tenant_schedule),
+        )
+        .route(
+            "/v1/scheduled-logout",
+            delete(admin::cancel_global_schedule),
+        )
         .route(
             "/v1/tenants/{tenant}/revocations",
             get(admin::tenant_revocations),

@@ -31,6 +31,30 @@ fn write_op(summary: &str, scope: &str, params: &[&str]) -> Value {
     }})
 }
 
+fn cancel_op(summary: &str, params: &[&str]) -> Value {
+    let mut parameters: Vec<Value> = params
+        .iter()
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}, "description": "percent-encoded id (printable UTF-8, at most 256 bytes)"}))
+        .collect();
+    parameters.push(json!({"name": "wait", "in": "query", "required": false, "schema": {"type": "string"}, "description": "answer once every live edge applied the change, or after this long: `5`, `2.5`, `5s`, `500ms` (at most 60 s)"}));
+    json!({
+        "summary": summary,
+        "description": "Requires `sessions:revoke_all` on the tenant (a global admin for every tenant). Audited, refusals too. `epoch_ms` in the answer is the time the cancelled schedule was set for.",
+        "security": [{"bearer": []}],
+        "parameters": parameters,
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RevokeBody"}}}},
+        "responses": {
+            "200": {"description": "cancelled (committed)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RevokeAnswer"}}}},
+            "400": error_response("bad id, body or query"),
+            "401": error_response("no or invalid credential"),
+            "403": error_response("the credential lacks the permission or tenant (audited)"),
+            "404": error_response("no scheduled logout to cancel (`no_schedule`)"),
+            "409": error_response("the scheduled logout's time has passed: it took effect and cannot be undone (`schedule_passed`, audited)"),
+            "413": error_response("body over 16 KiB")
+        }
+    })
+}
+
 fn read_op(summary: &str, scope: Option<&str>, schema: &str, params: Vec<Value>) -> Value {
     let mut responses = json!({
         "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
@@ -94,7 +118,10 @@ pub fn document() -> Value {
                     "propagation": {"$ref": "#/components/schemas/Propagation"},
                     "warnings": {"type": "array", "items": {"type": "string"}}}},
                 "RevocationsAnswer": {"type": "object", "properties": {"tenant": {"type": "string"}, "revocations": {"type": "array", "items": {"type": "object"}}}},
-                "EdgesAnswer": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "edges": {"type": "array", "items": {"type": "object", "properties": {
+                "EdgesAnswer": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"},
+                    "rollback": {"type": "object", "description": "the last rollback noticed (a restore from a backup, a failover)", "properties": {
+                        "at_ms": {"type": "integer"}, "previous_stream": {"type": "string"}, "stream": {"type": "string"}, "reason": {"type": "string"}}},
+                    "edges": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "string", "description": "the edge credential's name, or the `?edge=` given with the shared demo token"},
                     "live": {"type": "boolean"}, "instances": {"type": "integer", "description": "instances folded in (a Worker's isolates, Envoys sharing a credential)"},
                     "credential": {"type": ["string", "null"], "description": "the edge token's id; null: the shared demo token"},
@@ -107,7 +134,8 @@ pub fn document() -> Value {
                     "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}}}},
                 "SyncResponse": {"type": "object", "properties": {"stream": {"type": "string"}, "version": {"type": "integer"}, "snapshot": {"type": "boolean"},
                     "changes": {"type": "array", "items": {"type": "object"}}, "max_session_lifetime_s": {"type": "integer"},
-                    "next": {"type": "string", "description": "a snapshot page that is not the last: the cursor of the next"}}},
+                    "next": {"type": "string", "description": "a snapshot page that is not the last: the cursor of the next"},
+                    "tag": {"type": "string", "description": "the tag of `version`: sent back with `since`"}}},
                 "EdgeToken": {"type": "object", "required": ["id", "edge", "created_ms", "created_by"], "properties": {
                     "id": {"type": "string"}, "edge": {"type": "string"}, "created_ms": {"type": "integer"}, "created_by": {"type": "string"},
                     "revoked_ms": {"type": ["integer", "null"]}}},
@@ -133,6 +161,8 @@ pub fn document() -> Value {
             "/v1/tenants/{tenant}/logout": write_op("End every session of one tenant", "sessions:revoke_all", &["tenant"]),
             "/v1/tenants/{tenant}/sessions/{sid}/revoke": write_op("End one session", "sessions:revoke", &["tenant", "sid"]),
             "/v1/logout": write_op("End every session of every tenant (global admins only)", "sessions:revoke_all", &[]),
+            "/v1/tenants/{tenant}/scheduled-logout": {"delete": cancel_op("Cancel the tenant's pending scheduled logout", &["tenant"])},
+            "/v1/scheduled-logout": {"delete": cancel_op("Cancel the pending scheduled logout of every tenant (global admins only)", &[])},
             "/v1/tenants/{tenant}/revocations": read_op("The tenant's live entries and the global one", Some("revocations:read"), "RevocationsAnswer",
                 vec![json!({"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}})]),
             "/v1/edges": read_op("Each edge's applied version, lag, liveness, last seen", Some("edges:read"), "EdgesAnswer", vec![]),
@@ -183,6 +213,7 @@ pub fn document() -> Value {
             "/v1/sync": {"get": {"summary": "The edges' long-poll (edge tokens only)", "security": [{"bearer": []}],
                 "parameters": [query("since", "integer", "the version the edge applied (its receipt)"), query("wait", "integer", "seconds to hold (at most 60)"),
                                query("stream", "string", "the stream the edge holds"),
+                               query("tag", "string", "the tag of `since`, as answered with it: an edge on a history this store lost (a restore, a failover) gets a snapshot of a new stream"),
                                query("edge", "string", "with the edge's own token: which instance (a Worker isolate, one of several Envoys); with the shared demo token (then required): the edge's id"),
                                query("limit", "integer", "answer snapshots (and deltas larger than this) as snapshot pages of at most this many changes (1..100000)"),
                                query("snapshot", "integer", "resuming a paged snapshot: its version (with `after`)"),

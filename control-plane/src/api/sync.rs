@@ -7,6 +7,13 @@
 //! A commit landing between the two bumps the watch after the subscription, so the wait
 //! in step 3 sees it at once; reading first and subscribing after could sleep through it
 //! for the whole `wait` — a logout arriving late at an edge.
+//!
+//! The read also checks that the edge's `since` belongs to this store's history (its
+//! `tag`): after a restore from a backup or a failover, an edge ahead of the store, or on
+//! versions the store wrote again with other content, is on a history this store lost.
+//! The store then starts a new stream (once, whichever edge or replica notices first),
+//! says so in the log and in `GET /v1/edges`, and the edge gets a snapshot of it — which
+//! it merges into what it holds, so no logout it applied is lost.
 
 use std::time::Duration;
 
@@ -20,7 +27,7 @@ use super::ApiError;
 use crate::config::MAX_WAIT_S;
 use crate::now_ms;
 use crate::state::AppState;
-use crate::store::{EdgeReceipt, PageRequest, SyncBatch};
+use crate::store::{announced_horizon_s, EdgePosition, EdgeReceipt, PageRequest, SyncBatch};
 use epochgate_core::state::Target;
 
 /// The query of `GET /v1/sync`.
@@ -34,6 +41,8 @@ pub struct SyncQuery {
     pub wait: u64,
     /// The stream the edge holds; another stream gets a snapshot.
     pub stream: Option<String>,
+    /// The tag of `since` (as answered with it): proves which history it is of.
+    pub tag: Option<String>,
     /// The edge's id, for its receipt in `GET /v1/edges`. With the edge's own credential
     /// the edge is the credential's and this names the instance (a Worker isolate, one
     /// Envoy of several); with the shared demo token it names the edge.
@@ -142,10 +151,37 @@ pub async fn sync(
     }
 
     // 2. Read.
-    let batch = state
+    let position = EdgePosition {
+        since: q.since,
+        stream: q.stream.clone(),
+        tag: q.tag.clone(),
+        edge: edge.clone(),
+    };
+    let mut batch = state
         .store()
-        .sync_paged(q.since, q.stream.clone(), page.clone())
+        .sync_paged(position.clone(), page.clone())
         .await?;
+    if let Some(why) = batch.diverged.take() {
+        // The store was rolled back under this edge: a new stream, then its snapshot.
+        match state
+            .store()
+            .rotate_stream(batch.stream.clone(), why.clone(), now_ms())
+            .await?
+        {
+            Some(r) => tracing::warn!(
+                previous_stream = %r.previous_stream,
+                stream = %r.stream,
+                "the store was rolled back (restored from a backup, or failed over): {why}; \
+                 started stream {} — edges merge it into what they hold, so logouts they \
+                 applied stay in force; logouts the store lost must be issued again \
+                 (`epochgate audit verify --anchor` names them)",
+                r.stream
+            ),
+            None => tracing::info!("rollback already handled: {why}"),
+        }
+        batch = state.store().sync_paged(position, page).await?;
+        return Ok(answer(&state, batch));
+    }
     let up_to_date = !batch.snapshot && batch.version == q.since;
     if !up_to_date || wait.is_zero() {
         return Ok(answer(&state, batch));
@@ -172,7 +208,13 @@ pub async fn sync(
             if let EdgeIdentity::Credential { sha256, .. } = &identity {
                 edge_credential(&state, sha256).await?;
             }
-            let batch = state.store().sync_paged(q.since, q.stream, page).await?;
+            let position = EdgePosition {
+                since: q.since,
+                stream: q.stream,
+                tag: q.tag,
+                edge,
+            };
+            let batch = state.store().sync_paged(position, page).await?;
             Ok(answer(&state, batch))
         }
         // An empty delta at the same version: the edge polls again (or, on shutdown,
@@ -187,7 +229,12 @@ fn answer(state: &AppState, batch: SyncBatch) -> Json<SyncResponse> {
         version: batch.version,
         snapshot: batch.snapshot,
         changes: batch.changes,
-        max_session_lifetime_s: state.config().max_session_lifetime_s,
+        max_session_lifetime_s: announced_horizon_s(
+            state.config().max_session_lifetime_s,
+            batch.compacted_before_ms,
+            now_ms(),
+        ),
         next: batch.next,
+        tag: batch.tag,
     })
 }

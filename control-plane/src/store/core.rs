@@ -15,10 +15,11 @@ use tokio::sync::watch;
 
 use super::sql::{params, Access, Backend, Row, Tx};
 use super::{
-    action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeCredential,
-    EdgeReceipt, EdgeRecord, Entry, NewEdgeCredential, PageRequest, ReplayKey, Revocation,
-    RevokeRequest, Store, StoreError, StoreStatus, SyncBatch,
+    action_name, cancel_action_name, diverged, needs_snapshot, page_after, page_plan, row_key,
+    snapshot_page, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture,
+    CancelOutcome, CompactionReport, EdgeCredential, EdgePosition, EdgeReceipt, EdgeRecord, Entry,
+    NewEdgeCredential, PageRequest, ReplayKey, Revocation, RevokeRequest, Rollback, Store,
+    StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
 
@@ -169,13 +170,124 @@ CREATE TABLE IF NOT EXISTS idp_replay (
     PRIMARY KEY (scope, jti)
 );
 CREATE INDEX IF NOT EXISTS idp_replay_by_until ON idp_replay (until_ms);
+-- The tag of each version (see store/mod.rs): an edge's `since` proves its history.
+CREATE TABLE IF NOT EXISTS history (
+    version {int} PRIMARY KEY,
+    tag     TEXT NOT NULL
+);
+-- Rollbacks noticed (a restore from a backup, a failover): the stream each one ended.
+CREATE TABLE IF NOT EXISTS rollbacks (
+    at_ms           {int} NOT NULL,
+    previous_stream TEXT NOT NULL,
+    stream          TEXT NOT NULL,
+    reason          TEXT NOT NULL
+);
+-- Compaction has dropped every entry older than this: the announced horizon never
+-- reaches back past it.
+CREATE TABLE IF NOT EXISTS compaction (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    compacted_before {int} NOT NULL
+);
 ";
+
+/// `n` random bytes as hex.
+fn random_hex(n: usize) -> Result<String, StoreError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// 16 random bytes as hex: a new store never shares a stream with another.
 pub fn new_stream_id() -> Result<String, StoreError> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex(16)
+}
+
+/// Gives `version` its tag (8 random bytes): the same number written twice — before and
+/// after a restore from a backup — gets two tags, so an edge's `since` tells them apart.
+async fn tag_version(tx: &mut dyn Tx, version: u64) -> Result<String, StoreError> {
+    let tag = random_hex(8)?;
+    tx.execute(
+        "INSERT INTO history (version, tag) VALUES ($1, $2)
+         ON CONFLICT (version) DO UPDATE SET tag = excluded.tag",
+        &params![version, &tag],
+    )
+    .await?;
+    Ok(tag)
+}
+
+async fn tag_of(tx: &mut dyn Tx, version: u64) -> Result<Option<String>, StoreError> {
+    match tx
+        .opt(
+            "SELECT tag FROM history WHERE version = $1",
+            &params![version],
+        )
+        .await?
+    {
+        Some(mut row) => Ok(Some(row.take_text(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// Sets `target`'s epoch at `version`: a schedule replaced (`replace`), an immediate epoch
+/// by `max(existing, epoch_ms)` (a tombstone counts as nothing). Returns the stored epoch.
+async fn upsert(
+    tx: &mut dyn Tx,
+    target: &Target,
+    epoch_ms: u64,
+    version: u64,
+    now_ms: u64,
+    replace: bool,
+) -> Result<u64, StoreError> {
+    let (scope, tenant, subject) = row_key(target);
+    tx.one(
+        "INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms)
+         VALUES ($1, $2, $3, $6, $5, $4)
+         ON CONFLICT (scope, tenant, subject) DO UPDATE SET
+             epoch_ms = CASE
+                 WHEN $7 THEN excluded.epoch_ms
+                 WHEN coalesce(revocations.epoch_ms, 0) > excluded.epoch_ms
+                     THEN revocations.epoch_ms
+                 ELSE excluded.epoch_ms END,
+             version = excluded.version,
+             changed_ms = excluded.changed_ms
+         RETURNING epoch_ms",
+        &params![scope, tenant, subject, now_ms, version, epoch_ms, replace],
+    )
+    .await?
+    .u64(0)
+}
+
+/// The live epoch of `target`, if any.
+async fn epoch_of(tx: &mut dyn Tx, target: &Target) -> Result<Option<u64>, StoreError> {
+    let (scope, tenant, subject) = row_key(target);
+    match tx
+        .opt(
+            "SELECT epoch_ms FROM revocations WHERE scope = $1 AND tenant = $2 AND subject = $3",
+            &params![scope, tenant, subject],
+        )
+        .await?
+    {
+        Some(row) => row.opt_u64(0),
+        None => Ok(None),
+    }
+}
+
+/// A scheduled logout whose time has passed happened: before it is replaced, its time
+/// joins the immediate epoch it scheduled (by `max`), at the same version.
+async fn fold_if_passed(
+    tx: &mut dyn Tx,
+    scheduled: &Target,
+    version: u64,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let (Some(at_ms), Some(immediate)) = (epoch_of(tx, scheduled).await?, scheduled.folds_into())
+    else {
+        return Ok(());
+    };
+    if at_ms <= now_ms {
+        upsert(tx, &immediate, at_ms, version, now_ms, false).await?;
+    }
+    Ok(())
 }
 
 /// Creates the `meta` row of a new store (a fresh stream at version 0) unless there is
@@ -232,6 +344,17 @@ fn changes(rows: Vec<Row>) -> Result<Vec<Change>, StoreError> {
         .collect()
 }
 
+/// Compaction has dropped every entry older than this (ms; 0: never).
+async fn compacted_before(tx: &mut dyn Tx) -> Result<u64, StoreError> {
+    match tx
+        .opt("SELECT compacted_before FROM compaction WHERE id = 1", &[])
+        .await?
+    {
+        Some(row) => row.u64(0),
+        None => Ok(0),
+    }
+}
+
 async fn read_status(tx: &mut dyn Tx) -> Result<StoreStatus, StoreError> {
     let mut row = tx
         .one("SELECT stream, version, floor FROM meta WHERE id = 1", &[])
@@ -255,49 +378,23 @@ async fn next_version(tx: &mut dyn Tx) -> Result<u64, StoreError> {
 
 async fn revoke(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<Revocation, StoreError> {
     let version = next_version(tx).await?;
-    let (scope, tenant, subject) = row_key(&req.target);
+    tag_version(tx, version).await?;
+    let scheduled = req.target.is_scheduled();
+    if scheduled {
+        fold_if_passed(tx, &req.target, version, req.now_ms).await?;
+    }
     // max(existing, now): a logout never moves an epoch back, even if the clock did.
-    // A tombstone (NULL) counts as nothing. A schedule replaces the previous one.
-    let epoch_ms = tx
-        .one(
-            "INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms)
-             VALUES ($1, $2, $3, $6, $5, $4)
-             ON CONFLICT (scope, tenant, subject) DO UPDATE SET
-                 epoch_ms = CASE
-                     WHEN $7 THEN excluded.epoch_ms
-                     WHEN coalesce(revocations.epoch_ms, 0) > excluded.epoch_ms
-                         THEN revocations.epoch_ms
-                     ELSE excluded.epoch_ms END,
-                 version = excluded.version,
-                 changed_ms = excluded.changed_ms
-             RETURNING epoch_ms",
-            &params![
-                scope,
-                tenant,
-                subject,
-                req.now_ms,
-                version,
-                req.at_ms.unwrap_or(req.now_ms),
-                req.target.is_scheduled()
-            ],
-        )
-        .await?
-        .u64(0)?;
-    let audit = append_audit(
+    // A pending schedule is replaced by the new one (a passed one was folded above).
+    let epoch_ms = upsert(
         tx,
-        &AuditRecord {
-            at_ms: req.now_ms,
-            actor: req.actor.clone(),
-            action: action_name(&req.target).to_string(),
-            outcome: "ok".into(),
-            target: req.target.clone(),
-            reason: req.reason.clone(),
-            source: req.source.clone(),
-            request_id: req.request_id.clone(),
-        },
+        &req.target,
+        req.at_ms.unwrap_or(req.now_ms),
         version,
+        req.now_ms,
+        scheduled,
     )
     .await?;
+    let audit = append_audit(tx, &req.audit_record(action_name(&req.target)), version).await?;
     tx.announce(version).await?;
     Ok(Revocation {
         target: req.target.clone(),
@@ -424,18 +521,35 @@ fn credential_from_row(mut r: Row) -> Result<EdgeCredential, StoreError> {
     })
 }
 
-/// Inside one snapshot transaction: the head and the rows agree.
+/// Inside one snapshot transaction: the head, the tags and the rows agree.
 async fn sync(
     tx: &mut dyn Tx,
-    since: u64,
-    edge_stream: Option<&str>,
+    edge: &EdgePosition,
     page: Option<&PageRequest>,
 ) -> Result<SyncBatch, StoreError> {
     let status = read_status(tx).await?;
+    let since = edge.since;
+    let edge_stream = edge.stream.as_deref();
+    let ours = edge_stream == Some(status.stream.as_str());
+    let stored_tag = if ours && edge.tag.is_some() && since > 0 && since <= status.version {
+        tag_of(tx, since).await?
+    } else {
+        None
+    };
+    let diverged = diverged(edge, &status, stored_tag.as_deref());
+    // A tag that cannot be checked (a version written before tags were kept) is no proof
+    // either way: a snapshot, which the edge merges, rather than a delta on a base that
+    // may not be this store's.
+    let unproven = ours && edge.tag.is_some() && since > 0 && stored_tag.is_none();
+    let must_snapshot = diverged.is_some() || unproven;
+    let compacted_before_ms = compacted_before(tx).await?;
     if let Some(page) = page {
         // Counted only when it decides something: a fresh or resumed snapshot does not
         // depend on it.
-        let delta_rows = if page.resume.is_none() && !needs_snapshot(since, edge_stream, &status) {
+        let delta_rows = if page.resume.is_none()
+            && !must_snapshot
+            && !needs_snapshot(since, edge_stream, &status)
+        {
             tx.one(
                 "SELECT count(*) FROM revocations WHERE version > $1",
                 &params![since],
@@ -445,7 +559,12 @@ async fn sync(
         } else {
             0
         };
-        if let Some(at) = page_plan(since, edge_stream, &status, page, || Ok(delta_rows))? {
+        let plan = if must_snapshot && page.resume.is_none() {
+            Some(status.version)
+        } else {
+            page_plan(since, edge_stream, &status, page, || Ok(delta_rows))?
+        };
+        if let Some(at) = plan {
             let (scope, tenant, subject) = page_after(page);
             let rows = tx
                 .query(
@@ -456,10 +575,14 @@ async fn sync(
                     &params![at, scope, tenant, subject, page.limit as u64 + 1],
                 )
                 .await?;
-            return Ok(snapshot_page(status.stream, at, changes(rows)?, page.limit));
+            let mut batch = snapshot_page(status.stream, at, changes(rows)?, page.limit);
+            batch.tag = tag_of(tx, at).await?;
+            batch.diverged = diverged;
+            batch.compacted_before_ms = compacted_before_ms;
+            return Ok(batch);
         }
     }
-    let snapshot = page.is_none() && needs_snapshot(since, edge_stream, &status);
+    let snapshot = page.is_none() && (must_snapshot || needs_snapshot(since, edge_stream, &status));
     let rows = if snapshot {
         tx.query(
             "SELECT scope, tenant, subject, epoch_ms FROM revocations
@@ -476,12 +599,84 @@ async fn sync(
         .await?
     };
     Ok(SyncBatch {
+        tag: tag_of(tx, status.version).await?,
         stream: status.stream,
         version: status.version,
         snapshot,
         changes: changes(rows)?,
         next: None,
+        diverged,
+        compacted_before_ms,
     })
+}
+
+/// Cancels a pending scheduled logout: a removal at a new version, audited.
+async fn cancel(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<CancelOutcome, StoreError> {
+    let Some(at_ms) = epoch_of(tx, &req.target).await? else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    if at_ms <= req.now_ms {
+        return Ok(CancelOutcome::Passed { at_ms });
+    }
+    let version = next_version(tx).await?;
+    tag_version(tx, version).await?;
+    let (scope, tenant, subject) = row_key(&req.target);
+    tx.execute(
+        "UPDATE revocations SET epoch_ms = NULL, version = $1, changed_ms = $2
+         WHERE scope = $3 AND tenant = $4 AND subject = $5",
+        &params![version, req.now_ms, scope, tenant, subject],
+    )
+    .await?;
+    let audit = append_audit(
+        tx,
+        &req.audit_record(cancel_action_name(&req.target)),
+        version,
+    )
+    .await?;
+    tx.announce(version).await?;
+    Ok(CancelOutcome::Cancelled(Revocation {
+        target: req.target.clone(),
+        epoch_ms: at_ms,
+        version,
+        audit,
+    }))
+}
+
+/// A new stream in place of `expected`, at a new version (so every open long-poll wakes
+/// and its edge is answered a snapshot of the new stream).
+async fn rotate_stream(
+    tx: &mut dyn Tx,
+    expected: &str,
+    reason: &str,
+    now_ms: u64,
+) -> Result<Option<(Rollback, u64)>, StoreError> {
+    let stream = new_stream_id()?;
+    let changed = tx
+        .execute(
+            "UPDATE meta SET stream = $1 WHERE id = 1 AND stream = $2",
+            &params![&stream, expected],
+        )
+        .await?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let version = next_version(tx).await?;
+    tag_version(tx, version).await?;
+    tx.execute(
+        "INSERT INTO rollbacks (at_ms, previous_stream, stream, reason) VALUES ($1, $2, $3, $4)",
+        &params![now_ms, expected, &stream, reason],
+    )
+    .await?;
+    tx.announce(version).await?;
+    Ok(Some((
+        Rollback {
+            at_ms: now_ms,
+            previous_stream: expected.to_string(),
+            stream,
+            reason: reason.to_string(),
+        },
+        version,
+    )))
 }
 
 async fn compact(
@@ -503,10 +698,22 @@ async fn compact(
     if expired > 0 {
         // One version for the whole run: the removals commit together.
         let version = next_version(tx).await?;
+        tag_version(tx, version).await?;
         tx.execute(
             "UPDATE revocations SET epoch_ms = NULL, version = $1, changed_ms = $2
              WHERE epoch_ms IS NOT NULL AND epoch_ms < $3",
             &params![version, now_ms, cutoff],
+        )
+        .await?;
+        // The horizon edges are told never lets a session older than this cutoff through
+        // again (see `announced_horizon_s`).
+        tx.execute(
+            "INSERT INTO compaction (id, compacted_before) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET compacted_before = CASE
+                 WHEN compaction.compacted_before > excluded.compacted_before
+                     THEN compaction.compacted_before
+                 ELSE excluded.compacted_before END",
+            &params![cutoff],
         )
         .await?;
         tx.announce(version).await?;
@@ -531,6 +738,12 @@ async fn compact(
             .await?;
         tx.execute(
             "UPDATE meta SET floor = CASE WHEN floor > $1 THEN floor ELSE $1 END WHERE id = 1",
+            &params![purged_max],
+        )
+        .await?;
+        // Below the floor edges get snapshots: their tags are of no more use.
+        tx.execute(
+            "DELETE FROM history WHERE version < $1",
             &params![purged_max],
         )
         .await?;
@@ -590,12 +803,69 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn sync_paged(
         &self,
-        since: u64,
-        edge_stream: Option<String>,
+        edge: EdgePosition,
         page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
         self.backend.run(Access::Snapshot, move |tx| {
-            Box::pin(async move { sync(tx, since, edge_stream.as_deref(), page.as_ref()).await })
+            Box::pin(async move { sync(tx, &edge, page.as_ref()).await })
+        })
+    }
+
+    fn cancel(&self, request: RevokeRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
+        Box::pin(async move {
+            let outcome = self
+                .backend
+                .run(Access::Serial, move |tx| {
+                    Box::pin(async move { cancel(tx, &request).await })
+                })
+                .await?;
+            if let CancelOutcome::Cancelled(done) = &outcome {
+                self.versions.notify(done.version);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn rotate_stream(
+        &self,
+        expected: String,
+        reason: String,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Option<Rollback>, StoreError>> {
+        Box::pin(async move {
+            let rotated = self
+                .backend
+                .run(Access::Serial, move |tx| {
+                    Box::pin(async move { rotate_stream(tx, &expected, &reason, now_ms).await })
+                })
+                .await?;
+            Ok(rotated.map(|(rollback, version)| {
+                self.versions.notify(version);
+                rollback
+            }))
+        })
+    }
+
+    fn last_rollback(&self) -> BoxFuture<'_, Result<Option<Rollback>, StoreError>> {
+        self.backend.run(Access::Autocommit, |tx| {
+            Box::pin(async move {
+                let row = tx
+                    .opt(
+                        "SELECT at_ms, previous_stream, stream, reason FROM rollbacks
+                         ORDER BY at_ms DESC LIMIT 1",
+                        &[],
+                    )
+                    .await?;
+                row.map(|mut r| {
+                    Ok(Rollback {
+                        at_ms: r.u64(0)?,
+                        previous_stream: r.take_text(1)?,
+                        stream: r.take_text(2)?,
+                        reason: r.take_text(3)?,
+                    })
+                })
+                .transpose()
+            })
         })
     }
 

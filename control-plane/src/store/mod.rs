@@ -18,7 +18,16 @@
 //!   would skip V+1 forever — a revoked session passing.
 //! - **Committed before answered.** [`Store::revoke`] returns only after the commit is
 //!   durable; the HTTP 200 follows it.
-//! - **Epochs only move forward.** A logout sets `max(existing, now)`.
+//! - **Epochs only move forward.** A logout sets `max(existing, now)`. A scheduled logout
+//!   whose time has passed is a logout that happened: replacing or cancelling it first
+//!   folds it into the immediate epoch (tenant, global) by `max`, in the same transaction;
+//!   a passed one cannot be cancelled.
+//! - **Every version has a tag** (random, in `history`), answered with it; an edge sends
+//!   it back with `since`. A restore from a backup (or a failover to a replica that
+//!   lagged) brings version numbers back with other content: an edge whose `since` is
+//!   ahead of the store, or whose tag differs, is on a history this store does not have
+//!   ([`diverged`]) — the store then starts a new stream ([`Store::rotate_stream`]),
+//!   which edges merge into what they hold.
 //! - **Notification after commit.** [`Store::subscribe`] yields the highest committed
 //!   version; a long-poll subscribes *before* it reads, so a racing commit is never missed.
 //!   On Postgres this watch is fed by `LISTEN/NOTIFY`, so every replica wakes its polls.
@@ -93,6 +102,22 @@ pub struct RevokeRequest {
     pub request_id: Option<String>,
 }
 
+impl RevokeRequest {
+    /// The audit entry of this write, committed as `action`.
+    pub fn audit_record(&self, action: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms: self.now_ms,
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            outcome: "ok".into(),
+            target: self.target.clone(),
+            reason: self.reason.clone(),
+            source: self.source.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 /// The `jti` of an IdP's event (see [`crate::idp`]), committed with the revocation it
 /// causes so that the same token is never acted on twice, also after a restart. Kept
 /// until `until_ms` (when the token's `iat` could no longer pass); expired keys are
@@ -162,7 +187,7 @@ pub struct Revocation {
     pub audit: AuditHead,
 }
 
-/// What `GET /v1/sync` answers, before the HTTP layer adds the config's lifetime.
+/// What `GET /v1/sync` answers, before the HTTP layer adds the horizon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncBatch {
     pub stream: String,
@@ -171,6 +196,90 @@ pub struct SyncBatch {
     pub changes: Vec<Change>,
     /// A paged snapshot: the cursor of the next page (see [`PageRequest`]).
     pub next: Option<String>,
+    /// The tag of `version` (`None` for a version written before tags were kept).
+    pub tag: Option<String>,
+    /// The edge is on a history this store does not have (see [`diverged`]): why.
+    pub diverged: Option<String>,
+    /// Compaction has dropped every entry older than this (ms): see
+    /// [`announced_horizon_s`].
+    pub compacted_before_ms: u64,
+}
+
+/// Where an edge says it is: what it sends with `GET /v1/sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgePosition {
+    /// The version it applied (0: none).
+    pub since: u64,
+    pub stream: Option<String>,
+    /// The tag of `since` it was answered (absent from edges that do not keep tags).
+    pub tag: Option<String>,
+    /// Its id, for the reason of a divergence.
+    pub edge: String,
+}
+
+/// Whether an edge's position is on a history this store does not have — the store was
+/// restored from a backup or failed over to a replica that lagged — and why. Only an
+/// edge of *this* stream can tell: another stream simply gets a snapshot.
+///
+/// - `since > version`: the edge applied versions this store never wrote (any more);
+/// - the tag of `since` differs from the edge's: the store was written to again after
+///   the restore, up to and past the edge's version, with other content. Without the
+///   tag, such an edge would long-poll "up to date" and miss the new versions for good.
+///
+/// `stored_tag` is the store's tag of `since` (`None`: none kept, e.g. written before
+/// tags were: not proof of anything).
+pub fn diverged(
+    edge: &EdgePosition,
+    status: &StoreStatus,
+    stored_tag: Option<&str>,
+) -> Option<String> {
+    if edge.stream.as_deref() != Some(status.stream.as_str()) || edge.since == 0 {
+        return None;
+    }
+    if edge.since > status.version {
+        return Some(format!(
+            "edge {} reported version {} of stream {}, ahead of the store's {}",
+            edge.edge, edge.since, status.stream, status.version
+        ));
+    }
+    match (edge.tag.as_deref(), stored_tag) {
+        (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+            "edge {} reported version {} of stream {} with tag {theirs}, which is not this store's version {} (tag {ours}): written to again after a rollback",
+            edge.edge, edge.since, status.stream, edge.since
+        )),
+        _ => None,
+    }
+}
+
+/// The compaction horizon to announce (`max_session_lifetime_s`): the configured lifetime,
+/// except that it may grow only as fast as time passes since compaction last dropped
+/// entries — raising `--max-session-lifetime` must not let a session through whose
+/// logout was already compacted under the lower one (the cutoff `now - horizon` never
+/// moves back).
+pub fn announced_horizon_s(lifetime_s: u64, compacted_before_ms: u64, now_ms: u64) -> u64 {
+    let since_cutoff_s = now_ms.saturating_sub(compacted_before_ms) / 1000;
+    lifetime_s.min(since_cutoff_s).max(1)
+}
+
+/// A detected rollback: the stream it ended and the one that replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub at_ms: u64,
+    pub previous_stream: String,
+    pub stream: String,
+    pub reason: String,
+}
+
+/// What a cancel came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled (a removal at a new version, audited); `epoch_ms` is the time it was set
+    /// for.
+    Cancelled(Revocation),
+    /// Its time has passed: it took effect, and a logout is not undone.
+    Passed { at_ms: u64 },
+    /// There is no scheduled logout for the target.
+    NotFound,
 }
 
 /// An edge that takes snapshots in pages (`?limit=`), and where it resumes one.
@@ -218,6 +327,9 @@ pub fn snapshot_page(
         snapshot: true,
         changes,
         next,
+        tag: None,
+        diverged: None,
+        compacted_before_ms: 0,
     }
 }
 
@@ -400,6 +512,14 @@ pub fn action_name(target: &Target) -> &'static str {
     }
 }
 
+/// The audit action name of cancelling the schedule `target`.
+pub fn cancel_action_name(target: &Target) -> &'static str {
+    match target {
+        Target::ScheduledGlobal => "cancel_scheduled_logout_all_tenants",
+        _ => "cancel_scheduled_logout_tenant",
+    }
+}
+
 /// The storage operations of the control plane. Every method takes owned arguments so
 /// a backend can move them onto a blocking thread or into a connection pool.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -427,16 +547,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         since: u64,
         edge_stream: Option<String>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
-        self.sync_paged(since, edge_stream, None)
+        let edge = EdgePosition {
+            since,
+            stream: edge_stream,
+            ..EdgePosition::default()
+        };
+        self.sync_paged(edge, None)
     }
 
-    /// [`Store::sync`] for an edge that takes snapshots in pages (see [`PageRequest`]).
+    /// [`Store::sync`] for an edge at `edge` (its tag checked, see [`diverged`]) that may
+    /// take snapshots in pages (see [`PageRequest`]).
     fn sync_paged(
         &self,
-        since: u64,
-        edge_stream: Option<String>,
+        edge: EdgePosition,
         page: Option<PageRequest>,
     ) -> BoxFuture<'_, Result<SyncBatch, StoreError>>;
+
+    /// Cancels the pending scheduled logout `request.target` (see [`CancelOutcome`];
+    /// `at_ms` is not used).
+    fn cancel(&self, request: RevokeRequest) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
+
+    /// Starts a new stream in place of `expected` (if it is still the store's: of
+    /// several edges or replicas noticing one rollback, one rotates), recording why.
+    /// `None` if the stream had already changed.
+    fn rotate_stream(
+        &self,
+        expected: String,
+        reason: String,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Option<Rollback>, StoreError>>;
+
+    /// The last rollback detected, if any.
+    fn last_rollback(&self) -> BoxFuture<'_, Result<Option<Rollback>, StoreError>>;
 
     fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>>;
 
@@ -553,6 +695,79 @@ mod tests {
         assert!(needs_snapshot(11, None, &st), "ahead of the store");
         assert!(needs_snapshot(7, Some("s2"), &st), "other stream");
         assert!(!needs_snapshot(7, None, &st), "no stream given");
+    }
+
+    fn edge(since: u64, stream: Option<&str>, tag: Option<&str>) -> EdgePosition {
+        EdgePosition {
+            since,
+            stream: stream.map(str::to_string),
+            tag: tag.map(str::to_string),
+            edge: "e1".into(),
+        }
+    }
+
+    #[test]
+    fn an_edge_on_another_history_of_this_stream_is_told_apart() {
+        let st = status(10, 4);
+        assert_eq!(
+            diverged(&edge(10, Some("s1"), Some("a")), &st, Some("a")),
+            None
+        );
+        assert_eq!(
+            diverged(&edge(7, Some("s1"), None), &st, Some("a")),
+            None,
+            "no tag sent"
+        );
+        assert_eq!(
+            diverged(&edge(7, Some("s1"), Some("a")), &st, None),
+            None,
+            "no tag kept"
+        );
+        assert_eq!(
+            diverged(&edge(0, Some("s1"), Some("a")), &st, Some("b")),
+            None
+        );
+        assert_eq!(
+            diverged(&edge(12, Some("s2"), Some("a")), &st, None),
+            None,
+            "another stream"
+        );
+        assert_eq!(
+            diverged(&edge(12, None, None), &st, None),
+            None,
+            "no stream said"
+        );
+        let ahead = diverged(&edge(12, Some("s1"), None), &st, None).unwrap();
+        assert!(
+            ahead.contains("version 12 of stream s1, ahead of the store's 10"),
+            "{ahead}"
+        );
+        let other = diverged(&edge(9, Some("s1"), Some("a")), &st, Some("b")).unwrap();
+        assert!(other.contains("not this store's version 9"), "{other}");
+    }
+
+    #[test]
+    fn the_announced_horizon_grows_no_faster_than_time_since_the_last_cutoff() {
+        let day = 86_400;
+        let now = 1_800_000_000_000;
+        assert_eq!(
+            announced_horizon_s(90 * day, 0, now),
+            90 * day,
+            "never compacted"
+        );
+        // Compaction ran with a 1-day lifetime; then it was raised to 90 days.
+        let cutoff = now - day * 1000;
+        assert_eq!(announced_horizon_s(90 * day, cutoff, now), day);
+        assert_eq!(
+            announced_horizon_s(90 * day, cutoff, now + 5 * day * 1000),
+            6 * day
+        );
+        assert_eq!(
+            announced_horizon_s(day, cutoff, now + 5 * day * 1000),
+            day,
+            "lowered"
+        );
+        assert_eq!(announced_horizon_s(day, now, now), 1, "never 0");
     }
 
     #[test]

@@ -168,38 +168,6 @@ fn stale_state_with_on_stale_deny_answers_503_until_the_control_plane_returns() 
 }
 
 #[test]
-fn stale_state_with_on_stale_allow_checks_signatures_only_until_the_control_plane_returns() {
-    let mut stack = Stack::start_with(Options {
-        max_staleness_s: 2,
-        sync: json!({"wait_s": 1}),
-        filter: json!({"on_stale": "allow"}),
-        ..Options::default()
-    });
-    let t42 = stack.token("42", "acme", json!({}));
-    stack
-        .cp
-        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
-    stack.time_until_status(&t42, 401, Duration::from_secs(1));
-    stack.cp.proc.kill();
-    // Once stale, the revocation check is off: signature and claims only.
-    stack.time_until_status(&t42, 200, Duration::from_secs(10));
-    assert_eq!(
-        stack.get_with_token("/", "x.y.z").status,
-        401,
-        "signatures are still checked"
-    );
-    assert!(
-        stack
-            .stat("wasmcustom.epochgate.allowed_signature_only")
-            .unwrap()
-            > 0
-    );
-    assert!(stack.envoy.log().contains("allowing on signature only"));
-    stack.cp.restart();
-    stack.time_until_status(&t42, 401, Duration::from_secs(10));
-}
-
-#[test]
 fn before_the_first_sync_the_policy_decides() {
     let mut deny = Stack::start_with(Options {
         control_plane_down: true,

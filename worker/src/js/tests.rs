@@ -17,8 +17,9 @@ use web_sys::{Headers, Request, RequestInit};
 use super::*;
 use crate::edge::{complete_sync, handle, Outcome};
 use crate::fake::FakeHost;
-use crate::refresh::{IsolateState, SyncOutcome};
+use crate::refresh::IsolateState;
 use crate::settings::{Bindings, Settings};
+use epochgate_core::sync::client::Event;
 
 const SECRET: &str = "worker-wasm-test-secret-0123456789abcdef";
 
@@ -183,7 +184,7 @@ async fn an_allowed_request_goes_to_the_origin_with_identity_and_without_spoofs(
     let s = settings("http://cp.test");
     let host = FakeHost::at(js_sys::Date::now() as u64);
     host.answer(200, snapshot_body(1, None));
-    let state = RefCell::new(IsolateState::new("worker-1".into()));
+    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1));
     let token = hs256(json!({"sub": "42", "sid": "s9", "iat": now_s() - 10, "exp": now_s() + 600}));
     let req = js_request(
         "https://edge.example/orders/7?full=1",
@@ -230,20 +231,24 @@ async fn the_real_host_fetches_and_the_bookkeeping_survives_a_dead_control_plane
     // Port 1 on loopback: refused. The sync fails, the state and its version stay, and
     // the next attempt backs off.
     let s = settings("http://127.0.0.1:1");
-    let state = RefCell::new(IsolateState::new("worker-1".into()));
-    let call = state.borrow_mut().begin(JsHost.now_ms(), &s.worker);
+    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1));
+    let call = state
+        .borrow_mut()
+        .begin(JsHost.now_ms(), &s.worker)
+        .unwrap();
     assert!(call
         .url
         .starts_with("http://127.0.0.1:1/v1/sync?since=0&wait=0&edge=worker-1"));
     let out = complete_sync(&state, &s, &JsHost, call).await;
-    let SyncOutcome::Failed {
+    let Event::Failed {
         failures: 1,
-        retry_in_ms: 100,
+        retry_in_ms,
         why,
     } = out
     else {
         panic!("{out:?}")
     };
+    assert!((50..=100).contains(&retry_in_ms), "{retry_in_ms}");
     assert!(why.starts_with("control plane unreachable"), "{why}");
     assert!(state.borrow().status().is_none());
 }
