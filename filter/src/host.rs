@@ -17,6 +17,8 @@ pub enum Metric {
     StreamsEnded,
     /// Signatures verified by the host's native crypto.
     NativeVerifications,
+    /// Requests held for a JWKS refresh (an unknown `kid`).
+    KeyWaits,
     SyncOk,
     SyncFailed,
     JwksOk,
@@ -35,6 +37,7 @@ impl Metric {
             Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
             Metric::StreamsEnded => "epochgate.streams_ended".into(),
             Metric::NativeVerifications => "epochgate.native_verifications".into(),
+            Metric::KeyWaits => "epochgate.key_waits".into(),
             Metric::SyncOk => "epochgate.sync_ok".into(),
             Metric::JwksOk => "epochgate.jwks_ok".into(),
             Metric::JwksFailed => "epochgate.jwks_failed".into(),
@@ -55,6 +58,7 @@ impl Metric {
             Metric::AllowedSignatureOnly,
             Metric::StreamsEnded,
             Metric::NativeVerifications,
+            Metric::KeyWaits,
             Metric::SyncOk,
             Metric::SyncFailed,
             Metric::JwksOk,

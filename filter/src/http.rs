@@ -10,7 +10,8 @@ use std::rc::Rc;
 use epochgate_core::cache::TokenCache;
 use epochgate_core::claims::Identity;
 use epochgate_core::config::Verification;
-use epochgate_core::jwt::{parse_jwks, KeySet};
+use epochgate_core::jwt::{parse_remote_jwks, KeySet};
+use epochgate_core::rotation::KeyWait;
 use epochgate_core::state::{decode_epoch, EpochSource};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo};
@@ -88,7 +89,14 @@ pub enum Verdict {
     Continue,
     /// A local response was sent.
     Stop,
+    /// Hold the request (`Action::Pause`): its `kid` is unknown and a JWKS refresh was
+    /// asked for; the root's tick decides it again once [`FilterShared::due_waits`] says.
+    Wait,
 }
+
+/// Requests held for a JWKS refresh, per VM at most; more are answered `unknown_key` at
+/// once (a flood of bogus `kid`s must not pile up held streams).
+const MAX_KEY_WAITS: usize = 1024;
 
 /// A stream the filter let through, re-checked until it ends.
 #[derive(Debug, Clone)]
@@ -107,6 +115,15 @@ pub struct FilterShared {
     streams: RefCell<HashMap<u32, Tracked>>,
     epochs: RefCell<EpochCache>,
     stale_logged_ms: Cell<u64>,
+    /// Requests held for a JWKS refresh.
+    key_waits: RefCell<HashMap<u32, KeyWait>>,
+    /// Response headers of held requests decided later (their context cannot be reached
+    /// from the root's tick).
+    later_response_headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
+    /// JWKS versions whose document was refused (logged once each).
+    refused_jwks: RefCell<Option<Vec<u8>>>,
+    /// Whether the root ticks fast, while requests are held (see `roots`).
+    pub fast_tick: Cell<bool>,
 }
 
 /// How often a stale-state allow is logged, at most (it is counted every time).
@@ -128,10 +145,16 @@ impl FilterShared {
             streams: RefCell::new(HashMap::new()),
             epochs: RefCell::new(EpochCache::default()),
             stale_logged_ms: Cell::new(0),
+            key_waits: RefCell::new(HashMap::new()),
+            later_response_headers: RefCell::new(HashMap::new()),
+            refused_jwks: RefCell::new(None),
+            fast_tick: Cell::new(false),
         }
     }
 
-    /// The remote JWKS as the sync service last stored it, parsed once per version.
+    /// The remote JWKS as the sync service last stored it, parsed once per version. A
+    /// document that yields no usable key (empty, symmetric keys only, keys without
+    /// `alg` and no `jwks_default_alg`) keeps the previous keys: logged, counted.
     fn remote_keys<H: Host>(&self, host: &H) -> Option<Rc<KeySet>> {
         if !self.engine.config().remote_jwks {
             return None;
@@ -142,10 +165,15 @@ impl FilterShared {
                 return Some(Rc::clone(keys));
             }
         }
+        let previous = self
+            .remote_keys
+            .borrow()
+            .as_ref()
+            .map(|(_, k)| Rc::clone(k));
         let doc = host.shared_data(shared_keys::JWKS)?;
         let parsed = serde_json::from_slice(&doc)
             .map_err(|e| e.to_string())
-            .and_then(|doc| parse_jwks(&doc, self.engine.config().jwks_default_alg));
+            .and_then(|doc| parse_remote_jwks(&doc, self.engine.config().jwks_default_alg));
         match parsed {
             Ok((keys, skipped)) => {
                 for why in skipped {
@@ -159,11 +187,14 @@ impl FilterShared {
                 Some(keys)
             }
             Err(e) => {
-                log::warn!("remote JWKS unreadable, keeping the previous keys: {e}");
-                self.remote_keys
-                    .borrow()
-                    .as_ref()
-                    .map(|(_, k)| Rc::clone(k))
+                if self.refused_jwks.borrow().as_deref() != Some(version.as_slice()) {
+                    log::warn!("remote JWKS refused, keeping the previous keys: {e}");
+                    host.metric(Metric::JwksFailed, 1);
+                    *self.refused_jwks.borrow_mut() = Some(version.clone());
+                }
+                let kept = previous.unwrap_or_default();
+                *self.remote_keys.borrow_mut() = Some((version, Rc::clone(&kept)));
+                Some(kept)
             }
         }
     }
@@ -174,12 +205,76 @@ impl FilterShared {
         host: &H,
         context_id: u32,
     ) -> (Verdict, Vec<(String, String)>) {
+        self.judge(host, context_id, true)
+    }
+
+    /// A held request whose wait is over ([`FilterShared::due_waits`]): decided again, as
+    /// its current context, and never held a second time. Its response headers are kept
+    /// for [`FilterShared::take_later_response_headers`].
+    pub fn decide_after_wait<H: HttpHost>(&self, host: &H, context_id: u32) -> Verdict {
+        let (verdict, response_headers) = self.judge(host, context_id, false);
+        if !response_headers.is_empty() {
+            self.later_response_headers
+                .borrow_mut()
+                .insert(context_id, response_headers);
+        }
+        verdict
+    }
+
+    /// The held requests whose wait is over (the key set changed, a refresh failed, or
+    /// the wait ran out), no longer held.
+    pub fn due_waits<H: Host>(&self, host: &H) -> Vec<u32> {
+        let mut waits = self.key_waits.borrow_mut();
+        if waits.is_empty() {
+            return Vec::new();
+        }
+        let now = host.now_ms();
+        let version = host.shared_data(shared_keys::JWKS_VERSION);
+        let failed = host
+            .shared_data(shared_keys::JWKS_FAILED)
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
+        let due: Vec<u32> = waits
+            .iter()
+            .filter(|(_, w)| w.step(now, version.as_deref(), failed).is_over())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            waits.remove(id);
+        }
+        due
+    }
+
+    /// Whether a request is held (its body and trailers must be held too).
+    pub fn is_waiting(&self, context_id: u32) -> bool {
+        self.key_waits.borrow().contains_key(&context_id)
+    }
+
+    pub fn has_waits(&self) -> bool {
+        !self.key_waits.borrow().is_empty()
+    }
+
+    /// The response headers of a request decided after its wait.
+    pub fn take_later_response_headers(&self, context_id: u32) -> Vec<(String, String)> {
+        self.later_response_headers
+            .borrow_mut()
+            .remove(&context_id)
+            .unwrap_or_default()
+    }
+
+    fn judge<H: HttpHost>(
+        &self,
+        host: &H,
+        context_id: u32,
+        may_wait: bool,
+    ) -> (Verdict, Vec<(String, String)>) {
         let headers = host.request_headers();
+        // A path that is not UTF-8 is judged as unreadable (ambiguous), never as `/`.
         let path = headers
             .iter()
             .find(|(n, _)| n == ":path")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .unwrap_or("/");
+            .map_or(std::borrow::Cow::Borrowed(""), |(_, v)| {
+                String::from_utf8_lossy(v)
+            });
         let status = host
             .shared_data(STATUS_KEY)
             .and_then(|v| SyncStatus::decode(&v));
@@ -220,7 +315,7 @@ impl FilterShared {
         match self.engine.decide_with(
             RequestInfo {
                 headers: &headers,
-                path,
+                path: &path,
             },
             &inputs,
         ) {
@@ -267,15 +362,28 @@ impl FilterShared {
                 detail,
                 response,
             } => {
-                log::info!("#{context_id} denied {reason}: {detail}");
-                host.metric(Metric::Denied(reason), 1);
                 if reason == DenyReason::UnknownKey {
                     // Ask the sync service for a JWKS refresh; it rate-limits.
                     host.set_shared_data(
                         shared_keys::JWKS_REFRESH,
                         inputs.now_ms.to_string().as_bytes(),
                     );
+                    let wait_ms = self.engine.config().key_refresh_wait_ms;
+                    if may_wait && wait_ms > 0 && self.key_waits.borrow().len() < MAX_KEY_WAITS {
+                        // Hold it for the refresh, as jwt_authn holds a request while it
+                        // fetches: a key rotation must not answer anyone 503.
+                        log::info!("#{context_id} {detail}: waiting up to {wait_ms} ms for the JWKS refresh");
+                        let version = host.shared_data(shared_keys::JWKS_VERSION);
+                        self.key_waits.borrow_mut().insert(
+                            context_id,
+                            KeyWait::new(inputs.now_ms, wait_ms, version.as_deref()),
+                        );
+                        host.metric(Metric::KeyWaits, 1);
+                        return (Verdict::Wait, Vec::new());
+                    }
                 }
+                log::info!("#{context_id} denied {reason}: {detail}");
+                host.metric(Metric::Denied(reason), 1);
                 match response.grpc_status {
                     Some(status) => host.send_grpc_response(
                         status,
@@ -338,6 +446,8 @@ impl FilterShared {
     /// The stream is over.
     pub fn on_done(&self, context_id: u32) {
         self.streams.borrow_mut().remove(&context_id);
+        self.key_waits.borrow_mut().remove(&context_id);
+        self.later_response_headers.borrow_mut().remove(&context_id);
     }
 
     /// The verified-token cache's `(hits, misses)`.

@@ -10,9 +10,11 @@
 //! - [`proxy`]: a TCP proxy that can cut the link between Envoy and the control plane.
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
 //! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
+//! - [`edge`]: the [`edge::Edge`] trait both stacks implement, so one scenario runs on each.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod edge;
 pub mod http;
 pub mod pg;
 pub mod proxy;

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "e2e/app_view.rs"]
+mod app_view;
 #[path = "e2e/config.rs"]
 mod config;
 #[path = "e2e/demo.rs"]

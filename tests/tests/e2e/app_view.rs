@@ -1,0 +1,148 @@
+//! The edge judges the request the app will see: paths (`;` parameters, encodings,
+//! segment boundaries, case, repeated slashes), cookie names (decoded, canonicalized,
+//! duplicated), credentials no token source reads, header names spelled with `_`.
+//! Every scenario runs on Envoy and on the Worker in workerd, through one [`Edge`].
+
+use epochgate_tests::edge::{start_edge, Edge, EdgeKind};
+use epochgate_tests::{token, Options};
+use serde_json::json;
+
+/// Optional tokens by default, a protected `/admin`, an exempt `/login` and `/assets*`.
+fn path_rules() -> Options {
+    Options {
+        filter: json!({
+            "require_token": false,
+            "routes": [
+                {"prefix": "/admin", "require_token": true},
+                {"prefix": "/login", "exempt": true},
+                {"prefix": "/assets*", "exempt": true}
+            ]
+        }),
+        ..Options::default()
+    }
+}
+
+/// Paths an app server reads as `/admin` (or as something under it) while their bytes
+/// do not start with `/admin/`: each needs a token.
+const ADMIN_IN_DISGUISE: &[&[u8]] = &[
+    b"/;/admin",
+    b"/;x=1/admin/users",
+    b"/admin;jsessionid=0123/users",
+    b"/x/..;/admin",
+    b"/login/..;/admin",
+    b"/admin%2Fusers",
+    b"/admin%2fusers",
+    b"/x%2F..%2Fadmin",
+    b"/admin%5Cusers",
+    b"/%61dmin",
+    b"/%2561dmin",
+    b"/Admin",
+    b"/ADMIN/users",
+    b"//admin",
+    b"//admin//users",
+    b"/x/../admin",
+    b"/x/./../admin",
+    b"/x/%2e%2e/admin",
+    b"/x/%2E%2E/admin",
+    b"/x\\..\\admin",
+    b"/admin/\xff",
+    b"/\xc3\xa9/../admin",
+];
+
+fn paths_get_the_strictest_rule(edge: &dyn Edge) -> Vec<String> {
+    let valid = token("42", "acme", json!({}));
+    let bearer = format!("Bearer {valid}");
+    let mut wrong = Vec::new();
+    assert_eq!(edge.get("/admin", &[]).status, 401);
+    assert_eq!(edge.get("/", &[]).status, 200, "optional by default");
+    for path in ADMIN_IN_DISGUISE {
+        let shown = String::from_utf8_lossy(path);
+        let r = edge.get_raw(path, &[]);
+        // Envoy may refuse a path it cannot parse itself (400): that is no bypass either.
+        match r.status {
+            400 => continue,
+            401 if r.json()["error"] == "missing_token" => {}
+            _ => {
+                wrong.push(format!(
+                    "{shown} without a token: {} {}",
+                    r.status,
+                    r.text()
+                ));
+                continue;
+            }
+        }
+        // With a token it passes: the strictest rule is a token, not a refusal.
+        let r = edge.get_raw(path, &[("authorization", bearer.as_bytes())]);
+        if r.status == 401 {
+            wrong.push(format!(
+                "{shown} with a valid token: {} {}",
+                r.status,
+                r.text()
+            ));
+        }
+    }
+    wrong
+}
+
+fn prefixes_match_on_segment_boundaries(edge: &dyn Edge) -> Vec<String> {
+    let revoked = token("7", "acme", json!({}));
+    edge.log_out("acme", "7", &revoked);
+    let bearer = format!("Bearer {revoked}");
+    let with_revoked = |path: &str| edge.get(path, &[("authorization", bearer.as_bytes())]);
+    let mut wrong = Vec::new();
+    // Exempt: the token is not even looked at.
+    for path in [
+        "/login",
+        "/login/",
+        "/login?next=/admin",
+        "/login/help",
+        "/assets",
+        "/assets-v2/app.js",
+        "/assets/x.css",
+    ] {
+        let r = with_revoked(path);
+        if r.status != 200 {
+            wrong.push(format!("{path} is exempt, got {} {}", r.status, r.text()));
+        }
+    }
+    // Not exempt: a prefix is a whole segment, so these get the default rule, under which
+    // a token that is present is checked.
+    for path in ["/loginx", "/login-admin/users", "/login.php", "/logins/"] {
+        let r = with_revoked(path);
+        if r.status != 401 || r.json()["error"] != "session_revoked" {
+            wrong.push(format!(
+                "{path} is not under /login, got {} {}",
+                r.status,
+                r.text()
+            ));
+        }
+    }
+    // `/adminx` is not under `/admin` either: the default (optional) rule.
+    let r = edge.get("/adminx", &[]);
+    if r.status != 200 {
+        wrong.push(format!(
+            "/adminx is not under /admin, got {} {}",
+            r.status,
+            r.text()
+        ));
+    }
+    wrong
+}
+
+/// Runs the path scenarios on one edge; every wrong answer is listed, not just the first.
+fn paths(kind: EdgeKind) {
+    let edge = start_edge(kind, path_rules());
+    let mut wrong = paths_get_the_strictest_rule(&*edge);
+    wrong.extend(prefixes_match_on_segment_boundaries(&*edge));
+    assert!(wrong.is_empty(), "{kind:?}:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn envoy_paths_that_an_app_reads_as_a_protected_route_need_a_token() {
+    paths(EdgeKind::Envoy);
+}
+
+#[test]
+fn worker_paths_that_an_app_reads_as_a_protected_route_need_a_token() {
+    paths(EdgeKind::Worker);
+}
