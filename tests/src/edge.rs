@@ -42,7 +42,9 @@ pub trait Edge {
         (r, seen)
     }
 
-    /// Logs `user` of `tenant` out and waits until a request with `token` is refused.
+    /// Logs `user` of `tenant` out and waits until a request with `token` (as a bearer
+    /// token and as the `portal_session` cookie, whichever the edge reads) is refused as
+    /// revoked.
     fn log_out(&self, tenant: &str, user: &str, token: &str) {
         let r = self.cp().admin(
             "POST",
@@ -51,10 +53,20 @@ pub trait Edge {
         );
         assert_eq!(r.status, 200, "{}", r.text());
         let auth = format!("Bearer {token}");
+        let cookie = format!("portal_session={token}");
         wait_for(
             "the logout to reach the edge",
             Duration::from_secs(10),
-            || (self.get("/", &[("authorization", auth.as_bytes())]).status == 401).then_some(()),
+            || {
+                let r = self.get(
+                    "/",
+                    &[
+                        ("authorization", auth.as_bytes()),
+                        ("cookie", cookie.as_bytes()),
+                    ],
+                );
+                (r.status == 401 && r.json()["error"] == "session_revoked").then_some(())
+            },
         );
     }
 }

@@ -4,6 +4,7 @@
 //! Every scenario runs on Envoy and on the Worker in workerd, through one [`Edge`].
 
 use epochgate_tests::edge::{start_edge, Edge, EdgeKind};
+use epochgate_tests::upstream::Seen;
 use epochgate_tests::{token, Options};
 use serde_json::json;
 
@@ -145,4 +146,141 @@ fn envoy_paths_that_an_app_reads_as_a_protected_route_need_a_token() {
 #[test]
 fn worker_paths_that_an_app_reads_as_a_protected_route_need_a_token() {
     paths(EdgeKind::Worker);
+}
+
+/// The session in a cookie only (the portal), the token stripped before the app, an
+/// exempt `/login`, and an app session cookie the app also honours.
+fn credential_rules() -> Options {
+    Options {
+        filter: json!({
+            "token_sources": [{"cookie": "portal_session", "cookie_path": "/"}],
+            "strip_token": true,
+            "credential_cookies": ["legacy_sid"],
+            "routes": [{"prefix": "/login", "exempt": true}]
+        }),
+        ..Options::default()
+    }
+}
+
+/// The status, and what the app got (`None`: the request never reached it).
+fn app_got(edge: &dyn Edge, target: &str, headers: &[(&str, &[u8])]) -> (u16, Option<Seen>) {
+    let (r, seen) = edge.forwarded(target, headers);
+    (r.status, seen)
+}
+
+fn cookies_an_app_reads_as_the_session_are_judged(edge: &dyn Edge) -> Vec<String> {
+    let revoked = token("7", "acme", json!({}));
+    edge.log_out("acme", "7", &revoked);
+    let valid = token("42", "acme", json!({}));
+    let mut wrong = Vec::new();
+    for cookie in [
+        format!("portal%5Fsession={revoked}; portal_session={valid}"),
+        format!("portal.session={revoked}; portal_session={valid}"),
+        format!("Portal_Session={revoked}; portal_session={valid}"),
+        format!("portal_session[x]={revoked}; portal_session={valid}"),
+        format!("portal%5Fsession={revoked}"),
+        format!("theme=dark, portal_session={revoked}; portal_session={valid}"),
+        format!("portal_session={revoked}; portal_session={valid}"),
+    ] {
+        let r = edge.get("/", &[("cookie", cookie.as_bytes())]);
+        if r.status != 401 || r.json()["error"] != "ambiguous_token" {
+            let short = cookie
+                .replace(&revoked, "<revoked>")
+                .replace(&valid, "<valid>");
+            wrong.push(format!("Cookie: {short} -> {} {}", r.status, r.text()));
+        }
+    }
+    // On an exempt route nothing is checked, and no spelling of the token reaches the app.
+    let cookie = format!("portal%5Fsession={revoked}; theme=dark");
+    match app_got(edge, "/login", &[("cookie", cookie.as_bytes())]) {
+        (200, Some(seen)) if seen.header("cookie") == Some("theme=dark") => {}
+        (status, seen) => wrong.push(format!(
+            "exempt /login with portal%5Fsession=<revoked>; theme=dark: {status}, the app got cookie {:?}",
+            seen.as_ref()
+                .and_then(|s| s.header("cookie"))
+                .map(|c| c.replace(&revoked, "<revoked>"))
+        )),
+    }
+    wrong
+}
+
+fn credentials_the_edge_does_not_check_never_reach_the_app(edge: &dyn Edge) -> Vec<String> {
+    let revoked = token("7", "acme", json!({}));
+    let valid = token("42", "acme", json!({}));
+    let auth = format!("Bearer {revoked}");
+    let cookie = format!("portal_session={valid}; legacy_sid=s3ss10n; theme=dark");
+    match app_got(
+        edge,
+        "/orders",
+        &[("authorization", auth.as_bytes()), ("cookie", cookie.as_bytes())],
+    ) {
+        (200, Some(seen))
+            if seen.header("authorization").is_none()
+                && seen.header("cookie") == Some("theme=dark")
+                && seen.header("x-epochgate-user") == Some("42") =>
+        {
+            Vec::new()
+        }
+        (status, seen) => vec![format!(
+            "unchecked Authorization and legacy_sid: {status}, the app got authorization {:?}, cookie {:?}",
+            seen.as_ref()
+                .and_then(|s| s.header("authorization"))
+                .map(|a| a.replace(&revoked, "<revoked>")),
+            seen.as_ref()
+                .and_then(|s| s.header("cookie"))
+                .map(|c| c.replace(&valid, "<valid>"))
+        )],
+    }
+}
+
+fn identity_headers_spelled_with_underscores_never_reach_the_app(edge: &dyn Edge) -> Vec<String> {
+    let valid = token("42", "acme", json!({}));
+    let cookie = format!("portal_session={valid}");
+    let mut wrong = Vec::new();
+    for name in [
+        "X_Epochgate_User",
+        "x_epochgate_tenant",
+        "X-Epochgate_Session",
+    ] {
+        let (status, seen) = app_got(
+            edge,
+            "/orders",
+            &[("cookie", cookie.as_bytes()), (name, b"forged")],
+        );
+        let leaked = seen
+            .as_ref()
+            .and_then(|s| s.headers.iter().find(|(_, v)| v == "forged").cloned());
+        // Envoy refuses every header name with `_` (headers_with_underscores_action:
+        // REJECT_REQUEST); the Worker strips the reserved spellings.
+        let ok = match edge.kind() {
+            EdgeKind::Envoy => status == 400 && seen.is_none(),
+            EdgeKind::Worker => status == 200 && leaked.is_none(),
+        };
+        if !ok {
+            wrong.push(format!(
+                "{name}: forged -> {status}, the app got {leaked:?}"
+            ));
+        }
+    }
+    wrong
+}
+
+fn credentials(kind: EdgeKind) {
+    let edge = start_edge(kind, credential_rules());
+    let mut wrong = cookies_an_app_reads_as_the_session_are_judged(&*edge);
+    wrong.extend(credentials_the_edge_does_not_check_never_reach_the_app(
+        &*edge,
+    ));
+    wrong.extend(identity_headers_spelled_with_underscores_never_reach_the_app(&*edge));
+    assert!(wrong.is_empty(), "{kind:?}:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn envoy_cookies_credentials_and_header_spellings_the_app_reads_are_judged() {
+    credentials(EdgeKind::Envoy);
+}
+
+#[test]
+fn worker_cookies_credentials_and_header_spellings_the_app_reads_are_judged() {
+    credentials(EdgeKind::Worker);
 }
