@@ -701,12 +701,19 @@ pub fn hs256(claims: &Value, secret: &str) -> String {
 
 /// An HS256 JWT with the given `kid`.
 pub fn hs256_kid(claims: &Value, secret: &str, kid: &str) -> String {
+    hs256_header(
+        &json!({"alg": "HS256", "kid": kid, "typ": "JWT"}),
+        claims,
+        secret,
+    )
+}
+
+/// An HS256 JWT with exactly this header.
+pub fn hs256_header(header: &Value, claims: &Value, secret: &str) -> String {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let input = format!(
         "{}.{}",
-        b64(json!({"alg": "HS256", "kid": kid, "typ": "JWT"})
-            .to_string()
-            .as_bytes()),
+        b64(header.to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());

@@ -5,7 +5,7 @@
 
 use epochgate_tests::edge::{start_edge, Edge, EdgeKind};
 use epochgate_tests::upstream::Seen;
-use epochgate_tests::{token, Options};
+use epochgate_tests::{hs256_header, token, Options, Stack, SECRET};
 use serde_json::json;
 
 /// Optional tokens by default, a protected `/admin`, an exempt `/login` and `/assets*`.
@@ -283,4 +283,77 @@ fn envoy_cookies_credentials_and_header_spellings_the_app_reads_are_judged() {
 #[test]
 fn worker_cookies_credentials_and_header_spellings_the_app_reads_are_judged() {
     credentials(EdgeKind::Worker);
+}
+
+/// Any token the key verifies would pass (no `issuer`, no `audiences`), but only access
+/// tokens (`typ: at+jwt`) count.
+fn token_type_rules() -> Options {
+    Options {
+        filter: json!({"issuer": null, "audiences": [], "require_typ": "at+jwt"}),
+        ..Options::default()
+    }
+}
+
+fn only_access_tokens_pass(edge: &dyn Edge) -> Vec<String> {
+    let claims = |extra: serde_json::Value| Stack::claims("42", "acme", extra);
+    let mut wrong = Vec::new();
+    for (what, header, body, want) in [
+        (
+            "an access token",
+            json!({"alg": "HS256", "kid": "e2e", "typ": "at+jwt"}),
+            claims(json!({})),
+            200,
+        ),
+        (
+            "an access token (application/at+jwt)",
+            json!({"alg": "HS256", "kid": "e2e", "typ": "application/at+jwt"}),
+            claims(json!({})),
+            200,
+        ),
+        (
+            "an ID token for another client",
+            json!({"alg": "HS256", "kid": "e2e", "typ": "JWT"}),
+            claims(json!({"aud": "other-client", "nonce": "n"})),
+            401,
+        ),
+        (
+            "a token without typ",
+            json!({"alg": "HS256", "kid": "e2e"}),
+            claims(json!({})),
+            401,
+        ),
+    ] {
+        let auth = format!("Bearer {}", hs256_header(&header, &body, SECRET));
+        let r = edge.get("/", &[("authorization", auth.as_bytes())]);
+        if r.status != want {
+            wrong.push(format!("{what}: {} {}, want {want}", r.status, r.text()));
+        }
+    }
+    // The configuration checks neither issuer nor audience: said once, at configure time.
+    let log = edge.log();
+    let warned = log
+        .matches("neither `issuer` nor `audiences` is set")
+        .count();
+    if warned != 1 {
+        wrong.push(format!(
+            "the missing issuer/audiences warning was logged {warned} times"
+        ));
+    }
+    wrong
+}
+
+fn token_types(kind: EdgeKind) {
+    let edge = start_edge(kind, token_type_rules());
+    let wrong = only_access_tokens_pass(&*edge);
+    assert!(wrong.is_empty(), "{kind:?}:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn envoy_only_access_tokens_pass_and_a_config_without_issuer_or_audience_warns_once() {
+    token_types(EdgeKind::Envoy);
+}
+
+#[test]
+fn worker_only_access_tokens_pass_and_a_config_without_issuer_or_audience_warns_once() {
+    token_types(EdgeKind::Worker);
 }
