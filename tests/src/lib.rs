@@ -11,11 +11,13 @@
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
 //! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
 //! - [`edge`]: the [`edge::Edge`] trait both stacks implement, so one scenario runs on each.
+//! - [`jwks`]: an IdP's ES256 signing keys, their JWKS, the tokens they sign.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod edge;
 pub mod http;
+pub mod jwks;
 pub mod pg;
 pub mod proxy;
 pub mod upstream;

@@ -20,6 +20,8 @@ mod faults;
 mod hostile;
 #[path = "e2e/hostile_tokens.rs"]
 mod hostile_tokens;
+#[path = "e2e/jwks.rs"]
+mod jwks;
 #[path = "e2e/logout.rs"]
 mod logout;
 #[path = "e2e/native.rs"]
