@@ -515,7 +515,8 @@ impl<V: SignatureVerifier> Engine<V> {
                 edits.push(HeaderEdit::Remove(name.to_string()));
             }
         };
-        for (name, _) in headers {
+        // Pseudo-headers (`:path`, …) are never spoofed identity or a credential.
+        for (name, _) in headers.iter().filter(|(n, _)| !n.starts_with(':')) {
             if self.is_reserved_header(name) {
                 remove(name, &mut edits);
             } else if self.is_unchecked_header(name) {

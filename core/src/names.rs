@@ -11,16 +11,19 @@
 
 /// Whether two header names are one header to a CGI-style app: equal ignoring ASCII case
 /// and `-` vs `_`.
+#[inline]
 pub fn same_header_name(a: &str, b: &str) -> bool {
     same_header_name_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// Whether `name` starts with `prefix` in the sense of [`same_header_name`].
+#[inline]
 pub fn header_name_starts_with(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
         && same_header_name_bytes(&name.as_bytes()[..prefix.len()], prefix.as_bytes())
 }
 
+#[inline]
 fn same_header_name_bytes(a: &[u8], b: &[u8]) -> bool {
     let fold = |c: u8| match c {
         b'_' => b'-',
