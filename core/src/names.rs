@@ -9,6 +9,8 @@
 //!   [`CookieName`] holds a configured name in that reduced form, so any spelling an app
 //!   might read as it is recognised.
 
+use crate::path::hex;
+
 /// Whether two header names are one header to a CGI-style app: equal ignoring ASCII case
 /// and `-` vs `_`.
 #[inline]
@@ -30,15 +32,6 @@ fn same_header_name_bytes(a: &[u8], b: &[u8]) -> bool {
         c => c.to_ascii_lowercase(),
     };
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The bytes of a cookie name as PHP & co. read it: percent-decoded (`+` a space), cut

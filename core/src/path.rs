@@ -73,7 +73,8 @@ impl fmt::Display for Ambiguous {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of a hex digit.
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
