@@ -211,7 +211,13 @@ impl Root {
                 && shared.decide_after_wait(host, id) == Verdict::Continue
             {
                 if let Err(e) = hostcalls::resume_http_request() {
-                    log::warn!("#{id} cannot resume the held request: {e:?}");
+                    // Fail closed: answer it rather than leave it held.
+                    log::warn!("#{id} cannot resume the held request ({e:?}): answering 503");
+                    let _ = hostcalls::send_http_response(
+                        503,
+                        vec![("content-type", "application/json"), ("retry-after", "1")],
+                        Some(br#"{"error":"unknown_key"}"#),
+                    );
                 }
             }
         }
