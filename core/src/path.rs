@@ -9,7 +9,7 @@
 //!
 //! - [`canonical`] gives the path an app resolves — query cut off, `%XX` of ordinary
 //!   characters decoded, runs of `/` merged — or says why the path is [`Ambiguous`]:
-//!   any `;`, a `\`, an escape of `/`, `\`, `.`, `;` or `%`, a bad escape, a dot segment,
+//!   any `;` or `#`, a `\`, an escape of `/`, `\`, `.`, `;` or `%`, a bad escape, a dot segment,
 //!   a byte outside visible ASCII (an unreadable, e.g. non-UTF-8, path), a decoded
 //!   character whose case folds to ASCII in some runtimes (`İ`, `ı`, `ſ`, the Kelvin sign).
 //! - [`RoutePrefix::matches`] matches on segment boundaries: `/login` matches `/login`,
@@ -28,6 +28,8 @@ use std::fmt;
 pub enum Ambiguous {
     /// Not an absolute path (`*`, empty).
     NotAbsolute,
+    /// A `#`: no client sends a fragment; an app may cut the path there or not.
+    Fragment,
     /// A byte outside visible ASCII: space, control, or a raw non-ASCII (e.g. non-UTF-8)
     /// byte, which apps decode as Latin-1, UTF-8 or not at all.
     Unreadable,
@@ -55,6 +57,7 @@ impl Ambiguous {
     pub fn describe(self) -> &'static str {
         match self {
             Ambiguous::NotAbsolute => "not an absolute path",
+            Ambiguous::Fragment => "a `#`",
             Ambiguous::Unreadable => "a byte outside visible ASCII",
             Ambiguous::Parameter => "a `;` path parameter",
             Ambiguous::Backslash => "a backslash",
@@ -83,11 +86,11 @@ pub(crate) fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// The path an app resolves, for route matching: the query (and fragment) cut off,
+/// The path an app resolves, for route matching: the query cut off,
 /// `%XX` escapes of ordinary characters decoded, runs of `/` merged into one. Borrowed
 /// (no allocation) unless there was something to decode or merge.
 pub fn canonical(path: &str) -> Result<Cow<'_, str>, Ambiguous> {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let end = path.find('?').unwrap_or(path.len());
     let path = &path[..end];
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
@@ -98,6 +101,7 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, Ambiguous> {
     for &b in bytes {
         match b {
             b';' => return Err(Ambiguous::Parameter),
+            b'#' => return Err(Ambiguous::Fragment),
             b'\\' => return Err(Ambiguous::Backslash),
             b'%' => rewrite = true,
             b'/' if prev == b'/' => rewrite = true,
@@ -225,7 +229,8 @@ mod tests {
             Ok(Cow::Borrowed("/api/orders"))
         ));
         assert_eq!(canonical("/login?next=/admin").unwrap(), "/login");
-        assert_eq!(canonical("/a#frag").unwrap(), "/a");
+        assert_eq!(canonical("/a?q#frag").unwrap(), "/a");
+        assert_eq!(canonical("/login#/../admin"), Err(Ambiguous::Fragment));
         assert_eq!(canonical("/").unwrap(), "/");
     }
 
