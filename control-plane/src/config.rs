@@ -75,9 +75,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_API_KEYS")]
     pub api_keys: Option<PathBuf>,
 
-    /// A JSON file configuring admin JWTs, in the filter's format (`keys`, `issuer`,
-    /// `audiences` (required), `claims`); the tenant claim (`tid`) holds the tenant or
-    /// `*`, and `permissions` (list) or `scope` (space-separated) the permissions.
+    /// A JSON file configuring admin JWTs, in the filter's format (`keys`, `issuer` and
+    /// `audiences` (both required), `claims`) plus `global_admin: {"claim", "value"}`; the
+    /// tenant claim (`tid`) holds the tenant (`*` there is refused), the `global_admin`
+    /// claim and value make a global admin, and `permissions` (list) or `scope`
+    /// (space-separated) hold the permissions.
     #[arg(long, env = "EPOCHGATE_ADMIN_JWT_CONFIG")]
     pub admin_jwt_config: Option<PathBuf>,
 

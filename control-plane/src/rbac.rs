@@ -7,8 +7,11 @@
 //!   and scopes; the file holds only their SHA-256 (`epochgate api-key create` makes one);
 //! - **admin JWTs** (`--admin-jwt-config FILE`): verified by the same `epochgate-core`
 //!   verifier the edges use (pinned algorithms, `kid`, JWK/PEM keys, `exp`/`nbf`/`iss`/
-//!   `aud`), carrying the tenant in the configured tenant claim (`tid`; `*` for every
-//!   tenant) and the scopes in `permissions` (a list) or `scope` (space-separated);
+//!   `aud`; `issuer` and `audiences` required), carrying the tenant in the configured
+//!   tenant claim (`tid`) and the scopes in `permissions` (a list) or `scope`
+//!   (space-separated). Global rights come only from the claim and value the config's
+//!   `global_admin` names — never from the tenant claim: tenant names are chosen at the
+//!   IdP, and a tenant named `*` is refused;
 //! - the shared **edge token** (`--edge-token`, optional; for the demo), which reads
 //!   `/v1/sync` and nothing else. In production each edge has its own credential,
 //!   kept in the store (`epochgate edge-token create`; see `api::edge_tokens`).
@@ -20,6 +23,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use epochgate_core::config::RawConfig;
 use epochgate_core::ids::validate_id;
 use epochgate_core::jwt;
 use epochgate_core::{Config, Engine};
@@ -268,28 +272,95 @@ pub fn parse_api_keys(json: &[u8]) -> Result<HashMap<[u8; 32], Admin>, Credentia
     Ok(keys)
 }
 
-/// Admin JWTs: the core verifier, plus where tenant and permissions are read.
+/// Admin JWTs: the core verifier, plus where tenant, permissions and global rights are
+/// read.
 #[derive(Debug, Clone)]
 pub struct AdminJwt {
     engine: Engine,
+    global: Option<GlobalAdmin>,
+}
+
+/// The claim and value that make an admin JWT's holder an admin of every tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalAdmin {
+    pub claim: String,
+    pub value: String,
+}
+
+impl GlobalAdmin {
+    /// The claim is the value, or a list that holds it (`groups`, `roles`).
+    fn granted_by(&self, claims: &serde_json::Map<String, Value>) -> bool {
+        match claims.get(&self.claim) {
+            Some(Value::String(v)) => *v == self.value,
+            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(&self.value)),
+            _ => false,
+        }
+    }
 }
 
 impl AdminJwt {
-    /// Parses the core configuration (`keys`, `issuer`, `audiences`, `claims`, …). An
-    /// audience is required: without it, any token of the IdP — a portal user's — would
-    /// be presented here as an admin credential.
+    /// Parses the core configuration (`keys`, `issuer`, `audiences`, `claims`, …) plus
+    /// `global_admin: {"claim", "value"}`. `issuer` and an audience are required: without
+    /// them any token these keys verify — a portal user's, another client's — would be
+    /// presented here as an admin credential. Global rights come only from
+    /// `global_admin`, never from the tenant claim: tenant names are chosen at the IdP,
+    /// and someone can name theirs `*`.
     pub fn from_json(json: &[u8]) -> Result<Self, CredentialsError> {
-        let config =
-            Config::from_json(json).map_err(|err| CredentialsError::AdminJwt(err.to_string()))?;
+        let e = |m: String| CredentialsError::AdminJwt(m);
+        let mut doc: serde_json::Map<String, Value> =
+            serde_json::from_slice(json).map_err(|err| e(format!("not a JSON object: {err}")))?;
+        let global = doc
+            .remove("global_admin")
+            .map(|g| {
+                serde_json::from_value::<GlobalAdmin>(g)
+                    .map_err(|err| e(format!("config field `global_admin`: {err}")))
+            })
+            .transpose()?;
+        if let Some(g) = &global {
+            if g.claim.is_empty() || g.value.is_empty() {
+                return Err(e(
+                    "config field `global_admin`: `claim` and `value` must be set".into(),
+                ));
+            }
+        }
+        if doc.contains_key("default_tenant") {
+            return Err(e(
+                "config field `default_tenant`: admin JWTs carry their tenant in the tenant claim"
+                    .into(),
+            ));
+        }
+        let raw: RawConfig = serde_json::from_value(Value::Object(doc))
+            .map_err(|err| e(format!("not a valid configuration: {err}")))?;
+        let mut config = Config::try_from(raw).map_err(|err| e(err.to_string()))?;
+        if config.issuer.is_none() {
+            return Err(e(
+                "`issuer` is required: admin rights come from the IdP you name, not from any \
+                 token these keys verify"
+                    .into(),
+            ));
+        }
         if config.audiences.is_empty() {
-            return Err(CredentialsError::AdminJwt(
+            return Err(e(
                 "`audiences` must name the control plane's audience, so that no other token \
                  of the IdP passes as an admin credential"
                     .into(),
             ));
         }
+        if global
+            .as_ref()
+            .is_some_and(|g| g.claim == config.claims.tenant)
+        {
+            return Err(e(
+                "config field `global_admin.claim` must not be the tenant claim".into(),
+            ));
+        }
+        // The verifier needs a tenant to build an identity; `verify` reads the tenant
+        // claim itself, so this placeholder never grants anything.
+        config.default_tenant = Some(NO_TENANT.into());
         Ok(AdminJwt {
             engine: Engine::new(config),
+            global,
         })
     }
 
@@ -302,7 +373,30 @@ impl AdminJwt {
         // Verified above: parsing again only reads the claims.
         let parsed =
             jwt::parse(token, config.max_token_bytes).map_err(|e| AuthError::Jwt(e.to_string()))?;
-        let tenants = Tenants::parse(&identity.tenant).map_err(AuthError::Jwt)?;
+        let tenant_claim = &config.claims.tenant;
+        let tenants = if self
+            .global
+            .as_ref()
+            .is_some_and(|g| g.granted_by(&parsed.claims))
+        {
+            Tenants::All
+        } else {
+            match parsed.claims.get(tenant_claim) {
+                Some(Value::String(t)) if t == "*" => {
+                    return Err(AuthError::Jwt(format!(
+                        "the tenant claim `{tenant_claim}` is \"*\": a tenant name, never global \
+                         rights (those come from the admin-JWT config's global_admin claim)"
+                    )))
+                }
+                // The claim is there, so the identity's tenant is it (validated as an id).
+                Some(Value::String(_)) => Tenants::One(identity.tenant.clone()),
+                _ => {
+                    return Err(AuthError::Jwt(format!(
+                        "no tenant claim `{tenant_claim}`, and not a global admin (global_admin)"
+                    )))
+                }
+            }
+        };
         let names: Vec<String> =
             match (parsed.claims.get("permissions"), parsed.claims.get("scope")) {
                 (Some(Value::Array(list)), _) => list
@@ -324,6 +418,10 @@ impl AdminJwt {
         })
     }
 }
+
+/// The admin verifier's placeholder tenant (see [`AdminJwt::from_json`]): not a valid id
+/// anywhere else, since it holds a control character.
+const NO_TENANT: &str = "\u{1}no tenant claim";
 
 /// Every configured credential.
 #[derive(Debug, Clone)]
@@ -529,12 +627,49 @@ mod tests {
     }
 
     #[test]
-    fn admin_jwt_config_requires_an_audience() {
-        let err = AdminJwt::from_json(
-            br#"{"keys":[{"kid":"a","alg":"HS256","secret":"0123456789abcdef0123456789abcdef"}]}"#,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("audiences"), "{err}");
+    fn admin_jwt_config_requires_an_issuer_and_an_audience() {
+        let keys =
+            r#""keys":[{"kid":"a","alg":"HS256","secret":"0123456789abcdef0123456789abcdef"}]"#;
+        let err = |json: String| {
+            AdminJwt::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(format!(r#"{{{keys}, "issuer": "https://idp"}}"#)).contains("audiences"));
+        assert!(err(format!(r#"{{{keys}, "audiences": ["cp"]}}"#)).contains("`issuer` is required"));
+        let ok = format!(r#"{{{keys}, "issuer": "https://idp", "audiences": ["cp"]}}"#);
+        assert!(AdminJwt::from_json(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn global_admin_rights_are_configured_by_claim_and_value_only() {
+        let base = r#""keys":[{"kid":"a","alg":"HS256","secret":"0123456789abcdef0123456789abcdef"}], "issuer": "https://idp", "audiences": ["cp"]"#;
+        let err = |extra: &str| {
+            AdminJwt::from_json(format!("{{{base}, {extra}}}").as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#""global_admin": {"claim": "role"}"#).contains("global_admin"));
+        assert!(
+            err(r#""global_admin": {"claim": "role", "value": "g", "x": 1}"#)
+                .contains("global_admin")
+        );
+        assert!(err(r#""global_admin": {"claim": "", "value": "g"}"#).contains("must be set"));
+        assert!(err(r#""global_admin": {"claim": "tid", "value": "*"}"#).contains("tenant claim"));
+        assert!(err(r#""default_tenant": "acme""#).contains("tenant claim"));
+        let g = GlobalAdmin {
+            claim: "groups".into(),
+            value: "ops".into(),
+        };
+        let claims = |v: Value| {
+            let mut m = serde_json::Map::new();
+            m.insert("groups".into(), v);
+            m
+        };
+        assert!(g.granted_by(&claims(Value::from("ops"))));
+        assert!(g.granted_by(&claims(serde_json::json!(["dev", "ops"]))));
+        assert!(!g.granted_by(&claims(Value::from("ops2"))));
+        assert!(!g.granted_by(&claims(Value::from(true))));
     }
 
     #[test]

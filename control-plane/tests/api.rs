@@ -447,7 +447,8 @@ pub mod rbac {
         let jwt = AdminJwt::from_json(
             json!({
                 "keys": [{"kid": "admin", "alg": "HS256", "secret": String::from_utf8_lossy(JWT_SECRET)}],
-                "issuer": "https://idp.test", "audiences": ["epochgate-admin"]
+                "issuer": "https://idp.test", "audiences": ["epochgate-admin"],
+                "global_admin": {"claim": "epochgate_role", "value": "global-admin"}
             })
             .to_string()
             .as_bytes(),
@@ -701,7 +702,7 @@ pub mod rbac {
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
 
         let global = admin_jwt(
-            json!({"tid": "*", "scope": "sessions:revoke_all audit:read"}),
+            json!({"epochgate_role": "global-admin", "scope": "sessions:revoke_all audit:read"}),
             "epochgate-admin",
         );
         assert_eq!(
@@ -714,7 +715,7 @@ pub mod rbac {
 
         // A token for another audience (a portal user's), or a bad signature: 401.
         let portal = admin_jwt(
-            json!({"tid": "*", "scope": "sessions:revoke_all"}),
+            json!({"epochgate_role": "global-admin", "scope": "sessions:revoke_all"}),
             "portal",
         );
         let a = post(&app.state, "/v1/logout", &portal).await;
@@ -734,6 +735,62 @@ pub mod rbac {
         // An admin JWT cannot sync.
         let a = get(&app.state, "/v1/sync?since=0&edge=e", &global).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_named_star_is_no_global_admin_only_the_configured_claim_is() {
+        let app = rbac_app().await;
+        // Tenant names are chosen at the IdP: someone names theirs `*`.
+        let star = admin_jwt(
+            json!({"tid": "*", "scope": "sessions:revoke_all sessions:revoke audit:read"}),
+            "epochgate-admin",
+        );
+        for uri in [
+            "/v1/logout",
+            "/v1/tenants/globex/logout",
+            "/v1/tenants/globex/users/1/logout",
+        ] {
+            let a = post(&app.state, uri, &star).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}: {}", a.text);
+        }
+        let a = post(&app.state, "/v1/logout", &star).await;
+        assert!(
+            a.json["detail"].as_str().unwrap().contains("global_admin"),
+            "{}",
+            a.text
+        );
+
+        // Global rights come from the claim and value the admin-JWT config names.
+        let global = admin_jwt(
+            json!({"epochgate_role": "global-admin", "scope": "sessions:revoke_all"}),
+            "epochgate-admin",
+        );
+        let a = post(&app.state, "/v1/logout", &global).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let in_a_list = admin_jwt(
+            json!({"tid": "acme", "epochgate_role": ["auditor", "global-admin"], "scope": "sessions:revoke_all"}),
+            "epochgate-admin",
+        );
+        assert_eq!(
+            post(&app.state, "/v1/tenants/globex/logout", &in_a_list)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        // Another value of the claim is a tenant admin (or nothing, without a tenant).
+        let other = admin_jwt(
+            json!({"tid": "acme", "epochgate_role": "global-admin-light", "scope": "sessions:revoke_all"}),
+            "epochgate-admin",
+        );
+        assert_eq!(
+            post(&app.state, "/v1/logout", &other).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let neither = admin_jwt(json!({"scope": "sessions:revoke_all"}), "epochgate-admin");
+        assert_eq!(
+            post(&app.state, "/v1/logout", &neither).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[tokio::test]

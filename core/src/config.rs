@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::ids::validate_id;
 use crate::jwt::{Algorithm, KeySet, VerificationKey};
+use crate::names::CookieName;
+use crate::path::RoutePrefix;
 
 /// A configuration error, naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,9 +173,31 @@ pub struct RawConfig {
     /// Per path prefix rules; the longest matching prefix wins.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Match route prefixes ignoring ASCII case (for upstreams that treat `/Admin` as
+    /// `/admin`). Without it, a path whose rule would change with its case is ambiguous.
+    #[serde(default)]
+    pub case_insensitive_routes: bool,
     /// Remove the token (its header, or its cookie from `Cookie`) before the upstream.
     #[serde(default)]
     pub strip_token: bool,
+    /// What to do with credentials no token source reads (`credential_headers`,
+    /// `credential_cookies`, and `-`/`_` spellings of a token header): the upstream may
+    /// honour them, the edge never checks them.
+    #[serde(default)]
+    pub unchecked_credentials: UncheckedCredentials,
+    /// Headers the upstream may take as credentials.
+    #[serde(default = "defaults::credential_headers")]
+    pub credential_headers: Vec<String>,
+    /// Cookies the upstream may take as credentials (e.g. an app session cookie).
+    #[serde(default)]
+    pub credential_cookies: Vec<String>,
+    /// The token header `typ` an access token must carry (RFC 9068: `at+jwt`), so that an
+    /// ID token or another kind of JWT from the same IdP never passes.
+    pub require_typ: Option<String>,
+    /// How long a request whose `kid` is not in the remote JWKS waits for the refresh it
+    /// triggers before `unknown_key` (0: answer at once).
+    #[serde(default = "defaults::key_refresh_wait_ms")]
+    pub key_refresh_wait_ms: u64,
     /// How many verified tokens each worker VM remembers (0: none). Signature and claims
     /// only: revocation is checked on every request.
     #[serde(default = "defaults::token_cache_size")]
@@ -206,6 +230,19 @@ pub struct RawConfig {
     pub on_stale: OnStale,
     #[serde(default)]
     pub upstream_headers: RawUpstreamHeaders,
+}
+
+/// What happens to a credential carrier that no token source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncheckedCredentials {
+    /// Remove it before the upstream.
+    #[default]
+    Strip,
+    /// Refuse the request (`ambiguous_token`).
+    Refuse,
+    /// Pass it on (the upstream must then never honour it).
+    Pass,
 }
 
 /// How the token is verified.
@@ -270,6 +307,12 @@ mod defaults {
     pub fn max_staleness_s() -> u64 {
         300
     }
+    pub fn credential_headers() -> Vec<String> {
+        vec!["authorization".into()]
+    }
+    pub fn key_refresh_wait_ms() -> u64 {
+        2_000
+    }
     pub fn token_sources() -> Vec<RawTokenSource> {
         vec![RawTokenSource {
             header: Some("authorization".into()),
@@ -324,9 +367,11 @@ mod defaults {
 pub enum TokenSource {
     /// A request header (lower-case name), with a prefix to strip.
     Header { name: String, prefix: String },
-    /// A cookie, with the attributes its clearing `Set-Cookie` must repeat.
+    /// A cookie, with the attributes its clearing `Set-Cookie` must repeat; `canonical`
+    /// is the name as PHP & co. read it (see [`CookieName`]).
     Cookie {
         name: String,
+        canonical: CookieName,
         path: Option<String>,
         domain: Option<String>,
         secure: bool,
@@ -356,7 +401,7 @@ pub struct UpstreamHeaders {
 /// A compiled route rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub prefix: String,
+    pub prefix: RoutePrefix,
     pub exempt: bool,
     pub require_token: bool,
     pub web: Option<bool>,
@@ -383,7 +428,16 @@ pub struct Config {
     pub require_token: bool,
     /// Longest prefix first.
     pub routes: Vec<Route>,
+    pub case_insensitive_routes: bool,
     pub strip_token: bool,
+    pub unchecked_credentials: UncheckedCredentials,
+    /// `credential_headers` that no token source reads (lower-case).
+    pub unchecked_headers: Vec<String>,
+    /// `credential_cookies` that no token source reads.
+    pub unchecked_cookies: Vec<CookieName>,
+    /// Lower-case, without `application/`.
+    pub require_typ: Option<String>,
+    pub key_refresh_wait_ms: u64,
     pub token_cache_size: usize,
     pub native_verify: bool,
     pub issuer: Option<String>,
@@ -413,6 +467,38 @@ impl Config {
             .iter()
             .find(|s| matches!(s, TokenSource::Cookie { .. }))
     }
+
+    /// What an operator should hear about once, when the configuration is loaded.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut out = Vec::new();
+        if self.verification == Verification::Verify
+            && self.issuer.is_none()
+            && self.audiences.is_empty()
+        {
+            out.push(ConfigWarning::NoIssuerOrAudience);
+        }
+        out
+    }
+}
+
+/// A configuration that loads but is likely not what the operator meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigWarning {
+    /// Neither `issuer` nor `audiences`: any token the keys verify passes, an ID token or
+    /// another client's token from the same IdP included.
+    NoIssuerOrAudience,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::NoIssuerOrAudience => f.write_str(
+                "neither `issuer` nor `audiences` is set: any token these keys verify passes, \
+                 including ID tokens and other clients' tokens from the same IdP; set them (and \
+                 `require_typ: \"at+jwt\"` where the IdP issues RFC 9068 access tokens)",
+            ),
+        }
+    }
 }
 
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
@@ -428,6 +514,14 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
             format!("{name:?} is not a valid header name"),
         ))
     }
+}
+
+/// An RFC 6265 cookie-name: a token (no separators, no spaces, no controls).
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn claim_name(field: &str, name: String) -> Result<String, ConfigError> {
@@ -560,17 +654,14 @@ impl TryFrom<RawConfig> for Config {
                             "prefix belongs to a header source",
                         ));
                     }
-                    let cookie_ok = !name.is_empty()
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-                    if !cookie_ok {
+                    if !valid_cookie_name(&name) {
                         return Err(ConfigError::new(
                             format!("{field}.cookie"),
                             format!("{name:?} is not a valid cookie name"),
                         ));
                     }
                     TokenSource::Cookie {
+                        canonical: CookieName::new(&name),
                         name,
                         path: s.cookie_path,
                         domain: s.cookie_domain,
@@ -597,13 +688,14 @@ impl TryFrom<RawConfig> for Config {
         }
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if !r.prefix.starts_with('/') {
-                return Err(ConfigError::new(
-                    format!("routes[{i}].prefix"),
-                    "must start with `/`",
-                ));
-            }
-            if routes.iter().any(|o: &Route| o.prefix == r.prefix) {
+            let prefix =
+                RoutePrefix::parse(&r.prefix, raw.case_insensitive_routes).map_err(|why| {
+                    ConfigError::new(
+                        format!("routes[{i}].prefix"),
+                        format!("{:?} {why}", r.prefix),
+                    )
+                })?;
+            if routes.iter().any(|o: &Route| o.prefix == prefix) {
                 return Err(ConfigError::new(
                     format!("routes[{i}].prefix"),
                     format!("{:?} is listed twice", r.prefix),
@@ -616,13 +708,70 @@ impl TryFrom<RawConfig> for Config {
                 ));
             }
             routes.push(Route {
-                prefix: r.prefix,
+                prefix,
                 exempt: r.exempt,
                 require_token: r.require_token.unwrap_or(raw.require_token),
                 web: r.web,
             });
         }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        // Longest first; of two equal stems, the exact one before the wildcard.
+        routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.stem.len()), r.prefix.wildcard));
+
+        let read_headers: Vec<&str> = sources
+            .iter()
+            .filter_map(|s| match s {
+                TokenSource::Header { name, .. } => Some(name.as_str()),
+                TokenSource::Cookie { .. } => None,
+            })
+            .collect();
+        let mut unchecked_headers = Vec::new();
+        for (i, h) in raw.credential_headers.iter().enumerate() {
+            let name = header_name(&format!("credential_headers[{i}]"), h)?;
+            if !read_headers.contains(&name.as_str()) && !unchecked_headers.contains(&name) {
+                unchecked_headers.push(name);
+            }
+        }
+        let mut unchecked_cookies: Vec<CookieName> = Vec::new();
+        for (i, c) in raw.credential_cookies.iter().enumerate() {
+            if !valid_cookie_name(c) {
+                return Err(ConfigError::new(
+                    format!("credential_cookies[{i}]"),
+                    format!("{c:?} is not a valid cookie name"),
+                ));
+            }
+            let read = sources
+                .iter()
+                .any(|s| matches!(s, TokenSource::Cookie { name, .. } if name == c));
+            if !read && !unchecked_cookies.iter().any(|u| u.name() == c) {
+                unchecked_cookies.push(CookieName::new(c));
+            }
+        }
+
+        let require_typ = match raw.require_typ {
+            None => None,
+            Some(t) => {
+                if verification != Verification::Verify {
+                    return Err(ConfigError::new(
+                        "require_typ",
+                        "needs mode: verify (the jwt_authn payload carries no token header)",
+                    ));
+                }
+                let typ = crate::jwt::normalize_typ(&t);
+                if typ.is_empty() || !typ.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError::new(
+                        "require_typ",
+                        format!("{t:?} is not a media type such as \"at+jwt\""),
+                    ));
+                }
+                Some(typ)
+            }
+        };
+        if raw.key_refresh_wait_ms > 10_000 {
+            return Err(ConfigError::new(
+                "key_refresh_wait_ms",
+                "must be at most 10000",
+            ));
+        }
 
         let h = raw.upstream_headers;
         let upstream_headers = UpstreamHeaders {
@@ -639,7 +788,13 @@ impl TryFrom<RawConfig> for Config {
             verification,
             require_token: raw.require_token,
             routes,
+            case_insensitive_routes: raw.case_insensitive_routes,
             strip_token: raw.strip_token,
+            unchecked_credentials: raw.unchecked_credentials,
+            unchecked_headers,
+            unchecked_cookies,
+            require_typ,
+            key_refresh_wait_ms: raw.key_refresh_wait_ms,
             token_cache_size: raw.token_cache_size,
             native_verify: raw.native_verify,
             issuer: raw.issuer,

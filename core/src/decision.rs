@@ -6,11 +6,13 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::claims::{validate, Identity};
-use crate::config::{Config, OnStale, Route, TokenSource, Verification};
+use crate::config::{Config, OnStale, Route, TokenSource, UncheckedCredentials, Verification};
 use crate::jwt::{self, KeySet, PureRustVerifier, SignatureVerifier, TokenError};
+use crate::names::{header_name_starts_with, same_header_name};
+use crate::path::{self, Ambiguous};
 use crate::state::{check_revocation, session_end_ms, session_expired, EpochSource, Revoked};
 use crate::sync::SyncStatus;
-use crate::token::{extract, ExtractError, Headers};
+use crate::token::{self, extract, ExtractError, Headers};
 
 /// The response header that announces a scheduled logout (RFC 3339, UTC), so web and
 /// mobile clients can warn the user and save work.
@@ -240,19 +242,25 @@ impl Engine<PureRustVerifier> {
     }
 }
 
-/// Whether a path holds dot segments, encoded slashes or dots, or backslashes: an upstream
-/// may resolve such a path elsewhere than its prefix says (`/login/../admin`), so route
-/// exemptions never apply to it.
-fn is_ambiguous_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.contains("/../")
-        || lower.contains("/./")
-        || lower.ends_with("/..")
-        || lower.ends_with("/.")
-        || lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains('\\')
+/// The rule a request's path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRule<'a> {
+    /// The longest route prefix the path lies under.
+    Route(&'a Route),
+    /// No route: the global `require_token`.
+    Default,
+    /// No single reading (see [`crate::path`]): the strictest rule — a token required, no
+    /// exemption, the response shaped by the request alone (never by a route's `web`).
+    Ambiguous(Ambiguous),
+}
+
+impl<'a> PathRule<'a> {
+    pub fn route(self) -> Option<&'a Route> {
+        match self {
+            PathRule::Route(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 impl<V: SignatureVerifier> Engine<V> {
@@ -278,22 +286,59 @@ impl<V: SignatureVerifier> Engine<V> {
     ) -> Result<Identity, TokenError> {
         let parsed = jwt::parse(token, self.config.max_token_bytes)?;
         jwt::verify_signature(&parsed, &self.config.keys, remote, &self.verifier)?;
+        if let Some(want) = &self.config.require_typ {
+            jwt::check_typ(&parsed, want)?;
+        }
         validate(&parsed.claims, &self.config, now_ms)
     }
 
-    /// The rule for a path: the longest matching route prefix; none for an ambiguous path.
+    /// The route rule for a path, if it gets one (none for the default and for an
+    /// ambiguous path).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
-        if self.config.routes.is_empty() {
-            return None;
+        self.path_rule(path).route()
+    }
+
+    /// The rule a path gets: the longest route prefix it lies under once read as an app
+    /// reads it ([`path::canonical`], segment boundaries), the default, or — when it has
+    /// no single reading — [`PathRule::Ambiguous`]. Routes are matched case-sensitively
+    /// unless `case_insensitive_routes`; then a path whose rule would change with its
+    /// letter case is ambiguous too.
+    pub fn path_rule(&self, raw: &str) -> PathRule<'_> {
+        let config = &self.config;
+        // With no routes and tokens required everywhere, every reading gets the same rule.
+        if config.routes.is_empty() && config.require_token {
+            return PathRule::Default;
         }
-        let path = path.split('?').next().unwrap_or_default();
-        if is_ambiguous_path(path) {
-            return None;
+        let canonical = match path::canonical(raw) {
+            Ok(p) => p,
+            Err(why) => return PathRule::Ambiguous(why),
+        };
+        let ignoring_case = || {
+            config
+                .routes
+                .iter()
+                .position(|r| r.prefix.matches_ignoring_case(&canonical))
+        };
+        let found = if config.case_insensitive_routes {
+            // The stems are in lower case.
+            ignoring_case()
+        } else {
+            let exact = config
+                .routes
+                .iter()
+                .position(|r| r.prefix.matches(&canonical));
+            let upper = |s: &str| s.bytes().any(|b| b.is_ascii_uppercase());
+            let case_matters =
+                upper(&canonical) || config.routes.iter().any(|r| upper(&r.prefix.stem));
+            if case_matters && ignoring_case() != exact {
+                return PathRule::Ambiguous(Ambiguous::LetterCase);
+            }
+            exact
+        };
+        match found {
+            Some(i) => PathRule::Route(&config.routes[i]),
+            None => PathRule::Default,
         }
-        self.config
-            .routes
-            .iter()
-            .find(|r| path.starts_with(r.prefix.as_str()))
     }
 
     /// The decision for one request (verify mode, configured keys only).
@@ -313,39 +358,42 @@ impl<V: SignatureVerifier> Engine<V> {
         req: RequestInfo<'_>,
         inputs: &Inputs<'_, E>,
     ) -> Decision {
-        let route = self.route_for(req.path);
-        let mut edits: Vec<HeaderEdit> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| self.is_reserved_header(n))
-            .map(|(n, _)| HeaderEdit::Remove(n.clone()))
-            .collect();
-        edits.dedup();
+        let rule = self.path_rule(req.path);
+        let route = rule.route();
+        let mut edits = match self.hygiene(req.headers) {
+            Ok(edits) => edits,
+            Err(carrier) => {
+                return self.deny(
+                    req,
+                    route,
+                    DenyReason::AmbiguousToken,
+                    format!("{carrier} carries a credential no token source checks (unchecked_credentials: refuse)"),
+                )
+            }
+        };
         if route.is_some_and(|r| r.exempt) {
-            return Decision::Allow {
-                identity: None,
-                stale: false,
-                request_edits: edits,
-                response_headers: Vec::new(),
-            };
+            return self.allow_anonymous(edits);
         }
-        let require_token = route.map_or(self.config.require_token, |r| r.require_token);
+        let require_token = match rule {
+            PathRule::Route(r) => r.require_token,
+            PathRule::Default => self.config.require_token,
+            PathRule::Ambiguous(_) => true,
+        };
+        let why_required = || match rule {
+            PathRule::Ambiguous(why) => {
+                format!("no token in the request (a token is required: the path has {why})")
+            }
+            _ => "no token in the request".to_string(),
+        };
 
         let identity = match &self.config.verification {
             Verification::Verify => {
                 let token = match extract(&self.config.sources, req.headers) {
                     Ok(Some(token)) => token,
                     Ok(None) if require_token => {
-                        return self.deny(req, route, DenyReason::MissingToken, "no token in the request".into())
+                        return self.deny(req, route, DenyReason::MissingToken, why_required())
                     }
-                    Ok(None) => {
-                        return Decision::Allow {
-                            identity: None,
-                            stale: false,
-                            request_edits: edits,
-                            response_headers: Vec::new(),
-                        }
-                    }
+                    Ok(None) => return self.allow_anonymous(edits),
                     Err(e @ ExtractError::Ambiguous(_)) => {
                         return self.deny(req, route, DenyReason::AmbiguousToken, e.to_string())
                     }
@@ -383,14 +431,7 @@ impl<V: SignatureVerifier> Engine<V> {
                         "no jwt_authn payload in the dynamic metadata (is jwt_authn before this filter, with payload_in_metadata?)".into(),
                     )
                 }
-                None => {
-                    return Decision::Allow {
-                        identity: None,
-                        stale: false,
-                        request_edits: edits,
-                        response_headers: Vec::new(),
-                    }
-                }
+                None => return self.allow_anonymous(edits),
             },
         };
 
@@ -420,9 +461,6 @@ impl<V: SignatureVerifier> Engine<V> {
             );
         }
 
-        if self.config.strip_token {
-            edits.extend(self.token_removal(req.headers));
-        }
         for (name, value) in self.upstream_headers(&identity) {
             edits.push(HeaderEdit::Set(name.to_string(), value.as_bytes().to_vec()));
         }
@@ -516,13 +554,107 @@ impl<V: SignatureVerifier> Engine<V> {
     }
 
     /// Whether an incoming header is one the filter sets for the upstream: such headers
-    /// are stripped from every request first, so a client cannot spoof them.
+    /// are stripped from every request first, so a client cannot spoof them — in any
+    /// case and `-`/`_` spelling (CGI-style apps read `X_Epochgate_User` as
+    /// `x-epochgate-user`).
     pub fn is_reserved_header(&self, name: &str) -> bool {
         let h = &self.config.upstream_headers;
-        name.len() >= 12 && name[..12].eq_ignore_ascii_case("x-epochgate-")
+        header_name_starts_with(name, "x-epochgate-")
             || [&h.user, &h.tenant, &h.session, &h.actor]
                 .iter()
-                .any(|x| name.eq_ignore_ascii_case(x))
+                .any(|x| same_header_name(name, x))
+    }
+
+    /// Whether an incoming header carries a credential no token source reads: a
+    /// `credential_headers` entry, or another spelling (`-`/`_`) of a token header.
+    pub fn is_unchecked_header(&self, name: &str) -> bool {
+        let c = &self.config;
+        c.unchecked_headers
+            .iter()
+            .any(|h| same_header_name(name, h))
+            || c.sources.iter().any(|s| {
+                matches!(s, TokenSource::Header { name: h, .. }
+                    if same_header_name(name, h) && !name.eq_ignore_ascii_case(h))
+            })
+    }
+
+    /// Header hygiene, whatever the decision: the edits that remove spoofed identity
+    /// headers, credentials no token source checks (`unchecked_credentials: strip`) and,
+    /// with `strip_token`, the token — its header, and every cookie an app may read as
+    /// the session cookie. `Err(what)` names an unchecked carrier under
+    /// `unchecked_credentials: refuse`.
+    fn hygiene(&self, headers: &Headers) -> Result<Vec<HeaderEdit>, String> {
+        let c = &self.config;
+        let mut edits: Vec<HeaderEdit> = Vec::new();
+        let remove = |name: &str, edits: &mut Vec<HeaderEdit>| {
+            if !edits
+                .iter()
+                .any(|e| matches!(e, HeaderEdit::Remove(n) if n == name))
+            {
+                edits.push(HeaderEdit::Remove(name.to_string()));
+            }
+        };
+        // Pseudo-headers (`:path`, …) are never spoofed identity or a credential.
+        for (name, _) in headers.iter().filter(|(n, _)| !n.starts_with(':')) {
+            if self.is_reserved_header(name) {
+                remove(name, &mut edits);
+            } else if self.is_unchecked_header(name) {
+                match c.unchecked_credentials {
+                    UncheckedCredentials::Refuse => return Err(format!("header `{name}`")),
+                    UncheckedCredentials::Strip => remove(name, &mut edits),
+                    UncheckedCredentials::Pass => {}
+                }
+            } else if c.strip_token
+                && c.sources.iter().any(|s| {
+                    matches!(s, TokenSource::Header { name: h, .. } if name.eq_ignore_ascii_case(h))
+                })
+            {
+                remove(name, &mut edits);
+            }
+        }
+        let strip_unchecked = match c.unchecked_credentials {
+            UncheckedCredentials::Refuse => {
+                if let Some(u) = c
+                    .unchecked_cookies
+                    .iter()
+                    .find(|u| token::has_cookie(headers, u))
+                {
+                    return Err(format!("cookie `{}`", u.name()));
+                }
+                false
+            }
+            UncheckedCredentials::Strip => !c.unchecked_cookies.is_empty(),
+            UncheckedCredentials::Pass => false,
+        };
+        let strip_cookie = c.strip_token && c.cookie_source().is_some();
+        if strip_unchecked || strip_cookie {
+            let drop = |raw: &[u8]| {
+                (strip_unchecked && c.unchecked_cookies.iter().any(|u| u.is_read_as(raw)))
+                    || (strip_cookie
+                        && c.sources.iter().any(|s| {
+                            matches!(s, TokenSource::Cookie { canonical, .. } if canonical.is_read_as(raw))
+                        }))
+            };
+            if let Some(kept) = token::cookies_without(headers, drop) {
+                edits.push(if kept.is_empty() {
+                    HeaderEdit::Remove("cookie".into())
+                } else {
+                    HeaderEdit::Set("cookie".into(), kept)
+                });
+            }
+        }
+        Ok(edits)
+    }
+
+    /// An allowed request without a verified identity (exempt, or no token where none
+    /// was required).
+    fn allow_anonymous(&self, edits: Vec<HeaderEdit>) -> Decision {
+        Decision::Allow {
+            identity: None,
+            stale: false,
+            request_edits: edits,
+            response_headers: Vec::new(),
+        }
     }
 
     /// The identity headers for the upstream.
@@ -539,45 +671,6 @@ impl<V: SignatureVerifier> Engine<V> {
             out.push((h.actor.as_str(), actor.user.as_str()));
         }
         out
-    }
-
-    /// The edits that take the token out of the request (`strip_token`).
-    fn token_removal(&self, headers: &Headers) -> Vec<HeaderEdit> {
-        let mut edits = Vec::new();
-        for source in &self.config.sources {
-            match source {
-                TokenSource::Header { name, .. } => edits.push(HeaderEdit::Remove(name.clone())),
-                TokenSource::Cookie { name, .. } => {
-                    let mut kept: Vec<&[u8]> = Vec::new();
-                    let mut found = false;
-                    for (_, value) in headers
-                        .iter()
-                        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-                    {
-                        for pair in value.split(|b| *b == b';') {
-                            let trimmed = pair.trim_ascii();
-                            let is_token = trimmed
-                                .iter()
-                                .position(|b| *b == b'=')
-                                .is_some_and(|eq| trimmed[..eq].trim_ascii() == name.as_bytes());
-                            if is_token {
-                                found = true;
-                            } else if !trimmed.is_empty() {
-                                kept.push(trimmed);
-                            }
-                        }
-                    }
-                    if found {
-                        edits.push(if kept.is_empty() {
-                            HeaderEdit::Remove("cookie".into())
-                        } else {
-                            HeaderEdit::Set("cookie".into(), kept.join(&b"; "[..]))
-                        });
-                    }
-                }
-            }
-        }
-        edits
     }
 
     fn response_kind(&self, req: RequestInfo<'_>, route: Option<&Route>) -> ResponseKind {
@@ -710,6 +803,7 @@ impl<V: SignatureVerifier> Engine<V> {
             path,
             domain,
             secure,
+            ..
         } = self.config.cookie_source()?
         else {
             return None;

@@ -366,6 +366,66 @@ fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyErro
     Ok(KeyMaterial::Rsa(Box::new((pkey, der))))
 }
 
+/// Whether a JWK is a symmetric (HMAC) key: its `kty` is `oct`, or its `alg` an `HS*`.
+/// Such a key is a shared secret; one published at a URL is no secret at all, so a
+/// remote JWKS never contributes one.
+fn is_symmetric(jwk: &Value) -> bool {
+    jwk.get("kty").and_then(Value::as_str) == Some("oct")
+        || jwk
+            .get("alg")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.starts_with("HS"))
+}
+
+/// Parses a JWKS fetched from a URL: as [`parse_jwks`], but symmetric keys are skipped,
+/// and a document that yields no usable key is an error — the caller keeps the keys it
+/// had rather than lock everyone out.
+pub fn parse_remote_jwks(
+    doc: &Value,
+    default_alg: Option<Algorithm>,
+) -> Result<(Vec<VerificationKey>, Vec<String>), String> {
+    let (keys, skipped) = parse_key_list(remote_key_list(doc)?, default_alg, false);
+    if keys.is_empty() {
+        return Err(format!("no usable key ({})", skipped.join("; ")));
+    }
+    Ok((keys, skipped))
+}
+
+/// What the fetcher checks before it hands a remote JWKS on (it does not know the
+/// filter's `jwks_default_alg`): a `keys` list that is not empty and holds at least one
+/// asymmetric signing key that names a supported `alg` or names none.
+pub fn check_remote_jwks(doc: &Value) -> Result<(), String> {
+    let list = remote_key_list(doc)?;
+    let plausible = list.iter().any(|jwk| {
+        !is_symmetric(jwk)
+            && matches!(jwk.get("use").and_then(Value::as_str), None | Some("sig"))
+            && matches!(
+                jwk.get("kty").and_then(Value::as_str),
+                Some("RSA" | "EC" | "OKP")
+            )
+            && match jwk.get("alg") {
+                None => true,
+                Some(a) => a.as_str().is_some_and(|a| a.parse::<Algorithm>().is_ok()),
+            }
+    });
+    if plausible {
+        Ok(())
+    } else {
+        Err("no usable signing key (only symmetric, encryption or unsupported keys)".into())
+    }
+}
+
+fn remote_key_list(doc: &Value) -> Result<&Vec<Value>, String> {
+    let list = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a JWKS: no `keys` array")?;
+    if list.is_empty() {
+        return Err("the `keys` list is empty".into());
+    }
+    Ok(list)
+}
+
 /// Parses a JWKS document (`{"keys": [...]}`). Keys this verifier cannot use are skipped,
 /// each with the reason: encryption keys (`use` other than `sig`), unknown key types or
 /// algorithms, and keys without `alg` when no `default_alg` is configured (a key never
@@ -378,6 +438,14 @@ pub fn parse_jwks(
         .get("keys")
         .and_then(Value::as_array)
         .ok_or("not a JWKS: no `keys` array")?;
+    Ok(parse_key_list(list, default_alg, true))
+}
+
+fn parse_key_list(
+    list: &[Value],
+    default_alg: Option<Algorithm>,
+    symmetric_ok: bool,
+) -> (Vec<VerificationKey>, Vec<String>) {
     let mut keys = Vec::with_capacity(list.len());
     let mut skipped = Vec::new();
     for (i, jwk) in list.iter().enumerate() {
@@ -388,6 +456,12 @@ pub fn parse_jwks(
                 .map(|k| format!(" (kid {k:?})"))
                 .unwrap_or_default()
         );
+        if !symmetric_ok && is_symmetric(jwk) {
+            skipped.push(format!(
+                "{name}: a symmetric (oct/HS*) key is never taken from a URL"
+            ));
+            continue;
+        }
         if let Some(u) = jwk.get("use").and_then(Value::as_str) {
             if u != "sig" {
                 skipped.push(format!("{name}: `use` is {u:?}, not \"sig\""));
@@ -415,7 +489,7 @@ pub fn parse_jwks(
             Err(e) => skipped.push(format!("{name}: {e}")),
         }
     }
-    Ok((keys, skipped))
+    (keys, skipped)
 }
 
 /// Re-encodes a JWS ECDSA signature (raw `r || s`, RFC 7518 §3.4) as DER
@@ -598,6 +672,8 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("token claim `{0}` is malformed")]
     BadClaim(String),
+    #[error("token typ {found:?} is not the required {want:?}")]
+    WrongType { found: Option<String>, want: String },
 }
 
 /// The parts of a token that signature verification needs.
@@ -605,13 +681,21 @@ pub enum TokenError {
 pub struct ParsedToken<'a> {
     pub alg: String,
     pub kid: Option<String>,
-    /// The whole header, for receivers that look at more than `alg` and `kid` (explicit
-    /// typing: `typ` `logout+jwt`, `secevent+jwt`); the edges do not.
+    /// The whole header, for what looks at more than `alg` and `kid` (explicit typing:
+    /// `typ` `at+jwt` at the edges with `require_typ`, `logout+jwt` and `secevent+jwt` at
+    /// the control plane's IdP receivers).
     pub header: Map<String, Value>,
     pub claims: Map<String, Value>,
     /// `header.payload`, exactly as received.
     pub signing_input: &'a str,
     pub signature: Vec<u8>,
+}
+
+impl ParsedToken<'_> {
+    /// The header's `typ`, if it is a string.
+    pub fn typ(&self) -> Option<&str> {
+        self.header.get("typ").and_then(Value::as_str)
+    }
 }
 
 /// A JSON value parsed with duplicate member names refused, at any depth.
@@ -777,5 +861,29 @@ pub fn verify_signature(
                 Err(TokenError::Signature)
             }
         }
+    }
+}
+
+/// A `typ` value in the form it is compared: lower case, without `application/` (RFC
+/// 7515 §4.1.9 lets a media type drop it; RFC 9068 §4 accepts `at+jwt` and
+/// `application/at+jwt`).
+pub fn normalize_typ(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    match typ.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => typ,
+    }
+}
+
+/// Checks the header `typ` against the required one (already normalized): so that an ID
+/// token, a logout token or any other JWT of the same IdP is never taken for an access
+/// token.
+pub fn check_typ(token: &ParsedToken<'_>, want: &str) -> Result<(), TokenError> {
+    match token.typ() {
+        Some(t) if normalize_typ(t) == want => Ok(()),
+        other => Err(TokenError::WrongType {
+            found: other.map(str::to_string),
+            want: want.to_string(),
+        }),
     }
 }

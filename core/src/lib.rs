@@ -7,11 +7,14 @@
 //!
 //! # Layout
 //! - [`config`]: raw → validated configuration (filter, worker, sync loop), typed errors.
+//! - [`path`]: the path as the app reads it; route prefixes on segment boundaries.
+//! - [`names`]: header and cookie names as app servers read them (`_`/`-`, PHP's rules).
 //! - [`token`]: taking the token from headers and cookies; ambiguity is refused.
 //! - [`jwt`]: strict JWT parsing, pinned-algorithm keys, the [`jwt::SignatureVerifier`] seam.
 //! - [`cache`]: the verified-token cache (signature and claims only, never revocation).
 //! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
+//! - [`rotation`]: a request with an unknown `kid` waits (bounded) for the JWKS refresh.
 //! - [`state`]: the epoch keys, [`state::RevocationState`] (how an edge takes changes),
 //!   the revocation rule and the session horizon.
 //! - [`sync`]: the sync protocol's wire types, and [`sync::client`]: the edge's sync
@@ -25,6 +28,9 @@ pub mod config;
 pub mod decision;
 pub mod ids;
 pub mod jwt;
+pub mod names;
+pub mod path;
+pub mod rotation;
 pub mod state;
 pub mod sync;
 pub mod token;

@@ -1,9 +1,13 @@
 //! Taking the token from the request: configured header(s) with a prefix and/or a
 //! cookie, in order. Headers are read as bytes (a non-UTF-8 byte is a bad token, never a
-//! panic). Two sources carrying different tokens, or a token header sent twice, is
-//! ambiguous: refused, so no one can smuggle a second token past the check.
+//! panic). Two sources carrying different tokens, a token header sent twice, the session
+//! cookie twice with different values, or a cookie an app would read as the session
+//! cookie under another spelling (`portal%5Fsession`, `portal.session`, `Portal_Session`,
+//! one hidden after a `,`; see [`crate::names`]) is ambiguous: refused, so no one can
+//! smuggle a second token past the check.
 
 use crate::config::TokenSource;
+use crate::names::CookieName;
 
 /// Why no single token could be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,30 +77,62 @@ fn from_header<'a>(
     Ok(Some(token))
 }
 
-fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, ExtractError> {
-    let mut found: Option<&'a [u8]> = None;
-    // HTTP/2 may split cookies over several `cookie` headers.
-    for value in header_values(headers, "cookie") {
-        for pair in value.split(|b| *b == b';') {
+/// The `name=value` pairs of every `Cookie` header (HTTP/2 may split cookies over
+/// several), trimmed; pairs without `=` are skipped.
+fn cookie_pairs(headers: &Headers) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header_values(headers, "cookie")
+        .flat_map(|value| value.split(|b| *b == b';'))
+        .filter_map(|pair| {
             let pair = trim(pair);
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                continue;
-            };
-            if trim(&pair[..eq]) != name.as_bytes() {
-                continue;
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
+        })
+}
+
+/// Whether a cookie value hides a cookie an app may read as `cookie`: legacy (RFC 2109)
+/// parsers also split cookies at `,`.
+fn hides_after_comma(value: &[u8], cookie: &CookieName) -> bool {
+    value.contains(&b',')
+        && value.split(|b| *b == b',').skip(1).any(|piece| {
+            piece
+                .iter()
+                .position(|b| *b == b'=')
+                .is_some_and(|eq| cookie.is_read_as(&piece[..eq]))
+        })
+}
+
+fn from_cookie<'a>(
+    headers: &'a Headers,
+    cookie: &CookieName,
+) -> Result<Option<&'a str>, ExtractError> {
+    let mut found: Option<&'a [u8]> = None;
+    for (name, value) in cookie_pairs(headers) {
+        if hides_after_comma(value, cookie) {
+            return Err(ExtractError::Ambiguous(
+                "a cookie value holds `, <session cookie>=` (legacy parsers split there)",
+            ));
+        }
+        if !cookie.is_read_as(name) {
+            continue;
+        }
+        if !cookie.is_exactly(name) {
+            // PHP would read `portal%5Fsession` (or `portal.session`, `Portal_Session` in
+            // ASP.NET) as the session cookie, possibly instead of the one checked here.
+            return Err(ExtractError::Ambiguous(
+                "a cookie whose name decodes or canonicalizes to the session cookie's",
+            ));
+        }
+        let mut v = value;
+        if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+            v = &v[1..v.len() - 1];
+        }
+        match found {
+            Some(prev) if prev != v => {
+                return Err(ExtractError::Ambiguous(
+                    "session cookie sent twice with different values",
+                ))
             }
-            let mut v = trim(&pair[eq + 1..]);
-            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
-                v = &v[1..v.len() - 1];
-            }
-            match found {
-                Some(prev) if prev != v => {
-                    return Err(ExtractError::Ambiguous(
-                        "session cookie sent twice with different values",
-                    ))
-                }
-                _ => found = Some(v),
-            }
+            _ => found = Some(v),
         }
     }
     match found {
@@ -108,6 +144,37 @@ fn from_cookie<'a>(headers: &'a Headers, name: &str) -> Result<Option<&'a str>, 
     }
 }
 
+/// Whether the request carries a cookie an app may read as `cookie` (any spelling).
+pub fn has_cookie(headers: &Headers, cookie: &CookieName) -> bool {
+    cookie_pairs(headers)
+        .any(|(name, value)| cookie.is_read_as(name) || hides_after_comma(value, cookie))
+}
+
+/// The `Cookie` header without the cookies `remove` names (by their raw names), or
+/// `None` when there was none to remove. An empty result means: drop the header.
+pub fn cookies_without(headers: &Headers, remove: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut removed = false;
+    for value in header_values(headers, "cookie") {
+        for pair in value.split(|b| *b == b';') {
+            let pair = trim(pair);
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair
+                .iter()
+                .position(|b| *b == b'=')
+                .map_or(pair, |eq| trim(&pair[..eq]));
+            if remove(name) {
+                removed = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    removed.then(|| kept.join(&b"; "[..]))
+}
+
 /// The request's token, if any.
 pub fn extract<'a>(
     sources: &[TokenSource],
@@ -117,7 +184,7 @@ pub fn extract<'a>(
     for source in sources {
         let found = match source {
             TokenSource::Header { name, prefix } => from_header(headers, name, prefix)?,
-            TokenSource::Cookie { name, .. } => from_cookie(headers, name)?,
+            TokenSource::Cookie { canonical, .. } => from_cookie(headers, canonical)?,
         };
         match (token, found) {
             (Some(a), Some(b)) if a != b => {

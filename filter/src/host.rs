@@ -29,6 +29,8 @@ pub enum Metric {
     HostCallFailed,
     /// Entries a snapshot lacked or held lower than this edge, kept in force.
     SyncKept,
+    /// Requests held for a JWKS refresh (an unknown `kid`).
+    KeyWaits,
     SyncOk,
     SyncFailed,
     JwksOk,
@@ -49,6 +51,7 @@ impl Metric {
             Metric::Denied(r) => format!("epochgate.denied.{}", r.code()),
             Metric::StreamsEnded => "epochgate.streams_ended".into(),
             Metric::NativeVerifications => "epochgate.native_verifications".into(),
+            Metric::KeyWaits => "epochgate.key_waits".into(),
             Metric::SyncOk => "epochgate.sync_ok".into(),
             Metric::JwksOk => "epochgate.jwks_ok".into(),
             Metric::JwksFailed => "epochgate.jwks_failed".into(),
@@ -71,6 +74,7 @@ impl Metric {
             Metric::NativeVerifications,
             Metric::HostCallFailed,
             Metric::SyncKept,
+            Metric::KeyWaits,
             Metric::SyncOk,
             Metric::SyncFailed,
             Metric::JwksOk,

@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use epochgate_core::cache::TokenCache;
 use epochgate_core::config::Verification;
-use epochgate_core::jwt::{parse_jwks, KeySet};
+use epochgate_core::jwt::{parse_remote_jwks, KeySet};
+use epochgate_core::rotation::KeyWait;
 use epochgate_core::state::{decode_epoch, EpochSource, Unreadable};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 use epochgate_core::watch::Watch;
@@ -154,7 +155,14 @@ pub enum Verdict {
     Continue,
     /// A local response was sent.
     Stop,
+    /// Hold the request (`Action::Pause`): its `kid` is unknown and a JWKS refresh was
+    /// asked for; the root's tick decides it again once [`FilterShared::due_waits`] says.
+    Wait,
 }
+
+/// Requests held for a JWKS refresh, per VM at most; more are answered `unknown_key` at
+/// once (a flood of bogus `kid`s must not pile up held streams).
+const MAX_KEY_WAITS: usize = 1024;
 
 /// What a request's headers came to.
 pub struct Handled {
@@ -191,6 +199,21 @@ pub struct FilterShared {
     epochs: RefCell<EpochCache>,
     stale_log: LogLimiter,
     failure_log: LogLimiter,
+    /// Requests held for a JWKS refresh.
+    key_waits: RefCell<HashMap<u32, KeyWait>>,
+    /// What held requests decided later left for their own context (which the root's
+    /// tick cannot reach): response headers, a download to watch.
+    later: RefCell<HashMap<u32, Later>>,
+    /// JWKS versions whose document was refused (logged once each).
+    refused_jwks: RefCell<Option<Vec<u8>>>,
+    /// Whether the root ticks fast, while requests are held (see `roots`).
+    pub fast_tick: Cell<bool>,
+}
+
+/// What a request decided after its wait leaves for its context.
+pub struct Later {
+    pub response_headers: Vec<(String, String)>,
+    pub watch: Option<Watch>,
 }
 
 fn read_status<H: Host>(host: &H) -> Result<Option<SyncStatus>, HostFailure> {
@@ -210,6 +233,10 @@ impl FilterShared {
             epochs: RefCell::new(EpochCache::default()),
             stale_log: LogLimiter::default(),
             failure_log: LogLimiter::default(),
+            key_waits: RefCell::new(HashMap::new()),
+            later: RefCell::new(HashMap::new()),
+            refused_jwks: RefCell::new(None),
+            fast_tick: Cell::new(false),
         }
     }
 
@@ -245,7 +272,9 @@ impl FilterShared {
         }
     }
 
-    /// The remote JWKS as the sync service last stored it, parsed once per version.
+    /// The remote JWKS as the sync service last stored it, parsed once per version. A
+    /// document that yields no usable key (empty, symmetric keys only, keys without
+    /// `alg` and no `jwks_default_alg`) keeps the previous keys: logged, counted.
     fn remote_keys<H: Host>(&self, host: &H, context_id: u32) -> Option<Rc<KeySet>> {
         if !self.engine.config().remote_jwks {
             return None;
@@ -279,7 +308,7 @@ impl FilterShared {
         };
         let parsed = serde_json::from_slice(&doc)
             .map_err(|e| e.to_string())
-            .and_then(|doc| parse_jwks(&doc, self.engine.config().jwks_default_alg));
+            .and_then(|doc| parse_remote_jwks(&doc, self.engine.config().jwks_default_alg));
         match parsed {
             Ok((keys, skipped)) => {
                 for why in skipped {
@@ -293,14 +322,88 @@ impl FilterShared {
                 Some(keys)
             }
             Err(e) => {
-                log::warn!("remote JWKS unreadable, keeping the previous keys: {e}");
-                cached()
+                if self.refused_jwks.borrow().as_deref() != Some(version.as_slice()) {
+                    log::warn!("remote JWKS refused, keeping the previous keys: {e}");
+                    host.metric(Metric::JwksFailed, 1);
+                    *self.refused_jwks.borrow_mut() = Some(version.clone());
+                }
+                let kept = cached().unwrap_or_default();
+                *self.remote_keys.borrow_mut() = Some((version, Rc::clone(&kept)));
+                Some(kept)
             }
         }
     }
 
     /// Handles a request's headers.
     pub fn on_request_headers<H: HttpHost>(&self, host: &H, context_id: u32) -> Handled {
+        self.judge(host, context_id, true)
+    }
+
+    /// A held request whose wait is over ([`FilterShared::due_waits`]): decided again, as
+    /// its current context, and never held a second time. What it leaves for its context
+    /// is kept for [`FilterShared::take_later`].
+    pub fn decide_after_wait<H: HttpHost>(&self, host: &H, context_id: u32) -> Verdict {
+        let handled = self.judge(host, context_id, false);
+        if !handled.response_headers.is_empty() || handled.watch.is_some() {
+            self.later.borrow_mut().insert(
+                context_id,
+                Later {
+                    response_headers: handled.response_headers,
+                    watch: handled.watch,
+                },
+            );
+        }
+        handled.verdict
+    }
+
+    /// The held requests whose wait is over (the key set changed, a refresh failed, or
+    /// the wait ran out), no longer held. A failed host read ends every wait: each is
+    /// then decided (and fails closed there if the host still fails).
+    pub fn due_waits<H: Host>(&self, host: &H) -> Vec<u32> {
+        let mut waits = self.key_waits.borrow_mut();
+        if waits.is_empty() {
+            return Vec::new();
+        }
+        let read = || -> Result<_, HostFailure> {
+            let now = host.now_ms()?;
+            let version = host.shared_data(shared_keys::JWKS_VERSION)?;
+            let failed = host
+                .shared_data(shared_keys::JWKS_FAILED)?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
+            Ok((now, version, failed))
+        };
+        let due: Vec<u32> = match read() {
+            Ok((now, version, failed)) => waits
+                .iter()
+                .filter(|(_, w)| w.step(now, version.as_deref(), failed).is_over())
+                .map(|(id, _)| *id)
+                .collect(),
+            Err(e) => {
+                self.host_failed(host, 0, e, "held requests' JWKS check; deciding them now");
+                waits.keys().copied().collect()
+            }
+        };
+        for id in &due {
+            waits.remove(id);
+        }
+        due
+    }
+
+    /// Whether a request is held (its body and trailers must be held too).
+    pub fn is_waiting(&self, context_id: u32) -> bool {
+        self.key_waits.borrow().contains_key(&context_id)
+    }
+
+    pub fn has_waits(&self) -> bool {
+        !self.key_waits.borrow().is_empty()
+    }
+
+    /// What a request decided after its wait left for its context.
+    pub fn take_later(&self, context_id: u32) -> Option<Later> {
+        self.later.borrow_mut().remove(&context_id)
+    }
+
+    fn judge<H: HttpHost>(&self, host: &H, context_id: u32, may_wait: bool) -> Handled {
         let headers = match host.request_headers() {
             Ok(h) => h,
             Err(e) => return self.fail_closed(host, context_id, e, DenyReason::InternalError),
@@ -313,11 +416,13 @@ impl FilterShared {
             Ok(s) => s,
             Err(e) => return self.fail_closed(host, context_id, e, DenyReason::StateUnavailable),
         };
+        // A path that is not UTF-8 is judged as unreadable (ambiguous), never as `/`.
         let path = headers
             .iter()
             .find(|(n, _)| n == ":path")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .unwrap_or("/");
+            .map_or(std::borrow::Cow::Borrowed(""), |(_, v)| {
+                String::from_utf8_lossy(v)
+            });
         let remote_keys = self.remote_keys(host, context_id);
         let verified_claims = match &self.engine.config().verification {
             Verification::Verify => None,
@@ -356,7 +461,7 @@ impl FilterShared {
         let decision = self.engine.decide_with(
             RequestInfo {
                 headers: &headers,
-                path,
+                path: &path,
             },
             &inputs,
         );
@@ -413,12 +518,30 @@ impl FilterShared {
                 detail,
                 response,
             } => {
-                log::info!("#{context_id} denied {reason}: {detail}");
-                host.metric(Metric::Denied(reason), 1);
                 if reason == DenyReason::UnknownKey {
                     // Ask the sync service for a JWKS refresh; it rate-limits.
                     host.set_shared_data(shared_keys::JWKS_REFRESH, now_ms.to_string().as_bytes());
+                    let wait_ms = self.engine.config().key_refresh_wait_ms;
+                    if may_wait && wait_ms > 0 && self.key_waits.borrow().len() < MAX_KEY_WAITS {
+                        // Hold it for the refresh, as jwt_authn holds a request while it
+                        // fetches: a key rotation must not answer anyone 503. A failed
+                        // read of the version only means the wait ends on its deadline.
+                        log::info!("#{context_id} {detail}: waiting up to {wait_ms} ms for the JWKS refresh");
+                        let version = host.shared_data(shared_keys::JWKS_VERSION).ok().flatten();
+                        self.key_waits.borrow_mut().insert(
+                            context_id,
+                            KeyWait::new(now_ms, wait_ms, version.as_deref()),
+                        );
+                        host.metric(Metric::KeyWaits, 1);
+                        return Handled {
+                            verdict: Verdict::Wait,
+                            response_headers: Vec::new(),
+                            watch: None,
+                        };
+                    }
                 }
+                log::info!("#{context_id} denied {reason}: {detail}");
+                host.metric(Metric::Denied(reason), 1);
                 match response.grpc_status {
                     Some(status) => host.send_grpc_response(
                         status,
@@ -529,6 +652,8 @@ impl FilterShared {
     /// The stream is over.
     pub fn on_done(&self, context_id: u32) {
         self.streams.borrow_mut().remove(&context_id);
+        self.key_waits.borrow_mut().remove(&context_id);
+        self.later.borrow_mut().remove(&context_id);
     }
 
     /// The verified-token cache's `(hits, misses)`.

@@ -13,11 +13,16 @@ use proxy_wasm::types::{Action, BufferType, ContextType};
 use crate::host::{Host, Metric, ProxyHost};
 use crate::http::{Download, FilterShared, Verdict};
 use crate::native::NativeVerifier;
+use crate::shared_keys;
 use crate::sync_service::{SyncService, TICK};
 use crate::{SYNC_ROOT_ID, VERSION};
 
 /// How often a filter VM re-checks its open streams (idle ones send no frame).
 const STREAM_TICK: Duration = Duration::from_millis(250);
+/// How often it ticks while requests are held for a JWKS refresh (see
+/// [`crate::http::Verdict::Wait`]): a held request is decided within this of its key set
+/// changing.
+const KEY_WAIT_TICK: Duration = Duration::from_millis(20);
 
 /// The host's native signature check (see [`crate::native`]).
 fn host_verify(args: &[u8]) -> Option<Vec<u8>> {
@@ -125,6 +130,7 @@ impl Root {
     fn configure_filter(&mut self, json: &[u8]) -> bool {
         match Config::from_json(json) {
             Ok(config) => {
+                self.warn_once(&config);
                 log::info!(
                     "#{} epochgate filter configured: {} key(s){}, {} route rule(s), on_stale {:?}",
                     self.context_id,
@@ -170,6 +176,61 @@ impl Root {
                 );
                 false
             }
+        }
+    }
+}
+
+impl Root {
+    /// Logs the configuration's warnings once per Envoy (not once per worker thread's
+    /// VM): the first VM to configure marks them in shared data.
+    fn warn_once(&self, config: &Config) {
+        let warnings = config.warnings();
+        if warnings.is_empty() {
+            return;
+        }
+        let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let mark = text.join("\n");
+        if self
+            .host
+            .shared_data(shared_keys::CONFIG_WARNED)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(mark.as_bytes())
+        {
+            return;
+        }
+        self.host
+            .set_shared_data(shared_keys::CONFIG_WARNED, mark.as_bytes());
+        for warning in text {
+            log::warn!(
+                "#{} epochgate filter configuration: {warning}",
+                self.context_id
+            );
+        }
+    }
+
+    /// Decides the held requests whose wait is over, each as its own context; ticks
+    /// fast only while requests are held.
+    fn decide_held_requests(host: &ProxyHost, shared: &FilterShared) {
+        for id in shared.due_waits(host) {
+            // Fails if the stream is gone (the client left): nothing to decide then.
+            if hostcalls::set_effective_context(id).is_ok()
+                && shared.decide_after_wait(host, id) == Verdict::Continue
+            {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    // Fail closed: answer it rather than leave it held.
+                    log::warn!("#{id} cannot resume the held request ({e:?}): answering 503");
+                    let _ = hostcalls::send_http_response(
+                        503,
+                        vec![("content-type", "application/json"), ("retry-after", "1")],
+                        Some(br#"{"error":"unknown_key"}"#),
+                    );
+                }
+            }
+        }
+        if !shared.has_waits() && shared.fast_tick.replace(false) {
+            let _ = hostcalls::set_tick_period(STREAM_TICK);
         }
     }
 }
@@ -221,6 +282,7 @@ impl RootContext for Root {
                         .metric(Metric::NativeVerifications, native - self.native_reported);
                     self.native_reported = native;
                 }
+                Self::decide_held_requests(&self.host, shared);
                 for id in shared.ended_streams(&*self.host) {
                     // Act on another stream: make it the current context, then reset it.
                     if hostcalls::set_effective_context(id).is_ok() {
@@ -270,6 +332,14 @@ impl FilterContext {
             _ => Action::Continue,
         }
     }
+
+    /// A held request's body and trailers are held too: `Continue` there would let the
+    /// request through before it was decided.
+    fn held(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.is_waiting(self.context_id))
+    }
 }
 
 impl Context for FilterContext {
@@ -303,14 +373,44 @@ impl HttpContext for FilterContext {
         match handled.verdict {
             Verdict::Continue => Action::Continue,
             Verdict::Stop => Action::Pause,
+            Verdict::Wait => {
+                // The root decides it on a fast tick (it resets the period when none is
+                // held); the call sets the tick of this context's root.
+                if !shared.fast_tick.replace(true) {
+                    let _ = hostcalls::set_tick_period(KEY_WAIT_TICK);
+                }
+                Action::Pause
+            }
         }
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        if self.held() {
+            return Action::Pause;
+        }
         self.data()
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.held() {
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(later) = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.take_later(self.context_id))
+        {
+            // Decided after a wait for the JWKS: what that decision left for this context.
+            self.response_headers.extend(later.response_headers);
+            if let Some(w) = later.watch {
+                let now = self.host.now_ms().unwrap_or_default();
+                self.download = Some(Download::new(w, now));
+            }
+        }
         for (name, value) in &self.response_headers {
             crate::host::HttpHost::add_response_header(&*self.host, name, value);
         }

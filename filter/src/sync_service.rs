@@ -329,10 +329,12 @@ impl SyncService {
             let why = format!("the IdP answered {status:?}");
             return self.jwks_failed(host, now, &why);
         }
-        let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+        // An empty or unusable document (or one of symmetric keys only) is a failed
+        // fetch: the previous keys stay, or a broken IdP answer would lock everyone out.
+        let checked = serde_json::from_slice::<serde_json::Value>(&body)
             .map_err(|e| e.to_string())
-            .and_then(|doc| epochgate_core::jwt::parse_jwks(&doc, None).map(|_| ()));
-        if let Err(e) = parsed {
+            .and_then(|doc| epochgate_core::jwt::check_remote_jwks(&doc));
+        if let Err(e) = checked {
             return self.jwks_failed(host, now, &e);
         }
         if !host.set_shared_data(shared_keys::JWKS, &body)
@@ -354,6 +356,8 @@ impl SyncService {
         let backoff = self.jwks_backoff.delay_ms(self.jwks.failures);
         self.jwks.next_attempt_ms = now.saturating_add(backoff);
         host.metric(Metric::JwksFailed, 1);
+        // Requests held for this refresh stop waiting.
+        host.set_shared_data(shared_keys::JWKS_FAILED, now.to_string().as_bytes());
         log::warn!(
             "jwks fetch failed ({} in a row): {why}; keeping the previous keys, retrying in {backoff} ms",
             self.jwks.failures

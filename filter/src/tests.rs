@@ -487,56 +487,226 @@ fn jwt_authn_mode_reads_the_payload_from_the_metadata_property() {
     assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
 }
 
-#[test]
-fn remote_jwks_keys_are_read_from_shared_data_and_unknown_kids_ask_for_a_refresh() {
-    use base64::Engine as _;
-    let (host, _) = synced_host();
-    let shared = FilterShared::new(engine_with(json!({"remote_jwks": true, "keys": []})));
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let remote_secret = "remote-secret-0123456789abcdefghijkl";
-    let sign = |kid: &str| {
-        let input = format!(
-            "{}.{}",
-            b64(format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#).as_bytes()),
-            b64(br#"{"sub":"42","iat":1799999000,"exp":1800003000}"#)
-        );
-        format!(
-            "{input}.{}",
-            b64(&hmac_sha256::HMAC::mac(
-                input.as_bytes(),
-                remote_secret.as_bytes()
-            ))
-        )
-    };
-    let auth = format!("Bearer {}", sign("r1"));
-    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Stop);
-    assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
-    assert!(host
-        .shared_data_value(crate::shared_keys::JWKS_REFRESH)
-        .is_some());
-    let doc = json!({"keys": [{"kty": "oct", "kid": "r1", "alg": "HS256", "k": b64(remote_secret.as_bytes())}]});
-    host.shared.borrow_mut().insert(
+/// An ES256 key pair of the IdP, its JWK, and tokens it signs (at `NOW`).
+struct Idp {
+    key: jwt_simple::prelude::ES256KeyPair,
+    kid: String,
+}
+
+impl Idp {
+    fn new(kid: &str) -> Self {
+        let key = jwt_simple::prelude::ES256KeyPair::generate().with_key_id(kid);
+        Self {
+            key,
+            kid: kid.into(),
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        use jwt_simple::prelude::ECDSAP256PublicKeyLike as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let point = self.key.public_key().public_key().to_bytes_uncompressed();
+        json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.kid,
+               "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+    }
+
+    fn bearer(&self) -> String {
+        use jwt_simple::prelude::*;
+        let mut c = Claims::with_custom_claims(json!({"tid": "acme"}), Duration::from_secs(3600))
+            .with_subject("42");
+        c.issued_at = Some(Duration::from_secs(NOW / 1000 - 60));
+        c.expires_at = Some(Duration::from_secs(NOW / 1000 + 3000));
+        format!("Bearer {}", self.key.sign(c).unwrap())
+    }
+}
+
+/// What the sync service does after a fetch: the document and a new version.
+fn publish_jwks(host: &FakeHost, doc: &serde_json::Value, version: &str) {
+    let mut shared = host.shared.borrow_mut();
+    shared.insert(
         crate::shared_keys::JWKS.into(),
         doc.to_string().into_bytes(),
     );
-    host.shared
-        .borrow_mut()
-        .insert(crate::shared_keys::JWKS_VERSION.into(), b"1".to_vec());
+    shared.insert(
+        crate::shared_keys::JWKS_VERSION.into(),
+        version.as_bytes().to_vec(),
+    );
+}
+
+fn remote_filter() -> FilterShared {
+    FilterShared::new(engine_with(json!({"remote_jwks": true, "keys": []})))
+}
+
+#[test]
+fn an_unknown_kid_waits_for_the_refresh_it_asked_for_and_is_then_decided() {
+    let (host, _) = synced_host();
+    let shared = remote_filter();
+    let idp = Idp::new("r1");
+    let auth = idp.bearer();
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Wait);
+    assert!(host.sent.borrow().is_none(), "no answer while it waits");
+    assert!(shared.is_waiting(1));
+    assert!(host
+        .shared_data_value(crate::shared_keys::JWKS_REFRESH)
+        .is_some());
+    assert_eq!(host.metric_value(Metric::KeyWaits), 1);
+    host.advance(100);
+    assert!(shared.due_waits(&host).is_empty(), "nothing changed yet");
+    // The sync service fetched: the key is there.
+    publish_jwks(&host, &json!({"keys": [idp.jwk()]}), "1");
+    assert_eq!(shared.due_waits(&host), vec![1]);
+    assert!(!shared.is_waiting(1));
+    assert_eq!(shared.decide_after_wait(&host, 1), Verdict::Continue);
+    assert_eq!(host.header("x-epochgate-user").as_deref(), Some("42"));
+    assert!(host.sent.borrow().is_none());
+    assert_eq!(host.metric_value(Metric::Denied(DenyReason::UnknownKey)), 0);
+
+    // Known now: no wait.
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
     assert_eq!(
         shared.on_request_headers(&host, 2).verdict,
         Verdict::Continue
     );
-    // The key is dropped at the IdP: the next version no longer has it.
-    host.shared
-        .borrow_mut()
-        .insert(crate::shared_keys::JWKS.into(), br#"{"keys": []}"#.to_vec());
-    host.shared
-        .borrow_mut()
-        .insert(crate::shared_keys::JWKS_VERSION.into(), b"2".to_vec());
+}
+
+#[test]
+fn a_held_request_gets_503_once_the_refresh_fails_or_the_wait_runs_out() {
+    let (host, _) = synced_host();
+    let shared = remote_filter();
+    let (known, rotated) = (Idp::new("r1"), Idp::new("r2"));
+    publish_jwks(&host, &json!({"keys": [known.jwk()]}), "1");
+    let auth = rotated.bearer();
     host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
-    assert_eq!(shared.on_request_headers(&host, 3).verdict, Verdict::Stop);
+    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Wait);
+    // The refresh failed after the request came: answered at once, 503, retry.
+    host.advance(300);
+    host.shared.borrow_mut().insert(
+        crate::shared_keys::JWKS_FAILED.into(),
+        host.now_ms.get().to_string().into_bytes(),
+    );
+    assert_eq!(shared.due_waits(&host), vec![1]);
+    assert_eq!(shared.decide_after_wait(&host, 1), Verdict::Stop);
+    let sent = host.sent.borrow().clone().unwrap();
+    assert_eq!(sent.0, 503);
+    assert!(
+        sent.1.contains(&("retry-after".into(), "1".into())),
+        "{sent:?}"
+    );
+    assert_eq!(host.metric_value(Metric::Denied(DenyReason::UnknownKey)), 1);
+
+    // No answer from the fetcher: the wait is bounded (key_refresh_wait_ms, 2 s).
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 2).verdict, Verdict::Wait);
+    host.advance(1_999);
+    assert!(shared.due_waits(&host).is_empty());
+    host.advance(1);
+    assert_eq!(shared.due_waits(&host), vec![2]);
+    assert_eq!(shared.decide_after_wait(&host, 2), Verdict::Stop);
+    assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
+
+    // A refresh that brings other keys but not this kid: 503 too, never a second wait.
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 3).verdict, Verdict::Wait);
+    publish_jwks(&host, &json!({"keys": [known.jwk()]}), "2");
+    assert_eq!(shared.due_waits(&host), vec![3]);
+    assert_eq!(shared.decide_after_wait(&host, 3), Verdict::Stop);
+
+    // A stream that ends while held is forgotten.
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 4).verdict, Verdict::Wait);
+    shared.on_done(4);
+    assert!(!shared.has_waits());
+}
+
+#[test]
+fn held_requests_are_bounded_and_a_zero_wait_answers_at_once() {
+    let (host, _) = synced_host();
+    let shared = remote_filter();
+    let auth = Idp::new("r9").bearer();
+    for id in 0..1024 {
+        host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+        assert_eq!(shared.on_request_headers(&host, id).verdict, Verdict::Wait);
+    }
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(
+        shared.on_request_headers(&host, 5000).verdict,
+        Verdict::Stop
+    );
+    assert_eq!(host.sent.borrow().as_ref().unwrap().0, 503);
+
+    let shared = FilterShared::new(engine_with(
+        json!({"remote_jwks": true, "keys": [], "key_refresh_wait_ms": 0}),
+    ));
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(shared.on_request_headers(&host, 1).verdict, Verdict::Stop);
+}
+
+#[test]
+fn symmetric_remote_keys_are_never_used_and_an_unusable_jwks_keeps_the_previous_keys() {
+    use base64::Engine as _;
+    let (host, _) = synced_host();
+    let shared = remote_filter();
+    let idp = Idp::new("r1");
+    let auth = idp.bearer();
+    publish_jwks(&host, &json!({"keys": [idp.jwk()]}), "1");
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(
+        shared.on_request_headers(&host, 1).verdict,
+        Verdict::Continue
+    );
+
+    // An empty list, or one that yields no usable key: the previous keys stay.
+    let failed = host.metric_value(Metric::JwksFailed);
+    for (i, doc) in [
+        json!({"keys": []}),
+        json!({"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}]}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        publish_jwks(&host, doc, &format!("{}", i + 2));
+        host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+        assert_eq!(
+            shared.on_request_headers(&host, 10 + i as u32).verdict,
+            Verdict::Continue,
+            "{doc}"
+        );
+    }
+    assert_eq!(
+        host.metric_value(Metric::JwksFailed),
+        failed + 2,
+        "each refused once"
+    );
+
+    // An HMAC key published at a URL is no secret: never used, whoever signs with it.
+    let secret = "a-secret-anyone-can-read-at-the-jwks-url";
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","kid":"oct"}"#),
+        b64(br#"{"sub":"42","tid":"acme","iat":1799999000,"exp":1800003000}"#)
+    );
+    let forged = format!(
+        "Bearer {input}.{}",
+        b64(&hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes()))
+    );
+    publish_jwks(
+        &host,
+        &json!({"keys": [idp.jwk(), {"kty": "oct", "kid": "oct", "alg": "HS256", "k": b64(secret.as_bytes())}]}),
+        "9",
+    );
+    host.with_headers(&[(":path", b"/"), ("authorization", forged.as_bytes())]);
+    assert_ne!(
+        shared.on_request_headers(&host, 20).verdict,
+        Verdict::Continue
+    );
+    host.with_headers(&[(":path", b"/"), ("authorization", auth.as_bytes())]);
+    assert_eq!(
+        shared.on_request_headers(&host, 21).verdict,
+        Verdict::Continue
+    );
 }
 
 #[test]
@@ -552,7 +722,8 @@ fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate(
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].0, "idp");
     let jwks_token = host.next_token.get();
-    host.answer_with(Some(200), br#"{"keys": [{"kty": "oct", "kid": "a", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}"#);
+    let doc = json!({"keys": [Idp::new("a").jwk()]}).to_string();
+    host.answer_with(Some(200), doc.as_bytes());
     sync.on_response(&host, jwks_token, 1, 1);
     assert!(host.shared_data_value(crate::shared_keys::JWKS).is_some());
     assert_eq!(host.metric_value(Metric::JwksOk), 1);
@@ -567,15 +738,51 @@ fn the_sync_service_fetches_the_jwks_and_refreshes_on_request_at_a_limited_rate(
     host.advance(10_000);
     sync.on_tick(&host);
     assert_eq!(host.calls.borrow().len(), 3);
-    // A bad answer keeps the previous keys.
-    host.answer_with(Some(200), b"<html>");
-    sync.on_response(&host, host.next_token.get(), 1, 1);
-    assert_eq!(host.metric_value(Metric::JwksFailed), 1);
-    assert!(
-        String::from_utf8(host.shared_data_value(crate::shared_keys::JWKS).unwrap())
-            .unwrap()
-            .contains("\"a\"")
+    // A bad answer, an empty key list, symmetric keys only: each a failed fetch that
+    // keeps the previous keys, and tells held requests to stop waiting.
+    for bad in [
+        "<html>",
+        r#"{"keys": []}"#,
+        r#"{"keys": [{"kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}"#,
+    ] {
+        let failed = host.metric_value(Metric::JwksFailed);
+        host.answer_with(Some(200), bad.as_bytes());
+        sync.on_response(&host, host.next_token.get(), 1, 1);
+        assert_eq!(host.metric_value(Metric::JwksFailed), failed + 1, "{bad}");
+        assert_eq!(
+            host.shared_data_value(crate::shared_keys::JWKS).unwrap(),
+            doc.as_bytes(),
+            "{bad}"
+        );
+        assert_eq!(
+            host.shared_data_value(crate::shared_keys::JWKS_FAILED),
+            Some(host.now_ms.get().to_string().into_bytes())
+        );
+        // Next attempt (past the backoff and min_refresh_s).
+        host.advance(20_000);
+        host.shared.borrow_mut().insert(
+            crate::shared_keys::JWKS_REFRESH.into(),
+            host.now_ms.get().to_string().into_bytes(),
+        );
+        sync.on_tick(&host);
+    }
+}
+
+#[test]
+fn a_path_that_is_not_utf8_is_judged_unreadable_never_as_root() {
+    let (host, _) = synced_host();
+    let shared = FilterShared::new(engine_with(json!({
+        "require_token": false,
+        "routes": [{"prefix": "/admin", "require_token": true}]
+    })));
+    host.with_headers(&[(":path", b"/")]);
+    assert_eq!(
+        shared.on_request_headers(&host, 1).verdict,
+        Verdict::Continue
     );
+    host.with_headers(&[(":path", b"/admin/\xff")]);
+    assert_eq!(shared.on_request_headers(&host, 2).verdict, Verdict::Stop);
+    assert_eq!(host.sent.borrow().as_ref().unwrap().0, 401);
 }
 
 #[test]

@@ -45,11 +45,25 @@ pub fn request(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    request_bytes(host, port, method, path.as_bytes(), headers, body)
+}
+
+/// Sends one request whose target is raw bytes (a non-UTF-8 path, say).
+pub fn request_bytes(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &[u8],
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n")
-            .into_bytes();
+    let mut req = format!("{method} ").into_bytes();
+    req.extend_from_slice(path);
+    req.extend_from_slice(
+        format!(" HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n").as_bytes(),
+    );
     for (name, value) in headers {
         req.extend_from_slice(name.as_bytes());
         req.extend_from_slice(b": ");

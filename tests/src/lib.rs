@@ -10,13 +10,17 @@
 //! - [`proxy`]: a TCP proxy that can cut the link between Envoy and the control plane.
 //! - [`Stack`]: control plane + upstream + Envoy, wired together.
 //! - [`worker`]: control plane + upstream + the Cloudflare Worker under workerd.
+//! - [`edge`]: the [`edge::Edge`] trait both stacks implement, so one scenario runs on each.
 //! - [`idp`]: a real OpenID Provider (npm `oidc-provider`), a code-flow sign-in over
 //!   HTTP, and PyJWT-minted logout tokens and SETs.
+//! - [`jwks`]: an IdP's ES256 signing keys, their JWKS, the tokens they sign.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod edge;
 pub mod http;
 pub mod idp;
+pub mod jwks;
 pub mod pg;
 pub mod proxy;
 pub mod upstream;
@@ -811,12 +815,19 @@ pub fn hs256(claims: &Value, secret: &str) -> String {
 
 /// An HS256 JWT with the given `kid`.
 pub fn hs256_kid(claims: &Value, secret: &str, kid: &str) -> String {
+    hs256_header(
+        &json!({"alg": "HS256", "kid": kid, "typ": "JWT"}),
+        claims,
+        secret,
+    )
+}
+
+/// An HS256 JWT with exactly this header.
+pub fn hs256_header(header: &Value, claims: &Value, secret: &str) -> String {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let input = format!(
         "{}.{}",
-        b64(json!({"alg": "HS256", "kid": kid, "typ": "JWT"})
-            .to_string()
-            .as_bytes()),
+        b64(header.to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());

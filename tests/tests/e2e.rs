@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "e2e/app_view.rs"]
+mod app_view;
 #[path = "e2e/config.rs"]
 mod config;
 #[path = "e2e/demo.rs"]
@@ -20,6 +22,8 @@ mod hostile;
 mod hostile_tokens;
 #[path = "e2e/idp.rs"]
 mod idp;
+#[path = "e2e/jwks.rs"]
+mod jwks;
 #[path = "e2e/logout.rs"]
 mod logout;
 #[path = "e2e/native.rs"]

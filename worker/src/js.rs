@@ -151,6 +151,10 @@ fn isolate(
                         s.worker.origin, s.worker.control_plane, s.worker.refresh_ms
                     ),
                 );
+                // Once per isolate: the settings are compiled once.
+                for warning in s.engine.config().warnings() {
+                    host.log(Level::Warn, &format!("epochgate-worker configuration: {warning}"));
+                }
             }
             Err(e) => {
                 host.log(
@@ -200,7 +204,19 @@ pub fn incoming(req: &Request) -> IncomingRequest {
     }
     IncomingRequest {
         headers,
-        path: path_and_query(&req.url()),
+        path: resolved_path(&req.url()),
+    }
+}
+
+/// The path and query the origin will get. workerd hands `request.url` over as it came
+/// — dot segments (`/x/../admin`, `/x/%2e%2e/admin`) and backslashes included — while
+/// `fetch` to the origin resolves them as the URL standard says: so the request is judged
+/// on the URL parsed the same way, never on the raw one.
+pub fn resolved_path(url: &str) -> String {
+    match web_sys::Url::new(url) {
+        Ok(u) => format!("{}{}", u.pathname(), u.search()),
+        // Not a URL fetch could send either: judged as it came (core finds it ambiguous).
+        Err(_) => path_and_query(url),
     }
 }
 

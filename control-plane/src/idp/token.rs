@@ -15,7 +15,8 @@ use std::sync::Arc;
 use epochgate_core::claims::{audience_matches, numeric_date};
 use epochgate_core::ids::validate_id;
 use epochgate_core::jwt::{
-    self, verify_signature, Algorithm, KeySet, ParsedToken, PureRustVerifier, TokenError,
+    self, normalize_typ, verify_signature, Algorithm, KeySet, ParsedToken, PureRustVerifier,
+    TokenError,
 };
 use serde_json::{Map, Value};
 
@@ -193,13 +194,10 @@ fn check_signature(parsed: &ParsedToken<'_>, keys: &Arc<KeySet>) -> Result<(), R
 }
 
 /// Whether the header's `typ` is `want` (RFC 7515: a media type, compared without case,
-/// `application/` optional). Absent is `None`.
+/// `application/` optional; see core's [`normalize_typ`]). Absent is `None`.
 pub fn typ_is(header: &Map<String, Value>, want: &str) -> Option<bool> {
     let typ = header.get("typ")?;
-    Some(typ.as_str().is_some_and(|t| {
-        let t = t.to_ascii_lowercase();
-        t == want || t.strip_prefix("application/") == Some(want)
-    }))
+    Some(typ.as_str().is_some_and(|t| normalize_typ(t) == want))
 }
 
 /// `iss` is exactly `want`.

@@ -136,6 +136,21 @@ fn a_js_request_becomes_headers_as_bytes_and_a_path() {
 }
 
 #[wasm_bindgen_test]
+fn the_path_is_judged_as_the_origin_fetch_resolves_it() {
+    for (raw, seen) in [
+        ("http://h/x/../admin", "/admin"),
+        ("http://h/x/./../admin?a=1", "/admin?a=1"),
+        ("http://h/x/%2e%2e/admin", "/admin"),
+        ("http://h/x\\..\\admin", "/admin"),
+        ("http://h//admin", "//admin"),
+        ("http://h/;/admin", "/;/admin"),
+        ("http://h/admin%2Fx", "/admin%2Fx"),
+    ] {
+        assert_eq!(resolved_path(raw), seen, "{raw}");
+    }
+}
+
+#[wasm_bindgen_test]
 async fn deny_responses_become_js_responses_with_every_header() {
     let s = settings("http://127.0.0.1:1");
     let web = s.engine.deny_response(
