@@ -64,7 +64,7 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         admin_port: 9901,
         upstream_port: 8081,
         control_plane_port: 8080,
-        wasm: "target/wasm32-wasip1/release/epochgate_filter.wasm",
+        wasm: "target/filter-dist/epochgate_filter.wasm",
         filter_config: &filter_config,
         sync_config: &sync_config,
         pre_filters: "",
