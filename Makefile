@@ -8,7 +8,7 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 # The filter: cargo's output (with the name section), and what `make build` ships from
 # it (wasm-opt -Oz, no name section) — what the e2e tests, `make demo` and `make bench` load.
-FILTER_RAW := target/wasm32-wasip1/release/epochgate_filter.wasm
+FILTER_RAW := target/wasm32-wasip1/filter/epochgate_filter.wasm
 FILTER_DIST := target/filter-dist
 WASM := $(FILTER_DIST)/epochgate_filter.wasm
 WASM_DEBUG := $(FILTER_DIST)/epochgate_filter.debug.wasm
@@ -68,8 +68,8 @@ build: setup build-filter ## Build the epochgate binary (debug) and the filter .
 	$(CARGO) build $(LOCKED) -p epochgate-control-plane
 
 # wasm-opt takes a while: only when cargo relinked the filter.
-build-filter: setup ## The filter .wasm: cargo --release for wasm32-wasip1, then wasm-opt -Oz without the name section → target/filter-dist/epochgate_filter.wasm
-	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
+build-filter: setup ## The filter .wasm: cargo --profile filter for wasm32-wasip1, then wasm-opt -Oz without the name section → target/filter-dist/epochgate_filter.wasm
+	$(CARGO) build $(LOCKED) --profile filter --target wasm32-wasip1 -p epochgate-filter
 	@mkdir -p $(FILTER_DIST)
 	@if [ ! $(WASM) -nt $(FILTER_RAW) ]; then \
 	  echo "$(WASM_OPT) -Oz --strip-debug --strip-producers $(FILTER_RAW) -o $(WASM)"; \
@@ -79,7 +79,7 @@ build-filter: setup ## The filter .wasm: cargo --release for wasm32-wasip1, then
 	@ls -l $(WASM) | awk '{printf "filter .wasm shipped (wasm-opt -Oz, no names): %s bytes\n", $$5}'
 
 build-filter-debug: setup ## The same filter code with its name section, for function names in Envoy's wasm backtraces → target/filter-dist/epochgate_filter.debug.wasm (load it with EPOCHGATE_WASM=…)
-	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
+	$(CARGO) build $(LOCKED) --profile filter --target wasm32-wasip1 -p epochgate-filter
 	@mkdir -p $(FILTER_DIST)
 	$(WASM_OPT) -Oz -g $(WASM_OPT_FEATURES) --strip-producers $(FILTER_RAW) -o $(WASM_DEBUG)
 	@ls -l $(WASM_DEBUG) | awk '{printf "filter .wasm with names: %s bytes\n", $$5}'

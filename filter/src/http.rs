@@ -10,7 +10,7 @@ use std::rc::Rc;
 use epochgate_core::cache::TokenCache;
 use epochgate_core::claims::Identity;
 use epochgate_core::config::Verification;
-use epochgate_core::jwt::{parse_jwks, KeySet};
+use epochgate_core::jwt::{parse_jwks, AlgorithmSupport as _, KeySet};
 use epochgate_core::state::{decode_epoch, EpochSource};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
 use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo};
@@ -150,6 +150,15 @@ impl FilterShared {
             Ok((keys, skipped)) => {
                 for why in skipped {
                     log::info!("remote JWKS: key skipped: {why}");
+                }
+                // Keys of an algorithm this build cannot verify on this host.
+                let (keys, unusable): (Vec<_>, Vec<_>) = keys
+                    .into_iter()
+                    .partition(|k| self.engine.verifier().supports(k.alg).is_ok());
+                for key in unusable {
+                    if let Err(why) = self.engine.verifier().supports(key.alg) {
+                        log::info!("remote JWKS: key {:?} skipped: {why}", key.kid);
+                    }
                 }
                 let keys = Rc::new(KeySet::lenient(keys));
                 *self.remote_keys.borrow_mut() = Some((version, Rc::clone(&keys)));

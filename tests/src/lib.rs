@@ -16,6 +16,7 @@
 pub mod http;
 pub mod pg;
 pub mod proxy;
+pub mod signing;
 pub mod upstream;
 pub mod worker;
 
