@@ -139,7 +139,7 @@ schemathesis: build ## Schemathesis (in .venv-tools) against a running `epochgat
 	fi
 	SCHEMATHESIS=$(TOOLS_VENV)/bin/schemathesis scripts/schemathesis.sh
 
-bench: setup build-filter ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
+bench: setup build-filter build-worker ## Throughput vs jwt_authn and no filter, propagation, memory, the Worker on workerd vs a pass-through worker: prints tables, writes bench/results.md (~15 min)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(CARGO) build $(LOCKED) --release -p epochgate-control-plane
 	EPOCHGATE_BIN=target/release/epochgate $(CARGO) run $(LOCKED) --release -p epochgate-tests --bin bench
