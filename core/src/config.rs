@@ -177,7 +177,9 @@ pub struct RawConfig {
     #[serde(default = "defaults::token_cache_size")]
     pub token_cache_size: usize,
     /// Verify RS*/ES* signatures with the host's native crypto when it offers it
-    /// (Envoy's `verify_signature`); PS* and EdDSA always stay in Rust.
+    /// (Envoy's `verify_signature`); `false` verifies them in Rust, which only a filter
+    /// built with those algorithms in Rust can (cargo feature `pure-rust`). PS* and
+    /// EdDSA are always Rust's. The Worker always uses WebCrypto.
     #[serde(default = "defaults::yes")]
     pub native_verify: bool,
     pub issuer: Option<String>,
