@@ -121,22 +121,13 @@ impl AdminClient {
     }
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
-        // The innermost cause says what really failed (refused, a certificate, …).
-        let mut cause = std::error::Error::source(&err);
-        let mut root = None;
-        while let Some(c) = cause {
-            root = Some(c.to_string());
-            cause = c.source();
-        }
-        let tls = root.as_deref().is_some_and(|r| {
-            let r = r.to_ascii_lowercase();
-            r.contains("certificate") || r.contains("tls") || r.contains("handshake")
-        });
-        if tls {
+        // Classified by the errors' types, never their text: a TLS failure is a
+        // `rustls::Error` somewhere down the chain, whatever its message says.
+        let root = root_cause(&err);
+        if let Some(tls) = tls_cause(&err) {
             anyhow!(
-                "TLS with {} failed: {}; if it uses a private CA, pass --ca-cert (or EPOCHGATE_CA_CERT)",
-                self.base,
-                root.unwrap_or_default()
+                "TLS with {} failed: {tls}; if it uses a private CA, pass --ca-cert (or EPOCHGATE_CA_CERT)",
+                self.base
             )
         } else if err.is_connect() {
             anyhow!(
@@ -155,6 +146,45 @@ impl AdminClient {
             anyhow::Error::new(err).context(format!("request to {} failed", self.base))
         }
     }
+}
+
+/// Every error in `err`'s chain, outermost first — including the error an
+/// `io::Error` wraps, which its `source()` skips.
+fn chain<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Vec<&'e (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        out.push(e);
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    out
+}
+
+/// The innermost cause's text (what really failed: refused, reset, …).
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    chain(err)
+        .into_iter()
+        .skip(1)
+        .last()
+        .map(ToString::to_string)
+}
+
+/// The TLS error in `err`'s chain, if the failure was TLS's (a certificate the CLI does
+/// not trust, a handshake the server broke off).
+pub fn tls_cause<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e tokio_rustls::rustls::Error> {
+    chain(err)
+        .into_iter()
+        .find_map(|e| e.downcast_ref::<tokio_rustls::rustls::Error>())
 }
 
 /// An error for a non-2xx answer, with the server's `detail`.

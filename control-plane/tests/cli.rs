@@ -67,7 +67,10 @@ fn start_server_with(db: &Path, extra: &[&str]) -> Server {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+        "{url}"
+    );
     Server { child, url }
 }
 
@@ -495,4 +498,47 @@ fn serve_refuses_an_unreadable_tls_certificate() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}
+
+/// A certificate the CLI does not trust is reported as TLS's failure (found by the
+/// error's type in the chain), with the flag that fixes it; the right CA then works.
+#[test]
+fn the_cli_names_a_tls_failure_and_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = epochgate_tests::TestPki::new(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let stranger = epochgate_tests::TestPki::new(other.path());
+    let cert = pki.cert.to_str().unwrap().to_string();
+    let key = pki.key.to_str().unwrap().to_string();
+    let server = start_server_with(
+        &dir.path().join("cp.db"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    for ca in [None, Some(&stranger.ca_cert)] {
+        let mut cmd = epochgate();
+        cmd.args(["--url", &server.url, "--token", ADMIN, "edges"]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("TLS with https://127.0.0.1:"), "{err}");
+        assert!(
+            err.contains("invalid peer certificate"),
+            "the rustls error: {err}"
+        );
+        assert!(err.contains("pass --ca-cert"), "{err}");
+    }
+    let out = epochgate()
+        .args(["--url", &server.url, "--token", ADMIN, "edges", "--ca-cert"])
+        .arg(&pki.ca_cert)
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("no edge has synced yet"));
+    // Nothing listening is a connection failure, not a TLS one.
+    let port = epochgate_tests::free_port();
+    let out = run(&format!("https://127.0.0.1:{port}"), &["edges"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to"), "{err}");
 }

@@ -1,5 +1,15 @@
-//! Storage behind one trait, so SQLite (one control plane) and, later, Postgres (several
+//! Storage behind one trait, so SQLite (one control plane) and Postgres (several
 //! replicas) serve the same handlers.
+//!
+//! # Layout
+//! - this file: the [`Store`] trait, its types, and the rules both backends share
+//!   ([`needs_snapshot`], [`page_plan`], …);
+//! - [`core`]: [`SqlStore`], the one implementation of [`Store`] — every operation's
+//!   SQL, row mapping, audit chaining, change notification;
+//! - [`sql`]: the seam it runs on (values, rows, the [`sql::Tx`] and [`sql::Backend`]
+//!   traits);
+//! - [`sqlite`], [`postgres`]: the two backends (connections, transactions, schema,
+//!   cross-replica notification).
 //!
 //! What every backend must guarantee (the conformance tests in `tests/store.rs` check it):
 //! - **Serial versions.** Each write takes the next `version` from a counter inside its own
@@ -22,9 +32,12 @@ use epochgate_core::sync::{page_cursor, Change};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod core;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
+pub use self::core::SqlStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

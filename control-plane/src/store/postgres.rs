@@ -1,15 +1,19 @@
 //! The Postgres backend, for several control-plane replicas on one database.
 //!
-//! - **Serial versions.** Every write starts with `UPDATE meta SET version = version + 1
-//!   … RETURNING version`: the row lock is held until commit, so writers on every replica
-//!   queue on it and commit in version order (a sequence would let v11 commit before v10).
-//!   Audit appends and compaction take the same lock, so the audit chain is serial too.
+//! - **Serial versions.** Every serial write ([`Access::Serial`]) starts by locking the
+//!   `meta` row (`FOR UPDATE`), held until commit, then bumps its counter: writers on
+//!   every replica queue on it and commit in version order (a sequence would let v11
+//!   commit before v10). Audit appends and compaction take the same lock, so the audit
+//!   chain is serial too.
 //! - **Wake every replica.** The write transaction also runs `pg_notify('epochgate_versions',
 //!   version)`, delivered on commit to every replica's listener connection, which raises
 //!   the local watch that long-polls wait on. A fallback reads the version once a second,
 //!   so a lost listener connection delays a wake-up by at most a second, never loses it.
 //! - **Consistent reads.** A sync reads the head and the rows in one REPEATABLE READ
 //!   transaction.
+//!
+//! The operations themselves are in [`super::core`]; this file opens connections and
+//! transactions, creates the schema, and listens for the other replicas' commits.
 //!
 //! Connections: a few clients used round-robin (each behind a mutex, reconnected when
 //! closed), plus the listener. Background tasks hold only a weak reference and end when
@@ -19,19 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use epochgate_core::state::Target;
-use epochgate_core::sync::Change;
 use futures_util::StreamExt;
-use tokio::sync::{watch, Mutex, MutexGuard};
-use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{AsyncMessage, Client, IsolationLevel, NoTls, Transaction};
 
-use super::{
-    action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
-    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
-    SyncBatch,
-};
-use crate::audit;
+use super::core::{init_head, SqlStore, Versions};
+use super::sql::{Access, Backend, Row, Tx, TxFn, Value};
+use super::{BoxFuture, StoreError};
 
 /// The channel every replica listens on; the payload is the committed version.
 const CHANNEL: &str = "epochgate_versions";
@@ -86,33 +85,22 @@ CREATE TABLE IF NOT EXISTS edges (
 );
 ";
 
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
+/// The Postgres store.
+pub type PgStore = SqlStore<Postgres>;
 
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// The Postgres store. Cheap to clone.
+/// The Postgres database: a few clients. Cheap to clone.
 #[derive(Clone)]
-pub struct PgStore {
-    inner: Arc<Inner>,
-}
+pub struct Postgres(Arc<Pool>);
 
-struct Inner {
+struct Pool {
     url: String,
-    stream: String,
-    pool: Vec<Mutex<Client>>,
+    clients: Vec<Mutex<Client>>,
     next: AtomicUsize,
-    version: watch::Sender<u64>,
 }
 
-impl std::fmt::Debug for PgStore {
+impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore")
-            .field("stream", &self.inner.stream)
-            .finish_non_exhaustive()
+        f.debug_struct("Postgres").finish_non_exhaustive()
     }
 }
 
@@ -126,7 +114,7 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-impl PgStore {
+impl SqlStore<Postgres> {
     /// Connects, creates the schema if missing (once, under an advisory lock), and starts
     /// the listener.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -136,43 +124,31 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
                 .await?;
             tx.batch_execute(SCHEMA).await?;
-            let stream = new_stream_id()?;
-            tx.execute(
-                "INSERT INTO meta (id, stream, version, floor) VALUES (1, $1, 0, 0)
-                 ON CONFLICT (id) DO NOTHING",
-                &[&stream],
-            )
-            .await?;
-            let row = tx
-                .query_one("SELECT stream, version FROM meta WHERE id = 1", &[])
-                .await?;
-            let head: (String, i64) = (row.get(0), row.get(1));
+            let head = init_head(&mut PgTx(Conn::Tx(&tx))).await?;
             tx.commit().await?;
             head
         };
-        let mut pool = vec![Mutex::new(first)];
+        let mut clients = vec![Mutex::new(first)];
         for _ in 1..POOL_SIZE {
-            pool.push(Mutex::new(connect(url).await?));
+            clients.push(Mutex::new(connect(url).await?));
         }
-        let (version, _) = watch::channel(u(version));
-        let inner = Arc::new(Inner {
+        let backend = Postgres(Arc::new(Pool {
             url: url.to_string(),
-            stream,
-            pool,
+            clients,
             next: AtomicUsize::new(0),
-            version,
-        });
-        tokio::spawn(listen(url.to_string(), Arc::downgrade(&inner)));
-        Ok(PgStore { inner })
+        }));
+        let store = SqlStore::new(backend, stream, version);
+        tokio::spawn(listen(url.to_string(), Arc::downgrade(store.versions())));
+        Ok(store)
     }
 }
 
-impl Inner {
+impl Pool {
     /// A client from the pool, reconnected if its connection closed.
     async fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         let slot = self
-            .pool
+            .clients
             .get(n)
             .ok_or_else(|| StoreError::Corrupt("empty pool".into()))?;
         let mut client = slot.lock().await;
@@ -181,22 +157,11 @@ impl Inner {
         }
         Ok(client)
     }
-
-    fn notify(&self, version: u64) {
-        self.version.send_if_modified(|v| {
-            if version > *v {
-                *v = version;
-                true
-            } else {
-                false
-            }
-        });
-    }
 }
 
 /// Keeps the watch at the highest committed version: `LISTEN` for every replica's commits,
 /// and a once-a-second read as a fallback. Ends when the store is dropped.
-async fn listen(url: String, store: Weak<Inner>) {
+async fn listen(url: String, versions: Weak<Versions>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let conn = tokio_postgres::connect(&url, NoTls).await;
@@ -205,7 +170,7 @@ async fn listen(url: String, store: Weak<Inner>) {
             Err(err) => {
                 tracing::warn!(error = %err, "the Postgres listener cannot connect; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if store.upgrade().is_none() {
+                if versions.upgrade().is_none() {
                     return;
                 }
                 continue;
@@ -239,20 +204,20 @@ async fn listen(url: String, store: Weak<Inner>) {
             tokio::select! {
                 payload = messages.recv() => match payload {
                     Some(p) => {
-                        let Some(inner) = store.upgrade() else { return };
+                        let Some(versions) = versions.upgrade() else { return };
                         if let Ok(v) = p.parse::<u64>() {
-                            inner.notify(v);
+                            versions.notify(v);
                         }
                     }
                     None => break, // the connection ended: reconnect
                 },
                 _ = tick.tick() => {
-                    let Some(inner) = store.upgrade() else {
+                    let Some(versions) = versions.upgrade() else {
                         driver.abort();
                         return;
                     };
                     match client.query_one("SELECT version FROM meta WHERE id = 1", &[]).await {
-                        Ok(row) => inner.notify(u(row.get(0))),
+                        Ok(row) => versions.notify(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
                         Err(err) => tracing::warn!(error = %err, "cannot read the version"),
                     }
                 }
@@ -262,525 +227,157 @@ async fn listen(url: String, store: Weak<Inner>) {
     }
 }
 
-fn new_stream_id() -> Result<String, StoreError> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Target, StoreError> {
-    Ok(match scope {
-        "global" => Target::Global,
-        "tenant" => Target::Tenant { tenant },
-        "user" => Target::User {
-            tenant,
-            user: subject,
-        },
-        "session" => Target::Session {
-            tenant,
-            sid: subject,
-        },
-        "scheduled_global" => Target::ScheduledGlobal,
-        "scheduled_tenant" => Target::ScheduledTenant { tenant },
-        other => return Err(StoreError::Corrupt(format!("unknown scope {other:?}"))),
-    })
-}
-
-async fn read_status(tx: &Transaction<'_>) -> Result<StoreStatus, StoreError> {
-    let row = tx
-        .query_one("SELECT stream, version, floor FROM meta WHERE id = 1", &[])
-        .await?;
-    Ok(StoreStatus {
-        stream: row.get(0),
-        version: u(row.get(1)),
-        floor: u(row.get(2)),
-    })
-}
-
-/// Appends one chained audit row; the caller holds the meta row lock.
-async fn append_audit(
-    tx: &Transaction<'_>,
-    rec: &AuditRecord,
-    version: u64,
-) -> Result<AuditHead, StoreError> {
-    let last = tx
-        .query_opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[])
-        .await?;
-    let (id, prev_hash) = match last {
-        Some(row) => (u(row.get(0)) + 1, row.get::<_, String>(1)),
-        None => (1, audit::GENESIS.to_string()),
-    };
-    let hash = audit::entry_hash(
-        &prev_hash,
-        audit::Fields {
-            id,
-            at_ms: rec.at_ms,
-            actor: &rec.actor,
-            action: &rec.action,
-            outcome: &rec.outcome,
-            target: &rec.target,
-            reason: rec.reason.as_deref(),
-            source: rec.source.as_deref(),
-            request_id: rec.request_id.as_deref(),
-            version,
-        },
-    );
-    let target_json = serde_json::to_string(&rec.target)
-        .map_err(|e| StoreError::Corrupt(format!("target does not serialize: {e}")))?;
-    tx.execute(
-        "INSERT INTO audit (id, at_ms, actor, action, outcome, target, tenant, reason, source,
-                            request_id, version, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        &[
-            &i(id),
-            &i(rec.at_ms),
-            &rec.actor,
-            &rec.action,
-            &rec.outcome,
-            &target_json,
-            &target_tenant(&rec.target),
-            &rec.reason,
-            &rec.source,
-            &rec.request_id,
-            &i(version),
-            &prev_hash,
-            &hash,
-        ],
-    )
-    .await?;
-    Ok(AuditHead { id, hash })
-}
-
-const AUDIT_COLUMNS: &str =
-    "id, at_ms, actor, action, outcome, target, reason, source, request_id, version, prev_hash, hash";
-
-fn audit_from_row(r: &Row) -> Result<AuditEntry, StoreError> {
-    let id = u(r.get(0));
-    let target: String = r.get(5);
-    let target = serde_json::from_str(&target)
-        .map_err(|e| StoreError::Corrupt(format!("audit row {id} has a bad target: {e}")))?;
-    Ok(AuditEntry {
-        id,
-        at_ms: u(r.get(1)),
-        actor: r.get(2),
-        action: r.get(3),
-        outcome: r.get(4),
-        target,
-        reason: r.get(6),
-        source: r.get(7),
-        request_id: r.get(8),
-        version: u(r.get(9)),
-        prev_hash: r.get(10),
-        hash: r.get(11),
-    })
-}
-
-impl PgStore {
-    async fn revoke_tx(&self, req: RevokeRequest) -> Result<Revocation, StoreError> {
-        let mut client = self.inner.client().await?;
-        let tx = client.transaction().await?;
-        let version = u(tx
-            .query_one(
-                "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
-                &[],
-            )
-            .await?
-            .get(0));
-        let (scope, tenant, subject) = row_key(&req.target);
-        let epoch_ms = u(tx
-            .query_one(
-                "INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms)
-                 VALUES ($1, $2, $3, $6, $5, $4)
-                 ON CONFLICT (scope, tenant, subject) DO UPDATE SET
-                     epoch_ms = CASE WHEN $7 THEN EXCLUDED.epoch_ms
-                                ELSE GREATEST(COALESCE(revocations.epoch_ms, 0), EXCLUDED.epoch_ms) END,
-                     version = EXCLUDED.version,
-                     changed_ms = EXCLUDED.changed_ms
-                 RETURNING epoch_ms",
-                &[
-                    &scope,
-                    &tenant,
-                    &subject,
-                    &i(req.now_ms),
-                    &i(version),
-                    &i(req.at_ms.unwrap_or(req.now_ms)),
-                    &req.target.is_scheduled(),
-                ],
-            )
-            .await?
-            .get(0));
-        let audit = append_audit(
-            &tx,
-            &AuditRecord {
-                at_ms: req.now_ms,
-                actor: req.actor.clone(),
-                action: action_name(&req.target).to_string(),
-                outcome: "ok".into(),
-                target: req.target.clone(),
-                reason: req.reason.clone(),
-                source: req.source.clone(),
-                request_id: req.request_id.clone(),
-            },
-            version,
-        )
-        .await?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &version.to_string()],
-        )
-        .await?;
-        tx.commit().await?;
-        self.inner.notify(version);
-        Ok(Revocation {
-            target: req.target,
-            epoch_ms,
-            version,
-            audit,
-        })
-    }
-
-    async fn sync_tx(
+impl ToSql for Value {
+    fn to_sql(
         &self,
-        since: u64,
-        edge_stream: Option<String>,
-        page: Option<PageRequest>,
-    ) -> Result<SyncBatch, StoreError> {
-        let mut client = self.inner.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let status = read_status(&tx).await?;
-        let to_changes = |rows: Vec<tokio_postgres::Row>| {
-            rows.iter()
-                .map(|r| {
-                    Ok(Change {
-                        target: target_from_row(r.get(0), r.get(1), r.get(2))?,
-                        epoch_ms: r.get::<_, Option<i64>>(3).map(u),
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        };
-        if let Some(page) = &page {
-            // Counted only when it decides something: a fresh or resumed snapshot does not
-            // depend on it (the closure form `page_plan` takes cannot await).
-            let delta_rows = if page.resume.is_none()
-                && !needs_snapshot(since, edge_stream.as_deref(), &status)
-            {
-                u(tx.query_one(
-                    "SELECT count(*) FROM revocations WHERE version > $1",
-                    &[&i(since)],
-                )
-                .await?
-                .get(0))
-            } else {
-                0
-            };
-            if let Some(at) = page_plan(since, edge_stream.as_deref(), &status, page, || {
-                Ok(delta_rows)
-            })? {
-                let (scope, tenant, subject) = page_after(page);
-                let rows = tx
-                    .query(
-                        "SELECT scope, tenant, subject, epoch_ms FROM revocations
-                         WHERE epoch_ms IS NOT NULL AND version <= $1
-                           AND (scope, tenant, subject) > ($2, $3, $4)
-                         ORDER BY scope, tenant, subject LIMIT $5",
-                        &[&i(at), &scope, &tenant, &subject, &i(page.limit as u64 + 1)],
-                    )
-                    .await?;
-                tx.commit().await?;
-                return Ok(snapshot_page(
-                    status.stream,
-                    at,
-                    to_changes(rows)?,
-                    page.limit,
-                ));
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                _ => Err(format!("an integer parameter where {ty} is expected").into()),
+            },
+            Value::Text(s) if <&str as ToSql>::accepts(ty) => s.as_str().to_sql(ty, out),
+            Value::Bool(b) if <bool as ToSql>::accepts(ty) => b.to_sql(ty, out),
+            Value::Text(_) | Value::Bool(_) => {
+                Err(format!("parameter {self:?} where {ty} is expected").into())
             }
         }
-        let snapshot = page.is_none() && needs_snapshot(since, edge_stream.as_deref(), &status);
-        let rows = if snapshot {
-            tx.query(
-                "SELECT scope, tenant, subject, epoch_ms FROM revocations
-                 WHERE epoch_ms IS NOT NULL ORDER BY version, scope, tenant, subject",
-                &[],
-            )
-            .await?
-        } else {
-            tx.query(
-                "SELECT scope, tenant, subject, epoch_ms FROM revocations
-                 WHERE version > $1 ORDER BY version, scope, tenant, subject",
-                &[&i(since)],
-            )
-            .await?
-        };
-        tx.commit().await?;
-        Ok(SyncBatch {
-            stream: status.stream,
-            version: status.version,
-            snapshot,
-            changes: to_changes(rows)?,
-            next: None,
-        })
     }
 
-    async fn compact_tx(
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn value_at(row: &tokio_postgres::Row, i: usize) -> Result<Value, StoreError> {
+    let ty = row
+        .columns()
+        .get(i)
+        .map(|c| c.type_().clone())
+        .ok_or_else(|| StoreError::Corrupt(format!("a row has no column {i}")))?;
+    let value = match ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(Value::Bool),
+        _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+/// Where statements go: an open transaction, or a client in autocommit.
+enum Conn<'t> {
+    Tx(&'t Transaction<'t>),
+    Client(&'t Client),
+}
+
+struct PgTx<'t>(Conn<'t>);
+
+impl PgTx<'_> {
+    async fn rows(
         &self,
-        now_ms: u64,
-        max_session_lifetime_s: u64,
-    ) -> Result<CompactionReport, StoreError> {
-        let cutoff = i(now_ms.saturating_sub(max_session_lifetime_s.saturating_mul(1000)));
-        let mut client = self.inner.client().await?;
-        let tx = client.transaction().await?;
-        // Take the counter lock first: compaction is a writer like any other.
-        tx.query_one("SELECT version FROM meta WHERE id = 1 FOR UPDATE", &[])
-            .await?;
-        let mut report = CompactionReport::default();
-        let expired: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM revocations WHERE epoch_ms IS NOT NULL AND epoch_ms < $1",
-                &[&cutoff],
-            )
-            .await?
-            .get(0);
-        if expired > 0 {
-            let version: i64 = tx
-                .query_one(
-                    "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
-                    &[],
-                )
-                .await?
-                .get(0);
-            tx.execute(
-                "UPDATE revocations SET epoch_ms = NULL, version = $1, changed_ms = $2
-                 WHERE epoch_ms IS NOT NULL AND epoch_ms < $3",
-                &[&version, &i(now_ms), &cutoff],
-            )
-            .await?;
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL, &version.to_string()],
-            )
-            .await?;
-            report.removed = u(expired);
-        }
-        let purged_max: Option<i64> = tx
-            .query_one(
-                "SELECT max(version) FROM revocations WHERE epoch_ms IS NULL AND changed_ms < $1",
-                &[&cutoff],
-            )
-            .await?
-            .get(0);
-        if let Some(purged_max) = purged_max {
-            report.purged = tx
-                .execute(
-                    "DELETE FROM revocations WHERE epoch_ms IS NULL AND changed_ms < $1",
-                    &[&cutoff],
-                )
-                .await?;
-            tx.execute(
-                "UPDATE meta SET floor = GREATEST(floor, $1) WHERE id = 1",
-                &[&purged_max],
-            )
-            .await?;
-        }
-        report.purged_edges = tx
-            .execute("DELETE FROM edges WHERE last_seen_ms < $1", &[&cutoff])
-            .await?;
-        let status = read_status(&tx).await?;
-        tx.commit().await?;
-        report.version = status.version;
-        report.floor = status.floor;
-        if report.removed > 0 {
-            self.inner.notify(report.version);
-        }
-        Ok(report)
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        Ok(match &self.0 {
+            Conn::Tx(tx) => tx.query(sql, &params).await?,
+            Conn::Client(c) => c.query(sql, &params).await?,
+        })
     }
 }
 
-impl Store for PgStore {
-    fn stream(&self) -> &str {
-        &self.inner.stream
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.version.subscribe()
-    }
-
-    fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>> {
-        Box::pin(self.revoke_tx(request))
-    }
-
-    fn sync_paged(
-        &self,
-        since: u64,
-        edge_stream: Option<String>,
-        page: Option<PageRequest>,
-    ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
-        Box::pin(self.sync_tx(since, edge_stream, page))
-    }
-
-    fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>> {
+impl Tx for PgTx<'_> {
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
         Box::pin(async move {
-            let client = self.inner.client().await?;
-            let row = client
-                .query_one("SELECT stream, version, floor FROM meta WHERE id = 1", &[])
-                .await?;
-            Ok(StoreStatus {
-                stream: row.get(0),
-                version: u(row.get(1)),
-                floor: u(row.get(2)),
-            })
-        })
-    }
-
-    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let client = self.inner.client().await?;
-            client
-                .execute(
-                    "INSERT INTO edges (id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr)
-                     VALUES ($1, $2, $3, $4, $4, $5)
-                     ON CONFLICT (id) DO UPDATE SET
-                         stream = EXCLUDED.stream,
-                         applied_version = EXCLUDED.applied_version,
-                         last_seen_ms = EXCLUDED.last_seen_ms,
-                         remote_addr = EXCLUDED.remote_addr",
-                    &[
-                        &receipt.edge,
-                        &receipt.stream,
-                        &i(receipt.applied_version),
-                        &i(receipt.now_ms),
-                        &receipt.remote_addr,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn edges(&self) -> BoxFuture<'_, Result<Vec<EdgeRecord>, StoreError>> {
-        Box::pin(async move {
-            let client = self.inner.client().await?;
-            let rows = client
-                .query(
-                    "SELECT id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr
-                     FROM edges ORDER BY id",
-                    &[],
-                )
-                .await?;
-            Ok(rows
+            self.rows(sql, params)
+                .await?
                 .iter()
-                .map(|r| EdgeRecord {
-                    id: r.get(0),
-                    stream: r.get(1),
-                    applied_version: u(r.get(2)),
-                    first_seen_ms: u(r.get(3)),
-                    last_seen_ms: u(r.get(4)),
-                    remote_addr: r.get(5),
-                })
-                .collect())
-        })
-    }
-
-    fn tenant_revocations(&self, tenant: String) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
-        Box::pin(async move {
-            let client = self.inner.client().await?;
-            let rows = client
-                .query(
-                    "SELECT scope, tenant, subject, epoch_ms, version FROM revocations
-                     WHERE epoch_ms IS NOT NULL AND (tenant = $1 OR scope IN ('global', 'scheduled_global'))
-                     ORDER BY version",
-                    &[&tenant],
-                )
-                .await?;
-            rows.iter()
                 .map(|r| {
-                    Ok(Entry {
-                        target: target_from_row(r.get(0), r.get(1), r.get(2))?,
-                        epoch_ms: u(r.get(3)),
-                        version: u(r.get(4)),
-                    })
+                    (0..r.len())
+                        .map(|i| value_at(r, i))
+                        .collect::<Result<_, _>>()
+                        .map(Row)
                 })
                 .collect()
         })
     }
 
-    fn tenant_seen(&self, tenant: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let client = self.inner.client().await?;
-            let row = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM revocations WHERE tenant = $1)
-                         OR EXISTS (SELECT 1 FROM audit WHERE tenant = $1)",
-                    &[&tenant],
-                )
-                .await?;
-            Ok(row.get(0))
+            let params: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            Ok(match &self.0 {
+                Conn::Tx(tx) => tx.execute(sql, &params).await?,
+                Conn::Client(c) => c.execute(sql, &params).await?,
+            })
         })
     }
 
-    fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>> {
+    /// `NOTIFY` every replica's listener; delivered only if the transaction commits.
+    fn announce(&mut self, version: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut client = self.inner.client().await?;
-            let tx = client.transaction().await?;
-            let version = u(tx
-                .query_one("SELECT version FROM meta WHERE id = 1 FOR UPDATE", &[])
-                .await?
-                .get(0));
-            let head = append_audit(&tx, &record, version).await?;
-            tx.commit().await?;
-            Ok(head)
+            self.execute(
+                "SELECT pg_notify($1, $2)",
+                &[Value::from(CHANNEL), Value::from(version.to_string())],
+            )
+            .await?;
+            Ok(())
         })
     }
+}
 
-    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        Box::pin(async move {
-            let client = self.inner.client().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT {AUDIT_COLUMNS} FROM audit
-                         WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR actor = $2)
-                           AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR outcome = $4)
-                           AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR at_ms <= $6)
-                         ORDER BY id DESC LIMIT $7"
-                    ),
-                    &[
-                        &filter.tenant,
-                        &filter.actor,
-                        &filter.action,
-                        &filter.outcome,
-                        &filter.since_ms.map(i),
-                        &filter.until_ms.map(i),
-                        &i64::from(filter.limit),
-                    ],
-                )
-                .await?;
-            rows.iter().map(audit_from_row).collect()
-        })
-    }
-
-    fn audit_chain(&self) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        Box::pin(async move {
-            let client = self.inner.client().await?;
-            let rows = client
-                .query(
-                    &format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"),
-                    &[],
-                )
-                .await?;
-            rows.iter().map(audit_from_row).collect()
-        })
-    }
-
-    fn compact(
+impl Backend for Postgres {
+    fn run<T: Send + 'static>(
         &self,
-        now_ms: u64,
-        max_session_lifetime_s: u64,
-    ) -> BoxFuture<'_, Result<CompactionReport, StoreError>> {
-        Box::pin(self.compact_tx(now_ms, max_session_lifetime_s))
+        access: Access,
+        op: impl TxFn<T>,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.0.client().await?;
+            match access {
+                Access::Autocommit => op(&mut PgTx(Conn::Client(&client))).await,
+                Access::Snapshot | Access::Serial => {
+                    let tx = if access == Access::Snapshot {
+                        client
+                            .build_transaction()
+                            .isolation_level(IsolationLevel::RepeatableRead)
+                            .read_only(true)
+                            .start()
+                            .await?
+                    } else {
+                        let tx = client.transaction().await?;
+                        // The writer lock: every serial write on every replica queues here,
+                        // so versions and audit ids commit in order.
+                        tx.execute("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])
+                            .await?;
+                        tx
+                    };
+                    let out = op(&mut PgTx(Conn::Tx(&tx))).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+            }
+        })
     }
 }

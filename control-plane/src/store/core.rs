@@ -1,0 +1,633 @@
+//! The store, written once: [`SqlStore`] implements [`Store`] over any [`Backend`], with
+//! every operation's SQL, row mapping, the audit chain's append and hashing, and the
+//! change notification here. A backend (SQLite, Postgres) only opens connections and
+//! transactions, creates its schema, and tells other replicas of commits.
+//!
+//! A new store feature is one `async fn` over `&mut dyn Tx` below and one method that
+//! runs it with the [`Access`] it needs; the conformance suite (`tests/store.rs`) then
+//! checks it on both databases.
+
+use std::sync::Arc;
+
+use epochgate_core::state::Target;
+use epochgate_core::sync::Change;
+use tokio::sync::watch;
+
+use super::sql::{params, Access, Backend, Row, Tx};
+use super::{
+    action_name, needs_snapshot, page_after, page_plan, row_key, snapshot_page, target_tenant,
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture, CompactionReport, EdgeReceipt,
+    EdgeRecord, Entry, PageRequest, Revocation, RevokeRequest, Store, StoreError, StoreStatus,
+    SyncBatch,
+};
+use crate::audit;
+
+/// The highest committed version, watched by long-polls (see the module doc of
+/// [`super`]). Raised only after a commit, never before: a poll woken early would read
+/// the old version and go back to sleep on a change it then never sees.
+#[derive(Debug)]
+pub struct Versions(watch::Sender<u64>);
+
+impl Versions {
+    pub fn new(version: u64) -> Self {
+        Versions(watch::channel(version).0)
+    }
+
+    /// Raises the watch to `version` (never lowers it).
+    pub fn notify(&self, version: u64) {
+        self.0.send_if_modified(|current| {
+            if version > *current {
+                *current = version;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// The store over one backend. Cheap to clone.
+pub struct SqlStore<B> {
+    pub(crate) backend: Arc<B>,
+    stream: String,
+    versions: Arc<Versions>,
+}
+
+impl<B> Clone for SqlStore<B> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            backend: Arc::clone(&self.backend),
+            stream: self.stream.clone(),
+            versions: Arc::clone(&self.versions),
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// A store over `backend`, whose head ([`init_head`]) is `(stream, version)`.
+    pub fn new(backend: B, stream: String, version: u64) -> Self {
+        SqlStore {
+            backend: Arc::new(backend),
+            stream,
+            versions: Arc::new(Versions::new(version)),
+        }
+    }
+
+    /// The version watch, for a backend's listener of other replicas' commits.
+    pub fn versions(&self) -> &Arc<Versions> {
+        &self.versions
+    }
+}
+
+/// 16 random bytes as hex: a new store never shares a stream with another.
+pub fn new_stream_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates the `meta` row of a new store (a fresh stream at version 0) unless there is
+/// one; returns `(stream, version)`. Run inside the backend's schema transaction.
+pub async fn init_head(tx: &mut dyn Tx) -> Result<(String, u64), StoreError> {
+    let stream = new_stream_id()?;
+    tx.execute(
+        "INSERT INTO meta (id, stream, version, floor) VALUES (1, $1, 0, 0)
+         ON CONFLICT (id) DO NOTHING",
+        &params![stream],
+    )
+    .await?;
+    let mut row = tx
+        .one("SELECT stream, version FROM meta WHERE id = 1", &[])
+        .await?;
+    Ok((row.take_text(0)?, row.u64(1)?))
+}
+
+fn target_from_row(scope: &str, tenant: String, subject: String) -> Result<Target, StoreError> {
+    Ok(match scope {
+        "global" => Target::Global,
+        "tenant" => Target::Tenant { tenant },
+        "user" => Target::User {
+            tenant,
+            user: subject,
+        },
+        "session" => Target::Session {
+            tenant,
+            sid: subject,
+        },
+        "scheduled_global" => Target::ScheduledGlobal,
+        "scheduled_tenant" => Target::ScheduledTenant { tenant },
+        other => return Err(StoreError::Corrupt(format!("unknown scope {other:?}"))),
+    })
+}
+
+/// A target from `(scope, tenant, subject)` starting at column `at`.
+fn target_at(row: &mut Row, at: usize) -> Result<Target, StoreError> {
+    let scope = row.take_text(at)?;
+    let tenant = row.take_text(at + 1)?;
+    let subject = row.take_text(at + 2)?;
+    target_from_row(&scope, tenant, subject)
+}
+
+/// `(scope, tenant, subject, epoch_ms)` rows as changes.
+fn changes(rows: Vec<Row>) -> Result<Vec<Change>, StoreError> {
+    rows.into_iter()
+        .map(|mut r| {
+            Ok(Change {
+                target: target_at(&mut r, 0)?,
+                epoch_ms: r.opt_u64(3)?,
+            })
+        })
+        .collect()
+}
+
+async fn read_status(tx: &mut dyn Tx) -> Result<StoreStatus, StoreError> {
+    let mut row = tx
+        .one("SELECT stream, version, floor FROM meta WHERE id = 1", &[])
+        .await?;
+    Ok(StoreStatus {
+        stream: row.take_text(0)?,
+        version: row.u64(1)?,
+        floor: row.u64(2)?,
+    })
+}
+
+/// The next version: the counter row, bumped inside the caller's serial transaction.
+async fn next_version(tx: &mut dyn Tx) -> Result<u64, StoreError> {
+    tx.one(
+        "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
+        &[],
+    )
+    .await?
+    .u64(0)
+}
+
+async fn revoke(tx: &mut dyn Tx, req: &RevokeRequest) -> Result<Revocation, StoreError> {
+    let version = next_version(tx).await?;
+    let (scope, tenant, subject) = row_key(&req.target);
+    // max(existing, now): a logout never moves an epoch back, even if the clock did.
+    // A tombstone (NULL) counts as nothing. A schedule replaces the previous one.
+    let epoch_ms = tx
+        .one(
+            "INSERT INTO revocations (scope, tenant, subject, epoch_ms, version, changed_ms)
+             VALUES ($1, $2, $3, $6, $5, $4)
+             ON CONFLICT (scope, tenant, subject) DO UPDATE SET
+                 epoch_ms = CASE
+                     WHEN $7 THEN excluded.epoch_ms
+                     WHEN coalesce(revocations.epoch_ms, 0) > excluded.epoch_ms
+                         THEN revocations.epoch_ms
+                     ELSE excluded.epoch_ms END,
+                 version = excluded.version,
+                 changed_ms = excluded.changed_ms
+             RETURNING epoch_ms",
+            &params![
+                scope,
+                tenant,
+                subject,
+                req.now_ms,
+                version,
+                req.at_ms.unwrap_or(req.now_ms),
+                req.target.is_scheduled()
+            ],
+        )
+        .await?
+        .u64(0)?;
+    let audit = append_audit(
+        tx,
+        &AuditRecord {
+            at_ms: req.now_ms,
+            actor: req.actor.clone(),
+            action: action_name(&req.target).to_string(),
+            outcome: "ok".into(),
+            target: req.target.clone(),
+            reason: req.reason.clone(),
+            source: req.source.clone(),
+            request_id: req.request_id.clone(),
+        },
+        version,
+    )
+    .await?;
+    tx.announce(version).await?;
+    Ok(Revocation {
+        target: req.target.clone(),
+        epoch_ms,
+        version,
+        audit,
+    })
+}
+
+/// Appends one chained audit row inside the caller's serial transaction: id `last + 1`,
+/// `prev_hash` the last row's hash (see [`crate::audit`]).
+async fn append_audit(
+    tx: &mut dyn Tx,
+    rec: &AuditRecord,
+    version: u64,
+) -> Result<AuditHead, StoreError> {
+    let last = tx
+        .opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[])
+        .await?;
+    let (id, prev_hash) = match last {
+        Some(mut row) => (row.u64(0)? + 1, row.take_text(1)?),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    let hash = audit::entry_hash(
+        &prev_hash,
+        audit::Fields {
+            id,
+            at_ms: rec.at_ms,
+            actor: &rec.actor,
+            action: &rec.action,
+            outcome: &rec.outcome,
+            target: &rec.target,
+            reason: rec.reason.as_deref(),
+            source: rec.source.as_deref(),
+            request_id: rec.request_id.as_deref(),
+            version,
+        },
+    );
+    let target_json = serde_json::to_string(&rec.target)
+        .map_err(|e| StoreError::Corrupt(format!("target does not serialize: {e}")))?;
+    tx.execute(
+        "INSERT INTO audit (id, at_ms, actor, action, outcome, target, tenant, reason, source,
+                            request_id, version, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        &params![
+            id,
+            rec.at_ms,
+            &rec.actor,
+            &rec.action,
+            &rec.outcome,
+            target_json,
+            target_tenant(&rec.target),
+            rec.reason.as_deref(),
+            rec.source.as_deref(),
+            rec.request_id.as_deref(),
+            version,
+            &prev_hash,
+            &hash
+        ],
+    )
+    .await?;
+    Ok(AuditHead { id, hash })
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at_ms, actor, action, outcome, target, reason, source, request_id, version, prev_hash, hash";
+
+fn audit_from_row(mut r: Row) -> Result<AuditEntry, StoreError> {
+    let id = r.u64(0)?;
+    let target = r.take_text(5)?;
+    let target = serde_json::from_str(&target)
+        .map_err(|e| StoreError::Corrupt(format!("audit row {id} has a bad target: {e}")))?;
+    Ok(AuditEntry {
+        id,
+        at_ms: r.u64(1)?,
+        actor: r.take_text(2)?,
+        action: r.take_text(3)?,
+        outcome: r.take_text(4)?,
+        target,
+        reason: r.take_opt_text(6)?,
+        source: r.take_opt_text(7)?,
+        request_id: r.take_opt_text(8)?,
+        version: r.u64(9)?,
+        prev_hash: r.take_text(10)?,
+        hash: r.take_text(11)?,
+    })
+}
+
+/// Inside one snapshot transaction: the head and the rows agree.
+async fn sync(
+    tx: &mut dyn Tx,
+    since: u64,
+    edge_stream: Option<&str>,
+    page: Option<&PageRequest>,
+) -> Result<SyncBatch, StoreError> {
+    let status = read_status(tx).await?;
+    if let Some(page) = page {
+        // Counted only when it decides something: a fresh or resumed snapshot does not
+        // depend on it.
+        let delta_rows = if page.resume.is_none() && !needs_snapshot(since, edge_stream, &status) {
+            tx.one(
+                "SELECT count(*) FROM revocations WHERE version > $1",
+                &params![since],
+            )
+            .await?
+            .u64(0)?
+        } else {
+            0
+        };
+        if let Some(at) = page_plan(since, edge_stream, &status, page, || Ok(delta_rows))? {
+            let (scope, tenant, subject) = page_after(page);
+            let rows = tx
+                .query(
+                    "SELECT scope, tenant, subject, epoch_ms FROM revocations
+                     WHERE epoch_ms IS NOT NULL AND version <= $1
+                       AND (scope, tenant, subject) > ($2, $3, $4)
+                     ORDER BY scope, tenant, subject LIMIT $5",
+                    &params![at, scope, tenant, subject, page.limit as u64 + 1],
+                )
+                .await?;
+            return Ok(snapshot_page(status.stream, at, changes(rows)?, page.limit));
+        }
+    }
+    let snapshot = page.is_none() && needs_snapshot(since, edge_stream, &status);
+    let rows = if snapshot {
+        tx.query(
+            "SELECT scope, tenant, subject, epoch_ms FROM revocations
+             WHERE epoch_ms IS NOT NULL ORDER BY version, scope, tenant, subject",
+            &[],
+        )
+        .await?
+    } else {
+        tx.query(
+            "SELECT scope, tenant, subject, epoch_ms FROM revocations
+             WHERE version > $1 ORDER BY version, scope, tenant, subject",
+            &params![since],
+        )
+        .await?
+    };
+    Ok(SyncBatch {
+        stream: status.stream,
+        version: status.version,
+        snapshot,
+        changes: changes(rows)?,
+        next: None,
+    })
+}
+
+async fn compact(
+    tx: &mut dyn Tx,
+    now_ms: u64,
+    max_session_lifetime_s: u64,
+) -> Result<CompactionReport, StoreError> {
+    // is_compactable(epoch, now, L) is `epoch + L < now`, i.e. `epoch < now - L`; the
+    // store-side test `compaction_matches_the_core_rule` pins the two together.
+    let cutoff = now_ms.saturating_sub(max_session_lifetime_s.saturating_mul(1000));
+    let mut report = CompactionReport::default();
+    let expired = tx
+        .one(
+            "SELECT count(*) FROM revocations WHERE epoch_ms IS NOT NULL AND epoch_ms < $1",
+            &params![cutoff],
+        )
+        .await?
+        .u64(0)?;
+    if expired > 0 {
+        // One version for the whole run: the removals commit together.
+        let version = next_version(tx).await?;
+        tx.execute(
+            "UPDATE revocations SET epoch_ms = NULL, version = $1, changed_ms = $2
+             WHERE epoch_ms IS NOT NULL AND epoch_ms < $3",
+            &params![version, now_ms, cutoff],
+        )
+        .await?;
+        tx.announce(version).await?;
+        report.removed = expired;
+    }
+    // A tombstone is kept a whole lifetime after its removal, so an edge offline for
+    // less than that still gets it as a delta; edges further behind get a snapshot,
+    // which the floor enforces.
+    let purged_max = tx
+        .one(
+            "SELECT max(version) FROM revocations WHERE epoch_ms IS NULL AND changed_ms < $1",
+            &params![cutoff],
+        )
+        .await?
+        .opt_u64(0)?;
+    if let Some(purged_max) = purged_max {
+        report.purged = tx
+            .execute(
+                "DELETE FROM revocations WHERE epoch_ms IS NULL AND changed_ms < $1",
+                &params![cutoff],
+            )
+            .await?;
+        tx.execute(
+            "UPDATE meta SET floor = CASE WHEN floor > $1 THEN floor ELSE $1 END WHERE id = 1",
+            &params![purged_max],
+        )
+        .await?;
+    }
+    report.purged_edges = tx
+        .execute(
+            "DELETE FROM edges WHERE last_seen_ms < $1",
+            &params![cutoff],
+        )
+        .await?;
+    let status = read_status(tx).await?;
+    report.version = status.version;
+    report.floor = status.floor;
+    Ok(report)
+}
+
+impl<B: Backend> Store for SqlStore<B> {
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+
+    fn revoke(&self, request: RevokeRequest) -> BoxFuture<'_, Result<Revocation, StoreError>> {
+        Box::pin(async move {
+            let done = self
+                .backend
+                .run(Access::Serial, move |tx| {
+                    Box::pin(async move { revoke(tx, &request).await })
+                })
+                .await?;
+            self.versions.notify(done.version);
+            Ok(done)
+        })
+    }
+
+    fn sync_paged(
+        &self,
+        since: u64,
+        edge_stream: Option<String>,
+        page: Option<PageRequest>,
+    ) -> BoxFuture<'_, Result<SyncBatch, StoreError>> {
+        self.backend.run(Access::Snapshot, move |tx| {
+            Box::pin(async move { sync(tx, since, edge_stream.as_deref(), page.as_ref()).await })
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>> {
+        self.backend
+            .run(Access::Autocommit, |tx| Box::pin(read_status(tx)))
+    }
+
+    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO edges (id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr)
+                     VALUES ($1, $2, $3, $4, $4, $5)
+                     ON CONFLICT (id) DO UPDATE SET
+                         stream = excluded.stream,
+                         applied_version = excluded.applied_version,
+                         last_seen_ms = excluded.last_seen_ms,
+                         remote_addr = excluded.remote_addr",
+                    &params![
+                        receipt.edge,
+                        receipt.stream,
+                        receipt.applied_version,
+                        receipt.now_ms,
+                        receipt.remote_addr
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn edges(&self) -> BoxFuture<'_, Result<Vec<EdgeRecord>, StoreError>> {
+        self.backend.run(Access::Autocommit, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT id, stream, applied_version, first_seen_ms, last_seen_ms, remote_addr
+                         FROM edges ORDER BY id",
+                        &[],
+                    )
+                    .await?;
+                rows.into_iter()
+                    .map(|mut r| {
+                        Ok(EdgeRecord {
+                            id: r.take_text(0)?,
+                            stream: r.take_opt_text(1)?,
+                            applied_version: r.u64(2)?,
+                            first_seen_ms: r.u64(3)?,
+                            last_seen_ms: r.u64(4)?,
+                            remote_addr: r.take_opt_text(5)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn tenant_revocations(&self, tenant: String) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT scope, tenant, subject, epoch_ms, version FROM revocations
+                         WHERE epoch_ms IS NOT NULL
+                           AND (tenant = $1 OR scope IN ('global', 'scheduled_global'))
+                         ORDER BY version",
+                        &params![tenant],
+                    )
+                    .await?;
+                rows.into_iter()
+                    .map(|mut r| {
+                        Ok(Entry {
+                            target: target_at(&mut r, 0)?,
+                            epoch_ms: r.u64(3)?,
+                            version: r.u64(4)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn tenant_seen(&self, tenant: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                tx.one(
+                    "SELECT EXISTS (SELECT 1 FROM revocations WHERE tenant = $1)
+                         OR EXISTS (SELECT 1 FROM audit WHERE tenant = $1)",
+                    &params![tenant],
+                )
+                .await?
+                .bool(0)
+            })
+        })
+    }
+
+    fn record_audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<AuditHead, StoreError>> {
+        self.backend.run(Access::Serial, move |tx| {
+            Box::pin(async move {
+                let version = read_status(tx).await?.version;
+                append_audit(tx, &record, version).await
+            })
+        })
+    }
+
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {AUDIT_COLUMNS} FROM audit
+                             WHERE (CAST($1 AS TEXT) IS NULL OR tenant = $1)
+                               AND (CAST($2 AS TEXT) IS NULL OR actor = $2)
+                               AND (CAST($3 AS TEXT) IS NULL OR action = $3)
+                               AND (CAST($4 AS TEXT) IS NULL OR outcome = $4)
+                               AND (CAST($5 AS BIGINT) IS NULL OR at_ms >= $5)
+                               AND (CAST($6 AS BIGINT) IS NULL OR at_ms <= $6)
+                             ORDER BY id DESC LIMIT $7"
+                        ),
+                        &params![
+                            filter.tenant,
+                            filter.actor,
+                            filter.action,
+                            filter.outcome,
+                            filter.since_ms,
+                            filter.until_ms,
+                            filter.limit
+                        ],
+                    )
+                    .await?;
+                rows.into_iter().map(audit_from_row).collect()
+            })
+        })
+    }
+
+    fn audit_chain(&self) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.backend.run(Access::Autocommit, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"),
+                        &[],
+                    )
+                    .await?;
+                rows.into_iter().map(audit_from_row).collect()
+            })
+        })
+    }
+
+    fn compact(
+        &self,
+        now_ms: u64,
+        max_session_lifetime_s: u64,
+    ) -> BoxFuture<'_, Result<CompactionReport, StoreError>> {
+        Box::pin(async move {
+            let report = self
+                .backend
+                .run(Access::Serial, move |tx| {
+                    Box::pin(compact(tx, now_ms, max_session_lifetime_s))
+                })
+                .await?;
+            if report.removed > 0 {
+                self.versions.notify(report.version);
+            }
+            Ok(report)
+        })
+    }
+}
