@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::{ConfigError, RawConfig};
 use crate::decision::Decision;
 use crate::state::{RevocationState, Target};
+use crate::sync::{Change, SyncStatus};
 use crate::Config;
 
 /// The vectors file, embedded so every crate reads the same bytes.
@@ -163,6 +164,34 @@ impl Case {
             ));
         }
         out
+    }
+
+    /// The case's revocation state as a sync answer's changes.
+    pub fn sync_changes(&self) -> Vec<Change> {
+        self.changes()
+            .into_iter()
+            .map(|(target, ms)| Change {
+                target,
+                epoch_ms: Some(ms),
+            })
+            .collect()
+    }
+
+    /// The request headers that carry the case's token (`Authorization: Bearer …`).
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        vec![(
+            "authorization".to_string(),
+            format!("Bearer {}", self.token).into_bytes(),
+        )]
+    }
+
+    /// A sync status as fresh as the case's time.
+    pub fn fresh_status(&self) -> SyncStatus {
+        SyncStatus {
+            stream: "vectors".into(),
+            version: 1,
+            synced_at_ms: self.now_ms,
+        }
     }
 
     pub fn revocation_state(&self) -> RevocationState {

@@ -14,7 +14,6 @@ use epochgate_core::jwt::{
     Algorithm, AlgorithmSupport, KeyError, PureRustVerifier, SignatureVerifier, VerificationKey,
 };
 use epochgate_core::state::RevocationState;
-use epochgate_core::sync::SyncStatus;
 use epochgate_core::{Config, Decision, DenyReason, Engine, Inputs, RequestInfo};
 use serde_json::{json, Value};
 
@@ -210,24 +209,16 @@ fn a_key_the_verifier_cannot_check_is_refused_when_the_engine_is_built() {
 
 #[test]
 fn the_split_decision_is_the_synchronous_one_and_caches_what_it_verified() {
-    let status = |now_ms| SyncStatus {
-        stream: "s".into(),
-        version: 1,
-        synced_at_ms: now_ms,
-    };
     for vectors in Vectors::all().unwrap() {
         let engine = Engine::new(vectors.config().unwrap());
         for case in &vectors.cases {
-            let headers = vec![(
-                "authorization".to_string(),
-                format!("Bearer {}", case.token).into_bytes(),
-            )];
+            let headers = case.headers();
             let req = RequestInfo {
                 headers: &headers,
                 path: "/api",
             };
             let state = case.revocation_state();
-            let st = status(case.now_ms);
+            let st = case.fresh_status();
             let cache = TokenCache::new(10, 60);
             let inputs = Inputs {
                 cache: Some(&cache),
@@ -279,10 +270,7 @@ fn a_signature_that_does_not_verify_is_an_invalid_token_and_not_cached() {
         .iter()
         .find(|c| c.name == "valid_es384")
         .unwrap();
-    let headers = vec![(
-        "authorization".to_string(),
-        format!("Bearer {}", case.token).into_bytes(),
-    )];
+    let headers = case.headers();
     let req = RequestInfo {
         headers: &headers,
         path: "/",

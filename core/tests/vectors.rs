@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use epochgate_core::conformance::Vectors;
-use epochgate_core::sync::SyncStatus;
 use epochgate_core::{Engine, RequestInfo};
 
 #[test]
@@ -15,15 +14,8 @@ fn every_decision_vector_passes() {
     for vectors in Vectors::all().unwrap() {
         let engine = Engine::new(vectors.config().unwrap());
         for case in &vectors.cases {
-            let headers = vec![(
-                "authorization".to_string(),
-                format!("Bearer {}", case.token).into_bytes(),
-            )];
-            let status = SyncStatus {
-                stream: "vectors".into(),
-                version: 1,
-                synced_at_ms: case.now_ms,
-            };
+            let headers = case.headers();
+            let status = case.fresh_status();
             let decision = engine.decide(
                 RequestInfo {
                     headers: &headers,

@@ -49,14 +49,7 @@ fn check_vectors(shared: &FilterShared, vectors: &Vectors) {
         let host = FakeHost::at(case.now_ms);
         let mut sync = sync_service();
         sync.on_tick(&host);
-        let changes = case
-            .changes()
-            .into_iter()
-            .map(|(target, ms)| Change {
-                target,
-                epoch_ms: Some(ms),
-            })
-            .collect();
+        let changes = case.sync_changes();
         answer(
             &host,
             &mut sync,

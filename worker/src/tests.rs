@@ -179,14 +179,7 @@ pub(crate) async fn every_vector_passes() {
             let s = Settings::new(vectors.config().unwrap(), worker.clone(), EDGE_TOKEN.into())
                 .unwrap();
             let host = FakeHost::at(case.now_ms);
-            let changes = case
-                .changes()
-                .into_iter()
-                .map(|(target, ms)| Change {
-                    target,
-                    epoch_ms: Some(ms),
-                })
-                .collect();
+            let changes = case.sync_changes();
             host.answer_json(&snapshot(3, changes));
             let state = isolate();
             let req = bearer(&case.token);
