@@ -1,12 +1,17 @@
 # Epochgate — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres build build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench fuzz soak schemathesis idp-tools
+.PHONY: help setup postgres build build-filter build-filter-debug build-worker demo demo-worker test unit test-worker-wasm e2e lint fmt clean bench fuzz soak schemathesis idp-tools
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
-WASM := target/wasm32-wasip1/release/epochgate_filter.wasm
+# The filter: cargo's output (with the name section), and what `make build` ships from
+# it (wasm-opt -Oz, no name section) — what the e2e tests, `make demo` and `make bench` load.
+FILTER_RAW := target/wasm32-wasip1/filter/epochgate_filter.wasm
+FILTER_DIST := target/filter-dist
+WASM := $(FILTER_DIST)/epochgate_filter.wasm
+WASM_DEBUG := $(FILTER_DIST)/epochgate_filter.debug.wasm
 CARGO := cargo
 LOCKED := --locked
 
@@ -22,10 +27,10 @@ WASM_OPT := node_modules/.bin/wasm-opt
 WORKERD := node_modules/.bin/workerd
 WORKER_RAW := target/wasm32-unknown-unknown/worker/epochgate_worker.wasm
 WORKER_DIST := target/worker-dist
-# The wasm features rustc enables by default for wasm32-unknown-unknown (wasm-opt must
-# accept them; workerd's V8 runs them).
+# The wasm features rustc enables by default for wasm32-unknown-unknown and wasm32-wasip1
+# (wasm-opt must accept them; workerd's and Envoy's V8 run them).
 WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-  --enable-mutable-globals --enable-reference-types --enable-multivalue
+  --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-extended-const
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -59,10 +64,25 @@ postgres: ## Install PostgreSQL from Debian's packages when missing (idempotent;
 	fi
 	@ls -d /usr/lib/postgresql/*/bin | tail -1 | sed 's/^/postgres: /'
 
-build: setup ## Build the epochgate binary (debug) and the filter .wasm (release, wasm32-wasip1)
+build: setup build-filter ## Build the epochgate binary (debug) and the filter .wasm (target/filter-dist/epochgate_filter.wasm)
 	$(CARGO) build $(LOCKED) -p epochgate-control-plane
-	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
-	@ls -l $(WASM) | awk '{printf "filter .wasm: %s bytes\n", $$5}'
+
+# wasm-opt takes a while: only when cargo relinked the filter.
+build-filter: setup ## The filter .wasm: cargo --profile filter for wasm32-wasip1, then wasm-opt -Oz without the name section → target/filter-dist/epochgate_filter.wasm
+	$(CARGO) build $(LOCKED) --profile filter --target wasm32-wasip1 -p epochgate-filter
+	@mkdir -p $(FILTER_DIST)
+	@if [ ! $(WASM) -nt $(FILTER_RAW) ]; then \
+	  echo "$(WASM_OPT) -Oz --strip-debug --strip-producers $(FILTER_RAW) -o $(WASM)"; \
+	  $(WASM_OPT) -Oz $(WASM_OPT_FEATURES) --strip-debug --strip-producers $(FILTER_RAW) -o $(WASM); \
+	fi
+	@ls -l $(FILTER_RAW) | awk '{printf "filter .wasm from cargo (with names): %s bytes\n", $$5}'
+	@ls -l $(WASM) | awk '{printf "filter .wasm shipped (wasm-opt -Oz, no names): %s bytes\n", $$5}'
+
+build-filter-debug: setup ## The same filter code with its name section, for function names in Envoy's wasm backtraces → target/filter-dist/epochgate_filter.debug.wasm (load it with EPOCHGATE_WASM=…)
+	$(CARGO) build $(LOCKED) --profile filter --target wasm32-wasip1 -p epochgate-filter
+	@mkdir -p $(FILTER_DIST)
+	$(WASM_OPT) -Oz -g $(WASM_OPT_FEATURES) --strip-producers $(FILTER_RAW) -o $(WASM_DEBUG)
+	@ls -l $(WASM_DEBUG) | awk '{printf "filter .wasm with names: %s bytes\n", $$5}'
 
 build-worker: setup ## Build the Cloudflare Worker into target/worker-dist (cargo --profile worker, wasm-bindgen --target module, wasm-opt -Oz, entry.mjs)
 	$(CARGO) build $(LOCKED) --profile worker --target wasm32-unknown-unknown -p epochgate-worker
@@ -127,10 +147,9 @@ schemathesis: build ## Schemathesis (in .venv-tools) against a running `epochgat
 	fi
 	SCHEMATHESIS=$(TOOLS_VENV)/bin/schemathesis scripts/schemathesis.sh
 
-bench: setup ## Throughput vs jwt_authn and no filter, propagation, memory: prints tables, writes bench/results.md (~10 min)
+bench: setup build-filter build-worker ## Throughput vs jwt_authn and no filter, propagation, memory, the Worker on workerd vs a pass-through worker: prints tables, writes bench/results.md (~15 min)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(CARGO) build $(LOCKED) --release -p epochgate-control-plane
-	$(CARGO) build $(LOCKED) --release --target wasm32-wasip1 -p epochgate-filter
 	EPOCHGATE_BIN=target/release/epochgate $(CARGO) run $(LOCKED) --release -p epochgate-tests --bin bench
 
 clean: ## Remove build output and the demo's state

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EPOCHGATE=./target/debug/epochgate
-WASM=target/wasm32-wasip1/release/epochgate_filter.wasm
+WASM=target/filter-dist/epochgate_filter.wasm
 ENVOY=.venv/bin/envoy
 STATE=.demo
 export EPOCHGATE_ADMIN_TOKEN=demo-admin-token-0123456789

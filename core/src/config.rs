@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::ids::validate_id;
@@ -203,7 +202,9 @@ pub struct RawConfig {
     #[serde(default = "defaults::token_cache_size")]
     pub token_cache_size: usize,
     /// Verify RS*/ES* signatures with the host's native crypto when it offers it
-    /// (Envoy's `verify_signature`); PS* and EdDSA always stay in Rust.
+    /// (Envoy's `verify_signature`); `false` verifies them in Rust, which only a filter
+    /// built with those algorithms in Rust can (cargo feature `pure-rust`). PS* and
+    /// EdDSA are always Rust's. The Worker always uses WebCrypto.
     #[serde(default = "defaults::yes")]
     pub native_verify: bool,
     pub issuer: Option<String>,
@@ -707,15 +708,21 @@ impl TryFrom<RawConfig> for Config {
                     "an exempt route takes no other rule",
                 ));
             }
-            routes.push(Route {
-                prefix,
-                exempt: r.exempt,
-                require_token: r.require_token.unwrap_or(raw.require_token),
-                web: r.web,
-            });
+            // Longest stem first; of two equal stems, the exact one before the wildcard;
+            // otherwise in configuration order (an insertion rather than a sort: a few
+            // routes, and no sort routine in the `.wasm`).
+            let rank = |p: &RoutePrefix| (p.stem.len(), !p.wildcard);
+            let at = routes.partition_point(|x: &Route| rank(&x.prefix) >= rank(&prefix));
+            routes.insert(
+                at,
+                Route {
+                    prefix,
+                    exempt: r.exempt,
+                    require_token: r.require_token.unwrap_or(raw.require_token),
+                    web: r.web,
+                },
+            );
         }
-        // Longest first; of two equal stems, the exact one before the wildcard.
-        routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.stem.len()), r.prefix.wildcard));
 
         let read_headers: Vec<&str> = sources
             .iter()
@@ -877,14 +884,12 @@ fn compile_key(field: &str, key: RawKey) -> Result<VerificationKey, ConfigError>
     } else if let Some(secret) = key.secret {
         VerificationKey::hmac(kid, alg, secret.into_bytes())
     } else if let Some(b64) = key.secret_b64url {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(b64.trim_end_matches('='))
-            .map_err(|e| {
-                ConfigError::new(
-                    format!("{field}.secret_b64url"),
-                    format!("not base64url: {e}"),
-                )
-            })?;
+        let bytes = crate::b64::decode_url_no_pad(b64.trim_end_matches('=')).map_err(|e| {
+            ConfigError::new(
+                format!("{field}.secret_b64url"),
+                format!("not base64url: {e}"),
+            )
+        })?;
         VerificationKey::hmac(kid, alg, bytes)
     } else if let Some(jwk) = key.jwk {
         VerificationKey::from_jwk(kid, alg, &jwk)

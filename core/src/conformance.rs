@@ -1,7 +1,8 @@
 //! The decision vectors (`core/tests/vectors/decision-vectors.json`, minted by an
-//! independent JWT library) mapped onto the real configuration types, so that `core`, the
-//! filter and the worker each run every case through their own path. Test support only
-//! (feature `conformance`).
+//! independent JWT library) and the algorithm vectors (`algorithm-vectors.json`, every
+//! algorithm and key form, signed by OpenSSL) mapped onto the real configuration types,
+//! so that `core`, the filter and the worker each run every case through their own path.
+//! Test support only (feature `conformance`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -9,10 +10,15 @@ use serde_json::Value;
 use crate::config::{ConfigError, RawConfig};
 use crate::decision::Decision;
 use crate::state::{RevocationState, Target};
+use crate::sync::{Change, SyncStatus};
 use crate::Config;
 
 /// The vectors file, embedded so every crate reads the same bytes.
 pub const VECTORS_JSON: &str = include_str!("../tests/vectors/decision-vectors.json");
+
+/// Every algorithm a key can be pinned to, in the same format
+/// (`scripts/algorithm-vectors.py`).
+pub const ALGORITHM_VECTORS_JSON: &str = include_str!("../tests/vectors/algorithm-vectors.json");
 
 #[derive(Debug, Deserialize)]
 pub struct Vectors {
@@ -73,6 +79,15 @@ impl Vectors {
         serde_json::from_str(VECTORS_JSON).map_err(|e| format!("vectors: {e}"))
     }
 
+    pub fn algorithms() -> Result<Self, String> {
+        serde_json::from_str(ALGORITHM_VECTORS_JSON).map_err(|e| format!("algorithm vectors: {e}"))
+    }
+
+    /// Both sets: what every edge runs.
+    pub fn all() -> Result<Vec<Self>, String> {
+        Ok(vec![Self::load()?, Self::algorithms()?])
+    }
+
     /// The plugin configuration (JSON) that the vectors' neutral description maps to:
     /// what an operator would write for the filter or the worker.
     pub fn config_json(&self) -> Value {
@@ -85,8 +100,10 @@ impl Vectors {
                 if let Some(pem) = k.get("public_key_pem") {
                     key["public_key_pem"] = pem.clone();
                 }
-                if let Some(secret) = k.get("secret_b64url") {
-                    key["secret_b64url"] = secret.clone();
+                for form in ["secret_b64url", "jwk"] {
+                    if let Some(material) = k.get(form) {
+                        key[form] = material.clone();
+                    }
                 }
                 key
             })
@@ -147,6 +164,35 @@ impl Case {
             ));
         }
         out
+    }
+
+    /// The case's revocation state as a sync answer's changes.
+    pub fn sync_changes(&self) -> Vec<Change> {
+        self.changes()
+            .into_iter()
+            .map(|(target, ms)| Change {
+                target,
+                epoch_ms: Some(ms),
+            })
+            .collect()
+    }
+
+    /// The request headers that carry the case's token (`Authorization: Bearer …`).
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        vec![(
+            "authorization".to_string(),
+            format!("Bearer {}", self.token).into_bytes(),
+        )]
+    }
+
+    /// A sync status as fresh as the case's time.
+    pub fn fresh_status(&self) -> SyncStatus {
+        SyncStatus {
+            stream: "vectors".into(),
+            version: 1,
+            synced_at_ms: self.now_ms,
+            horizon_s: 86_400,
+        }
     }
 
     pub fn revocation_state(&self) -> RevocationState {

@@ -6,8 +6,13 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::claims::{validate, Identity};
-use crate::config::{Config, OnStale, Route, TokenSource, UncheckedCredentials, Verification};
-use crate::jwt::{self, KeySet, PureRustVerifier, SignatureVerifier, TokenError};
+use crate::config::{
+    Config, ConfigError, OnStale, Route, TokenSource, UncheckedCredentials, Verification,
+};
+use crate::jwt::{
+    self, AlgorithmSupport, KeySet, ParsedToken, PureRustVerifier, SignatureVerifier, TokenError,
+    VerificationKey,
+};
 use crate::names::{header_name_starts_with, same_header_name};
 use crate::path::{self, Ambiguous};
 use crate::state::{check_revocation, session_end_ms, session_expired, EpochSource, Revoked};
@@ -236,9 +241,71 @@ pub struct Engine<V = PureRustVerifier> {
     verifier: V,
 }
 
+#[cfg(feature = "pure-rust")]
 impl Engine<PureRustVerifier> {
+    /// Every algorithm in pure Rust (feature `pure-rust`): no key can be refused.
     pub fn new(config: Config) -> Self {
-        Self::with_verifier(config, PureRustVerifier)
+        Self {
+            config,
+            verifier: PureRustVerifier,
+        }
+    }
+}
+
+/// The first phase of a decision ([`Engine::begin`]): finished, or waiting for one
+/// signature check.
+#[derive(Debug)]
+pub enum Step<'a> {
+    Done(Decision),
+    Verify(PendingSignature<'a>),
+}
+
+/// A token whose signature must be checked before its request can be decided: the host
+/// checks it — at once with the engine's [`SignatureVerifier`] ([`Engine::decide_with`]),
+/// or asynchronously (the Worker's WebCrypto) — and hands the verdict to
+/// [`Engine::finish`], which applies every rule after it. One decision flow, split at the
+/// only step a host may need to wait for.
+pub struct PendingSignature<'a> {
+    keys: Vec<VerificationKey>,
+    token: &'a str,
+    parsed: ParsedToken<'a>,
+    req: RequestInfo<'a>,
+    route: Option<&'a Route>,
+    edits: Vec<HeaderEdit>,
+}
+
+/// Never prints the token (a bearer credential).
+impl std::fmt::Debug for PendingSignature<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSignature")
+            .field("alg", &self.parsed.alg)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingSignature<'_> {
+    /// The keys to try, in order: the signature is good if any of them verifies it (one
+    /// key when the token names its `kid`).
+    pub fn keys(&self) -> &[VerificationKey] {
+        &self.keys
+    }
+
+    /// `header.payload`, exactly as received.
+    pub fn signing_input(&self) -> &[u8] {
+        self.parsed.signing_input.as_bytes()
+    }
+
+    /// The signature, base64url-decoded (for ECDSA the raw `r || s` of RFC 7518 §3.4).
+    pub fn signature(&self) -> &[u8] {
+        &self.parsed.signature
+    }
+
+    /// The verdict of `verifier`: whether any of the keys verifies the signature.
+    pub fn verify_with(&self, verifier: &impl SignatureVerifier) -> bool {
+        self.keys
+            .iter()
+            .any(|k| verifier.verify(k, self.signing_input(), self.signature()))
     }
 }
 
@@ -263,17 +330,31 @@ impl<'a> PathRule<'a> {
     }
 }
 
-impl<V: SignatureVerifier> Engine<V> {
-    pub fn with_verifier(config: Config, verifier: V) -> Self {
-        Self { config, verifier }
+impl<V: AlgorithmSupport> Engine<V> {
+    /// An engine whose signatures `verifier` checks: a configured key whose algorithm it
+    /// cannot check is refused here (the error names the key), never on a request.
+    pub fn with_verifier(config: Config, verifier: V) -> Result<Self, ConfigError> {
+        for (i, key) in config.keys.keys().iter().enumerate() {
+            verifier
+                .supports(key.alg)
+                .map_err(|why| ConfigError::new(format!("keys[{i}].alg"), why))?;
+        }
+        Ok(Self { config, verifier })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    pub fn verifier(&self) -> &V {
+        &self.verifier
+    }
+
     /// Verifies a token (signature and claims) without looking at revocations.
-    pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<Identity, TokenError> {
+    pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<Identity, TokenError>
+    where
+        V: SignatureVerifier,
+    {
         self.verify_token_with(token, None, now_ms)
     }
 
@@ -283,7 +364,10 @@ impl<V: SignatureVerifier> Engine<V> {
         token: &str,
         remote: Option<&KeySet>,
         now_ms: u64,
-    ) -> Result<Identity, TokenError> {
+    ) -> Result<Identity, TokenError>
+    where
+        V: SignatureVerifier,
+    {
         let parsed = jwt::parse(token, self.config.max_token_bytes)?;
         jwt::verify_signature(&parsed, &self.config.keys, remote, &self.verifier)?;
         if let Some(want) = &self.config.require_typ {
@@ -348,31 +432,55 @@ impl<V: SignatureVerifier> Engine<V> {
         epochs: &impl EpochSource,
         status: Option<&SyncStatus>,
         now_ms: u64,
-    ) -> Decision {
+    ) -> Decision
+    where
+        V: SignatureVerifier,
+    {
         self.decide_with(req, &Inputs::new(epochs, status, now_ms))
     }
 
-    /// The decision for one request.
+    /// The decision for one request, its signature checked at once by the engine's
+    /// verifier: [`Engine::begin`] then, if a signature is pending, [`Engine::finish`].
     pub fn decide_with<E: EpochSource>(
         &self,
         req: RequestInfo<'_>,
         inputs: &Inputs<'_, E>,
-    ) -> Decision {
+    ) -> Decision
+    where
+        V: SignatureVerifier,
+    {
+        match self.begin(req, inputs) {
+            Step::Done(decision) => decision,
+            Step::Verify(pending) => {
+                let verified = pending.verify_with(&self.verifier);
+                self.finish(pending, verified, inputs)
+            }
+        }
+    }
+
+    /// A decision up to the signature check: done (an exempt route, a missing or
+    /// ambiguous token, a malformed one or one no key can verify, a cached token, a
+    /// `jwt_authn` payload), or the signature to check, for [`Engine::finish`].
+    pub fn begin<'a, E: EpochSource>(
+        &'a self,
+        req: RequestInfo<'a>,
+        inputs: &Inputs<'_, E>,
+    ) -> Step<'a> {
         let rule = self.path_rule(req.path);
         let route = rule.route();
-        let mut edits = match self.hygiene(req.headers) {
+        let edits = match self.hygiene(req.headers) {
             Ok(edits) => edits,
             Err(carrier) => {
-                return self.deny(
+                return Step::Done(self.deny(
                     req,
                     route,
                     DenyReason::AmbiguousToken,
                     format!("{carrier} carries a credential no token source checks (unchecked_credentials: refuse)"),
-                )
+                ))
             }
         };
         if route.is_some_and(|r| r.exempt) {
-            return self.allow_anonymous(edits);
+            return Step::Done(self.allow_anonymous(edits));
         }
         let require_token = match rule {
             PathRule::Route(r) => r.require_token,
@@ -391,50 +499,99 @@ impl<V: SignatureVerifier> Engine<V> {
                 let token = match extract(&self.config.sources, req.headers) {
                     Ok(Some(token)) => token,
                     Ok(None) if require_token => {
-                        return self.deny(req, route, DenyReason::MissingToken, why_required())
+                        return Step::Done(self.deny(req, route, DenyReason::MissingToken, why_required()))
                     }
-                    Ok(None) => return self.allow_anonymous(edits),
+                    Ok(None) => return Step::Done(self.allow_anonymous(edits)),
                     Err(e @ ExtractError::Ambiguous(_)) => {
-                        return self.deny(req, route, DenyReason::AmbiguousToken, e.to_string())
+                        return Step::Done(self.deny(req, route, DenyReason::AmbiguousToken, e.to_string()))
                     }
                     Err(e @ ExtractError::Malformed(_)) => {
-                        return self.deny(req, route, DenyReason::InvalidToken, e.to_string())
+                        return Step::Done(self.deny(req, route, DenyReason::InvalidToken, e.to_string()))
                     }
                 };
-                let cached = inputs.cache.and_then(|c| c.get(token, inputs.now_ms));
-                let verified = match cached {
-                    Some(identity) => Ok(identity),
-                    None => self.verify_token_with(token, inputs.remote_keys, inputs.now_ms).inspect(|identity| {
-                        if let Some(cache) = inputs.cache {
-                            cache.insert(token, identity.clone());
-                        }
-                    }),
-                };
-                match verified {
-                    Ok(identity) => identity,
-                    Err(e @ TokenError::UnknownKid(_)) if self.config.remote_jwks => {
-                        return self.deny(req, route, DenyReason::UnknownKey, e.to_string())
+                match inputs.cache.and_then(|c| c.get(token, inputs.now_ms)) {
+                    Some(identity) => identity,
+                    None => {
+                        let keys = jwt::parse(token, self.config.max_token_bytes).and_then(|parsed| {
+                            let keys = jwt::candidate_keys(&parsed, &self.config.keys, inputs.remote_keys)?;
+                            Ok((keys.into_iter().cloned().collect(), parsed))
+                        });
+                        return match keys {
+                            Ok((keys, parsed)) => Step::Verify(PendingSignature { keys, token, parsed, req, route, edits }),
+                            Err(e @ TokenError::UnknownKid(_)) if self.config.remote_jwks => {
+                                Step::Done(self.deny(req, route, DenyReason::UnknownKey, e.to_string()))
+                            }
+                            Err(e) => Step::Done(self.deny(req, route, DenyReason::from(&e), e.to_string())),
+                        };
                     }
-                    Err(e) => return self.deny(req, route, DenyReason::from(&e), e.to_string()),
                 }
             }
             Verification::JwtAuthnMetadata { .. } => match inputs.verified_claims {
                 Some(claims) => match validate(claims, &self.config, inputs.now_ms) {
                     Ok(identity) => identity,
-                    Err(e) => return self.deny(req, route, DenyReason::from(&e), e.to_string()),
+                    Err(e) => return Step::Done(self.deny(req, route, DenyReason::from(&e), e.to_string())),
                 },
                 None if require_token => {
-                    return self.deny(
+                    return Step::Done(self.deny(
                         req,
                         route,
                         DenyReason::MissingToken,
                         "no jwt_authn payload in the dynamic metadata (is jwt_authn before this filter, with payload_in_metadata?)".into(),
-                    )
+                    ))
                 }
-                None => return self.allow_anonymous(edits),
+                None => return Step::Done(self.allow_anonymous(edits)),
             },
         };
+        Step::Done(self.conclude(req, route, edits, identity, inputs))
+    }
 
+    /// The rest of a decision once its signature was checked (`verified`): the claims
+    /// (`exp`, `nbf`, `iss`, `aud`, the identity), the token cache, then the revocation
+    /// rule as for every request.
+    pub fn finish<E: EpochSource>(
+        &self,
+        pending: PendingSignature<'_>,
+        verified: bool,
+        inputs: &Inputs<'_, E>,
+    ) -> Decision {
+        let PendingSignature {
+            token,
+            parsed,
+            req,
+            route,
+            edits,
+            ..
+        } = pending;
+        let identity = if verified {
+            match &self.config.require_typ {
+                Some(want) => jwt::check_typ(&parsed, want),
+                None => Ok(()),
+            }
+            .and_then(|()| validate(&parsed.claims, &self.config, inputs.now_ms))
+        } else {
+            Err(TokenError::Signature)
+        };
+        match identity {
+            Ok(identity) => {
+                if let Some(cache) = inputs.cache {
+                    cache.insert(token, identity.clone());
+                }
+                self.conclude(req, route, edits, identity, inputs)
+            }
+            Err(e) => self.deny(req, route, DenyReason::from(&e), e.to_string()),
+        }
+    }
+
+    /// A verified identity's decision: staleness, the revocation rule, the upstream's
+    /// header edits.
+    fn conclude<E: EpochSource>(
+        &self,
+        req: RequestInfo<'_>,
+        route: Option<&Route>,
+        mut edits: Vec<HeaderEdit>,
+        identity: Identity,
+        inputs: &Inputs<'_, E>,
+    ) -> Decision {
         let now_ms = inputs.now_ms;
         // What the edge holds is enforced whether or not it is stale: stale means "what
         // changed since the last sync is unknown", not "what is known is void".

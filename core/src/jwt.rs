@@ -5,22 +5,22 @@
 //! The key is chosen by `kid` among the configured keys, and the key's pinned algorithm
 //! decides: the token's `alg` header must name that algorithm and never chooses one
 //! (RFC 8725 §3.1; `none` never passes). [`PureRustVerifier`] is the default; the filter
-//! can add one backed by Envoy's native `verify_signature`, with no change here.
+//! adds one backed by Envoy's native `verify_signature` and the Worker verifies with
+//! WebCrypto, with no change here.
+//!
+//! Public keys are loaded without any crypto crate ([`crate::der`]): every key keeps its
+//! DER SubjectPublicKeyInfo, which hosts import, and — when the build has pure-Rust code
+//! for its algorithm ([`crate::pure`]) — the parsed form that code needs.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use jwt_simple::prelude::{
-    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
-    Ed25519PublicKey, EdDSAPublicKeyLike,
-};
 use serde_json::{Map, Value};
-use superboring::hash::MessageDigest;
-use superboring::pkey::{PKey, Public};
-use superboring::rsa::{Padding, Rsa};
-use superboring::sign::Verifier;
+
+pub use crate::der::ecdsa_raw_to_der;
+use crate::der::{self, Curve, PublicKeyInfo};
+pub use crate::pure::PureRustVerifier;
 
 /// The algorithms a key can be pinned to (RFC 7518 names, case-sensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,13 +85,17 @@ impl Algorithm {
         }
     }
 
-    fn digest(self) -> MessageDigest {
+    /// The hash the algorithm signs with (`"sha256"`, `"sha384"`, `"sha512"`): the name
+    /// Envoy's `verify_signature` takes, WebCrypto's without the dash.
+    pub fn hash(self) -> &'static str {
         match self {
-            Algorithm::RS384 | Algorithm::PS384 | Algorithm::HS384 | Algorithm::ES384 => {
-                MessageDigest::sha384()
-            }
-            Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 => MessageDigest::sha512(),
-            _ => MessageDigest::sha256(),
+            Algorithm::HS384 | Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => "sha384",
+            Algorithm::HS512 | Algorithm::RS512 | Algorithm::PS512 => "sha512",
+            Algorithm::HS256
+            | Algorithm::RS256
+            | Algorithm::PS256
+            | Algorithm::ES256
+            | Algorithm::EdDSA => "sha256",
         }
     }
 }
@@ -106,11 +110,8 @@ impl fmt::Display for Algorithm {
 #[derive(Clone)]
 pub enum KeyMaterial {
     Hmac(Vec<u8>),
-    /// The key, and its DER SubjectPublicKeyInfo.
-    Rsa(Box<(PKey<Public>, Vec<u8>)>),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-    Ed25519(ed25519_compact::PublicKey),
+    /// An RSA, EC (P-256, P-384) or Ed25519 public key.
+    Public(PublicKey),
 }
 
 impl fmt::Debug for KeyMaterial {
@@ -118,11 +119,29 @@ impl fmt::Debug for KeyMaterial {
         // Never print secrets.
         f.write_str(match self {
             KeyMaterial::Hmac(_) => "Hmac(..)",
-            KeyMaterial::Rsa(_) => "Rsa(..)",
-            KeyMaterial::P256(_) => "P256(..)",
-            KeyMaterial::P384(_) => "P384(..)",
-            KeyMaterial::Ed25519(_) => "Ed25519(..)",
+            KeyMaterial::Public(_) => "Public(..)",
         })
+    }
+}
+
+/// A public key: its DER SubjectPublicKeyInfo, in one canonical encoding (what Envoy's
+/// `verify_signature` and WebCrypto's `importKey("spki", …)` take), and its pure-Rust
+/// form where the build has one. Shared, not copied, when a key set is cloned.
+#[derive(Clone)]
+pub struct PublicKey(Arc<PublicInner>);
+
+struct PublicInner {
+    spki: Vec<u8>,
+    prepared: crate::pure::Prepared,
+}
+
+impl PublicKey {
+    pub fn spki_der(&self) -> &[u8] {
+        &self.0.spki
+    }
+
+    pub(crate) fn prepared(&self) -> &crate::pure::Prepared {
+        &self.0.prepared
     }
 }
 
@@ -144,6 +163,8 @@ pub enum KeyError {
     },
     #[error("an RSA key must be at least 2048 bits, got {0}")]
     WeakRsa(u32),
+    #[error("an RSA key must be at most 4096 bits, got {0}")]
+    LargeRsa(u32),
     #[error("JWK: {0}")]
     Jwk(String),
 }
@@ -154,33 +175,109 @@ pub struct VerificationKey {
     pub kid: Option<String>,
     pub alg: Algorithm,
     pub material: KeyMaterial,
-    /// The public key as DER SubjectPublicKeyInfo (RSA and EC keys), for hosts that
-    /// verify natively (Envoy's `verify_signature`): derived once, when the key is loaded.
-    pub spki_der: Option<Vec<u8>>,
 }
 
 fn b64url(s: &str) -> Result<Vec<u8>, ()> {
-    URL_SAFE_NO_PAD.decode(s).map_err(|_| ())
+    crate::b64::decode_url_no_pad(s).map_err(|_| ())
+}
+
+/// What a public key of this algorithm is called in errors.
+fn public_key_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::ES256 => "P-256 public key",
+        Algorithm::ES384 => "P-384 public key",
+        Algorithm::EdDSA => "Ed25519 public key",
+        _ => "RSA public key",
+    }
+}
+
+/// The DER inside a PEM block (`-----BEGIN <label>-----`): `(label, der)`.
+fn pem_decode(pem: &str) -> Option<(&str, Vec<u8>)> {
+    let rest = pem.trim().strip_prefix("-----BEGIN ")?;
+    let (label, rest) = rest.split_once("-----")?;
+    let (body, end) = rest.split_once("-----END ")?;
+    if end.trim_end() != format!("{label}-----") {
+        return None;
+    }
+    let b64: String = body.split_ascii_whitespace().collect();
+    crate::b64::decode_standard(b64)
+        .ok()
+        .map(|der| (label, der))
 }
 
 impl VerificationKey {
     fn assemble(kid: Option<String>, alg: Algorithm, material: KeyMaterial) -> Self {
-        use p256::pkcs8::EncodePublicKey as _;
-        let spki_der = match &material {
-            KeyMaterial::Hmac(_) | KeyMaterial::Ed25519(_) => None,
-            KeyMaterial::Rsa(rsa) => Some(rsa.1.clone()),
-            KeyMaterial::P256(vk) => vk.to_public_key_der().ok().map(|d| d.as_bytes().to_vec()),
-            KeyMaterial::P384(vk) => {
-                use p384::pkcs8::EncodePublicKey as _;
-                vk.to_public_key_der().ok().map(|d| d.as_bytes().to_vec())
-            }
-        };
-        Self {
-            kid,
-            alg,
-            material,
-            spki_der,
+        Self { kid, alg, material }
+    }
+
+    /// The public key as DER SubjectPublicKeyInfo (RSA, EC, Ed25519 keys), for hosts
+    /// that verify natively.
+    pub fn spki_der(&self) -> Option<&[u8]> {
+        match &self.material {
+            KeyMaterial::Hmac(_) => None,
+            KeyMaterial::Public(public) => Some(public.spki_der()),
         }
+    }
+
+    /// A public key for `alg`: its structure checked (the right kind of key and curve;
+    /// an RSA modulus of 2048 to 4096 bits, odd, with an odd exponent from 3 to 2^33 − 1),
+    /// re-encoded canonically, and parsed by the pure-Rust verifier where the build has
+    /// one for `alg` (which checks the rest, e.g. that a point is on its curve; hosts
+    /// check it when they import the key).
+    fn public(alg: Algorithm, key: &PublicKeyInfo<'_>) -> Result<KeyMaterial, KeyError> {
+        let unreadable = || KeyError::Unreadable {
+            alg,
+            what: public_key_name(alg),
+        };
+        match (alg, key) {
+            (
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512,
+                PublicKeyInfo::Rsa { n, e },
+            ) => {
+                let bits = n.first().map_or(0, |top| {
+                    (n.len() as u32 - 1) * 8 + (8 - top.leading_zeros())
+                });
+                if bits < 2048 {
+                    return Err(KeyError::WeakRsa(bits));
+                }
+                if bits > 4096 {
+                    return Err(KeyError::LargeRsa(bits));
+                }
+                let e_value = if e.len() <= 8 {
+                    e.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+                } else {
+                    u64::MAX
+                };
+                let odd = |x: &[u8]| x.last().is_some_and(|b| b & 1 == 1);
+                if !odd(n) || !odd(e) || !(3..=(1 << 33) - 1).contains(&e_value) {
+                    return Err(unreadable());
+                }
+            }
+            (
+                Algorithm::ES256,
+                PublicKeyInfo::Ec {
+                    curve: Curve::P256, ..
+                },
+            )
+            | (
+                Algorithm::ES384,
+                PublicKeyInfo::Ec {
+                    curve: Curve::P384, ..
+                },
+            )
+            | (Algorithm::EdDSA, PublicKeyInfo::Ed25519(_)) => {}
+            _ => return Err(unreadable()),
+        }
+        let prepared = crate::pure::prepare(alg, key).map_err(|()| unreadable())?;
+        Ok(KeyMaterial::Public(PublicKey(Arc::new(PublicInner {
+            spki: der::encode_spki(key),
+            prepared,
+        }))))
     }
 
     /// An HMAC key (HS256/384/512), at least as long as the hash output.
@@ -206,57 +303,35 @@ impl VerificationKey {
         Ok(Self::assemble(kid, alg, KeyMaterial::Hmac(secret)))
     }
 
-    /// A public key in PEM (SubjectPublicKeyInfo; PKCS#1 too for RSA).
+    /// A public key in PEM (SubjectPublicKeyInfo, `BEGIN PUBLIC KEY`; for RSA also
+    /// PKCS#1, `BEGIN RSA PUBLIC KEY`).
     pub fn from_pem(kid: Option<String>, alg: Algorithm, pem: &str) -> Result<Self, KeyError> {
-        let material = match alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                return Err(KeyError::WrongMaterial {
-                    alg,
-                    expected: "a secret, not a PEM public key",
-                })
-            }
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => {
-                let rsa = Rsa::public_key_from_pem(pem.as_bytes())
-                    .or_else(|_| Rsa::public_key_from_pem_pkcs1(pem.as_bytes()))
-                    .map_err(|_| KeyError::Unreadable {
-                        alg,
-                        what: "RSA public key PEM",
-                    })?;
-                rsa_material(alg, rsa)?
-            }
-            Algorithm::ES256 => KeyMaterial::P256(
-                *ES256PublicKey::from_pem(pem)
-                    .map_err(|_| KeyError::Unreadable {
-                        alg,
-                        what: "P-256 public key PEM",
-                    })?
-                    .public_key()
-                    .as_ref(),
-            ),
-            Algorithm::ES384 => KeyMaterial::P384(
-                *ES384PublicKey::from_pem(pem)
-                    .map_err(|_| KeyError::Unreadable {
-                        alg,
-                        what: "P-384 public key PEM",
-                    })?
-                    .public_key()
-                    .as_ref(),
-            ),
-            Algorithm::EdDSA => KeyMaterial::Ed25519(
-                *Ed25519PublicKey::from_pem(pem)
-                    .map_err(|_| KeyError::Unreadable {
-                        alg,
-                        what: "Ed25519 public key PEM",
-                    })?
-                    .public_key()
-                    .as_ref(),
-            ),
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(KeyError::WrongMaterial {
+                alg,
+                expected: "a secret, not a PEM public key",
+            });
+        }
+        let unreadable = || KeyError::Unreadable {
+            alg,
+            what: match alg {
+                Algorithm::ES256 => "P-256 public key PEM",
+                Algorithm::ES384 => "P-384 public key PEM",
+                Algorithm::EdDSA => "Ed25519 public key PEM",
+                _ => "RSA public key PEM",
+            },
         };
+        let (label, der) = pem_decode(pem).ok_or_else(unreadable)?;
+        let info = match label {
+            "PUBLIC KEY" => der::parse_spki(&der),
+            "RSA PUBLIC KEY" => der::parse_rsa_public_key(&der),
+            _ => None,
+        }
+        .ok_or_else(unreadable)?;
+        let material = Self::public(alg, &info).map_err(|e| match e {
+            KeyError::Unreadable { .. } => unreadable(),
+            other => other,
+        })?;
         Ok(Self::assemble(kid, alg, material))
     }
 
@@ -298,72 +373,75 @@ impl VerificationKey {
             | Algorithm::PS384
             | Algorithm::PS512 => {
                 fits("RSA", None)?;
-                let n = superboring::bn::BigNum::from_slice(&field("n")?)
-                    .map_err(|_| KeyError::Jwk("bad `n`".into()))?;
-                let e = superboring::bn::BigNum::from_slice(&field("e")?)
-                    .map_err(|_| KeyError::Jwk("bad `e`".into()))?;
-                let rsa = Rsa::from_public_components(n, e).map_err(|_| KeyError::Unreadable {
-                    alg,
-                    what: "RSA public key",
-                })?;
-                rsa_material(alg, rsa)?
+                // Unsigned big-endian; some IdPs pad with a zero byte.
+                let unpadded = |mut v: Vec<u8>| {
+                    let zeros = v.iter().take_while(|b| **b == 0).count();
+                    v.drain(..zeros);
+                    v
+                };
+                let (n, e) = (unpadded(field("n")?), unpadded(field("e")?));
+                Self::public(alg, &PublicKeyInfo::Rsa { n: &n, e: &e })?
             }
             Algorithm::ES256 | Algorithm::ES384 => {
+                let curve = if alg == Algorithm::ES256 {
+                    Curve::P256
+                } else {
+                    Curve::P384
+                };
                 fits(
                     "EC",
-                    Some(if alg == Algorithm::ES256 {
+                    Some(if curve == Curve::P256 {
                         "P-256"
                     } else {
                         "P-384"
                     }),
                 )?;
-                let mut sec1 = vec![4u8];
-                sec1.extend(field("x")?);
-                sec1.extend(field("y")?);
-                if alg == Algorithm::ES256 {
-                    KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(
-                        |_| KeyError::Unreadable {
-                            alg,
-                            what: "P-256 point",
+                let (x, y) = (field("x")?, field("y")?);
+                let len = curve.field_len();
+                if x.len() != len || y.len() != len {
+                    return Err(KeyError::Unreadable {
+                        alg,
+                        what: if curve == Curve::P256 {
+                            "P-256 point"
+                        } else {
+                            "P-384 point"
                         },
-                    )?)
-                } else {
-                    KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(
-                        |_| KeyError::Unreadable {
-                            alg,
-                            what: "P-384 point",
-                        },
-                    )?)
+                    });
                 }
+                let mut point = Vec::with_capacity(1 + 2 * len);
+                point.push(4);
+                point.extend(x);
+                point.extend(y);
+                Self::public(
+                    alg,
+                    &PublicKeyInfo::Ec {
+                        curve,
+                        point: &point,
+                    },
+                )
+                .map_err(|_| KeyError::Unreadable {
+                    alg,
+                    what: if curve == Curve::P256 {
+                        "P-256 point"
+                    } else {
+                        "P-384 point"
+                    },
+                })?
             }
             Algorithm::EdDSA => {
                 fits("OKP", Some("Ed25519"))?;
-                KeyMaterial::Ed25519(
-                    ed25519_compact::PublicKey::from_slice(&field("x")?).map_err(|_| {
-                        KeyError::Unreadable {
-                            alg,
-                            what: "Ed25519 public key",
-                        }
-                    })?,
-                )
+                let x = field("x")?;
+                if x.len() != 32 {
+                    return Err(KeyError::Unreadable {
+                        alg,
+                        what: "Ed25519 public key",
+                    });
+                }
+                Self::public(alg, &PublicKeyInfo::Ed25519(&x))?
             }
         };
         Ok(Self::assemble(kid, alg, material))
     }
-}
-
-fn rsa_material(alg: Algorithm, rsa: Rsa<Public>) -> Result<KeyMaterial, KeyError> {
-    let bits = rsa.bits();
-    if bits < 2048 {
-        return Err(KeyError::WeakRsa(bits));
-    }
-    let unreadable = || KeyError::Unreadable {
-        alg,
-        what: "RSA public key",
-    };
-    let der = rsa.public_key_to_der().map_err(|_| unreadable())?;
-    let pkey = PKey::from_rsa(rsa).map_err(|_| unreadable())?;
-    Ok(KeyMaterial::Rsa(Box::new((pkey, der))))
 }
 
 /// Whether a JWK is a symmetric (HMAC) key: its `kty` is `oct`, or its `alg` an `HS*`.
@@ -492,42 +570,6 @@ fn parse_key_list(
     (keys, skipped)
 }
 
-/// Re-encodes a JWS ECDSA signature (raw `r || s`, RFC 7518 §3.4) as DER
-/// `SEQUENCE { INTEGER r, INTEGER s }` — minimal integers, a leading zero when the top
-/// bit is set — for verifiers that take DER (BoringSSL). `None` unless `raw` is exactly
-/// `2 * scalar_len` bytes.
-pub fn ecdsa_raw_to_der(raw: &[u8], scalar_len: usize) -> Option<Vec<u8>> {
-    if raw.len() != 2 * scalar_len || scalar_len == 0 || scalar_len > 66 {
-        return None;
-    }
-    let integer = |bytes: &[u8]| {
-        let start = bytes
-            .iter()
-            .position(|b| *b != 0)
-            .unwrap_or(bytes.len() - 1);
-        let mut v = bytes[start..].to_vec();
-        if v[0] & 0x80 != 0 {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02, u8::try_from(v.len()).ok()?];
-        out.extend(v);
-        Some(out)
-    };
-    let (r, s) = raw.split_at(scalar_len);
-    let mut body = integer(r)?;
-    body.extend(integer(s)?);
-    let mut der = vec![0x30];
-    let len = body.len();
-    if len < 0x80 {
-        der.push(u8::try_from(len).ok()?);
-    } else {
-        der.push(0x81);
-        der.push(u8::try_from(len).ok()?);
-    }
-    der.extend(body);
-    Some(der)
-}
-
 /// The configured keys.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
@@ -569,68 +611,17 @@ impl KeySet {
     }
 }
 
+/// Which algorithms a verifier can check at all. An engine refuses, when it is built, a
+/// key whose algorithm its verifier cannot check (`Err` says why: which cargo feature or
+/// host function it needs), so that no token fails for a reason the operator cannot see.
+pub trait AlgorithmSupport {
+    fn supports(&self, alg: Algorithm) -> Result<(), String>;
+}
+
 /// Verifies a signature over `signing_input` (`header.payload`) with a key, under the
 /// key's pinned algorithm.
-pub trait SignatureVerifier {
+pub trait SignatureVerifier: AlgorithmSupport {
     fn verify(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> bool;
-}
-
-/// Signature verification in pure Rust (works on every target).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PureRustVerifier;
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl SignatureVerifier for PureRustVerifier {
-    fn verify(&self, key: &VerificationKey, input: &[u8], signature: &[u8]) -> bool {
-        match (&key.material, key.alg) {
-            (KeyMaterial::Hmac(secret), Algorithm::HS256) => {
-                constant_time_eq(&hmac_sha256::HMAC::mac(input, secret), signature)
-            }
-            (KeyMaterial::Hmac(secret), Algorithm::HS384) => {
-                constant_time_eq(&hmac_sha512::sha384::HMAC::mac(input, secret), signature)
-            }
-            (KeyMaterial::Hmac(secret), Algorithm::HS512) => {
-                constant_time_eq(&hmac_sha512::HMAC::mac(input, secret), signature)
-            }
-            (KeyMaterial::Rsa(rsa), alg) => {
-                let pkey = &rsa.0;
-                let padding = match alg {
-                    Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => Padding::PKCS1,
-                    Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => Padding::PKCS1_PSS,
-                    _ => return false,
-                };
-                let Ok(mut verifier) = Verifier::new(alg.digest(), pkey) else {
-                    return false;
-                };
-                verifier.set_rsa_padding(padding).is_ok()
-                    && verifier.update(input).is_ok()
-                    && verifier.verify(signature).unwrap_or(false)
-            }
-            (KeyMaterial::P256(vk), Algorithm::ES256) => {
-                use p256::ecdsa::signature::Verifier as _;
-                p256::ecdsa::Signature::from_slice(signature)
-                    .map(|sig| vk.verify(input, &sig).is_ok())
-                    .unwrap_or(false)
-            }
-            (KeyMaterial::P384(vk), Algorithm::ES384) => {
-                use p384::ecdsa::signature::Verifier as _;
-                p384::ecdsa::Signature::from_slice(signature)
-                    .map(|sig| vk.verify(input, &sig).is_ok())
-                    .unwrap_or(false)
-            }
-            (KeyMaterial::Ed25519(pk), Algorithm::EdDSA) => {
-                ed25519_compact::Signature::from_slice(signature)
-                    .map(|sig| pk.verify(input, &sig).is_ok())
-                    .unwrap_or(false)
-            }
-            // Material and algorithm are matched when the key is built; anything else
-            // never verifies.
-            _ => false,
-        }
-    }
 }
 
 /// What went wrong with a token. Each maps to a deny reason ([`TokenError::reason`]).
@@ -818,20 +809,14 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenErro
     })
 }
 
-/// Checks the signature with the key the token names (or, without `kid`, any key pinned
-/// to the token's `alg`), among the configured keys and the remote JWKS's, if any.
-pub fn verify_signature(
+/// The keys a token's signature is checked with: the one its `kid` names, or, without
+/// `kid`, every key pinned to the token's `alg` — among the configured keys and the
+/// remote JWKS's, if any. The signature is good if any of them verifies it.
+pub fn candidate_keys<'k>(
     token: &ParsedToken<'_>,
-    keys: &KeySet,
-    remote: Option<&KeySet>,
-    verifier: &dyn SignatureVerifier,
-) -> Result<(), TokenError> {
-    let input = token.signing_input.as_bytes();
-    let all = || {
-        keys.keys()
-            .iter()
-            .chain(remote.map(KeySet::keys).unwrap_or_default())
-    };
+    keys: &'k KeySet,
+    remote: Option<&'k KeySet>,
+) -> Result<Vec<&'k VerificationKey>, TokenError> {
     match &token.kid {
         Some(kid) => {
             let key = keys
@@ -844,22 +829,19 @@ pub fn verify_signature(
                     key: key.alg,
                 });
             }
-            if verifier.verify(key, input, &token.signature) {
-                Ok(())
-            } else {
-                Err(TokenError::Signature)
-            }
+            Ok(vec![key])
         }
         None => {
-            let mut candidates = all().filter(|k| k.alg.name() == token.alg).peekable();
-            if candidates.peek().is_none() {
+            let candidates: Vec<_> = keys
+                .keys()
+                .iter()
+                .chain(remote.map(KeySet::keys).unwrap_or_default())
+                .filter(|k| k.alg.name() == token.alg)
+                .collect();
+            if candidates.is_empty() {
                 return Err(TokenError::NoKeyForAlg(token.alg.clone()));
             }
-            if candidates.any(|k| verifier.verify(k, input, &token.signature)) {
-                Ok(())
-            } else {
-                Err(TokenError::Signature)
-            }
+            Ok(candidates)
         }
     }
 }
@@ -885,5 +867,23 @@ pub fn check_typ(token: &ParsedToken<'_>, want: &str) -> Result<(), TokenError> 
             found: other.map(str::to_string),
             want: want.to_string(),
         }),
+    }
+}
+
+/// Checks the signature with its [`candidate_keys`].
+pub fn verify_signature(
+    token: &ParsedToken<'_>,
+    keys: &KeySet,
+    remote: Option<&KeySet>,
+    verifier: &dyn SignatureVerifier,
+) -> Result<(), TokenError> {
+    let input = token.signing_input.as_bytes();
+    let verified = candidate_keys(token, keys, remote)?
+        .into_iter()
+        .any(|k| verifier.verify(k, input, &token.signature));
+    if verified {
+        Ok(())
+    } else {
+        Err(TokenError::Signature)
     }
 }

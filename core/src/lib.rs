@@ -11,6 +11,9 @@
 //! - [`names`]: header and cookie names as app servers read them (`_`/`-`, PHP's rules).
 //! - [`token`]: taking the token from headers and cookies; ambiguity is refused.
 //! - [`jwt`]: strict JWT parsing, pinned-algorithm keys, the [`jwt::SignatureVerifier`] seam.
+//! - [`b64`]: strict base64 and base64url decoding.
+//! - [`der`]: reading and writing public keys (SubjectPublicKeyInfo) without crypto crates.
+//! - [`pure`]: the pure-Rust verifier, one cargo feature per algorithm family.
 //! - [`cache`]: the verified-token cache (signature and claims only, never revocation).
 //! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
@@ -22,14 +25,17 @@
 //! - [`watch`]: when a long-lived request (a stream, a download) is judged again.
 //! - [`decision`]: [`Engine::decide`] and the deny responses.
 
+pub mod b64;
 pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod der;
 pub mod ids;
 pub mod jwt;
 pub mod names;
 pub mod path;
+pub mod pure;
 pub mod rotation;
 pub mod state;
 pub mod sync;

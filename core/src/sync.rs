@@ -18,13 +18,61 @@ pub mod client;
 pub const STATUS_KEY: &str = "state";
 
 /// One change: an entry set to an epoch, or removed (`epoch_ms: null`: compaction, or a
-/// cancelled schedule).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// cancelled schedule). On the wire, the target's fields and `epoch_ms` side by side:
+/// `{"scope": "user", "tenant": "acme", "user": "42", "epoch_ms": 1800000000000}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     #[serde(flatten)]
     pub target: Target,
     /// Milliseconds since the Unix epoch; `None` removes the entry.
     pub epoch_ms: Option<u64>,
+}
+
+/// Read by hand, not derived: `#[serde(flatten)]` over the internally tagged [`Target`]
+/// buffers every change in serde's `Content` first — slower on a large snapshot, and in
+/// the edges' `.wasm` it brings serde's whole content machinery and float formatting
+/// (README, "Build and size"). Same JSON, same strictness: unknown fields, and fields
+/// that do not fit the scope, are refused.
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Scope {
+            Global,
+            Tenant,
+            User,
+            Session,
+            ScheduledGlobal,
+            ScheduledTenant,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            scope: Scope,
+            tenant: Option<String>,
+            user: Option<String>,
+            sid: Option<String>,
+            epoch_ms: Option<u64>,
+        }
+        let w = Wire::deserialize(d)?;
+        let target = match (w.scope, w.tenant, w.user, w.sid) {
+            (Scope::Global, None, None, None) => Target::Global,
+            (Scope::ScheduledGlobal, None, None, None) => Target::ScheduledGlobal,
+            (Scope::Tenant, Some(tenant), None, None) => Target::Tenant { tenant },
+            (Scope::ScheduledTenant, Some(tenant), None, None) => {
+                Target::ScheduledTenant { tenant }
+            }
+            (Scope::User, Some(tenant), Some(user), None) => Target::User { tenant, user },
+            (Scope::Session, Some(tenant), None, Some(sid)) => Target::Session { tenant, sid },
+            _ => return Err(serde::de::Error::custom(
+                "a change's fields must fit its scope (tenant; tenant and user; tenant and sid)",
+            )),
+        };
+        Ok(Change {
+            target,
+            epoch_ms: w.epoch_ms,
+        })
+    }
 }
 
 /// The answer to `GET /v1/sync`.

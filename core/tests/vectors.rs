@@ -1,39 +1,33 @@
-//! Every case of the shared decision vectors through `Engine::decide`.
+//! Every case of the shared decision vectors and of the algorithm vectors through
+//! `Engine::decide`, with the pure-Rust verifier.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use epochgate_core::conformance::Vectors;
-use epochgate_core::sync::SyncStatus;
 use epochgate_core::{Engine, RequestInfo};
 
 #[test]
 fn every_decision_vector_passes() {
-    let vectors = Vectors::load().unwrap();
-    assert_eq!(vectors.cases.len(), 48);
-    let engine = Engine::new(vectors.config().unwrap());
+    assert_eq!(Vectors::load().unwrap().cases.len(), 48);
+    assert_eq!(Vectors::algorithms().unwrap().keys.len(), 12);
     let mut failures = Vec::new();
-    for case in &vectors.cases {
-        let headers = vec![(
-            "authorization".to_string(),
-            format!("Bearer {}", case.token).into_bytes(),
-        )];
-        let status = SyncStatus {
-            stream: "vectors".into(),
-            version: 1,
-            synced_at_ms: case.now_ms,
-            horizon_s: 86_400,
-        };
-        let decision = engine.decide(
-            RequestInfo {
-                headers: &headers,
-                path: "/api/x",
-            },
-            &case.revocation_state(),
-            Some(&status),
-            case.now_ms,
-        );
-        if let Err(e) = case.check(&decision) {
-            failures.push(e);
+    for vectors in Vectors::all().unwrap() {
+        let engine = Engine::new(vectors.config().unwrap());
+        for case in &vectors.cases {
+            let headers = case.headers();
+            let status = case.fresh_status();
+            let decision = engine.decide(
+                RequestInfo {
+                    headers: &headers,
+                    path: "/api/x",
+                },
+                &case.revocation_state(),
+                Some(&status),
+                case.now_ms,
+            );
+            if let Err(e) = case.check(&decision) {
+                failures.push(e);
+            }
         }
     }
     assert!(

@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use epochgate_core::cache::TokenCache;
 use epochgate_core::config::Verification;
-use epochgate_core::jwt::{parse_remote_jwks, KeySet};
+use epochgate_core::jwt::{parse_remote_jwks, AlgorithmSupport as _, KeySet};
 use epochgate_core::rotation::KeyWait;
 use epochgate_core::state::{decode_epoch, EpochSource, Unreadable};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
@@ -306,9 +306,30 @@ impl FilterShared {
             Some(doc) => doc?,
             None => return cached(),
         };
+        let verifier = self.engine.verifier();
         let parsed = serde_json::from_slice(&doc)
             .map_err(|e| e.to_string())
-            .and_then(|doc| parse_remote_jwks(&doc, self.engine.config().jwks_default_alg));
+            .and_then(|doc| parse_remote_jwks(&doc, self.engine.config().jwks_default_alg))
+            .and_then(|(keys, skipped)| {
+                // Keys of an algorithm this build cannot verify on this host are skipped
+                // too; a document left with none is refused like an empty one.
+                let (keys, unusable): (Vec<_>, Vec<_>) = keys
+                    .into_iter()
+                    .partition(|k| verifier.supports(k.alg).is_ok());
+                let mut skipped = skipped;
+                for key in unusable {
+                    if let Err(why) = verifier.supports(key.alg) {
+                        skipped.push(format!("key {:?}: {why}", key.kid));
+                    }
+                }
+                if keys.is_empty() {
+                    return Err(format!(
+                        "no key this build can verify ({})",
+                        skipped.join("; ")
+                    ));
+                }
+                Ok((keys, skipped))
+            });
         match parsed {
             Ok((keys, skipped)) => {
                 for why in skipped {

@@ -154,6 +154,26 @@ impl Root {
                 } else {
                     NativeVerifier::pure()
                 };
+                // A key the host cannot import is a bad configuration, like any other.
+                for (i, key) in config.keys.keys().iter().enumerate() {
+                    if let Err(why) = verifier.probe(key) {
+                        log::error!(
+                            "#{} epochgate filter: bad plugin configuration: keys[{i}]: {why}",
+                            self.context_id
+                        );
+                        return false;
+                    }
+                }
+                let engine = match Engine::with_verifier(config, verifier) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        log::error!(
+                            "#{} epochgate filter: bad plugin configuration: {e}",
+                            self.context_id
+                        );
+                        return false;
+                    }
+                };
                 log::info!(
                     "#{} signatures: {}; token cache: {} entries",
                     self.context_id,
@@ -162,11 +182,9 @@ impl Root {
                     } else {
                         "all in Rust"
                     },
-                    config.token_cache_size
+                    engine.config().token_cache_size
                 );
-                self.role = Role::Filter(Rc::new(FilterShared::new(Engine::with_verifier(
-                    config, verifier,
-                ))));
+                self.role = Role::Filter(Rc::new(FilterShared::new(engine)));
                 true
             }
             Err(e) => {

@@ -23,6 +23,7 @@ pub mod idp;
 pub mod jwks;
 pub mod pg;
 pub mod proxy;
+pub mod signing;
 pub mod upstream;
 pub mod worker;
 
@@ -67,12 +68,13 @@ pub fn epochgate_bin() -> PathBuf {
     )
 }
 
-/// The filter's `.wasm`.
+/// The filter's `.wasm` as `make build` ships it (after wasm-opt, without the name
+/// section); `EPOCHGATE_WASM` points elsewhere, e.g. at the debug build with names.
 pub fn wasm_path() -> PathBuf {
     artefact(
         "EPOCHGATE_WASM",
-        repo_root().join("target/wasm32-wasip1/release/epochgate_filter.wasm"),
-        "make build",
+        repo_root().join("target/filter-dist/epochgate_filter.wasm"),
+        "make build-filter",
     )
 }
 

@@ -2,9 +2,8 @@
 //! workerd (`node_modules/.bin/workerd`) running the built Cloudflare Worker, with the
 //! real `epochgate` binary on a SQLite file and a small upstream, all on 127.0.0.1.
 //!
-//! Build first: `make build build-worker` (or `cargo build -p epochgate-control-plane`,
-//! `cargo build --release --target wasm32-wasip1 -p epochgate-filter` and
-//! `make build-worker`).
+//! Build first: `make build build-worker` (the `epochgate` binary, the shipped filter
+//! `target/filter-dist/epochgate_filter.wasm` and the worker in `target/worker-dist`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

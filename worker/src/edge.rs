@@ -4,12 +4,16 @@
 
 use std::cell::RefCell;
 
+use epochgate_core::decision::Step;
+use epochgate_core::state::RevocationState;
 use epochgate_core::sync::client::{kept_note, Event};
+use epochgate_core::sync::SyncStatus;
 use epochgate_core::{Decision, HeaderEdit, Inputs, RequestInfo, Response};
 
 use crate::host::{Host, Level};
 use crate::refresh::{IsolateState, Plan, SyncCall};
 use crate::settings::Settings;
+use crate::verify;
 
 /// How often a request waiting for another request's sync looks again.
 pub const WAIT_POLL_MS: u64 = 5;
@@ -78,24 +82,47 @@ pub async fn handle<H: Host>(
             }
         }
     }
-    let now_ms = host.now_ms();
-    let decision = {
-        let s = state.borrow();
-        let info = RequestInfo {
-            headers: &req.headers,
-            path: &req.path,
-        };
-        let status = s.status();
-        let inputs = Inputs {
-            cache: Some(&settings.cache),
-            ..Inputs::new(s.epochs(), status.as_ref(), now_ms)
-        };
-        settings.engine.decide_with(info, &inputs)
-    };
     let edge_id = state.borrow().edge_id().to_string();
+    let info = RequestInfo {
+        headers: &req.headers,
+        path: &req.path,
+    };
+    // The isolate's state is borrowed only while `core` decides, never across the
+    // WebCrypto await (a sync may apply meanwhile: `finish` then sees the newer state).
+    let step = {
+        let s = state.borrow();
+        let status = s.status();
+        settings
+            .engine
+            .begin(info, &inputs(settings, &s, status.as_ref(), host.now_ms()))
+    };
+    let decision = match step {
+        Step::Done(decision) => decision,
+        Step::Verify(pending) => {
+            let verified = verify::verify(host, &edge_id, &pending).await;
+            let s = state.borrow();
+            let status = s.status();
+            let inputs = inputs(settings, &s, status.as_ref(), host.now_ms());
+            settings.engine.finish(pending, verified, &inputs)
+        }
+    };
     Handled {
         outcome: act(settings, host, &edge_id, req, decision),
         background_sync,
+    }
+}
+
+/// What `core` decides with besides the request: the isolate's epochs and sync status,
+/// its token cache, the time.
+fn inputs<'a>(
+    settings: &'a Settings,
+    state: &'a IsolateState,
+    status: Option<&'a SyncStatus>,
+    now_ms: u64,
+) -> Inputs<'a, RevocationState> {
+    Inputs {
+        cache: Some(&settings.cache),
+        ..Inputs::new(state.epochs(), status, now_ms)
     }
 }
 

@@ -1,11 +1,16 @@
-//! A fake host for native tests: time and the control plane's answers are injected; the
-//! sync calls and log lines are recorded.
+//! A fake host for tests: time and the control plane's answers are injected; the sync
+//! calls, the signature checks and log lines are recorded. Its signature checks are real:
+//! under node (`make test-worker-wasm`) the real WebCrypto ([`crate::js::JsHost`]),
+//! natively `core`'s pure-Rust verifier (the native test build has every algorithm), so
+//! the glue's asynchronous signature path runs on real signatures either way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+
+use epochgate_core::jwt::VerificationKey;
 
 use crate::host::{GetResult, Host, Level};
 
@@ -17,6 +22,10 @@ pub struct FakeHost {
     /// `(url, bearer)` of every GET.
     pub calls: RefCell<Vec<(String, String)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
+    /// `(alg, kid)` of every signature check asked of the host.
+    pub signature_checks: RefCell<Vec<(String, Option<String>)>>,
+    /// When set, every signature check fails with this error (a key WebCrypto refuses).
+    pub crypto_error: RefCell<Option<String>>,
 }
 
 impl FakeHost {
@@ -66,6 +75,32 @@ impl Host for FakeHost {
     fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
         self.advance(ms);
         std::future::ready(())
+    }
+
+    fn verify_signature(
+        &self,
+        key: &VerificationKey,
+        input: &[u8],
+        signature: &[u8],
+    ) -> impl Future<Output = Result<bool, String>> {
+        self.signature_checks
+            .borrow_mut()
+            .push((key.alg.to_string(), key.kid.clone()));
+        let error = self.crypto_error.borrow().clone();
+        async move {
+            if let Some(e) = error {
+                return Err(e);
+            }
+            #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+            return crate::js::JsHost
+                .verify_signature(key, input, signature)
+                .await;
+            #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+            {
+                use epochgate_core::jwt::{PureRustVerifier, SignatureVerifier as _};
+                Ok(PureRustVerifier.verify(key, input, signature))
+            }
+        }
     }
 
     fn log(&self, level: Level, message: &str) {

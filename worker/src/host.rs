@@ -1,8 +1,10 @@
 //! What the worker needs from its runtime, behind a small trait: the real one is in
-//! `js` (workerd / Cloudflare: `Date.now()`, `fetch`, `console`); native tests use
-//! [`crate::fake::FakeHost`] with time and answers injected.
+//! `js` (workerd / Cloudflare: `Date.now()`, `fetch`, `crypto.subtle`, `console`); native
+//! tests use [`crate::fake::FakeHost`] with time and answers injected.
 
 use std::future::Future;
+
+use epochgate_core::jwt::VerificationKey;
 
 /// Log levels, mapped to `console.log` / `console.warn` / `console.error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,16 @@ pub trait Host {
 
     /// Resolves after `ms` (a timer; lets other requests run meanwhile).
     fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+
+    /// WebCrypto's verdict on `signature` over `input` with a key, under the key's pinned
+    /// algorithm (see [`crate::verify::WebCryptoAlgorithm`]): `Err` when the runtime cannot
+    /// import the key or run the check.
+    fn verify_signature(
+        &self,
+        key: &VerificationKey,
+        input: &[u8],
+        signature: &[u8],
+    ) -> impl Future<Output = Result<bool, String>>;
 
     fn log(&self, level: Level, message: &str);
 }

@@ -8,12 +8,15 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use epochgate_core::jwt::{Algorithm, VerificationKey};
 use epochgate_core::{HeaderEdit, Response};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, RequestRedirect, ResponseInit, WorkerGlobalScope};
-use worker::worker_sys::Context;
+use web_sys::{
+    CryptoKey, Headers, Request, RequestInit, RequestRedirect, ResponseInit, SubtleCrypto,
+    WorkerGlobalScope,
+};
 
 use crate::edge::{self, IncomingRequest, Outcome};
 use crate::host::{Host, Level};
@@ -21,10 +24,17 @@ use crate::refresh::IsolateState;
 use crate::settings::{
     Bindings, Settings, SetupError, CONFIG_BINDING, EDGE_TOKEN_BINDING, WORKER_BINDING,
 };
+use crate::verify::{import_form, WebCryptoAlgorithm};
 use crate::{byte_string_to_bytes, bytes_to_byte_string, path_and_query, VERSION};
 
 #[wasm_bindgen]
 extern "C" {
+    /// The runtime's `ExecutionContext`, the `ctx` of `fetch(request, env, ctx)`: only
+    /// `waitUntil` is used (declared here rather than through workers-rs, whose bindings
+    /// and exported classes the Worker does not need).
+    pub type Context;
+    #[wasm_bindgen(method, catch, js_name = waitUntil)]
+    fn wait_until(this: &Context, promise: &js_sys::Promise) -> Result<(), JsValue>;
     #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
     fn abort_signal_timeout(ms: f64) -> web_sys::AbortSignal;
     #[wasm_bindgen(js_name = setTimeout)]
@@ -37,9 +47,83 @@ extern "C" {
     fn console_error(message: &str);
 }
 
-/// The real host: `Date.now()`, `fetch` with `AbortSignal.timeout`, `console`.
+/// The real host: `Date.now()`, `fetch` with `AbortSignal.timeout`, `crypto.subtle`,
+/// `console`.
 #[derive(Debug, Clone, Copy)]
 pub struct JsHost;
+
+/// Keys imported into WebCrypto, by JWS algorithm (an RSA or HMAC key is imported with
+/// its hash) and key bytes: `importKey` once per key and isolate, not per token.
+type ImportedKeys = Vec<((Algorithm, Vec<u8>), CryptoKey)>;
+
+/// At most this many imported keys are kept (then the cache starts over).
+const IMPORTED_KEYS_MAX: usize = 64;
+
+thread_local! {
+    static IMPORTED_KEYS: RefCell<ImportedKeys> = const { RefCell::new(Vec::new()) };
+}
+
+/// `globalThis.crypto.subtle` (workerd, Cloudflare, node).
+fn subtle() -> Result<SubtleCrypto, String> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).map_err(js_error)?;
+    let crypto: web_sys::Crypto = crypto
+        .dyn_into()
+        .map_err(|_| "no WebCrypto (globalThis.crypto) in this runtime".to_string())?;
+    Ok(crypto.subtle())
+}
+
+/// A plain JS object with string (and number) members: WebCrypto's algorithm parameters.
+fn params(members: &[(&str, Option<JsValue>)]) -> Result<js_sys::Object, String> {
+    let object = js_sys::Object::new();
+    for (name, value) in members {
+        if let Some(value) = value {
+            js_sys::Reflect::set(&object, &JsValue::from_str(name), value).map_err(js_error)?;
+        }
+    }
+    Ok(object)
+}
+
+/// The key as a WebCrypto `CryptoKey` for `verify`, imported once.
+async fn imported(
+    subtle: &SubtleCrypto,
+    key: &VerificationKey,
+    alg: &WebCryptoAlgorithm,
+) -> Result<CryptoKey, String> {
+    let (format, bytes) = import_form(key);
+    let id = (key.alg, bytes.to_vec());
+    let cached = IMPORTED_KEYS.with(|keys| {
+        keys.borrow()
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, key)| key.clone())
+    });
+    if let Some(key) = cached {
+        return Ok(key);
+    }
+    let algorithm = params(&[
+        ("name", Some(alg.name.into())),
+        ("hash", alg.hash.map(JsValue::from)),
+        ("namedCurve", alg.named_curve.map(JsValue::from)),
+    ])?;
+    let usages = js_sys::Array::of1(&"verify".into());
+    let data = js_sys::Uint8Array::from(bytes);
+    let promise = subtle
+        .import_key_with_object(format, &data, &algorithm, false, &usages)
+        .map_err(js_error)?;
+    let crypto_key: CryptoKey = JsFuture::from(promise)
+        .await
+        .map_err(|e| format!("importKey refused the key: {}", js_error(e)))?
+        .dyn_into()
+        .map_err(js_error)?;
+    IMPORTED_KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if keys.len() >= IMPORTED_KEYS_MAX {
+            keys.clear();
+        }
+        keys.push((id, crypto_key.clone()));
+    });
+    Ok(crypto_key)
+}
 
 impl Host for JsHost {
     fn now_ms(&self) -> u64 {
@@ -83,6 +167,32 @@ impl Host for JsHost {
         });
         // A timer promise never rejects.
         let _ = JsFuture::from(timer).await;
+    }
+
+    async fn verify_signature(
+        &self,
+        key: &VerificationKey,
+        input: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, String> {
+        let alg = WebCryptoAlgorithm::of(key.alg);
+        let subtle = subtle()?;
+        let crypto_key = imported(&subtle, key, &alg).await?;
+        let algorithm = params(&[
+            ("name", Some(alg.name.into())),
+            (
+                "hash",
+                alg.hash.filter(|_| alg.hash_at_verify()).map(JsValue::from),
+            ),
+            ("saltLength", alg.salt_length.map(JsValue::from)),
+        ])?;
+        let promise = subtle
+            .verify_with_object_and_u8_array_and_u8_array(&algorithm, &crypto_key, signature, input)
+            .map_err(js_error)?;
+        let verdict = JsFuture::from(promise)
+            .await
+            .map_err(|e| format!("verify threw: {}", js_error(e)))?;
+        Ok(verdict.as_bool() == Some(true))
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -283,20 +393,6 @@ async fn send(req: &Request) -> Result<web_sys::Response, JsValue> {
         .dyn_into()
 }
 
-fn glue_error(status: u16, error: &str, detail: &str) -> Response {
-    let body = serde_json::json!({"error": error, "detail": detail});
-    Response {
-        status,
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("cache-control".into(), "no-store".into()),
-        ],
-        body: body.to_string().into_bytes(),
-        grpc_status: None,
-        grpc_message: None,
-    }
-}
-
 /// The Worker's fetch handler (the committed ES-module entry, `worker/entry.mjs`, hands
 /// the runtime's `fetch(request, env, ctx)` to it).
 #[wasm_bindgen]
@@ -342,7 +438,11 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                                 Level::Error,
                                 &format!("origin {url} unreachable: {}", js_error(e)),
                             );
-                            glue_error(502, "origin_unreachable", "the origin did not answer")
+                            crate::error_response(
+                                502,
+                                "origin_unreachable",
+                                "the origin did not answer",
+                            )
                         }
                     },
                     Err(e) => {
@@ -350,7 +450,7 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                             Level::Error,
                             &format!("cannot build the origin request for {url}: {}", js_error(e)),
                         );
-                        glue_error(
+                        crate::error_response(
                             502,
                             "origin_unreachable",
                             "the origin request could not be built",

@@ -1,4 +1,4 @@
-//! Epochgate's Cloudflare Worker glue (`wasm32-unknown-unknown`, workers-rs): thin, `core`
+//! Epochgate's Cloudflare Worker glue (`wasm32-unknown-unknown`, wasm-bindgen): thin, `core`
 //! decides.
 //!
 //! Per request the worker takes the token, has `core` verify it and apply the revocation
@@ -15,8 +15,10 @@
 //!   config parser; errors name the binding and field.
 //! - [`refresh`]: the isolate's state and the sync bookkeeping (when to sync, applying an
 //!   answer, backoff).
-//! - [`host`]: the [`host::Host`] trait (time, the sync GET, logging).
-//! - [`edge`]: the per-request path over a host: refresh plan, decision, [`edge::Outcome`].
+//! - [`host`]: the [`host::Host`] trait (time, the sync GET, WebCrypto, logging).
+//! - [`verify`]: signatures — HMAC in Rust, the rest through WebCrypto.
+//! - [`edge`]: the per-request path over a host: refresh plan, decision (its signature
+//!   step awaited), [`edge::Outcome`].
 //! - `js` (wasm only): the `fetch` export, the real host, and the conversions between
 //!   JS requests/responses and the types above.
 
@@ -24,6 +26,7 @@ pub mod edge;
 pub mod host;
 pub mod refresh;
 pub mod settings;
+pub mod verify;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod js;
@@ -40,6 +43,39 @@ pub const VERSION: &str = concat!(
     env!("EPOCHGATE_GIT_HASH"),
     ")"
 );
+
+/// A response the glue answers itself (a bad configuration, an unreachable origin):
+/// `{"error": …, "detail": …}`, never cached. (JSON written by hand: the only JSON the
+/// Worker writes, not worth a serializer in the `.wasm`.)
+pub fn error_response(status: u16, error: &str, detail: &str) -> epochgate_core::Response {
+    fn quoted(out: &mut String, s: &str) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    let mut body = String::from("{\"error\":");
+    quoted(&mut body, error);
+    body.push_str(",\"detail\":");
+    quoted(&mut body, detail);
+    body.push('}');
+    epochgate_core::Response {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: body.into_bytes(),
+        grpc_status: None,
+        grpc_message: None,
+    }
+}
 
 /// Header values in JS are ByteStrings: each byte of the wire value is one UTF-16 code
 /// unit ≤ 0xFF. This maps them back to the bytes `core` reads (a non-UTF-8 byte in a

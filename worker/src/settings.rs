@@ -15,6 +15,8 @@ use epochgate_core::cache::TokenCache;
 use epochgate_core::config::{ConfigError, Verification, WorkerConfig};
 use epochgate_core::{Config, Engine, Response};
 
+use crate::verify::WorkerVerifier;
+
 pub const CONFIG_BINDING: &str = "EPOCHGATE_CONFIG";
 pub const WORKER_BINDING: &str = "EPOCHGATE_WORKER";
 pub const EDGE_TOKEN_BINDING: &str = "EPOCHGATE_EDGE_TOKEN";
@@ -29,7 +31,7 @@ pub struct Bindings {
 
 /// Everything a request needs besides the isolate state: compiled once per isolate.
 pub struct Settings {
-    pub engine: Engine,
+    pub engine: Engine<WorkerVerifier>,
     /// The isolate's verified-token cache (signature and claims only; revocation is
     /// checked on every request).
     pub cache: TokenCache,
@@ -83,20 +85,11 @@ impl SetupError {
                 format!("binding {binding}, field `{}`, is invalid", error.field)
             }
         };
-        let body = serde_json::json!({
-            "error": "worker_misconfigured",
-            "detail": format!("{what}; see the worker's log"),
-        });
-        Response {
-            status: 500,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body: body.to_string().into_bytes(),
-            grpc_status: None,
-            grpc_message: None,
-        }
+        crate::error_response(
+            500,
+            "worker_misconfigured",
+            &format!("{what}; see the worker's log"),
+        )
     }
 }
 
@@ -146,9 +139,15 @@ impl Settings {
                 "jwt_authn_metadata needs Envoy's jwt_authn: the worker verifies tokens itself (mode: verify)",
             ));
         }
+        let cache = TokenCache::new(config.token_cache_size, config.clock_skew_s);
+        let engine =
+            Engine::with_verifier(config, WorkerVerifier).map_err(|error| SetupError::Invalid {
+                binding: CONFIG_BINDING,
+                error,
+            })?;
         Ok(Settings {
-            cache: TokenCache::new(config.token_cache_size, config.clock_skew_s),
-            engine: Engine::new(config),
+            cache,
+            engine,
             worker,
             edge_token,
         })

@@ -168,60 +168,70 @@ fn synced(s: &Settings) -> (FakeHost, RefCell<IsolateState>) {
 
 #[test]
 fn every_decision_vector_passes_through_the_refresh_and_the_worker_glue() {
-    let vectors = Vectors::load().unwrap();
+    block_on(every_vector_passes());
+}
+
+/// The decision and algorithm vectors through the refresh and the request path, each
+/// signature asked of the host (natively `core`'s pure Rust, under node the real
+/// WebCrypto: `js::tests` runs this too).
+pub(crate) async fn every_vector_passes() {
     let worker =
         epochgate_core::config::WorkerConfig::from_json(worker_json().to_string().as_bytes())
             .unwrap();
-    for case in &vectors.cases {
-        // A fresh isolate per case (its own token cache), through the real constructor.
-        let s =
-            Settings::new(vectors.config().unwrap(), worker.clone(), EDGE_TOKEN.into()).unwrap();
-        let host = FakeHost::at(case.now_ms);
-        let changes = case
-            .changes()
-            .into_iter()
-            .map(|(target, ms)| Change {
-                target,
-                epoch_ms: Some(ms),
-            })
-            .collect();
-        host.answer_json(&snapshot(3, changes));
-        let state = isolate();
-        let req = bearer(&case.token);
-        let h = run(&state, &s, &host, &req);
-        assert_eq!(state.borrow().version(), 3, "{}: synced first", case.name);
-        match (case.expect.allow, &h.outcome) {
-            (true, Outcome::Forward { edits, url, .. }) => {
-                let seen = upstream_view(&req, edits);
-                let get = |n: &str| header_of(&seen, n);
-                assert_eq!(get("x-epochgate-user"), case.expect.user, "{}", case.name);
-                assert_eq!(
-                    get("x-epochgate-tenant"),
-                    case.expect.tenant,
-                    "{}",
-                    case.name
-                );
-                assert_eq!(
-                    get("x-epochgate-session"),
-                    case.expect.session,
-                    "{}",
-                    case.name
-                );
-                assert_eq!(url, "http://origin.test:8081/api/x?y=1");
+    let mut algorithms = std::collections::BTreeSet::new();
+    for vectors in Vectors::all().unwrap() {
+        for case in &vectors.cases {
+            // A fresh isolate per case (its own token cache), through the real constructor.
+            let s = Settings::new(vectors.config().unwrap(), worker.clone(), EDGE_TOKEN.into())
+                .unwrap();
+            let host = FakeHost::at(case.now_ms);
+            let changes = case.sync_changes();
+            host.answer_json(&snapshot(3, changes));
+            let state = isolate();
+            let req = bearer(&case.token);
+            let h = handle(&state, &s, &host, &req).await;
+            assert_eq!(state.borrow().version(), 3, "{}: synced first", case.name);
+            algorithms.extend(
+                host.signature_checks
+                    .borrow()
+                    .iter()
+                    .map(|(alg, _)| alg.clone()),
+            );
+            match (case.expect.allow, &h.outcome) {
+                (true, Outcome::Forward { edits, url, .. }) => {
+                    let seen = upstream_view(&req, edits);
+                    let get = |n: &str| header_of(&seen, n);
+                    assert_eq!(get("x-epochgate-user"), case.expect.user, "{}", case.name);
+                    assert_eq!(
+                        get("x-epochgate-tenant"),
+                        case.expect.tenant,
+                        "{}",
+                        case.name
+                    );
+                    assert_eq!(
+                        get("x-epochgate-session"),
+                        case.expect.session,
+                        "{}",
+                        case.name
+                    );
+                    assert_eq!(url, "http://origin.test:8081/api/x?y=1");
+                }
+                (false, Outcome::Respond(r)) => {
+                    assert_eq!(r.status, 401, "{}", case.name);
+                    let body: Value = serde_json::from_slice(&r.body).unwrap();
+                    assert_eq!(
+                        body["error"].as_str(),
+                        case.expect.reason.as_deref(),
+                        "{}",
+                        case.name
+                    );
+                }
+                (want, got) => panic!("{}: expected allow={want}, got {got:?}", case.name),
             }
-            (false, Outcome::Respond(r)) => {
-                assert_eq!(r.status, 401, "{}", case.name);
-                let body: Value = serde_json::from_slice(&r.body).unwrap();
-                assert_eq!(
-                    body["error"].as_str(),
-                    case.expect.reason.as_deref(),
-                    "{}",
-                    case.name
-                );
-            }
-            (want, got) => panic!("{}: expected allow={want}, got {got:?}", case.name),
         }
     }
+    // Every algorithm was asked of the host's WebCrypto.
+    assert_eq!(algorithms.len(), 12, "{algorithms:?}");
 }
 
 #[test]
@@ -709,5 +719,73 @@ fn a_paged_snapshot_is_taken_page_by_page_in_one_background_sync() {
     assert_eq!(
         status_of(&run(&state, &s, &host, &bearer(&token_42())).outcome),
         401
+    );
+}
+
+/// An RS256 token of the algorithm vectors, its key, and the vectors' time.
+fn rs256_case() -> (Settings, String, u64) {
+    let vectors = Vectors::algorithms().unwrap();
+    let case = vectors
+        .cases
+        .iter()
+        .find(|c| c.name == "valid_rs256")
+        .unwrap();
+    let worker =
+        epochgate_core::config::WorkerConfig::from_json(worker_json().to_string().as_bytes())
+            .unwrap();
+    let s = Settings::new(vectors.config().unwrap(), worker, EDGE_TOKEN.into()).unwrap();
+    (s, case.token.clone(), case.now_ms)
+}
+
+#[test]
+fn a_verified_token_is_a_cache_hit_and_never_asks_webcrypto_again() {
+    let (s, token, now) = rs256_case();
+    let host = FakeHost::at(now);
+    host.answer_json(&snapshot(1, vec![]));
+    let state = isolate();
+    for _ in 0..3 {
+        let h = run(&state, &s, &host, &bearer(&token));
+        assert_eq!(status_of(&h.outcome), 200);
+    }
+    assert_eq!(
+        *host.signature_checks.borrow(),
+        vec![("RS256".to_string(), Some("rs256".to_string()))],
+        "one WebCrypto check, then the token cache"
+    );
+    // A logout still applies to the cached token (revocation is never cached).
+    host.advance(600);
+    host.answer_json(&delta(2, vec![user_logout("u-rs256", now + 600)]));
+    let h = run(&state, &s, &host, &bearer(&token));
+    assert!(h.background_sync.is_some());
+    block_on(complete_sync(&state, &s, &host, h.background_sync.unwrap()));
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token)).outcome),
+        401
+    );
+    assert_eq!(host.signature_checks.borrow().len(), 1);
+}
+
+#[test]
+fn a_key_webcrypto_refuses_denies_and_says_why() {
+    let (s, token, now) = rs256_case();
+    let host = FakeHost::at(now);
+    host.answer_json(&snapshot(1, vec![]));
+    *host.crypto_error.borrow_mut() = Some("importKey refused the key: DataError".into());
+    let state = isolate();
+    let h = run(&state, &s, &host, &bearer(&token));
+    let Outcome::Respond(r) = &h.outcome else {
+        panic!("must be denied: {:?}", h.outcome)
+    };
+    assert_eq!(r.status, 401);
+    assert!(
+        host.logged("WebCrypto cannot check a RS256 signature with key rs256: importKey refused"),
+        "{:?}",
+        host.logs.borrow()
+    );
+    // Nothing was cached: once WebCrypto can check it, the token passes.
+    *host.crypto_error.borrow_mut() = None;
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&token)).outcome),
+        200
     );
 }

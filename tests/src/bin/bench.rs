@@ -17,9 +17,18 @@
 //!   back-channel logout token to the control plane) to Envoy's first deny of that
 //!   session's access token, over `BENCH_IDP_LOGOUTS` logouts.
 //!
+//! - Worker: the Cloudflare Worker in workerd (`target/worker-dist`) on CPU 0, wrk on
+//!   CPU 1, cold tokens (HS256, RS256, ES256, EdDSA: WebCrypto), against a pass-through
+//!   JS worker in the same workerd (the baseline: the same fetch to the same origin, a JS
+//!   worker in that workerd answering 200), alternating rounds; medians.
+//!
 //! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
 //! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
-//! `BENCH_SECTIONS` (`throughput,propagation,memory,idp`).
+//! `BENCH_SECTIONS` (`throughput,propagation,memory,idp,worker`), `BENCH_ALGS` (the
+//! throughput section's algorithms, e.g. `HS256,ES256`; all three by default),
+//! `BENCH_WORKER_ROUNDS` (3), `BENCH_WORKER_COMPARE` (another built worker dir, e.g. an
+//! older build's `target/worker-dist`, measured in the same run), `BENCH_WORKER_ALGS`
+//! (e.g. `HS256,ES256`; all four by default).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -31,6 +40,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use epochgate_tests::worker::{capnp_string, copy_dir, worker_dist, worker_modules, workerd_bin};
 use epochgate_tests::{
     envoy_bin, free_port, http, now_ms, now_s, repo_root, spawn, wait_for, wasm_path, ControlPlane,
     Proc, EDGE_TOKEN,
@@ -57,6 +67,7 @@ enum Alg {
     Hs256,
     Rs256,
     Es256,
+    EdDsa,
 }
 
 impl Alg {
@@ -65,6 +76,7 @@ impl Alg {
             Alg::Hs256 => "HS256",
             Alg::Rs256 => "RS256",
             Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
         }
     }
 
@@ -102,6 +114,18 @@ impl Alg {
                 (
                     json!({"kid": "b", "alg": "ES256", "public_key_pem": fixture("es256-a.pub.pem")}),
                     json!({"keys": [{"kty": "EC", "kid": "b", "alg": "ES256", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
+                        .to_string(),
+                )
+            }
+            Alg::EdDsa => {
+                let pk = Ed25519PublicKey::from_pem(&fixture("ed25519-a.pub.pem")).unwrap();
+                let x = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    pk.to_bytes(),
+                );
+                (
+                    json!({"kid": "b", "alg": "EdDSA", "public_key_pem": fixture("ed25519-a.pub.pem")}),
+                    json!({"keys": [{"kty": "OKP", "kid": "b", "alg": "EdDSA", "crv": "Ed25519", "x": x}]})
                         .to_string(),
                 )
             }
@@ -144,6 +168,11 @@ fn tokens(alg: Alg, n: usize) -> PathBuf {
                 .sign(claims)
                 .unwrap(),
             Alg::Es256 => ES256KeyPair::from_pem(&fixture("es256-a.pem"))
+                .unwrap()
+                .with_key_id("b")
+                .sign(claims)
+                .unwrap(),
+            Alg::EdDsa => Ed25519KeyPair::from_pem(&fixture("ed25519-a.pem"))
                 .unwrap()
                 .with_key_id("b")
                 .sign(claims)
@@ -458,7 +487,7 @@ fn main() {
     }
 
     let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "throughput,propagation,memory,idp".into());
+        .unwrap_or_else(|_| "throughput,propagation,memory,idp,worker".into());
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     if section("throughput") {
@@ -469,7 +498,11 @@ fn main() {
             "| alg | tokens | configuration | req/s | p50 ms | p99 ms | × jwt_authn | × no filter |"
         );
         let _ = writeln!(report, "|---|---|---|---:|---:|---:|---:|---:|");
-        for alg in [Alg::Hs256, Alg::Rs256, Alg::Es256] {
+        let only = std::env::var("BENCH_ALGS").unwrap_or_default();
+        let algs = [Alg::Hs256, Alg::Rs256, Alg::Es256]
+            .into_iter()
+            .filter(|a| only.is_empty() || only.split(',').any(|o| o.trim() == a.name()));
+        for alg in algs {
             for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)] {
                 let tokens = tokens(alg, n);
                 let mut results = Vec::new();
@@ -630,6 +663,10 @@ fn main() {
     // --- IdP logout → Envoy ------------------------------------------------------------
     if section("idp") {
         idp_logout(&mut report, dir.path());
+    }
+    // --- the Cloudflare Worker on workerd -----------------------------------------------
+    if section("worker") {
+        worker_throughput(&mut report, &cp, dir.path(), duration, cold_n);
     }
 
     println!("{report}");
@@ -914,4 +951,161 @@ fn bulk_load(db: &str, from: usize, to: usize) {
         }
     }
     tx.commit().unwrap();
+}
+
+/// One workerd on CPU 0 with three services: the Epochgate worker built in `dist`, a
+/// pass-through JS worker (the baseline: the same fetch to the same origin, nothing
+/// checked) and the origin, a JS worker answering 200 `ok`.
+struct Workerd {
+    _proc: Proc,
+    epochgate: u16,
+    passthrough: u16,
+}
+
+fn start_workerd(dir: &Path, dist: &Path, cp_port: u16, key: &serde_json::Value) -> Workerd {
+    let worker_dir = dir.join("worker");
+    copy_dir(dist, &worker_dir);
+    let (epochgate, passthrough, origin) = (free_port(), free_port(), free_port());
+    let config = json!({"keys": [key], "issuer": "https://idp.bench.test", "audiences": ["portal"],
+                        "token_cache_size": CACHE_SIZE});
+    let worker = json!({"origin": format!("http://127.0.0.1:{origin}"),
+                        "control_plane": format!("http://127.0.0.1:{cp_port}"),
+                        "deployment": "bench", "refresh_ms": 1000});
+    let passthrough_js = format!(
+        "export default {{ fetch(r) {{ const u = new URL(r.url); \
+         return fetch('http://127.0.0.1:{origin}' + u.pathname + u.search, {{ headers: r.headers }}); }} }};"
+    );
+    let origin_js = "export default { fetch() { return new Response('ok'); } };";
+    let capnp = format!(
+        r#"using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "epochgate", worker = .epochgate),
+    (name = "passthrough", worker = (modules = [(name = "p.mjs", esModule = {passthrough_js})],
+      compatibilityDate = "2026-11-17", globalOutbound = "internet")),
+    (name = "origin", worker = (modules = [(name = "o.mjs", esModule = {origin_js})],
+      compatibilityDate = "2026-11-17")),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [
+    (name = "e", address = "127.0.0.1:{epochgate}", http = (), service = "epochgate"),
+    (name = "p", address = "127.0.0.1:{passthrough}", http = (), service = "passthrough"),
+    (name = "o", address = "127.0.0.1:{origin}", http = (), service = "origin"),
+  ],
+);
+const epochgate :Workerd.Worker = (
+  modules = [
+{modules}
+  ],
+  compatibilityDate = "2026-11-17",
+  bindings = [
+    (name = "EPOCHGATE_CONFIG", text = {config}),
+    (name = "EPOCHGATE_WORKER", text = {worker}),
+    (name = "EPOCHGATE_EDGE_TOKEN", text = {token}),
+  ],
+  globalOutbound = "internet",
+);
+"#,
+        passthrough_js = capnp_string(&passthrough_js),
+        origin_js = capnp_string(origin_js),
+        modules = worker_modules(&worker_dir).join("\n"),
+        config = capnp_string(&config.to_string()),
+        worker = capnp_string(&worker.to_string()),
+        token = capnp_string(EDGE_TOKEN),
+    );
+    let path = worker_dir.join("bench.capnp");
+    std::fs::write(&path, capnp).unwrap();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(workerd_bin())
+        .arg("serve")
+        .arg(&path)
+        .current_dir(&worker_dir);
+    let proc = spawn("workerd", cmd, dir.join("workerd.log"));
+    for port in [epochgate, passthrough, origin] {
+        wait_for("workerd to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+    Workerd {
+        _proc: proc,
+        epochgate,
+        passthrough,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    percentile(&v, 0.5)
+}
+
+/// Cold-token requests per second through the worker, per algorithm and build, against
+/// the pass-through baseline of the same workerd.
+fn worker_throughput(
+    report: &mut String,
+    cp: &ControlPlane,
+    dir: &Path,
+    duration: u64,
+    cold_n: usize,
+) {
+    let rounds = env_num("BENCH_WORKER_ROUNDS", 3).max(1);
+    let mut builds = vec![("this build".to_string(), worker_dist())];
+    if let Ok(other) = std::env::var("BENCH_WORKER_COMPARE") {
+        builds.push((format!("`{other}`"), PathBuf::from(other)));
+    }
+    let _ = writeln!(report, "## Cloudflare Worker on workerd\n");
+    let _ = writeln!(
+        report,
+        "workerd on CPU 0 (the Worker, a pass-through JS worker and a JS origin in one process), wrk 1 thread / 32 connections on CPU 1, {cold_n} distinct tokens cycled (token cache {CACHE_SIZE}: every request a cold verification), {duration} s per run, {rounds} alternating rounds, medians. Baseline: the pass-through worker (the same fetch to the same origin, nothing checked).\n"
+    );
+    let _ = writeln!(
+        report,
+        "| build | alg | req/s | p50 ms | p99 ms | pass-through req/s | × pass-through |"
+    );
+    let _ = writeln!(report, "|---|---|---:|---:|---:|---:|---:|");
+    let only = std::env::var("BENCH_WORKER_ALGS").unwrap_or_default();
+    let algs: Vec<Alg> = [Alg::Hs256, Alg::Rs256, Alg::Es256, Alg::EdDsa]
+        .into_iter()
+        .filter(|a| only.is_empty() || only.split(',').any(|o| o.trim() == a.name()))
+        .collect();
+    for (i, (name, dist)) in builds.iter().enumerate() {
+        let sub = dir.join(format!("workerd-{i}"));
+        // One workerd per algorithm (the key is a binding); the baseline is measured
+        // in each, alternating with the worker.
+        for &alg in &algs {
+            let tokens = tokens(alg, cold_n);
+            let (key, _) = alg.keys();
+            let w = start_workerd(&sub.join(alg.name()), dist, cp.port, &key);
+            let (mut base, mut epoch) = (Vec::new(), Vec::new());
+            let _ = wrk(w.epochgate, &tokens, 1);
+            let _ = wrk(w.passthrough, &tokens, 1);
+            for _ in 0..rounds {
+                base.push(wrk(w.passthrough, &tokens, duration));
+                let r = wrk(w.epochgate, &tokens, duration);
+                if r.non_2xx > 0 {
+                    eprintln!(
+                        "warning: worker {name} {}: {} non-2xx responses",
+                        alg.name(),
+                        r.non_2xx
+                    );
+                }
+                epoch.push(r);
+            }
+            let rps = median(epoch.iter().map(|r| r.rps).collect());
+            let base_rps = median(base.iter().map(|r| r.rps).collect());
+            let _ = writeln!(
+                report,
+                "| {name} | {} | {rps:.0} | {:.2} | {:.2} | {base_rps:.0} | {:.2} |",
+                alg.name(),
+                median(epoch.iter().map(|r| r.p50_ms).collect()),
+                median(epoch.iter().map(|r| r.p99_ms).collect()),
+                rps / base_rps.max(1.0)
+            );
+            eprintln!(
+                "worker {name} {}: {rps:.0} req/s, pass-through {base_rps:.0} req/s",
+                alg.name()
+            );
+        }
+    }
+    let _ = writeln!(report);
 }

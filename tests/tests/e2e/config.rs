@@ -1,15 +1,18 @@
-//! Configuration at the edge: a bad plugin configuration is refused at load with a log
-//! line naming the field; the checked-in demo config is the template with demo values.
+//! Configuration at the edge: a bad plugin configuration — or a key the shipped filter
+//! cannot verify — is refused at load with a log line naming the field; the checked-in
+//! demo config is the template with demo values.
 
 use std::process::Command;
 use std::time::Duration;
 
+use epochgate_tests::signing::Alg;
 use epochgate_tests::{
     envoy_bin, free_port, render_envoy_config, repo_root, wait_for, wasm_path, EnvoyValues,
 };
+use serde_json::json;
 
-#[test]
-fn bad_filter_config_is_refused_with_the_field_named() {
+/// Envoy's log when it refuses to start with this filter configuration (it must).
+fn refused(filter_config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = render_envoy_config(&EnvoyValues {
         node_id: "bad-config",
@@ -18,7 +21,7 @@ fn bad_filter_config_is_refused_with_the_field_named() {
         upstream_port: free_port(),
         control_plane_port: free_port(),
         wasm: &wasm_path().display().to_string(),
-        filter_config: r#"{"keys":[{"kid":"k","alg":"HS257","secret":"0123456789abcdef0123456789abcdef"}]}"#,
+        filter_config,
         sync_config: r#"{"cluster":"epochgate_control_plane"}"#,
         pre_filters: "",
         extra_clusters: "",
@@ -44,8 +47,31 @@ fn bad_filter_config_is_refused_with_the_field_named() {
     let out = child.wait_with_output().unwrap();
     let log =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!status.success());
+    assert!(!status.success(), "{log}");
+    log
+}
+
+#[test]
+fn bad_filter_config_is_refused_with_the_field_named() {
+    let log = refused(
+        r#"{"keys":[{"kid":"k","alg":"HS257","secret":"0123456789abcdef0123456789abcdef"}]}"#,
+    );
     assert!(log.contains("config field `keys[0].alg`"), "{log}");
+}
+
+/// The shipped filter verifies RS*/ES* through Envoy and has pure-Rust code only for
+/// EdDSA (and HMAC): a key it cannot verify is refused at load, with the cargo feature
+/// that would add it — never a filter that fails every such token.
+#[test]
+fn keys_the_shipped_filter_cannot_verify_are_refused_at_load_with_the_feature_named() {
+    let key = |alg: Alg| json!({"keys": [alg.key()]});
+    let log = refused(&key(Alg::Ps256).to_string());
+    assert!(log.contains("config field `keys[0].alg`"), "{log}");
+    assert!(log.contains("cargo feature `pss`"), "{log}");
+    let mut no_host = key(Alg::Es256);
+    no_host["native_verify"] = json!(false);
+    let log = refused(&no_host.to_string());
+    assert!(log.contains("cargo feature `pure-rust`"), "{log}");
 }
 
 #[test]
@@ -64,7 +90,7 @@ fn the_demo_config_is_the_template_with_the_demo_values() {
         admin_port: 9901,
         upstream_port: 8081,
         control_plane_port: 8080,
-        wasm: "target/wasm32-wasip1/release/epochgate_filter.wasm",
+        wasm: "target/filter-dist/epochgate_filter.wasm",
         filter_config: &filter_config,
         sync_config: &sync_config,
         pre_filters: "",

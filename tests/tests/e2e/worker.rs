@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use epochgate_tests::signing::{self, Alg};
 use epochgate_tests::worker::{WorkerOptions, WorkerStack, DEPLOYMENT};
-use epochgate_tests::{now_s, LOGIN_URL};
+use epochgate_tests::{filter_config, now_s, Options, LOGIN_URL};
 use serde_json::json;
 
 /// The bound: the refresh interval plus one second.
@@ -326,6 +327,45 @@ fn worker_keeps_the_last_state_while_the_control_plane_is_down_and_catches_up_af
     );
     assert_eq!(stack.get_with_token("/", &t42).status, 401);
     assert_eq!(stack.get_with_token("/", &t43).status, 200);
+}
+
+/// RS*, PS*, ES*, EdDSA (and HS256) tokens, checked by workerd's WebCrypto: the Worker
+/// carries no crypto code of its own.
+#[test]
+fn worker_verifies_every_algorithm_with_webcrypto() {
+    let algs = [Alg::Rs256, Alg::Ps256, Alg::Es256, Alg::Es384, Alg::EdDsa];
+    let mut keys = signing::keys(&algs);
+    let hs256 = filter_config(&Options::default())["keys"][0].clone();
+    keys.as_array_mut().unwrap().push(hs256);
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: Options {
+            filter: json!({"keys": keys}),
+            ..Options::default()
+        },
+        ..WorkerOptions::default()
+    });
+    let mut cases = signing::cases(&algs, 2);
+    cases.push((
+        "valid HS256".into(),
+        stack.token("42", "acme", json!({})),
+        200,
+    ));
+    for (name, token, want) in &cases {
+        let r = stack.get_with_token("/api/orders", token);
+        assert_eq!(r.status, *want, "{name}: {}", r.text());
+        if *want == 200 {
+            let seen = stack.upstream.last().unwrap();
+            assert_eq!(seen.header("x-epochgate-user"), Some("42"), "{name}");
+        }
+        // Again: a verified token is a cache hit, a refused one is refused again.
+        assert_eq!(
+            stack.get_with_token("/api/orders", token).status,
+            *want,
+            "{name}"
+        );
+    }
+    let log = stack.workerd.log();
+    assert!(!log.contains("WebCrypto cannot"), "{log}");
 }
 
 #[test]

@@ -339,3 +339,8 @@ async fn the_fetch_export_answers_bad_bindings_with_a_clear_500_and_a_stale_stat
     assert_eq!(resp.status(), 503);
     assert_eq!(text(&resp).await, r#"{"error":"state_unavailable"}"#);
 }
+
+#[wasm_bindgen_test]
+async fn every_decision_vector_passes_with_the_real_webcrypto() {
+    crate::tests::every_vector_passes().await;
+}
