@@ -14,6 +14,8 @@
 //! - [`ids`]: opaque id validation and percent-encoding.
 //! - [`state`]: the epoch keys, [`state::RevocationState`] and the revocation rule.
 //! - [`sync`]: the sync protocol's wire types and how an edge applies them.
+//! - [`sessions`]: the sessions an edge sees (recorded on the request path, batched,
+//!   reported to the control plane), device summaries and client addresses.
 //! - [`decision`]: [`Engine::decide`] and the deny responses.
 
 pub mod cache;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod decision;
 pub mod ids;
 pub mod jwt;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod token;
