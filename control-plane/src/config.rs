@@ -70,6 +70,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_COMPACT_INTERVAL", default_value_t = 60)]
     pub compact_interval: u64,
 
+    /// A session the edges have not seen for this many seconds is no longer listed
+    /// (the users list, the console) and is deleted at the next compaction run.
+    #[arg(long, env = "EPOCHGATE_SESSION_IDLE", default_value_t = 1800)]
+    pub session_idle: u64,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -100,6 +105,8 @@ pub struct ServerConfig {
     pub edge_live_window: Duration,
     pub max_session_lifetime_s: u64,
     pub compact_interval: Duration,
+    /// Sessions unseen for this long are dropped (`--session-idle`).
+    pub session_idle: Duration,
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
@@ -118,6 +125,8 @@ pub enum ConfigError {
     ZeroLifetime,
     #[error("--compact-interval must be at least 1 second")]
     ZeroCompactInterval,
+    #[error("--session-idle must be at least 1 second")]
+    ZeroSessionIdle,
     #[error("--db must not be empty")]
     EmptyDb,
 }
@@ -148,6 +157,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if args.edge_live_window == 0 {
             return Err(ConfigError::ZeroLiveWindow);
         }
+        if args.session_idle == 0 {
+            return Err(ConfigError::ZeroSessionIdle);
+        }
         let mut server = ServerConfig::with_credentials(
             credentials,
             args.max_session_lifetime,
@@ -155,6 +167,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         )?;
         server.audit_anchor = args.audit_anchor;
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
+        server.session_idle = Duration::from_secs(args.session_idle);
         Ok(ServeConfig {
             listen: args.listen,
             db: args.db,
@@ -195,6 +208,7 @@ impl ServerConfig {
             edge_live_window: Duration::from_secs(90),
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
+            session_idle: Duration::from_secs(1800),
             header_read_timeout: Duration::from_secs(10),
         })
     }
@@ -216,6 +230,7 @@ mod tests {
             edge_token: "e".repeat(16),
             max_session_lifetime: 3600,
             compact_interval: 60,
+            session_idle: 1800,
             tls_cert: None,
             tls_key: None,
         }
@@ -255,6 +270,12 @@ mod tests {
         assert_eq!(
             ServeConfig::try_from(a).unwrap_err(),
             ConfigError::ZeroCompactInterval
+        );
+        let mut a = args();
+        a.session_idle = 0;
+        assert_eq!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::ZeroSessionIdle
         );
         let mut a = args();
         a.db = " ".into();

@@ -39,15 +39,18 @@ pub enum Scope {
     EdgesRead,
     /// `GET /v1/tenants/{tenant}/revocations`.
     RevocationsRead,
+    /// `GET /v1/tenants/{tenant}/users` and a user's sessions (what the edges report).
+    SessionsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Revoke,
         Scope::RevokeAll,
         Scope::AuditRead,
         Scope::EdgesRead,
         Scope::RevocationsRead,
+        Scope::SessionsRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::EdgesRead => "edges:read",
             Scope::RevocationsRead => "revocations:read",
+            Scope::SessionsRead => "sessions:read",
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`api`]: every handler through `app(state).oneshot(req)`, every refusal.
 //! - [`server`]: a real server on 127.0.0.1:0 for long-polls and graceful shutdown.
 //! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
+//! - [`sessions`]: the edges' session reports and the users/sessions reads.
 
 // Helpers outside #[test] fns are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,4 +14,5 @@ mod api;
 mod cli;
 mod common;
 mod server;
+mod sessions;
 mod store;

@@ -105,7 +105,8 @@ impl SessionSeen {
         if let Some(sid) = &self.sid {
             validate_id(sid).map_err(|e| format!("`sid` {e}"))?;
         }
-        if self.device.chars().count() > MAX_DEVICE_CHARS || self.device.chars().any(char::is_control)
+        if self.device.chars().count() > MAX_DEVICE_CHARS
+            || self.device.chars().any(char::is_control)
         {
             return Err(format!(
                 "`device` must be at most {MAX_DEVICE_CHARS} characters without control characters"
@@ -391,7 +392,10 @@ impl SessionRecorder {
         self.entries.insert(
             hash,
             Tracked {
-                seen: SessionSeen { requests: 0, ..seen },
+                seen: SessionSeen {
+                    requests: 0,
+                    ..seen
+                },
                 reported_ms: now_ms,
             },
         );
@@ -473,7 +477,7 @@ impl SessionBatch {
     pub fn take(&mut self, max: usize) -> Vec<SessionSeen> {
         if self.entries.len() <= max {
             let mut all: Vec<SessionSeen> = self.entries.drain().map(|(_, s)| s).collect();
-            all.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+            all.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
             return all;
         }
         let mut keys: Vec<(u64, SessionKey)> = self
@@ -481,7 +485,7 @@ impl SessionBatch {
             .iter()
             .map(|(k, s)| (s.last_seen_ms, k.clone()))
             .collect();
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
         keys.into_iter()
             .take(max)
             .filter_map(|(_, k)| self.entries.remove(&k))

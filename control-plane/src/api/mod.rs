@@ -10,7 +10,11 @@
 //! | `GET /v1/tenants/{tenant}/revocations` | admin | [`RevocationsAnswer`] |
 //! | `GET /v1/edges` | admin | [`EdgesAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
+//! | `GET /v1/tenants/{tenant}/users?q&limit` | admin | [`crate::sessions::UsersAnswer`] |
+//! | `GET /v1/tenants/{tenant}/users/{user}/sessions` | admin | [`crate::sessions::SessionsAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | edge | [`epochgate_core::sync::SyncResponse`] |
+//! | `POST /v1/sync/sessions?edge` | edge | [`sessions::ReportAnswer`] |
+//! | `/console/…` | console session | HTML ([`crate::console`]) |
 //! | `GET /healthz` | none | `{"status":"ok","stream","version"}` |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -29,6 +33,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod sessions;
 pub mod sync;
 
 pub use error::ApiError;
@@ -122,7 +127,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/edges", get(admin::edges))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/tenants/{tenant}/users", get(sessions::users))
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/sessions",
+            get(sessions::user_sessions_handler),
+        )
         .route("/v1/sync", get(sync::sync))
+        .route(
+            "/v1/sync/sessions",
+            post(sessions::report).layer(DefaultBodyLimit::max(sessions::MAX_REPORT_BYTES)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

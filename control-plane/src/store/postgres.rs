@@ -83,6 +83,22 @@ CREATE TABLE IF NOT EXISTS edges (
     last_seen_ms    BIGINT NOT NULL,
     remote_addr     TEXT
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    tenant        TEXT   NOT NULL,
+    user_id       TEXT   NOT NULL,
+    sid           TEXT   NOT NULL,
+    start_key     BIGINT NOT NULL,
+    session_start BIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms  BIGINT NOT NULL,
+    requests      BIGINT NOT NULL,
+    device        TEXT   NOT NULL,
+    address       TEXT,
+    edge          TEXT   NOT NULL,
+    PRIMARY KEY (tenant, user_id, sid, start_key)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_tenant ON sessions (tenant, last_seen_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (last_seen_ms);
 ";
 
 /// The Postgres store.
@@ -357,7 +373,7 @@ impl Backend for Postgres {
             let mut client = self.0.client().await?;
             match access {
                 Access::Autocommit => op(&mut PgTx(Conn::Client(&client))).await,
-                Access::Snapshot | Access::Serial => {
+                Access::Snapshot | Access::Serial | Access::Batch => {
                     let tx = if access == Access::Snapshot {
                         client
                             .build_transaction()
@@ -365,6 +381,8 @@ impl Backend for Postgres {
                             .read_only(true)
                             .start()
                             .await?
+                    } else if access == Access::Batch {
+                        client.transaction().await?
                     } else {
                         let tx = client.transaction().await?;
                         // The writer lock: every serial write on every replica queues here,

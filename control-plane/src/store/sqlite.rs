@@ -31,7 +31,7 @@ use super::{BoxFuture, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema this code writes, kept in `PRAGMA user_version` for future migrations.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -79,6 +79,25 @@ CREATE TABLE IF NOT EXISTS edges (
     last_seen_ms    INTEGER NOT NULL,
     remote_addr     TEXT
 );
+-- Sessions the edges saw: bookkeeping, not history (rows unseen for --session-idle are
+-- deleted). sid is '' for a token without one; start_key is then its session start
+-- (else 0), so the key names the session either way.
+CREATE TABLE IF NOT EXISTS sessions (
+    tenant        TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    sid           TEXT    NOT NULL,
+    start_key     INTEGER NOT NULL,
+    session_start INTEGER NOT NULL,   -- the latest reported (auth_time, else iat; seconds)
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    requests      INTEGER NOT NULL,
+    device        TEXT    NOT NULL,
+    address       TEXT,
+    edge          TEXT    NOT NULL,   -- the edge of the latest sighting
+    PRIMARY KEY (tenant, user_id, sid, start_key)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_tenant ON sessions (tenant, last_seen_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (last_seen_ms);
 ";
 
 /// The SQLite store.
@@ -178,7 +197,7 @@ fn run_in<T>(conn: &mut Connection, access: Access, op: impl TxFn<T>) -> Result<
     let begin = match access {
         Access::Autocommit => None,
         Access::Snapshot => Some("BEGIN DEFERRED"),
-        Access::Serial => Some("BEGIN IMMEDIATE"),
+        Access::Serial | Access::Batch => Some("BEGIN IMMEDIATE"),
     };
     let mut tx = SqliteTx::begin(conn, begin)?;
     let result = poll_ready(op(&mut tx));
@@ -311,7 +330,7 @@ impl Backend for Sqlite {
             tokio::task::spawn_blocking(move || {
                 let conn = match access {
                     Access::Serial => &db.write,
-                    Access::Snapshot | Access::Autocommit => &db.read,
+                    Access::Snapshot | Access::Autocommit | Access::Batch => &db.read,
                 };
                 let mut conn = conn.lock().map_err(|_| StoreError::Poisoned)?;
                 run_in(&mut conn, access, op)

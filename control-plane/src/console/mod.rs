@@ -1,0 +1,1 @@
+//! The admin console (placeholder while it is built).
