@@ -17,6 +17,7 @@ use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestIn
 
 use crate::host::{Host, HttpHost, Metric};
 use crate::native::NativeVerifier;
+use crate::sessions::SessionTap;
 use crate::{metadata, shared_keys};
 
 /// Epochs read from shared data, one small key at a time (`get_shared_data` copies the
@@ -107,6 +108,8 @@ pub struct FilterShared {
     streams: RefCell<HashMap<u32, Tracked>>,
     epochs: RefCell<EpochCache>,
     stale_logged_ms: Cell<u64>,
+    /// The sessions this VM sees (`report_sessions`).
+    sessions: Option<SessionTap>,
 }
 
 /// How often a stale-state allow is logged, at most (it is counted every time).
@@ -121,6 +124,9 @@ fn state_version<H: Host>(host: &H) -> Option<u64> {
 impl FilterShared {
     pub fn new(engine: Engine<NativeVerifier>) -> Self {
         let config = engine.config();
+        let sessions = config
+            .report_sessions
+            .then(|| SessionTap::new(config.truncate_addresses));
         Self {
             cache: TokenCache::new(config.token_cache_size, config.clock_skew_s),
             engine,
@@ -128,6 +134,7 @@ impl FilterShared {
             streams: RefCell::new(HashMap::new()),
             epochs: RefCell::new(EpochCache::default()),
             stale_logged_ms: Cell::new(0),
+            sessions,
         }
     }
 
@@ -250,6 +257,9 @@ impl FilterShared {
                         );
                     }
                 }
+                if let (Some(tap), Some(identity)) = (&self.sessions, &identity) {
+                    tap.on_allow(host, identity, &headers, inputs.now_ms);
+                }
                 if let Some(identity) = identity.filter(|_| is_streaming(&headers)) {
                     self.streams.borrow_mut().insert(
                         context_id,
@@ -333,6 +343,18 @@ impl FilterShared {
             streams.remove(id);
         }
         revoked
+    }
+
+    /// On the root's tick: the session counts due for a report.
+    pub fn sessions_tick<H: HttpHost>(&self, host: &H) {
+        if let Some(tap) = &self.sessions {
+            tap.on_tick(host);
+        }
+    }
+
+    /// Sessions this VM tracks (0 with `report_sessions: false`).
+    pub fn sessions_tracked(&self) -> usize {
+        self.sessions.as_ref().map_or(0, SessionTap::tracked)
     }
 
     /// The stream is over.
