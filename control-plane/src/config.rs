@@ -75,6 +75,18 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_SESSION_IDLE", default_value_t = 1800)]
     pub session_idle: u64,
 
+    /// A console sign-in ends after this many seconds without a request (and after 12 h
+    /// in any case).
+    #[arg(long, env = "EPOCHGATE_CONSOLE_IDLE", default_value_t = 900)]
+    pub console_idle: u64,
+
+    /// A JSON file enabling the console's "Sign in with your IdP" (authorization code +
+    /// PKCE): `{"issuer", "client_id", "client_secret"?, "redirect_uri", "scopes"?,
+    /// "extra_params"?}`. The IdP's access token must be an admin JWT
+    /// (`--admin-jwt-config`).
+    #[arg(long, env = "EPOCHGATE_CONSOLE_OIDC", requires = "admin_jwt_config")]
+    pub console_oidc: Option<PathBuf>,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -107,6 +119,10 @@ pub struct ServerConfig {
     pub compact_interval: Duration,
     /// Sessions unseen for this long are dropped (`--session-idle`).
     pub session_idle: Duration,
+    /// A console sign-in ends after this long idle (`--console-idle`).
+    pub console_idle: Duration,
+    /// The console's IdP sign-in (`--console-oidc`).
+    pub console_oidc: Option<crate::console::oidc::OidcConfig>,
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
@@ -127,6 +143,10 @@ pub enum ConfigError {
     ZeroCompactInterval,
     #[error("--session-idle must be at least 1 second")]
     ZeroSessionIdle,
+    #[error("--console-idle must be at least 1 second")]
+    ZeroConsoleIdle,
+    #[error("--console-oidc: {0}")]
+    ConsoleOidc(String),
     #[error("--db must not be empty")]
     EmptyDb,
 }
@@ -160,6 +180,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if args.session_idle == 0 {
             return Err(ConfigError::ZeroSessionIdle);
         }
+        if args.console_idle == 0 {
+            return Err(ConfigError::ZeroConsoleIdle);
+        }
         let mut server = ServerConfig::with_credentials(
             credentials,
             args.max_session_lifetime,
@@ -168,6 +191,13 @@ impl TryFrom<ServeArgs> for ServeConfig {
         server.audit_anchor = args.audit_anchor;
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
         server.session_idle = Duration::from_secs(args.session_idle);
+        server.console_idle = Duration::from_secs(args.console_idle);
+        if let Some(path) = &args.console_oidc {
+            server.console_oidc = Some(
+                crate::console::oidc::OidcConfig::from_json(&read(path)?)
+                    .map_err(ConfigError::ConsoleOidc)?,
+            );
+        }
         Ok(ServeConfig {
             listen: args.listen,
             db: args.db,
@@ -209,6 +239,8 @@ impl ServerConfig {
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
             session_idle: Duration::from_secs(1800),
+            console_idle: Duration::from_secs(900),
+            console_oidc: None,
             header_read_timeout: Duration::from_secs(10),
         })
     }
@@ -231,6 +263,8 @@ mod tests {
             max_session_lifetime: 3600,
             compact_interval: 60,
             session_idle: 1800,
+            console_idle: 900,
+            console_oidc: None,
             tls_cert: None,
             tls_key: None,
         }

@@ -16,6 +16,7 @@
 //! - [`sessions`]: the sessions the edges report, judged by the edges' revocation rule
 //!   and grouped by user (the users list, the console).
 //! - [`console`]: the admin console at `/console/` (server-rendered pages).
+//! - [`text`]: caller-supplied text made safe to show (control and bidi characters).
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
@@ -42,6 +43,7 @@ pub mod rbac;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 pub use api::app;

@@ -62,6 +62,9 @@ pub struct UsersAnswer {
     pub users: Vec<UserView>,
     /// Active sessions of the listed users.
     pub sessions: u64,
+    /// Users and active sessions that match, listed or not (of the sessions read).
+    pub total_users: u64,
+    pub total_sessions: u64,
     /// More sessions matched than were read, or more users than `limit`.
     pub truncated: bool,
 }
@@ -154,11 +157,15 @@ pub fn users(
             .then_with(|| a.user.cmp(&b.user))
     });
     let truncated = rows_truncated || users.len() > limit;
+    let total_users = users.len() as u64;
+    let total_sessions = users.iter().map(|u| u.sessions).sum();
     users.truncate(limit);
     UsersAnswer {
         tenant: tenant.to_string(),
         sessions: users.iter().map(|u| u.sessions).sum(),
         users,
+        total_users,
+        total_sessions,
         truncated,
     }
 }
@@ -333,5 +340,6 @@ mod tests {
         let one = users("acme", records, &e, NOW, 1, false);
         assert_eq!(one.users.len(), 1);
         assert!(one.truncated);
+        assert_eq!((one.total_users, one.total_sessions), (2, 4));
     }
 }

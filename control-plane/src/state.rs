@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::console::session::ConsoleSessions;
 use crate::store::{AuditHead, Store};
 
 /// Shared state of the HTTP app. Cheap to clone.
@@ -24,6 +25,8 @@ struct Shared {
     receipts: watch::Sender<u64>,
     /// Serializes appends to the anchor file.
     anchor: std::sync::Mutex<()>,
+    /// The console's sign-in sessions.
+    console: ConsoleSessions,
 }
 
 impl AppState {
@@ -38,6 +41,7 @@ impl AppState {
                 shutdown,
                 receipts,
                 anchor: std::sync::Mutex::new(()),
+                console: ConsoleSessions::default(),
             }),
         }
     }
@@ -52,6 +56,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The console's sign-in sessions (this replica's).
+    pub fn console(&self) -> &ConsoleSessions {
+        &self.inner.console
     }
 
     /// Announces that an edge receipt was recorded.

@@ -5,6 +5,7 @@
 //! - [`api`]: every handler through `app(state).oneshot(req)`, every refusal.
 //! - [`server`]: a real server on 127.0.0.1:0 for long-polls and graceful shutdown.
 //! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
+//! - [`console`]: the console's sign-in, cookies, CSRF and headers through the router.
 //! - [`sessions`]: the edges' session reports and the users/sessions reads.
 
 // Helpers outside #[test] fns are test code too.
@@ -13,6 +14,7 @@
 mod api;
 mod cli;
 mod common;
+mod console;
 mod server;
 mod sessions;
 mod store;

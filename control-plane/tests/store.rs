@@ -709,6 +709,11 @@ async fn sessions_merge_per_session_and_drop_when_idle(backend: Backend) {
         ..filter(None, None, 0, 100)
     };
     assert!(s.sessions(other).await.unwrap().is_empty());
+    assert_eq!(
+        s.session_tenants(0).await.unwrap(),
+        vec!["acme".to_string()]
+    );
+    assert!(s.session_tenants(t + 60).await.unwrap().is_empty());
     // Idle ones go; the rest stay.
     assert_eq!(s.drop_idle_sessions(t + 25).await.unwrap(), 1);
     let left = s.sessions(filter(None, None, 0, 100)).await.unwrap();

@@ -219,6 +219,8 @@ pub struct ControlPlane {
     starts: u32,
     /// Serve HTTPS with this certificate (see [`TestPki`]).
     pub tls: Option<TestPki>,
+    /// More `serve` flags (e.g. `--api-keys FILE`).
+    pub extra_args: Vec<String>,
 }
 
 /// A CA the test makes itself, and a server certificate it signed for
@@ -286,6 +288,18 @@ impl ControlPlane {
     }
 
     fn start_with(dir: &Path, name: &str, port: u16, db: &str, tls: Option<TestPki>) -> Self {
+        Self::start_with_args(dir, name, port, db, tls, Vec::new())
+    }
+
+    /// Starts `epochgate serve` with more flags.
+    pub fn start_with_args(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        db: &str,
+        tls: Option<TestPki>,
+        extra_args: Vec<String>,
+    ) -> Self {
         let mut cp = ControlPlane {
             port,
             db: db.to_string(),
@@ -298,6 +312,7 @@ impl ControlPlane {
             },
             starts: 0,
             tls,
+            extra_args,
         };
         cp.restart();
         cp
@@ -316,6 +331,7 @@ impl ControlPlane {
             "--db",
         ])
         .arg(&self.db)
+        .args(&self.extra_args)
         .env("EPOCHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("EPOCHGATE_EDGE_TOKEN", EDGE_TOKEN)
         .env("RUST_LOG", "info");
@@ -410,6 +426,8 @@ pub struct Options {
     /// Route Envoy's `epochgate_control_plane` cluster through a [`LinkProxy`]
     /// ([`Stack::link`]), so a test can cut and restore the link.
     pub link_proxy: bool,
+    /// More `epochgate serve` flags; `{dir}` is replaced by the stack's temp dir.
+    pub cp_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -425,6 +443,7 @@ impl Default for Options {
             db_url: None,
             tls: false,
             link_proxy: false,
+            cp_args: Vec::new(),
         }
     }
 }
@@ -458,10 +477,19 @@ impl Stack {
             .clone()
             .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
         let pki = opts.tls.then(|| TestPki::new(dir.path()));
-        let mut cp = match &pki {
-            Some(pki) => ControlPlane::start_tls(dir.path(), free_port(), &db, pki.clone()),
-            None => ControlPlane::start_named(dir.path(), "control-plane", free_port(), &db),
-        };
+        let cp_args = opts
+            .cp_args
+            .iter()
+            .map(|a| a.replace("{dir}", &dir.path().display().to_string()))
+            .collect();
+        let mut cp = ControlPlane::start_with_args(
+            dir.path(),
+            "control-plane",
+            free_port(),
+            &db,
+            pki.clone(),
+            cp_args,
+        );
         if opts.control_plane_down {
             cp.proc.kill();
         }

@@ -10,6 +10,8 @@
 
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/demo.rs"]
 mod demo;
 #[path = "e2e/faults.rs"]

@@ -38,7 +38,7 @@ fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
 
 /// The request's id for the audit log: the client's `x-request-id` when it is a valid id
 /// of at most 128 bytes, else a fresh random one.
-fn request_id(parts: &Parts) -> String {
+pub(crate) fn request_id(parts: &Parts) -> String {
     parts
         .headers
         .get(REQUEST_ID_HEADER)

@@ -141,6 +141,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .merge(crate::console::router())
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .fallback(ops::not_found)

@@ -67,7 +67,7 @@ fn session_schemas() -> Vec<(&'static str, Value)> {
     vec![
         (
             "UsersAnswer",
-            json!({"type": "object", "required": ["tenant", "users", "sessions", "truncated"], "properties": {"tenant": {"type": "string"}, "users": {"type": "array", "items": {"type": "object", "required": ["user", "sessions", "devices", "last_seen_ms"], "properties": {"user": {"type": "string"}, "sessions": {"type": "integer", "description": "active sessions (seen within --session-idle, not revoked)"}, "devices": {"type": "array", "items": {"type": "string"}}, "last_seen_ms": {"type": "integer"}}}}, "sessions": {"type": "integer"}, "truncated": {"type": "boolean"}}}),
+            json!({"type": "object", "required": ["tenant", "users", "sessions", "total_users", "total_sessions", "truncated"], "properties": {"tenant": {"type": "string"}, "users": {"type": "array", "items": {"type": "object", "required": ["user", "sessions", "devices", "last_seen_ms"], "properties": {"user": {"type": "string"}, "sessions": {"type": "integer", "description": "active sessions (seen within --session-idle, not revoked)"}, "devices": {"type": "array", "items": {"type": "string"}}, "last_seen_ms": {"type": "integer"}}}}, "sessions": {"type": "integer", "description": "active sessions of the listed users"}, "total_users": {"type": "integer"}, "total_sessions": {"type": "integer"}, "truncated": {"type": "boolean"}}}),
         ),
         (
             "SessionsAnswer",

@@ -724,6 +724,24 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
+    fn session_tenants(
+        &self,
+        seen_since_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT DISTINCT tenant FROM sessions WHERE last_seen_ms >= $1
+                         ORDER BY tenant LIMIT 1000",
+                        &params![seen_since_ms],
+                    )
+                    .await?;
+                rows.into_iter().map(|mut r| r.take_text(0)).collect()
+            })
+        })
+    }
+
     fn drop_idle_sessions(&self, cutoff_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.backend.run(Access::Autocommit, move |tx| {
             Box::pin(async move {

@@ -458,6 +458,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         filter: SessionFilter,
     ) -> BoxFuture<'_, Result<Vec<SessionRecord>, StoreError>>;
 
+    /// The tenants with sessions seen since `seen_since_ms` (at most 1000, by name): the
+    /// console's tenant picker.
+    fn session_tenants(&self, seen_since_ms: u64)
+        -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
     /// Deletes the sessions last seen before `cutoff_ms`; returns how many.
     fn drop_idle_sessions(&self, cutoff_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 

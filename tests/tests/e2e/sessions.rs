@@ -35,9 +35,18 @@ fn envoy_reports_the_sessions_it_sees() {
         .iter()
         .map(|u| u["devices"][0].as_str().unwrap().to_string())
         .collect();
-    assert!(devices.contains(&"Chrome 120 on Linux".to_string()), "{devices:?}");
-    assert!(devices.contains(&"AcmeApp 3.2.1 (iOS)".to_string()), "{devices:?}");
-    let s = stack.cp.admin("GET", "/v1/tenants/acme/users/alice/sessions", "").json();
+    assert!(
+        devices.contains(&"Chrome 120 on Linux".to_string()),
+        "{devices:?}"
+    );
+    assert!(
+        devices.contains(&"AcmeApp 3.2.1 (iOS)".to_string()),
+        "{devices:?}"
+    );
+    let s = stack
+        .cp
+        .admin("GET", "/v1/tenants/acme/users/alice/sessions", "")
+        .json();
     assert_eq!(s["sessions"][0]["sid"], "a-1");
     assert_eq!(s["sessions"][0]["address"], "127.0.0.0/24");
     assert_eq!(s["sessions"][0]["edge"], stack.node_id.as_str());
