@@ -18,6 +18,7 @@ use worker::worker_sys::Context;
 use crate::edge::{self, IncomingRequest, Outcome};
 use crate::host::{Host, Level};
 use crate::refresh::IsolateState;
+use crate::sessions::IsolateSessions;
 use crate::settings::{
     Bindings, Settings, SetupError, CONFIG_BINDING, EDGE_TOKEN_BINDING, WORKER_BINDING,
 };
@@ -52,29 +53,17 @@ impl Host for JsHost {
         bearer: &str,
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        let headers = Headers::new().map_err(js_error)?;
-        headers
-            .set("authorization", &format!("Bearer {bearer}"))
-            .map_err(js_error)?;
-        headers
-            .set("accept", "application/json")
-            .map_err(js_error)?;
-        let init = RequestInit::new();
-        init.set_method("GET");
-        init.set_headers(&headers);
-        // The signal also bounds reading the body.
-        init.set_signal(Some(&abort_signal_timeout(timeout_ms as f64)));
-        let global: WorkerGlobalScope = js_sys::global().unchecked_into();
-        let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(url, &init))
-            .await
-            .map_err(js_error)?
-            .dyn_into()
-            .map_err(js_error)?;
-        let status = resp.status();
-        let buffer = JsFuture::from(resp.array_buffer().map_err(js_error)?)
-            .await
-            .map_err(js_error)?;
-        Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+        call("GET", url, bearer, None, timeout_ms).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<(u16, Vec<u8>), String> {
+        call("POST", url, bearer, Some(body), timeout_ms).await
     }
 
     async fn sleep(&self, ms: u64) {
@@ -94,6 +83,45 @@ impl Host for JsHost {
     }
 }
 
+/// A call to the control plane with the edge token: a GET, or a POST of a JSON body.
+async fn call(
+    method: &str,
+    url: &str,
+    bearer: &str,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<(u16, Vec<u8>), String> {
+    let headers = Headers::new().map_err(js_error)?;
+    headers
+        .set("authorization", &format!("Bearer {bearer}"))
+        .map_err(js_error)?;
+    headers
+        .set("accept", "application/json")
+        .map_err(js_error)?;
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        headers
+            .set("content-type", "application/json")
+            .map_err(js_error)?;
+        init.set_body(&js_sys::Uint8Array::from(body).into());
+    }
+    init.set_headers(&headers);
+    // The signal also bounds reading the body.
+    init.set_signal(Some(&abort_signal_timeout(timeout_ms as f64)));
+    let global: WorkerGlobalScope = js_sys::global().unchecked_into();
+    let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(js_error)?
+        .dyn_into()
+        .map_err(js_error)?;
+    let status = resp.status();
+    let buffer = JsFuture::from(resp.array_buffer().map_err(js_error)?)
+        .await
+        .map_err(js_error)?;
+    Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+}
+
 /// A JS exception as text.
 pub fn js_error(value: JsValue) -> String {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {
@@ -108,7 +136,15 @@ struct Isolate {
     bindings: Bindings,
     settings: Result<Rc<Settings>, SetupError>,
     state: Rc<RefCell<IsolateState>>,
+    sessions: Option<Rc<RefCell<IsolateSessions>>>,
 }
+
+/// What [`isolate`] hands a request.
+type IsolateParts = (
+    Result<Rc<Settings>, SetupError>,
+    Rc<RefCell<IsolateState>>,
+    Option<Rc<RefCell<IsolateSessions>>>,
+);
 
 thread_local! {
     static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
@@ -127,14 +163,11 @@ fn random_id() -> u64 {
 
 /// The isolate's settings and state for these bindings: compiled on the first request
 /// (and again only if the bindings change), logged once.
-fn isolate(
-    bindings: Bindings,
-    host: &JsHost,
-) -> (Result<Rc<Settings>, SetupError>, Rc<RefCell<IsolateState>>) {
+fn isolate(bindings: Bindings, host: &JsHost) -> IsolateParts {
     ISOLATE.with(|slot| {
         let mut slot = slot.borrow_mut();
         if let Some(i) = slot.as_ref().filter(|i| i.bindings == bindings) {
-            return (i.settings.clone(), i.state.clone());
+            return (i.settings.clone(), i.state.clone(), i.sessions.clone());
         }
         let random = ISOLATE_RANDOM_ID.with(|r| *r);
         let settings = Settings::load(&bindings).map(Rc::new);
@@ -159,12 +192,17 @@ fn isolate(
             }
         };
         let state = Rc::new(RefCell::new(IsolateState::new(edge_id)));
+        let sessions = settings
+            .as_ref()
+            .ok()
+            .map(|s| Rc::new(RefCell::new(IsolateSessions::new(s))));
         *slot = Some(Isolate {
             bindings,
             settings: settings.clone(),
             state: state.clone(),
+            sessions: sessions.clone(),
         });
-        (settings, state)
+        (settings, state, sessions)
     })
 }
 
@@ -287,7 +325,7 @@ fn glue_error(status: u16, error: &str, detail: &str) -> Response {
 #[wasm_bindgen]
 pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, JsValue> {
     let host = JsHost;
-    let (settings, state) = isolate(read_bindings(&env), &host);
+    let (settings, state, sessions) = isolate(read_bindings(&env), &host);
     let response = match settings {
         Err(e) => {
             host.log(
@@ -297,7 +335,33 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
             e.response()
         }
         Ok(settings) => {
-            let handled = edge::handle(&state, &settings, &host, &incoming(&req)).await;
+            let incoming = incoming(&req);
+            let handled = edge::handle(&state, &settings, &host, &incoming).await;
+            let report = sessions.as_ref().and_then(|s| {
+                let edge_id = state.borrow().edge_id().to_string();
+                IsolateSessions::after_request(
+                    s,
+                    &settings,
+                    &incoming,
+                    handled.identity.as_ref(),
+                    &edge_id,
+                    host.now_ms(),
+                )
+                .map(|call| (s.clone(), call))
+            });
+            if let Some((sessions, call)) = report {
+                let settings = settings.clone();
+                let send = wasm_bindgen_futures::future_to_promise(async move {
+                    IsolateSessions::send(&sessions, &settings, &JsHost, call).await;
+                    Ok(JsValue::UNDEFINED)
+                });
+                if let Err(e) = ctx.wait_until(&send) {
+                    host.log(
+                        Level::Warn,
+                        &format!("waitUntil refused the session report: {}", js_error(e)),
+                    );
+                }
+            }
             if let Some(call) = handled.background_sync {
                 let (state, settings) = (state.clone(), settings.clone());
                 let sync = wasm_bindgen_futures::future_to_promise(async move {

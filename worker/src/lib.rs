@@ -15,7 +15,8 @@
 //!   config parser; errors name the binding and field.
 //! - [`refresh`]: the isolate's state and the sync bookkeeping (when to sync, applying an
 //!   answer, backoff).
-//! - [`host`]: the [`host::Host`] trait (time, the sync GET, logging).
+//! - [`host`]: the [`host::Host`] trait (time, the sync GET, the report POST, logging).
+//! - [`sessions`]: the sessions this isolate sees, reported in the background.
 //! - [`edge`]: the per-request path over a host: refresh plan, decision, [`edge::Outcome`].
 //! - `js` (wasm only): the `fetch` export, the real host, and the conversions between
 //!   JS requests/responses and the types above.
@@ -23,6 +24,7 @@
 pub mod edge;
 pub mod host;
 pub mod refresh;
+pub mod sessions;
 pub mod settings;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
