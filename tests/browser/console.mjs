@@ -176,6 +176,8 @@ try {
   await page.click('tr[data-user="bob"] a');
   await page.waitForURL(/\/users\/bob$/);
   assert.match(await page.textContent("table.sessions"), /AcmeApp 3\.2\.1 \(iOS\)/);
+  assert.match(await page.textContent("table.sessions"), /127\.0\.0\.0\/24/, "the address, truncated");
+  assert.match(await page.textContent("table.sessions"), /e2e-\d+/, "the edge that saw it");
   await shot(page, "4-user");
   await page.goto(`${CP}/console/tenants/acme/users/alice`);
   assert.match(await page.textContent('tr[data-sid="alice-laptop"]'), /ended/);

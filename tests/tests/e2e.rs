@@ -30,8 +30,6 @@ mod outage;
 mod production;
 #[path = "e2e/replicas.rs"]
 mod replicas;
-#[path = "e2e/sessions.rs"]
-mod sessions;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/worker.rs"]

@@ -1,7 +1,8 @@
 //! The admin console in a real Chromium: `tests/browser/console.mjs` (playwright-core
 //! driving Debian's `chromium` headless) signs in, watches two users' sessions arrive
 //! from the real Envoy, logs one out (timing the click to Envoy's first 401), logs out
-//! the whole tenant, schedules and cancels, reads Audit and Edges, checks a tenant
+//! the whole tenant, schedules and cancels, sees a user's sessions (device, truncated
+//! address, the edge), reads Audit and Edges, checks a tenant
 //! admin's limits and a forged CSRF token, and screenshots each page into
 //! `target/console-screenshots/`. Then the audit log must hold what the console did,
 //! attributed to who signed in.
@@ -48,6 +49,7 @@ fn the_console_in_chromium() {
     .unwrap();
     let stack = Stack::start_with(Options {
         sync: json!({"sessions_report_s": 1}),
+        filter: json!({"truncate_addresses": true}),
         cp_args: vec!["--api-keys".into(), keys.display().to_string()],
         ..Options::default()
     });
