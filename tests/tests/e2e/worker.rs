@@ -57,10 +57,17 @@ fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() 
     assert_eq!(edges[0]["lag"].as_u64(), Some(0));
 
     // The isolate reports the session it saw (in the background, the first at once).
-    let sessions = wait_for("the worker's session report", Duration::from_secs(10), || {
-        let v = stack.cp.admin("GET", "/v1/tenants/acme/users/42/sessions", "").json();
-        (v["sessions"].as_array()?.len() == 1).then_some(v)
-    });
+    let sessions = wait_for(
+        "the worker's session report",
+        Duration::from_secs(10),
+        || {
+            let v = stack
+                .cp
+                .admin("GET", "/v1/tenants/acme/users/42/sessions", "")
+                .json();
+            (v["sessions"].as_array()?.len() == 1).then_some(v)
+        },
+    );
     assert_eq!(sessions["sessions"][0]["sid"], "s-42-a");
     assert_eq!(sessions["sessions"][0]["edge"], id);
 }
