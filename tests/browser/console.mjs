@@ -296,6 +296,25 @@ try {
   assert.equal(sameOriginPost, 403, "Logout All is refused without sessions:revoke_all");
   assert.equal(await envoy(dave, APP_UA), 200, "dave still passes");
 
+  // --- Sign in with your IdP (authorization code + PKCE; the access token's RBAC) ---
+  await page.click("button:has-text('Sign out')");
+  await page.waitForURL(/\/console\/login$/);
+  await page.click("text=Sign in with your IdP");
+  await page.waitForSelector("input[name=login]"); // the IdP's own login form
+  assert.ok(page.url().startsWith(process.env.IDP_URL || "http://127.0.0.1:"), page.url());
+  await page.fill("input[name=login]", "ops-alice");
+  await page.fill("input[name=password]", "any");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("button[type=submit]"); // consent
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/console\/tenants\/acme\/users$/);
+  assert.equal(await page.textContent(".who .actor"), "jwt:ops-alice");
+  assert.equal(await page.$("#tenant"), null, "the IdP's admin is a tenant admin of acme");
+  await shot(page, "13-signed-in-with-idp");
+  await page.click('tr[data-user="dave"] button:has-text("Logout")');
+  assert.match((await flash(page)).text, /Logged out dave/);
+  await until("dave refused", async () => (await envoy(dave, APP_UA)) === 401);
+
   assert.deepEqual(pageErrors, [], "no script or CSP errors on any page");
   out.screenshots = shots;
   console.log(JSON.stringify(out));

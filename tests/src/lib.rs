@@ -428,6 +428,9 @@ pub struct Options {
     pub link_proxy: bool,
     /// More `epochgate serve` flags; `{dir}` is replaced by the stack's temp dir.
     pub cp_args: Vec<String>,
+    /// The control plane's port (default: a free one), for configurations that must
+    /// name it before it starts (an IdP's redirect URI).
+    pub cp_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -444,6 +447,7 @@ impl Default for Options {
             tls: false,
             link_proxy: false,
             cp_args: Vec::new(),
+            cp_port: None,
         }
     }
 }
@@ -485,7 +489,7 @@ impl Stack {
         let mut cp = ControlPlane::start_with_args(
             dir.path(),
             "control-plane",
-            free_port(),
+            opts.cp_port.unwrap_or_else(free_port),
             &db,
             pki.clone(),
             cp_args,

@@ -10,7 +10,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use epochgate_tests::{repo_root, Options, Stack, ADMIN_TOKEN, SECRET};
+use std::time::Duration;
+
+use epochgate_tests::{
+    free_port, http, repo_root, spawn, wait_for, Options, Stack, ADMIN_TOKEN, SECRET,
+};
 use serde_json::{json, Value};
 
 /// The tenant admin's API key (sessions:read, sessions:revoke, audit:read on acme).
@@ -47,10 +51,48 @@ fn the_console_in_chromium() {
         .to_string(),
     )
     .unwrap();
+    // The admins' IdP, for "Sign in with your IdP": its redirect URI names the console.
+    let cp_port = free_port();
+    let idp_port = free_port();
+    let redirect = format!("http://127.0.0.1:{cp_port}/console/login/oidc/callback");
+    let mut idp_cmd = Command::new("node");
+    idp_cmd
+        .arg(repo_root().join("tests/browser/idp.mjs"))
+        .env("IDP_PORT", idp_port.to_string())
+        .env("CONSOLE_REDIRECT_URI", &redirect);
+    let _idp = spawn("oidc-provider", idp_cmd, keys_dir.path().join("idp.log"));
+    let jwks = wait_for("the IdP's JWKS", Duration::from_secs(30), || {
+        http::request("127.0.0.1", idp_port, "GET", "/jwks", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|r| r.json())
+    });
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let admin_jwt = keys_dir.path().join("admin-jwt.json");
+    std::fs::write(
+        &admin_jwt,
+        json!({"jwks": jwks, "issuer": issuer, "audiences": ["epochgate-admin"]}).to_string(),
+    )
+    .unwrap();
+    let oidc = keys_dir.path().join("console-oidc.json");
+    std::fs::write(
+        &oidc,
+        json!({"issuer": issuer, "client_id": "epochgate-console", "redirect_uri": redirect})
+            .to_string(),
+    )
+    .unwrap();
     let stack = Stack::start_with(Options {
         sync: json!({"sessions_report_s": 1}),
         filter: json!({"truncate_addresses": true}),
-        cp_args: vec!["--api-keys".into(), keys.display().to_string()],
+        cp_port: Some(cp_port),
+        cp_args: vec![
+            "--api-keys".into(),
+            keys.display().to_string(),
+            "--admin-jwt-config".into(),
+            admin_jwt.display().to_string(),
+            "--console-oidc".into(),
+            oidc.display().to_string(),
+        ],
         ..Options::default()
     });
     let shots = repo_root().join("target/console-screenshots");
@@ -122,6 +164,12 @@ fn the_console_in_chromium() {
     let reads = find("read_sessions", "denied", "key:acme-console");
     assert!(reads.len() >= 3, "{audit:#}");
     assert!(reads.iter().all(|e| e["target"]["tenant"] == "globex"));
+    // The admin who came through the IdP acts as `jwt:<sub>`.
+    assert_eq!(
+        find("logout_user", "ok", "jwt:ops-alice").len(),
+        1,
+        "{audit:#}"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
