@@ -170,6 +170,16 @@ pub fn users(
     }
 }
 
+/// The sessions `filter` selects, and their tenant's revocations to judge them by.
+async fn read(
+    store: &dyn Store,
+    filter: SessionFilter,
+) -> Result<(Vec<SessionRecord>, RevocationState), StoreError> {
+    let tenant = filter.tenant.clone();
+    let records = store.sessions(filter).await?;
+    Ok((records, epochs(&store.tenant_revocations(tenant).await?)))
+}
+
 /// The active users of `tenant` (whose id contains `query`), read from the store.
 pub async fn list_users(
     store: &dyn Store,
@@ -179,21 +189,22 @@ pub async fn list_users(
     now_ms: u64,
     idle_ms: u64,
 ) -> Result<UsersAnswer, StoreError> {
-    let records = store
-        .sessions(SessionFilter {
+    let (records, epochs) = read(
+        store,
+        SessionFilter {
             tenant: tenant.to_string(),
             user: None,
             query,
             seen_since_ms: now_ms.saturating_sub(idle_ms),
             limit: MAX_SESSION_ROWS + 1,
-        })
-        .await?;
+        },
+    )
+    .await?;
     let rows_truncated = records.len() > MAX_SESSION_ROWS as usize;
     let records = records
         .into_iter()
         .take(MAX_SESSION_ROWS as usize)
         .collect();
-    let epochs = epochs(&store.tenant_revocations(tenant.to_string()).await?);
     Ok(users(
         tenant,
         records,
@@ -212,16 +223,17 @@ pub async fn user_sessions(
     now_ms: u64,
     idle_ms: u64,
 ) -> Result<SessionsAnswer, StoreError> {
-    let records = store
-        .sessions(SessionFilter {
+    let (records, epochs) = read(
+        store,
+        SessionFilter {
             tenant: tenant.to_string(),
             user: Some(user.to_string()),
             query: None,
             seen_since_ms: now_ms.saturating_sub(idle_ms),
             limit: MAX_SESSION_ROWS,
-        })
-        .await?;
-    let epochs = epochs(&store.tenant_revocations(tenant.to_string()).await?);
+        },
+    )
+    .await?;
     Ok(SessionsAnswer {
         tenant: tenant.to_string(),
         user: user.to_string(),

@@ -298,6 +298,16 @@ mod proxy {
         }
     }
 
+    fn dispatch(
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout)
+            .map_err(|e| format!("{e:?}"))
+    }
+
     impl SyncHost for ProxyHost {
         fn dispatch_get(
             &self,
@@ -305,8 +315,7 @@ mod proxy {
             headers: &[(&str, &str)],
             timeout: Duration,
         ) -> Result<u32, String> {
-            hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout)
-                .map_err(|e| format!("{e:?}"))
+            dispatch(cluster, headers, None, timeout)
         }
 
         fn dispatch_post(
@@ -316,8 +325,7 @@ mod proxy {
             body: &[u8],
             timeout: Duration,
         ) -> Result<u32, String> {
-            hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), vec![], timeout)
-                .map_err(|e| format!("{e:?}"))
+            dispatch(cluster, headers, Some(body), timeout)
         }
 
         fn dequeue_sessions(&self) -> Option<Vec<u8>> {

@@ -194,7 +194,9 @@ pub(crate) async fn authorize(
     }
 }
 
-async fn revoke(
+/// One revocation for `auth` (every write route, and the console's actions): checks,
+/// authorization (a refusal audited), commit, audit, and with `wait` the receipt.
+pub(crate) async fn revoke(
     state: &AppState,
     auth: AdminAuth,
     remote: RemoteAddr,

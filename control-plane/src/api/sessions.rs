@@ -80,6 +80,25 @@ pub fn idle_ms(state: &AppState) -> u64 {
     u64::try_from(state.config().session_idle.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `sessions:read` on the target's tenant; a refusal is audited (`read_sessions`).
+async fn authorize_read(
+    state: &AppState,
+    auth: &AdminAuth,
+    remote: RemoteAddr,
+    target: &Target,
+) -> Result<(), ApiError> {
+    authorize(
+        state,
+        auth,
+        remote,
+        Scope::SessionsRead,
+        "read_sessions",
+        target,
+        None,
+    )
+    .await
+}
+
 /// `GET /v1/tenants/{tenant}/users?q=&limit=`: the users with active sessions.
 pub async fn users(
     State(state): State<AppState>,
@@ -106,16 +125,7 @@ pub async fn users(
     let target = Target::Tenant {
         tenant: p.tenant.clone(),
     };
-    authorize(
-        &state,
-        &auth,
-        remote,
-        Scope::SessionsRead,
-        "read_sessions",
-        &target,
-        None,
-    )
-    .await?;
+    authorize_read(&state, &auth, remote, &target).await?;
     let answer = list_users(
         state.store(),
         &p.tenant,
@@ -142,16 +152,7 @@ pub async fn user_sessions_handler(
         tenant: p.tenant.clone(),
         user: p.user.clone(),
     };
-    authorize(
-        &state,
-        &auth,
-        remote,
-        Scope::SessionsRead,
-        "read_sessions",
-        &target,
-        None,
-    )
-    .await?;
+    authorize_read(&state, &auth, remote, &target).await?;
     let answer =
         user_sessions(state.store(), &p.tenant, &p.user, now_ms(), idle_ms(&state)).await?;
     Ok(Json(answer))

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use super::session::{same_token, Flash};
 use super::views::{describe, receipt, t, users_url};
 use super::{error_response, html, see_other, ConsoleForm, Signed};
+use epochgate_core::state::Target;
+
 use crate::api::admin::{self, RevokeBody, SessionPath, TenantPath, UserPath, WriteQuery};
-use crate::api::extract::{ApiPath, ApiQuery, OptionalJson};
+use crate::api::extract::{check_id, ApiPath};
 use crate::api::{ApiError, RevokeAnswer};
 use crate::state::AppState;
 
@@ -112,10 +114,58 @@ fn finish(
     see_other(&to)
 }
 
-fn wait() -> ApiQuery<WriteQuery> {
-    ApiQuery(WriteQuery {
-        wait: Some(WAIT.into()),
-    })
+/// Carries out `target`'s revocation as the signed-in admin, through the API's own
+/// write path (ids checked, authorization, audit), waiting for the edges' receipt.
+async fn revoke(
+    state: &AppState,
+    signed: &Signed,
+    target: Target,
+    reason: Option<String>,
+    at: Option<String>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    match &target {
+        Target::User { tenant, user } => {
+            check_id("tenant", tenant)?;
+            check_id("user", user)?;
+        }
+        Target::Session { tenant, sid } => {
+            check_id("tenant", tenant)?;
+            check_id("sid", sid)?;
+        }
+        Target::Tenant { tenant } | Target::ScheduledTenant { tenant } => {
+            check_id("tenant", tenant)?
+        }
+        Target::Global | Target::ScheduledGlobal => {}
+    }
+    admin::revoke(
+        state,
+        signed.auth.clone(),
+        signed.remote,
+        target,
+        Some(RevokeBody { reason, at }),
+        WriteQuery {
+            wait: Some(WAIT.into()),
+        },
+    )
+    .await
+}
+
+/// A one-click action (Logout, End session): CSRF, then the revocation, then back.
+async fn one_click(
+    state: &AppState,
+    signed: &Signed,
+    headers: &HeaderMap,
+    form: &ActionForm,
+    tenant: &str,
+    target: Target,
+    done: impl FnOnce(&RevokeAnswer) -> String,
+) -> Response {
+    if let Some(r) = check_csrf(signed, headers, form) {
+        return r;
+    }
+    let to = back_to(form, users_url(tenant));
+    let result = revoke(state, signed, target, reason(form), None).await;
+    finish(state, signed, result, done, to)
 }
 
 /// `POST /console/tenants/{tenant}/users/{user}/logout`.
@@ -126,30 +176,15 @@ pub async fn logout_user(
     ApiPath(p): ApiPath<UserPath>,
     ConsoleForm(form): ConsoleForm<ActionForm>,
 ) -> Response {
-    if let Some(r) = check_csrf(&signed, &headers, &form) {
-        return r;
-    }
-    let to = back_to(&form, users_url(&p.tenant));
-    let user = p.user.clone();
-    let result = admin::logout_user(
-        State(state.clone()),
-        signed.auth.clone(),
-        signed.remote,
-        ApiPath(p),
-        wait(),
-        OptionalJson(Some(RevokeBody {
-            reason: reason(&form),
-            at: None,
-        })),
-    )
-    .await;
-    finish(
-        &state,
-        &signed,
-        result,
-        |_| format!("Logged out {}.", t(&user)),
-        to,
-    )
+    let message = format!("Logged out {}.", t(&p.user));
+    let target = Target::User {
+        tenant: p.tenant.clone(),
+        user: p.user,
+    };
+    one_click(&state, &signed, &headers, &form, &p.tenant, target, |_| {
+        message
+    })
+    .await
 }
 
 /// `POST /console/tenants/{tenant}/sessions/{sid}/revoke`.
@@ -160,29 +195,14 @@ pub async fn end_session(
     ApiPath(p): ApiPath<SessionPath>,
     ConsoleForm(form): ConsoleForm<ActionForm>,
 ) -> Response {
-    if let Some(r) = check_csrf(&signed, &headers, &form) {
-        return r;
-    }
-    let to = back_to(&form, users_url(&p.tenant));
-    let result = admin::revoke_session(
-        State(state.clone()),
-        signed.auth.clone(),
-        signed.remote,
-        ApiPath(p),
-        wait(),
-        OptionalJson(Some(RevokeBody {
-            reason: reason(&form),
-            at: None,
-        })),
-    )
-    .await;
-    finish(
-        &state,
-        &signed,
-        result,
-        |a| format!("Ended {}.", describe(&a.target)),
-        to,
-    )
+    let target = Target::Session {
+        tenant: p.tenant.clone(),
+        sid: p.sid,
+    };
+    one_click(&state, &signed, &headers, &form, &p.tenant, target, |a| {
+        format!("Ended {}.", describe(&a.target))
+    })
+    .await
 }
 
 /// A `datetime-local` value (UTC) as RFC 3339: `2026-12-02T20:00` → `…T20:00:00Z`.
@@ -240,16 +260,12 @@ pub async fn logout_all(
     };
     let scheduled = at.is_some();
     let tenant = p.tenant.clone();
-    let result = admin::logout_tenant(
-        State(state.clone()),
-        signed.auth.clone(),
-        signed.remote,
-        ApiPath(p),
-        wait(),
-        OptionalJson(Some(RevokeBody {
-            reason: Some(why),
-            at,
-        })),
+    let result = revoke(
+        &state,
+        &signed,
+        Target::Tenant { tenant: p.tenant },
+        Some(why),
+        at,
     )
     .await;
     finish(

@@ -360,6 +360,26 @@ fn idle_min(state: &AppState) -> u64 {
     state.config().session_idle.as_secs() / 60
 }
 
+/// The tenant's active users, through the API's handler (RBAC, a refusal audited).
+async fn tenant_users(
+    state: &AppState,
+    signed: &Signed,
+    tenant: &str,
+    q: Option<String>,
+) -> Result<crate::sessions::UsersAnswer, ApiError> {
+    api_sessions::users(
+        State(state.clone()),
+        signed.auth.clone(),
+        signed.remote,
+        ApiPath(TenantPath {
+            tenant: tenant.to_string(),
+        }),
+        ApiQuery(UsersQuery { q, limit: None }),
+    )
+    .await
+    .map(|Json(a)| a)
+}
+
 /// `/console/tenants/{tenant}/users?q=`: the users with active sessions.
 async fn users(
     State(state): State<AppState>,
@@ -368,21 +388,8 @@ async fn users(
     Query(q): Query<UsersQuery>,
 ) -> Response {
     let query = q.q.clone().filter(|s| !s.is_empty());
-    let answer = match api_sessions::users(
-        State(state.clone()),
-        signed.auth.clone(),
-        signed.remote,
-        ApiPath(TenantPath {
-            tenant: p.tenant.clone(),
-        }),
-        ApiQuery(UsersQuery {
-            q: query.clone(),
-            limit: None,
-        }),
-    )
-    .await
-    {
-        Ok(Json(a)) => a,
+    let answer = match tenant_users(&state, &signed, &p.tenant, query.clone()).await {
+        Ok(a) => a,
         Err(e) => return error_response(Some(&signed.chrome), &e),
     };
     let tenant = p.tenant.as_str();
@@ -422,18 +429,8 @@ async fn logout_all_page(
     signed: Signed,
     ApiPath(p): ApiPath<TenantPath>,
 ) -> Response {
-    let answer = match api_sessions::users(
-        State(state.clone()),
-        signed.auth.clone(),
-        signed.remote,
-        ApiPath(TenantPath {
-            tenant: p.tenant.clone(),
-        }),
-        ApiQuery(UsersQuery::default()),
-    )
-    .await
-    {
-        Ok(Json(a)) => a,
+    let answer = match tenant_users(&state, &signed, &p.tenant, None).await {
+        Ok(a) => a,
         Err(e) => return error_response(Some(&signed.chrome), &e),
     };
     if !signed.may(Scope::RevokeAll, &p.tenant) {
