@@ -443,6 +443,11 @@ impl SessionRecorder {
         !self.outbox.is_empty()
     }
 
+    /// How many sightings wait to be handed on (a host hands them on in batches).
+    pub fn output_len(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// The sightings to hand on (to the sync VM, or the isolate's batch).
     pub fn take_output(&mut self) -> Vec<SessionSeen> {
         std::mem::take(&mut self.outbox)

@@ -3,10 +3,11 @@
 //! in [`epochgate_core::sessions`]; this file only moves bytes.
 //!
 //! - [`SessionTap`] (each filter VM): on an allowed request, one map update in the
-//!   core recorder; when it hands sightings on (a new session, or a minute since the
-//!   last time), they are JSON-encoded and put on a proxy-wasm shared queue ([`QUEUE`],
-//!   found by `vm_id` like shared data). Nothing waits: no queue yet (the sync VM starts
-//!   after the filter VMs), and the sighting is dropped and counted.
+//!   core recorder; the sightings it hands on (a new session, or a minute since the
+//!   last time) are JSON-encoded in batches ([`HAND_ON_BATCH`], or on the VM's next
+//!   250 ms tick) and put on a proxy-wasm shared queue ([`QUEUE`], found by `vm_id` like
+//!   shared data). Nothing waits: no queue yet (the sync VM starts after the filter
+//!   VMs), and the sightings are dropped and counted.
 //! - [`SessionUplink`] (the sync VM): registers the queue, drains it on every tick into
 //!   the batch, and every `sessions_report_s` POSTs one batch to the control plane's
 //!   `/v1/sync/sessions` with the edge token — its own call, beside the long-poll, one
@@ -36,6 +37,10 @@ pub const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Payloads the sync VM takes off the queue per tick at most (the rest on the next).
 const DRAIN_PER_TICK: usize = 1000;
+
+/// A filter VM hands sightings on in batches of this many, or on its next tick (250 ms):
+/// one encoding and one queue call per batch, not per new session.
+pub const HAND_ON_BATCH: usize = 64;
 
 /// A filter VM's recorder (see the module doc).
 #[derive(Debug)]
@@ -76,12 +81,13 @@ impl SessionTap {
                 .and_then(|a| String::from_utf8(a).ok())
                 .and_then(|a| client_address(&a, self.truncate_addresses)),
         });
-        if recorder.has_output() {
+        if recorder.output_len() >= HAND_ON_BATCH {
             Self::hand_on(host, recorder.take_output());
         }
     }
 
-    /// On the filter root's tick: the requests counted since a session's last report.
+    /// On the filter root's tick: what waits to be handed on, and the requests counted
+    /// since a session's last report.
     pub fn on_tick<H: HttpHost>(&self, host: &H) {
         let mut recorder = self.recorder.borrow_mut();
         recorder.tick(host.now_ms());

@@ -802,10 +802,15 @@ fn sessions_seen_by_the_filter_vms_reach_the_control_plane_in_batches() {
         Verdict::Continue
     );
     assert_eq!(shared.sessions_tracked(), 2);
+    assert!(
+        host.queue.borrow().is_empty(),
+        "handed on in batches, or on the tick"
+    );
+    shared.sessions_tick(&host);
     assert_eq!(
         host.queue.borrow().len(),
-        2,
-        "one entry per new session, not per request"
+        1,
+        "one queue entry for both new sessions"
     );
 
     let config = SyncConfig::from_json(br#"{"cluster": "cp", "sessions_report_s": 10}"#).unwrap();
@@ -892,5 +897,6 @@ fn report_sessions_false_records_nothing_and_a_missing_queue_only_counts() {
         request_as(&host, &on, &good_token(), CHROME),
         Verdict::Continue
     );
+    on.sessions_tick(&host);
     assert_eq!(host.metric_value(Metric::SessionsDropped), 1);
 }
