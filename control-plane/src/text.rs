@@ -1,40 +1,41 @@
-//! Caller-supplied text (an audit reason, an actor or user id, a device summary) made
-//! safe to show: control characters and the Unicode bidi and invisible format
-//! characters become visible `\u{…}` escapes, so a reason cannot fake a new line or
-//! table row, reorder what follows it (`U+202E`), or hide text. HTML escaping is the
-//! page's job (the console's templates escape every value); this is what comes before
-//! it, for every place such text is shown.
+//! Caller-supplied text made safe to show: every place that displays an audit reason,
+//! an actor, an id or a server's message to a person (the CLI's tables and sentences,
+//! and the console's pages) goes through [`escape_control`].
+//!
+//! Stored and answered as given (the audit chain hashes what was sent, `--json` shows
+//! it as JSON); only the display is escaped, so a reason cannot clear a terminal, move
+//! its cursor, forge a table row or reorder what an admin reads.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::Write;
 
-/// Whether `c` must not be shown as is.
-fn is_hidden(c: char) -> bool {
+/// Whether `c` must not reach a display as itself: control characters (C0, DEL, C1) and
+/// the format characters that hide or reorder text (bidirectional embeddings, overrides
+/// and isolates, zero-width characters, the byte-order mark).
+fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM/RLM
-            | '\u{2028}' | '\u{2029}' // line and paragraph separators
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{FEFF}' // zero-width no-break space
-        )
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// `text` with every hidden character as a `\u{XXXX}` escape (a backslash as `\\`, so an
-/// escape cannot be forged); borrowed when nothing needed escaping.
-pub fn visible(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| is_hidden(c) || c == '\\') {
-        return Cow::Borrowed(text);
+/// `s` with `\` doubled and every hidden character written as `\n`, `\r`, `\t` or
+/// `\u{XXXX}`, so the escaped form is unambiguous. Borrowed when nothing needs escaping.
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || hidden(c)) {
+        return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if is_hidden(c) {
-            let _ = write!(out, "\\u{{{:04X}}}", u32::from(c));
-        } else {
-            out.push(c);
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
         }
     }
     Cow::Owned(out)
@@ -45,21 +46,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_text_is_untouched_and_borrowed() {
-        assert!(matches!(
-            visible("lost phone — ticket 42"),
-            Cow::Borrowed(_)
-        ));
-        assert_eq!(visible("auth0|5f7c"), "auth0|5f7c");
-    }
-
-    #[test]
-    fn control_bidi_and_invisible_characters_become_escapes() {
-        assert_eq!(visible("a\nb\r\tc"), "a\\u{000A}b\\u{000D}\\u{0009}c");
-        assert_eq!(visible("\u{1b}[31mred"), "\\u{001B}[31mred");
-        assert_eq!(visible("abc\u{202E}fed"), "abc\\u{202E}fed");
-        assert_eq!(visible("x\u{200B}y"), "x\\u{200B}y");
-        // A backslash is doubled, so `\u{000A}` typed by a caller stays distinguishable.
-        assert_eq!(visible("\\u{000A}"), "\\\\u{000A}");
+    fn control_and_reordering_characters_are_escaped() {
+        assert!(matches!(escape_control("lost phone"), Cow::Borrowed(_)));
+        assert_eq!(escape_control("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_control("x\ny\tz\r"), "x\\ny\\tz\\r");
+        assert_eq!(escape_control("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
+        assert_eq!(
+            escape_control("\u{7f}\u{85}\u{200b}\u{feff}"),
+            "\\u{7f}\\u{85}\\u{200b}\\u{feff}"
+        );
+        assert_eq!(
+            escape_control(r"C:\x \u{1b}"),
+            r"C:\\x \\u{1b}",
+            "unambiguous"
+        );
+        assert_eq!(escape_control("Zoë 東京 🙂"), "Zoë 東京 🙂");
     }
 }

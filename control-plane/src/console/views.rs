@@ -1,6 +1,6 @@
 //! The console's HTML, as maud templates compiled into the binary. Every value is
 //! HTML-escaped by maud; caller-supplied text (ids, reasons, actors, devices) also goes
-//! through [`crate::text::visible`] first ([`t`]), so control and bidi characters show
+//! through [`crate::text::escape_control`] first ([`t`]), so control and bidi characters show
 //! as escapes. No inline script or style: the CSP forbids them.
 
 use epochgate_core::ids::percent_encode;
@@ -12,11 +12,11 @@ use crate::api::{EdgesAnswer, Propagation};
 use crate::audit::Verification;
 use crate::sessions::{SessionsAnswer, UsersAnswer};
 use crate::store::{AuditEntry, Entry};
-use crate::text::visible;
+use crate::text::escape_control;
 
 /// Caller-supplied text, made visible (then escaped by maud).
 pub fn t(text: &str) -> String {
-    visible(text).into_owned()
+    escape_control(text).into_owned()
 }
 
 /// What every signed-in page shows around its content.
