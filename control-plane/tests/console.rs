@@ -190,6 +190,33 @@ async fn pages_need_a_session_and_carry_the_security_headers() {
         .headers_mut()
         .insert("sec-fetch-site", "cross-site".parse().unwrap());
     assert_eq!(send(&app.state, cross).await.status, StatusCode::FORBIDDEN);
+    // Caller-supplied text is shown escaped: no markup, no reordering characters.
+    let reason = "%E2%80%AEgnp.exe%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    let a = send(
+        &app.state,
+        post(
+            "/console/tenants/acme/users/44/logout",
+            "127.0.0.1",
+            &cookie,
+            &format!("csrf={csrf}&reason={reason}"),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let audit = send(
+        &app.state,
+        get("/console/audit", "127.0.0.1", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+    assert!(
+        audit
+            .text
+            .contains("\\u{202e}gnp.exe&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        audit.text
+    );
+    assert!(!audit.text.contains('\u{202e}') && !audit.text.contains("<script>"));
     // Signing out ends the session on the server.
     let a = send(
         &app.state,
