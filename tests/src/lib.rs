@@ -426,7 +426,7 @@ pub struct Options {
     /// Route Envoy's `epochgate_control_plane` cluster through a [`LinkProxy`]
     /// ([`Stack::link`]), so a test can cut and restore the link.
     pub link_proxy: bool,
-    /// More `epochgate serve` flags; `{dir}` is replaced by the stack's temp dir.
+    /// More `epochgate serve` flags (e.g. `--api-keys FILE`).
     pub cp_args: Vec<String>,
     /// The control plane's port (default: a free one), for configurations that must
     /// name it before it starts (an IdP's redirect URI).
@@ -481,18 +481,13 @@ impl Stack {
             .clone()
             .unwrap_or_else(|| dir.path().join("epochgate.db").display().to_string());
         let pki = opts.tls.then(|| TestPki::new(dir.path()));
-        let cp_args = opts
-            .cp_args
-            .iter()
-            .map(|a| a.replace("{dir}", &dir.path().display().to_string()))
-            .collect();
         let mut cp = ControlPlane::start_with_args(
             dir.path(),
             "control-plane",
             opts.cp_port.unwrap_or_else(free_port),
             &db,
             pki.clone(),
-            cp_args,
+            opts.cp_args.clone(),
         );
         if opts.control_plane_down {
             cp.proc.kill();
