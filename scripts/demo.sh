@@ -63,6 +63,8 @@ Epochgate demo is running:
   control plane  http://127.0.0.1:8080   (SQLite file .demo/epochgate.db)
   Envoy          http://127.0.0.1:10000  (admin http://127.0.0.1:9901)
   demo upstream  http://127.0.0.1:8081
+  admin console  http://127.0.0.1:8080/console/
+                 sign in with the demo admin token: demo-admin-token-0123456789
 
 In another shell, from this directory:
 
@@ -80,6 +82,9 @@ In another shell, from this directory:
 The first curl passes (the upstream echoes user 42); after the logout the same token gets
 401 {"error":"session_revoked"}, and a browser gets a 302 to the login page with the
 cookie cleared; a token minted after the logout (signing in again) passes.
+
+In the console (tenant acme), user 42 shows up with its session and device a couple of
+seconds after its first request; its Logout button does what `epochgate logout` did.
 
 Ctrl-C to stop.
 TXT

@@ -76,6 +76,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// List the live revocations of one tenant (and the global one).
     Revocations(RevocationsArgs),
+    /// List the users the edges see signed in to one tenant (sessions, devices, last
+    /// seen), or with --user that user's sessions.
+    Sessions(SessionsArgs),
     /// Make an API key for automation: prints the key once and its `--api-keys` entry.
     ApiKey(ApiKeyArgs),
     /// Per-edge credentials: create (the token is printed once), list, revoke.
@@ -205,6 +208,21 @@ pub struct RevocationsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// One user's sessions (device, address, first/last seen, edge, revoked).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only users whose id contains this (case-insensitive; the users list).
+    #[arg(long, conflicts_with = "user")]
+    pub search: Option<String>,
+    /// At most this many users (1..=1000).
+    #[arg(long, default_value_t = 100, conflicts_with = "user")]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ApiKeyArgs {
     #[command(subcommand)]
@@ -227,7 +245,7 @@ pub struct ApiKeyCreateArgs {
     #[arg(long)]
     pub tenant: String,
     /// A permission (repeat): sessions:revoke, sessions:revoke_all, audit:read,
-    /// edges:read, revocations:read, edges:manage.
+    /// edges:read, revocations:read, edges:manage, sessions:read.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
 }

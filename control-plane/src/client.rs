@@ -19,7 +19,7 @@ use crate::api::{AuditAnswer, EdgesAnswer, RevocationsAnswer, RevokeAnswer};
 use crate::cli::{
     ApiKeyArgs, ApiKeyCommand, ApiKeyCreateArgs, AuditArgs, AuditCommand, AuditVerifyArgs,
     ClientOpts, Command, EdgeTokenArgs, EdgeTokenCommand, LogoutAllArgs, LogoutArgs, MintTokenArgs,
-    RevocationsArgs, RevokeSessionArgs, WaitArgs,
+    RevocationsArgs, RevokeSessionArgs, SessionsArgs, WaitArgs,
 };
 use crate::text::escape_control;
 use crate::{demo, now_ms};
@@ -720,6 +720,99 @@ async fn revocations(
     Ok(())
 }
 
+async fn sessions(client: &AdminClient, opts: &ClientOpts, a: SessionsArgs) -> anyhow::Result<()> {
+    check_arg("--tenant", &a.tenant)?;
+    let tenant = percent_encode(&a.tenant);
+    let now = now_ms();
+    if let Some(user) = &a.user {
+        check_arg("--user", user)?;
+        let path = format!(
+            "/v1/tenants/{tenant}/users/{}/sessions",
+            percent_encode(user)
+        );
+        let (raw, answer): (String, crate::sessions::SessionsAnswer) =
+            client.call(Method::GET, &path, None).await?;
+        if opts.json {
+            println!("{raw}");
+            return Ok(());
+        }
+        if answer.sessions.is_empty() {
+            println!(
+                "no session of user {user} (tenant {}) seen recently",
+                answer.tenant
+            );
+            return Ok(());
+        }
+        let mut rows = vec![[
+            "SESSION",
+            "DEVICE",
+            "ADDRESS",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "REQUESTS",
+            "EDGE",
+            "STATE",
+        ]
+        .map(str::to_string)
+        .to_vec()];
+        for s in &answer.sessions {
+            rows.push(vec![
+                s.sid.clone().unwrap_or_else(|| {
+                    format!(
+                        "started {}",
+                        format_ms(u64::try_from(s.session_start).unwrap_or(0) * 1000)
+                    )
+                }),
+                s.device.clone(),
+                s.address.clone().unwrap_or_else(|| "-".to_string()),
+                format_ms(s.first_seen_ms),
+                ago(now, s.last_seen_ms),
+                s.requests.to_string(),
+                s.edge.clone(),
+                match s.revoked_at_ms {
+                    Some(at) => format!("revoked {}", format_ms(at)),
+                    None => "active".to_string(),
+                },
+            ]);
+        }
+        print!("{}", table(&rows));
+        return Ok(());
+    }
+    let mut path = format!("/v1/tenants/{tenant}/users?limit={}", a.limit);
+    if let Some(q) = &a.search {
+        path.push_str(&format!("&q={}", percent_encode(q)));
+    }
+    let (raw, answer): (String, crate::sessions::UsersAnswer) =
+        client.call(Method::GET, &path, None).await?;
+    if opts.json {
+        println!("{raw}");
+        return Ok(());
+    }
+    if answer.users.is_empty() {
+        println!(
+            "no user of tenant {} seen with an active session",
+            answer.tenant
+        );
+        return Ok(());
+    }
+    let mut rows = vec![["USER", "SESSIONS", "DEVICES", "LAST SEEN"]
+        .map(str::to_string)
+        .to_vec()];
+    for u in &answer.users {
+        rows.push(vec![
+            u.user.clone(),
+            u.sessions.to_string(),
+            u.devices.join(", "),
+            ago(now, u.last_seen_ms),
+        ]);
+    }
+    print!("{}", table(&rows));
+    if answer.truncated {
+        eprintln!("epochgate: more users match; narrow with --search or raise --limit");
+    }
+    Ok(())
+}
+
 fn api_key_create(a: ApiKeyCreateArgs) -> anyhow::Result<()> {
     check_arg("--name", &a.name)?;
     crate::rbac::Tenants::parse(&a.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
@@ -861,6 +954,7 @@ pub async fn run(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         }) => audit_verify(&opts, v).await,
         Command::Audit(a) => audit(&client()?, &opts, a).await,
         Command::Revocations(a) => revocations(&client()?, &opts, a).await,
+        Command::Sessions(a) => sessions(&client()?, &opts, a).await,
         Command::ApiKey(ApiKeyArgs {
             command: ApiKeyCommand::Create(a),
         }) => api_key_create(a),

@@ -134,6 +134,23 @@ pub struct ServeArgs {
     #[arg(long, env = "EPOCHGATE_DRAIN_TIMEOUT", default_value_t = 20)]
     pub drain_timeout: u64,
 
+    /// A session the edges have not seen for this many seconds is no longer listed
+    /// (the users list, the console) and is deleted at the next compaction run.
+    #[arg(long, env = "EPOCHGATE_SESSION_IDLE", default_value_t = 1800)]
+    pub session_idle: u64,
+
+    /// A console sign-in ends after this many seconds without a request (and after 12 h
+    /// in any case).
+    #[arg(long, env = "EPOCHGATE_CONSOLE_IDLE", default_value_t = 900)]
+    pub console_idle: u64,
+
+    /// A JSON file enabling the console's "Sign in with your IdP" (authorization code +
+    /// PKCE): `{"issuer", "client_id", "client_secret"?, "redirect_uri", "scopes"?,
+    /// "extra_params"?}`. The IdP's access token must be an admin JWT
+    /// (`--admin-jwt-config`).
+    #[arg(long, env = "EPOCHGATE_CONSOLE_OIDC", requires = "admin_jwt_config")]
+    pub console_oidc: Option<PathBuf>,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "EPOCHGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -243,6 +260,12 @@ pub struct ServerConfig {
     pub edge_live_window: Duration,
     pub max_session_lifetime_s: u64,
     pub compact_interval: Duration,
+    /// Sessions unseen for this long are dropped (`--session-idle`).
+    pub session_idle: Duration,
+    /// A console sign-in ends after this long idle (`--console-idle`).
+    pub console_idle: Duration,
+    /// The console's IdP sign-in (`--console-oidc`).
+    pub console_oidc: Option<crate::console::oidc::OidcConfig>,
     /// How long a client may take to send a request's headers (HTTP/1.1). A slow client
     /// (slowloris) is disconnected after it, instead of holding a connection forever.
     pub header_read_timeout: Duration,
@@ -272,6 +295,12 @@ pub enum ConfigError {
     ZeroLifetime,
     #[error("--compact-interval must be at least 1 second")]
     ZeroCompactInterval,
+    #[error("--session-idle must be at least 1 second")]
+    ZeroSessionIdle,
+    #[error("--console-idle must be at least 1 second")]
+    ZeroConsoleIdle,
+    #[error("--console-oidc: {0}")]
+    ConsoleOidc(String),
     #[error("--db must not be empty")]
     EmptyDb,
     #[error("--max-connections must be at least 1")]
@@ -324,6 +353,12 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if args.edge_live_window == 0 {
             return Err(ConfigError::ZeroLiveWindow);
         }
+        if args.session_idle == 0 {
+            return Err(ConfigError::ZeroSessionIdle);
+        }
+        if args.console_idle == 0 {
+            return Err(ConfigError::ZeroConsoleIdle);
+        }
         let mut server = ServerConfig::with_credentials(
             credentials,
             args.max_session_lifetime,
@@ -355,6 +390,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
         server.max_connections = args.max_connections;
         server.drain_timeout = Duration::from_secs(args.drain_timeout);
         server.edge_live_window = Duration::from_secs(args.edge_live_window);
+        server.session_idle = Duration::from_secs(args.session_idle);
+        server.console_idle = Duration::from_secs(args.console_idle);
+        if let Some(path) = &args.console_oidc {
+            server.console_oidc = Some(
+                crate::console::oidc::OidcConfig::from_json(&read(path)?)
+                    .map_err(ConfigError::ConsoleOidc)?,
+            );
+        }
         Ok(ServeConfig {
             listen: args.listen,
             metrics_listen: args.metrics_listen,
@@ -397,6 +440,9 @@ impl ServerConfig {
             edge_live_window: Duration::from_secs(90),
             max_session_lifetime_s,
             compact_interval: Duration::from_secs(compact_interval_s),
+            session_idle: Duration::from_secs(1800),
+            console_idle: Duration::from_secs(900),
+            console_oidc: None,
             header_read_timeout: Duration::from_secs(10),
             metrics_separate: false,
             max_connections: 1024,
@@ -435,6 +481,9 @@ mod tests {
             compact_interval: 60,
             max_connections: 1024,
             drain_timeout: 20,
+            session_idle: 1800,
+            console_idle: 900,
+            console_oidc: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -474,6 +523,12 @@ mod tests {
         assert_eq!(
             ServeConfig::try_from(a).unwrap_err(),
             ConfigError::ZeroCompactInterval
+        );
+        let mut a = args();
+        a.session_idle = 0;
+        assert_eq!(
+            ServeConfig::try_from(a).unwrap_err(),
+            ConfigError::ZeroSessionIdle
         );
         let mut a = args();
         a.db = " ".into();

@@ -14,6 +14,10 @@
 //! - [`auth`]: the admin and edge bearer tokens, compared in constant time.
 //! - [`rbac`]: who may do what (admin token, API keys, admin JWTs, the shared edge token).
 //! - [`config`]: `serve` flags → validated [`config::ServeConfig`].
+//! - [`sessions`]: the sessions the edges report, judged by the edges' revocation rule
+//!   and grouped by user (the users list, the console).
+//! - [`console`]: the admin console at `/console/` (server-rendered pages).
+//! - [`text`]: caller-supplied text made safe to show (control and bidi characters).
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
@@ -35,10 +39,12 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod demo_upstream;
 pub mod idp;
 pub mod rbac;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod text;
@@ -218,7 +224,8 @@ where
     Ok(())
 }
 
-/// Compacts every `compact_interval` (the first run at start) until shutdown.
+/// Compacts every `compact_interval` (the first run at start), and drops the sessions
+/// unseen for `--session-idle`, until shutdown.
 async fn compaction_loop(state: AppState) {
     let mut ticks = tokio::time::interval(state.config().compact_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -242,6 +249,18 @@ async fn compaction_loop(state: AppState) {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "compaction failed; retrying next interval"),
+        }
+        let idle_ms = u64::try_from(state.config().session_idle.as_millis()).unwrap_or(u64::MAX);
+        match state
+            .store()
+            .drop_idle_sessions(now_ms().saturating_sub(idle_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "idle sessions dropped"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot drop idle sessions; retrying next interval")
+            }
         }
     }
 }

@@ -47,16 +47,19 @@ pub enum Scope {
     RevocationsRead,
     /// Create, list and revoke per-edge credentials (`/v1/edge-tokens`; every tenant).
     EdgesManage,
+    /// `GET /v1/tenants/{tenant}/users` and a user's sessions (what the edges report).
+    SessionsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Revoke,
         Scope::RevokeAll,
         Scope::AuditRead,
         Scope::EdgesRead,
         Scope::RevocationsRead,
         Scope::EdgesManage,
+        Scope::SessionsRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Scope {
             Scope::EdgesRead => "edges:read",
             Scope::RevocationsRead => "revocations:read",
             Scope::EdgesManage => "edges:manage",
+            Scope::SessionsRead => "sessions:read",
         }
     }
 

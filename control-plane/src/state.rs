@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::console::session::ConsoleSessions;
 use crate::idp::Idps;
 use crate::store::{AuditHead, Store};
 
@@ -34,6 +35,8 @@ struct Shared {
     anchor: Arc<std::sync::Mutex<()>>,
     /// How many refusals each credential may still have audited (see [`RefusalLimiter`]).
     refusals: RefusalLimiter,
+    /// The console's sign-in sessions.
+    console: ConsoleSessions,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
                 receipts,
                 anchor: Arc::new(std::sync::Mutex::new(())),
                 refusals: RefusalLimiter::default(),
+                console: ConsoleSessions::default(),
             }),
         }
     }
@@ -73,6 +77,11 @@ impl AppState {
     /// The budget of audited refusals per credential.
     pub fn refusals(&self) -> &RefusalLimiter {
         &self.inner.refusals
+    }
+
+    /// The console's sign-in sessions (this replica's).
+    pub fn console(&self) -> &ConsoleSessions {
+        &self.inner.console
     }
 
     /// Announces that an edge receipt was recorded.

@@ -441,7 +441,7 @@ pub mod rbac {
         let ts = test_store().await;
         let keys = json!({"api_keys": [
             {"name": "acme-revoker", "tenant": "acme", "scopes": ["sessions:revoke", "sessions:revoke_all"], "sha256": key_digest_hex(ACME_REVOKER)},
-            {"name": "acme-reader", "tenant": "acme", "scopes": ["audit:read", "revocations:read"], "sha256": key_digest_hex(ACME_READER)},
+            {"name": "acme-reader", "tenant": "acme", "scopes": ["audit:read", "revocations:read", "sessions:read"], "sha256": key_digest_hex(ACME_READER)},
             {"name": "global-ops", "tenant": "*", "scopes": ["sessions:revoke_all", "audit:read", "edges:read"], "sha256": key_digest_hex(GLOBAL_OPS)},
         ]});
         let jwt = AdminJwt::from_json(

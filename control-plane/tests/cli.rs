@@ -784,3 +784,73 @@ fn the_audit_table_escapes_control_characters() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["entries"][0]["reason"], hostile);
 }
+
+#[test]
+fn sessions_lists_users_and_one_users_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("e.db"));
+    let now = epochgate_control_plane::now_ms();
+    let start = (now / 1000) as i64 - 60;
+    let body = serde_json::json!({"sessions": [
+        {"tenant": "acme", "user": "auth0|5f7c", "sid": "s-1", "session_start": start, "first_seen_ms": now - 5000,
+         "last_seen_ms": now - 1000, "requests": 7, "device": "Chrome 120 on macOS", "address": "203.0.113.0/24"},
+        {"tenant": "acme", "user": "bob", "session_start": start, "first_seen_ms": now - 5000,
+         "last_seen_ms": now - 2000, "requests": 1, "device": "AcmeApp 3.2.1 (iOS)"}
+    ]});
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let auth = format!("Bearer {EDGE}");
+    let r = epochgate_tests::http::request(
+        "127.0.0.1",
+        port,
+        "POST",
+        "/v1/sync/sessions?edge=envoy-1",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("content-type", b"application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = run(&server.url, &["sessions", "--tenant", "acme"]);
+    let out = stdout(&o);
+    assert!(out.starts_with("USER"), "{out}");
+    assert!(
+        out.contains("auth0|5f7c") && out.contains("Chrome 120 on macOS"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bob") && out.contains("AcmeApp 3.2.1 (iOS)"),
+        "{out}"
+    );
+    let o = run(
+        &server.url,
+        &["sessions", "--tenant", "acme", "--search", "AUTH0"],
+    );
+    let out = stdout(&o);
+    assert!(!out.contains("bob"), "{out}");
+    let o = run(
+        &server.url,
+        &["sessions", "--tenant", "acme", "--user", "auth0|5f7c"],
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("s-1")
+            && out.contains("203.0.113.0/24")
+            && out.contains("envoy-1")
+            && out.contains("active"),
+        "{out}"
+    );
+    run(
+        &server.url,
+        &["logout", "--tenant", "acme", "--user", "auth0|5f7c"],
+    );
+    let o = run(
+        &server.url,
+        &["sessions", "--tenant", "acme", "--user", "auth0|5f7c"],
+    );
+    assert!(stdout(&o).contains("revoked"), "{}", stdout(&o));
+    let o = run(&server.url, &["--json", "sessions", "--tenant", "acme"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["users"][0]["user"], "bob");
+}

@@ -7,6 +7,8 @@
 //! - [`edge_tokens`]: per-edge credentials (identity, revocation, isolates).
 //! - [`cli`]: the `epochgate` binary end to end (serve, admin commands, errors).
 //! - [`idp`]: the back-channel logout and SET receivers: every refusal, key rotation.
+//! - [`console`]: the console's sign-in, cookies, CSRF and headers through the router.
+//! - [`sessions`]: the edges' session reports and the users/sessions reads.
 
 // Helpers outside #[test] fns are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,7 +16,9 @@
 mod api;
 mod cli;
 mod common;
+mod console;
 mod edge_tokens;
 mod idp;
 mod server;
+mod sessions;
 mod store;

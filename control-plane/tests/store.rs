@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use epochgate_control_plane::store::{
     self, AuditFilter, CancelOutcome, EdgePosition, EdgeReceipt, ReplayKey, RevokeRequest,
-    SqliteStore, Store,
+    SessionFilter, SqliteStore, Store,
 };
+use epochgate_core::sessions::SessionSeen;
 use epochgate_core::state::{is_compactable, Target};
 use epochgate_core::sync::Change;
 
@@ -968,6 +969,151 @@ async fn compaction_keeps_the_horizon_from_reaching_back(backend: Backend) {
     );
 }
 
+fn seen(
+    user: &str,
+    sid: Option<&str>,
+    start: i64,
+    first: u64,
+    last: u64,
+    device: &str,
+) -> SessionSeen {
+    SessionSeen {
+        tenant: "acme".into(),
+        user: user.into(),
+        sid: sid.map(str::to_string),
+        session_start: start,
+        first_seen_ms: first,
+        last_seen_ms: last,
+        requests: 2,
+        device: device.into(),
+        address: Some("203.0.113.7".into()),
+    }
+}
+
+fn filter(user: Option<&str>, query: Option<&str>, since: u64, limit: u32) -> SessionFilter {
+    SessionFilter {
+        tenant: "acme".into(),
+        user: user.map(str::to_string),
+        query: query.map(str::to_string),
+        seen_since_ms: since,
+        limit,
+    }
+}
+
+async fn sessions_merge_per_session_and_drop_when_idle(backend: Backend) {
+    let ts = backend.open().await;
+    let s = ts.store.as_ref();
+    let t = T0;
+    let n = s
+        .record_sessions(
+            "e1".into(),
+            vec![
+                seen(
+                    "Alice@Example",
+                    Some("a1"),
+                    100,
+                    t,
+                    t + 10,
+                    "Chrome 120 on Linux",
+                ),
+                seen("bob", None, 200, t, t + 20, "curl 8.5.0"),
+                seen("bob", None, 300, t, t + 30, "curl 8.5.0"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    // The same session from another edge, later: merged into one row.
+    s.record_sessions(
+        "e2".into(),
+        vec![seen(
+            "Alice@Example",
+            Some("a1"),
+            150,
+            t + 40,
+            t + 50,
+            "Firefox 121 on Linux",
+        )],
+    )
+    .await
+    .unwrap();
+    // An older sighting arriving late changes neither device nor edge.
+    s.record_sessions(
+        "e3".into(),
+        vec![seen("Alice@Example", Some("a1"), 90, t - 5, t + 1, "old")],
+    )
+    .await
+    .unwrap();
+    let all = s.sessions(filter(None, None, 0, 100)).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let alice = &all[0];
+    assert_eq!(alice.user, "Alice@Example");
+    assert_eq!(alice.sid.as_deref(), Some("a1"));
+    assert_eq!(alice.first_seen_ms, t - 5);
+    assert_eq!(alice.last_seen_ms, t + 50);
+    assert_eq!(alice.requests, 6);
+    assert_eq!(alice.device, "Firefox 121 on Linux");
+    assert_eq!(alice.edge, "e2");
+    assert_eq!(alice.session_start, 150, "the latest start reported");
+    assert_eq!(alice.address.as_deref(), Some("203.0.113.7"));
+    // Without a sid, each session start is its own session.
+    assert_eq!(
+        all[1..]
+            .iter()
+            .map(|r| (r.sid.clone(), r.session_start))
+            .collect::<Vec<_>>(),
+        vec![(None, 300), (None, 200)]
+    );
+    // Filters: one user; a case-insensitive substring whose LIKE characters are literal.
+    assert_eq!(
+        s.sessions(filter(Some("bob"), None, 0, 100))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let found = s
+        .sessions(filter(None, Some("alice@"), 0, 100))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(s
+        .sessions(filter(None, Some("%"), 0, 100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .sessions(filter(None, Some("b_b"), 0, 100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.sessions(filter(None, None, t + 25, 100))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(s.sessions(filter(None, None, 0, 1)).await.unwrap().len(), 1);
+    let other = SessionFilter {
+        tenant: "globex".into(),
+        ..filter(None, None, 0, 100)
+    };
+    assert!(s.sessions(other).await.unwrap().is_empty());
+    assert_eq!(
+        s.session_tenants(0).await.unwrap(),
+        vec!["acme".to_string()]
+    );
+    assert!(s.session_tenants(t + 60).await.unwrap().is_empty());
+    // Idle ones go; the rest stay.
+    assert_eq!(s.drop_idle_sessions(t + 25).await.unwrap(), 1);
+    let left = s.sessions(filter(None, None, 0, 100)).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|r| r.last_seen_ms >= t + 25));
+    // Reporting never moves a version: sessions are bookkeeping, not state.
+    assert_eq!(s.status().await.unwrap().version, 0);
+}
+
 /// Each conformance test, once per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1004,4 +1150,5 @@ conformance!(
     a_passed_schedule_folds_into_the_immediate_epoch_and_cannot_be_cancelled,
     every_version_has_a_tag_and_an_edge_on_a_lost_history_is_told_apart,
     compaction_keeps_the_horizon_from_reaching_back,
+    sessions_merge_per_session_and_drop_when_idle,
 );

@@ -231,6 +231,13 @@ pub struct RawConfig {
     pub on_stale: OnStale,
     #[serde(default)]
     pub upstream_headers: RawUpstreamHeaders,
+    /// Report the sessions this edge sees (user, session, device, address) to the
+    /// control plane, for the console's Users page.
+    #[serde(default = "defaults::yes")]
+    pub report_sessions: bool,
+    /// Report client addresses truncated to their network (IPv4 /24, IPv6 /48).
+    #[serde(default)]
+    pub truncate_addresses: bool,
 }
 
 /// What happens to a credential carrier that no token source reads.
@@ -354,6 +361,9 @@ mod defaults {
     pub fn jwks_refresh_s() -> u64 {
         300
     }
+    pub fn sessions_report_s() -> u64 {
+        10
+    }
     pub fn jwks_min_refresh_s() -> u64 {
         10
     }
@@ -453,6 +463,8 @@ pub struct Config {
     pub max_staleness_s: u64,
     pub on_stale: OnStale,
     pub upstream_headers: UpstreamHeaders,
+    pub report_sessions: bool,
+    pub truncate_addresses: bool,
 }
 
 impl Config {
@@ -803,6 +815,8 @@ impl TryFrom<RawConfig> for Config {
             require_typ,
             key_refresh_wait_ms: raw.key_refresh_wait_ms,
             token_cache_size: raw.token_cache_size,
+            report_sessions: raw.report_sessions,
+            truncate_addresses: raw.truncate_addresses,
             native_verify: raw.native_verify,
             issuer: raw.issuer,
             audiences: raw.audiences,
@@ -928,6 +942,10 @@ pub struct RawSyncConfig {
     pub snapshot_page: u32,
     /// A remote JWKS to fetch and share with the filter VMs (`remote_jwks: true` there).
     pub jwks: Option<RawJwksSource>,
+    /// Send the sessions the filter VMs saw to the control plane at most this often
+    /// (seconds, 1..=300).
+    #[serde(default = "defaults::sessions_report_s")]
+    pub sessions_report_s: u64,
 }
 
 /// Where the IdP publishes its keys.
@@ -963,6 +981,7 @@ pub struct JwksSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
     pub jwks: Option<JwksSource>,
+    pub sessions_report_s: u64,
     pub snapshot_page: u32,
     pub cluster: String,
     pub authority: String,
@@ -1054,8 +1073,10 @@ impl TryFrom<RawSyncConfig> for SyncConfig {
         if raw.snapshot_page > 100_000 {
             return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
         }
+        check_report_interval(raw.sessions_report_s)?;
         Ok(SyncConfig {
             jwks,
+            sessions_report_s: raw.sessions_report_s,
             snapshot_page: raw.snapshot_page,
             cluster: raw.cluster,
             authority: raw.authority,
@@ -1093,6 +1114,11 @@ pub struct RawWorkerConfig {
     /// Take snapshots in pages of this many entries (0: one answer).
     #[serde(default = "defaults::snapshot_page")]
     pub snapshot_page: u32,
+
+    /// Send the sessions this isolate saw to the control plane at most this often
+    /// (seconds, 1..=300).
+    #[serde(default = "defaults::sessions_report_s")]
+    pub sessions_report_s: u64,
 }
 
 /// The validated worker settings.
@@ -1107,6 +1133,7 @@ pub struct WorkerConfig {
     pub sync_timeout_ms: u64,
     pub retry_max_ms: u64,
     pub snapshot_page: u32,
+    pub sessions_report_s: u64,
 }
 
 impl WorkerConfig {
@@ -1144,6 +1171,27 @@ impl WorkerConfig {
     /// The URL of a sync call, from [`crate::sync::SyncRequest::path`].
     pub fn sync_url(&self, sync_path: &str) -> String {
         format!("{}{sync_path}", self.control_plane)
+    }
+
+    /// The URL this isolate reports its sessions to ([`crate::sessions::report_path`]).
+    pub fn sessions_url(&self, edge_id: &str) -> String {
+        format!(
+            "{}{}",
+            self.control_plane,
+            crate::sessions::report_path(edge_id)
+        )
+    }
+}
+
+/// `sessions_report_s` of the sync and worker settings: 1..=300 seconds.
+fn check_report_interval(seconds: u64) -> Result<(), ConfigError> {
+    if (1..=300).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "sessions_report_s",
+            "must be between 1 and 300",
+        ))
     }
 }
 
@@ -1199,6 +1247,7 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
         if raw.snapshot_page > 100_000 {
             return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
         }
+        check_report_interval(raw.sessions_report_s)?;
         Ok(WorkerConfig {
             origin,
             control_plane,
@@ -1207,6 +1256,7 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
             sync_timeout_ms: raw.sync_timeout_ms,
             retry_max_ms: raw.retry_max_ms,
             snapshot_page: raw.snapshot_page,
+            sessions_report_s: raw.sessions_report_s,
         })
     }
 }

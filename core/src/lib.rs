@@ -18,6 +18,8 @@
 //! - [`claims`]: `exp`/`nbf`/`iss`/`aud` and the identity (user, tenant, session, start).
 //! - [`ids`]: opaque id validation and percent-encoding.
 //! - [`rotation`]: a request with an unknown `kid` waits (bounded) for the JWKS refresh.
+//! - [`sessions`]: the sessions an edge sees (recorded on the request path, batched,
+//!   reported to the control plane), device summaries and client addresses.
 //! - [`state`]: the epoch keys, [`state::RevocationState`] (how an edge takes changes),
 //!   the revocation rule and the session horizon.
 //! - [`sync`]: the sync protocol's wire types, and [`sync::client`]: the edge's sync
@@ -37,6 +39,7 @@ pub mod names;
 pub mod path;
 pub mod pure;
 pub mod rotation;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod token;

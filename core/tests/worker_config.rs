@@ -111,3 +111,31 @@ fn bad_worker_config_names_the_field() {
     let err = parse(json!({"control_plane": "http://cp"})).unwrap_err();
     assert!(err.contains("origin"), "{err}");
 }
+
+#[test]
+fn session_reports_default_to_every_10_s_and_are_bounded() {
+    let c = parse(minimal()).unwrap();
+    assert_eq!(c.sessions_report_s, 10);
+    assert_eq!(
+        c.sessions_url("worker-00ff"),
+        "https://cp.example.com/v1/sync/sessions?edge=worker-00ff"
+    );
+    for bad in [0, 301] {
+        let mut v = minimal();
+        v["sessions_report_s"] = json!(bad);
+        let err = parse(v).unwrap_err();
+        assert!(err.contains("sessions_report_s"), "{err}");
+    }
+    let filter = epochgate_core::Config::from_json(
+        br#"{"keys":[{"alg":"HS256","secret":"0123456789abcdef0123456789abcdef"}]}"#,
+    )
+    .unwrap();
+    assert!(filter.report_sessions, "sessions are reported by default");
+    assert!(!filter.truncate_addresses);
+    let off = epochgate_core::Config::from_json(
+        br#"{"keys":[{"alg":"HS256","secret":"0123456789abcdef0123456789abcdef"}],"report_sessions":false,"truncate_addresses":true}"#,
+    )
+    .unwrap();
+    assert!(!off.report_sessions);
+    assert!(off.truncate_addresses);
+}

@@ -2,7 +2,7 @@
 //! are injected; responses, header edits, calls and metrics are recorded.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::host::{Host, HostFailure, HttpHost, Metric, SyncHost};
@@ -11,6 +11,8 @@ use crate::host::{Host, HostFailure, HttpHost, Metric, SyncHost};
 pub type Sent = (u16, Vec<(String, String)>, Vec<u8>);
 /// A dispatched call: cluster, headers.
 pub type Call = (String, Vec<(String, String)>);
+/// A dispatched POST: headers, body.
+pub type Post = (Vec<(String, String)>, Vec<u8>);
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -31,6 +33,12 @@ pub struct FakeHost {
     pub fail: RefCell<Failures>,
     /// Shared-data writes that fail (keys starting with any of these).
     pub refuse_writes: RefCell<Vec<String>>,
+    /// The sessions queue between filter VMs and the sync VM.
+    pub queue: RefCell<VecDeque<Vec<u8>>>,
+    /// The sync VM has not registered the queue (yet): enqueues fail.
+    pub no_queue: Cell<bool>,
+    /// Dispatched POSTs: headers and body.
+    pub posts: RefCell<Vec<Post>>,
 }
 
 /// Which host calls fail.
@@ -163,6 +171,13 @@ impl HttpHost for FakeHost {
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));
     }
+    fn enqueue_sessions(&self, payload: &[u8]) -> bool {
+        if self.no_queue.get() {
+            return false;
+        }
+        self.queue.borrow_mut().push_back(payload.to_vec());
+        true
+    }
 }
 
 impl SyncHost for FakeHost {
@@ -184,6 +199,29 @@ impl SyncHost for FakeHost {
         ));
         self.next_token.set(self.next_token.get() + 1);
         Ok(self.next_token.get())
+    }
+    fn dispatch_post(
+        &self,
+        _cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout: Duration,
+    ) -> Result<u32, String> {
+        if self.fail_dispatch.get() {
+            return Err("BadArgument".into());
+        }
+        self.posts.borrow_mut().push((
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body.to_vec(),
+        ));
+        self.next_token.set(self.next_token.get() + 1);
+        Ok(self.next_token.get())
+    }
+    fn dequeue_sessions(&self) -> Option<Vec<u8>> {
+        self.queue.borrow_mut().pop_front()
     }
     fn call_response(&self, num_headers: usize, _body_size: usize) -> (Option<u16>, Vec<u8>) {
         if num_headers == 0 {

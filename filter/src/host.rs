@@ -35,6 +35,11 @@ pub enum Metric {
     SyncFailed,
     JwksOk,
     JwksFailed,
+    /// Session reports the control plane took, and those that failed.
+    SessionReportsOk,
+    SessionReportsFailed,
+    /// Session sightings that could not be handed on (no queue yet, a full batch).
+    SessionsDropped,
     /// Gauge.
     StateVersion,
     /// Gauge: ms since the last successful sync.
@@ -56,6 +61,9 @@ impl Metric {
             Metric::JwksOk => "epochgate.jwks_ok".into(),
             Metric::JwksFailed => "epochgate.jwks_failed".into(),
             Metric::SyncFailed => "epochgate.sync_failed".into(),
+            Metric::SessionReportsOk => "epochgate.session_reports_ok".into(),
+            Metric::SessionReportsFailed => "epochgate.session_reports_failed".into(),
+            Metric::SessionsDropped => "epochgate.sessions_dropped".into(),
             Metric::StateVersion => "epochgate.state_version".into(),
             Metric::StateAgeMs => "epochgate.state_age_ms".into(),
         }
@@ -79,6 +87,9 @@ impl Metric {
             Metric::SyncFailed,
             Metric::JwksOk,
             Metric::JwksFailed,
+            Metric::SessionReportsOk,
+            Metric::SessionReportsFailed,
+            Metric::SessionsDropped,
             Metric::StateVersion,
             Metric::StateAgeMs,
         ];
@@ -129,6 +140,9 @@ pub trait HttpHost: Host {
     /// Ends the current stream (after its headers went out, a local reply is no longer
     /// possible).
     fn reset_stream(&self);
+    /// Hands encoded session sightings to the sync VM (a shared queue, found by
+    /// `vm_id` like shared data); `false` if it is not there (yet).
+    fn enqueue_sessions(&self, payload: &[u8]) -> bool;
 }
 
 /// What the sync service does.
@@ -143,6 +157,16 @@ pub trait SyncHost: Host {
     /// The answer's status (`None` when the call failed: reset, timeout, no host, a body
     /// over Envoy's buffer limit — then it has no headers) and body.
     fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>);
+    /// Dispatches a POST with a body (the session reports).
+    fn dispatch_post(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The next payload the filter VMs queued ([`HttpHost::enqueue_sessions`]).
+    fn dequeue_sessions(&self) -> Option<Vec<u8>>;
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -153,14 +177,16 @@ mod proxy {
     use super::*;
     use proxy_wasm::hostcalls;
     use proxy_wasm::types::{BufferType, GrpcStatusCode, MapType, MetricType};
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
     use std::time::UNIX_EPOCH;
 
-    /// The real host. Metric ids are defined once per VM and cached here.
+    /// The real host. Metric ids are defined once per VM and cached here, and so is the
+    /// sessions queue's id.
     #[derive(Default)]
     pub struct ProxyHost {
         metrics: RefCell<HashMap<Metric, u32>>,
+        sessions_queue: Cell<Option<u32>>,
     }
 
     impl ProxyHost {
@@ -183,6 +209,38 @@ mod proxy {
             };
             let id = hostcalls::define_metric(kind, &metric.name()).ok()?;
             self.metrics.borrow_mut().insert(metric, id);
+            Some(id)
+        }
+
+        /// The sync VM's end of the sessions queue (see [`crate::sessions`]).
+        pub fn register_sessions_queue(&self) -> bool {
+            match hostcalls::register_shared_queue(crate::sessions::QUEUE) {
+                Ok(id) => {
+                    self.sessions_queue.set(Some(id));
+                    true
+                }
+                Err(e) => {
+                    log::warn!("cannot register the sessions queue ({e:?}): no session reports");
+                    false
+                }
+            }
+        }
+
+        /// A filter VM's handle on the queue, resolved on first use (the sync VM may
+        /// register it after the filter VMs start).
+        fn resolve_sessions_queue(&self) -> Option<u32> {
+            if let Some(id) = self.sessions_queue.get() {
+                return Some(id);
+            }
+            let vm_id = hostcalls::get_property(vec!["plugin_vm_id"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            let id = hostcalls::resolve_shared_queue(&vm_id, crate::sessions::QUEUE)
+                .ok()
+                .flatten()?;
+            self.sessions_queue.set(Some(id));
             Some(id)
         }
     }
@@ -254,6 +312,18 @@ mod proxy {
             let _ = hostcalls::reset_http_response();
         }
 
+        fn enqueue_sessions(&self, payload: &[u8]) -> bool {
+            let Some(id) = self.resolve_sessions_queue() else {
+                return false;
+            };
+            if hostcalls::enqueue_shared_queue(id, Some(payload)).is_ok() {
+                return true;
+            }
+            // The queue went away (the sync VM restarted): resolve again next time.
+            self.sessions_queue.set(None);
+            false
+        }
+
         fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
             let headers: Vec<(&str, &str)> = headers
                 .iter()
@@ -266,6 +336,16 @@ mod proxy {
         }
     }
 
+    fn dispatch(
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout)
+            .map_err(|e| format!("{e:?}"))
+    }
+
     impl SyncHost for ProxyHost {
         fn dispatch_get(
             &self,
@@ -273,8 +353,22 @@ mod proxy {
             headers: &[(&str, &str)],
             timeout: Duration,
         ) -> Result<u32, String> {
-            hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout)
-                .map_err(|e| format!("{e:?}"))
+            dispatch(cluster, headers, None, timeout)
+        }
+
+        fn dispatch_post(
+            &self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+            timeout: Duration,
+        ) -> Result<u32, String> {
+            dispatch(cluster, headers, Some(body), timeout)
+        }
+
+        fn dequeue_sessions(&self) -> Option<Vec<u8>> {
+            let id = self.sessions_queue.get()?;
+            hostcalls::dequeue_shared_queue(id).ok().flatten()
         }
 
         fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {

@@ -21,6 +21,7 @@ use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestIn
 
 use crate::host::{Host, HostFailure, HttpHost, Metric};
 use crate::native::NativeVerifier;
+use crate::sessions::SessionTap;
 use crate::{metadata, shared_keys};
 
 /// How often a repeated condition (stale state, failing host calls) is logged, at most
@@ -208,6 +209,8 @@ pub struct FilterShared {
     refused_jwks: RefCell<Option<Vec<u8>>>,
     /// Whether the root ticks fast, while requests are held (see `roots`).
     pub fast_tick: Cell<bool>,
+    /// The sessions this VM sees (`report_sessions`).
+    sessions: Option<SessionTap>,
 }
 
 /// What a request decided after its wait leaves for its context.
@@ -225,6 +228,9 @@ fn read_status<H: Host>(host: &H) -> Result<Option<SyncStatus>, HostFailure> {
 impl FilterShared {
     pub fn new(engine: Engine<NativeVerifier>) -> Self {
         let config = engine.config();
+        let sessions = config
+            .report_sessions
+            .then(|| SessionTap::new(config.truncate_addresses));
         Self {
             cache: TokenCache::new(config.token_cache_size, config.clock_skew_s),
             engine,
@@ -237,6 +243,7 @@ impl FilterShared {
             later: RefCell::new(HashMap::new()),
             refused_jwks: RefCell::new(None),
             fast_tick: Cell::new(false),
+            sessions,
         }
     }
 
@@ -519,6 +526,9 @@ impl FilterShared {
                         );
                     }
                 }
+                if let (Some(tap), Some(identity)) = (&self.sessions, &identity) {
+                    tap.on_allow(host, identity, &headers, now_ms);
+                }
                 host.metric(Metric::Allowed, 1);
                 let watch = identity.map(|id| Watch::new(id, status.as_ref(), now_ms));
                 let watch = match watch {
@@ -668,6 +678,18 @@ impl FilterShared {
             streams.remove(id);
         }
         ended
+    }
+
+    /// On the root's tick: the session counts due for a report.
+    pub fn sessions_tick<H: HttpHost>(&self, host: &H) {
+        if let Some(tap) = &self.sessions {
+            tap.on_tick(host);
+        }
+    }
+
+    /// Sessions this VM tracks (0 with `report_sessions: false`).
+    pub fn sessions_tracked(&self) -> usize {
+        self.sessions.as_ref().map_or(0, SessionTap::tracked)
     }
 
     /// The stream is over.

@@ -14,6 +14,7 @@
 //! - [`http`]: the per-request path, and the streams it keeps an eye on.
 //! - [`metadata`]: the `jwt_authn` payload out of the dynamic metadata (protobuf).
 //! - [`native`]: RS*/ES* through Envoy's native `verify_signature`.
+//! - [`sessions`]: the sessions seen, recorded per filter VM and sent by the sync VM.
 //! - [`shared_keys`]: shared-data keys besides the epochs.
 //! - [`sync_service`]: the long-poll loop.
 //! - `roots` (wasm only): the proxy-wasm root and HTTP contexts wiring it together.
@@ -22,6 +23,7 @@ pub mod host;
 pub mod http;
 pub mod metadata;
 pub mod native;
+pub mod sessions;
 pub mod shared_keys;
 pub mod sync_service;
 

@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType};
 use crate::host::{Host, Metric, ProxyHost};
 use crate::http::{Download, FilterShared, Verdict};
 use crate::native::NativeVerifier;
+use crate::sessions::SessionUplink;
 use crate::shared_keys;
 use crate::sync_service::{SyncService, TICK};
 use crate::{SYNC_ROOT_ID, VERSION};
@@ -51,6 +52,8 @@ pub struct Root {
     native_reported: u64,
     host: Rc<ProxyHost>,
     role: Role,
+    /// The sync VM's session reports (see [`crate::sessions`]).
+    uplink: Option<SessionUplink>,
 }
 
 impl Root {
@@ -60,6 +63,7 @@ impl Root {
             native_reported: 0,
             host: Rc::new(ProxyHost::new()),
             role: Role::Unconfigured,
+            uplink: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl Root {
                 .unwrap_or_default()
         );
         let now = self.host.now_ms().unwrap_or_default();
+        if self.host.register_sessions_queue() {
+            self.uplink = Some(SessionUplink::new(&config, &token, &edge_id));
+        }
         self.role = Role::Sync(Box::new(SyncService::new(config, token, edge_id, now)));
         true
     }
@@ -261,6 +268,11 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
+        if let Some(uplink) = &mut self.uplink {
+            if uplink.on_response(&*self.host, token_id, num_headers, body_size) {
+                return;
+            }
+        }
         if let Role::Sync(sync) = &mut self.role {
             sync.on_response(&*self.host, token_id, num_headers, body_size);
         }
@@ -292,8 +304,14 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         match &mut self.role {
-            Role::Sync(sync) => sync.on_tick(&*self.host),
+            Role::Sync(sync) => {
+                sync.on_tick(&*self.host);
+                if let Some(uplink) = &mut self.uplink {
+                    uplink.on_tick(&*self.host);
+                }
+            }
             Role::Filter(shared) => {
+                shared.sessions_tick(&*self.host);
                 let native = crate::native::NATIVE_CALLS.load(std::sync::atomic::Ordering::Relaxed);
                 if native > self.native_reported {
                     self.host

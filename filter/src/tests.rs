@@ -12,7 +12,9 @@ use crate::fake::FakeHost;
 use crate::host::Metric;
 use crate::http::{FilterShared, Verdict};
 use crate::native::NativeVerifier;
+use crate::sessions::SessionUplink;
 use crate::sync_service::SyncService;
+use epochgate_core::sessions::SessionReport;
 
 fn sync_service() -> SyncService {
     let config = SyncConfig::from_json(
@@ -1004,8 +1006,17 @@ fn a_paged_snapshot_is_applied_page_by_page_and_counts_only_when_complete() {
 #[test]
 #[ignore]
 fn per_request_cost() {
+    for (label, extra) in [
+        ("report_sessions: false", json!({"report_sessions": false})),
+        ("report_sessions: true", json!({})),
+    ] {
+        per_request_cost_with(label, extra);
+    }
+}
+
+fn per_request_cost_with(label: &str, extra: serde_json::Value) {
     let (host, _) = synced_host();
-    let shared = FilterShared::new(engine());
+    let shared = FilterShared::new(engine_with(extra));
     let auth = format!("Bearer {}", good_token());
     let headers: Vec<(&str, &[u8])> = vec![
         (":path", b"/"),
@@ -1025,7 +1036,141 @@ fn per_request_cost() {
         );
     }
     let per = start.elapsed().as_nanos() / u128::from(n);
-    println!("{per} ns per allowed request (fake host, native)");
+    println!("{per} ns per allowed request (fake host, native, {label})");
+}
+
+fn request_as(host: &FakeHost, shared: &FilterShared, token: &str, ua: &[u8]) -> Verdict {
+    let auth = format!("Bearer {token}");
+    host.with_headers(&[
+        (":path", b"/api"),
+        ("authorization", auth.as_bytes()),
+        ("user-agent", ua),
+    ]);
+    shared.on_request_headers(host, 1).verdict
+}
+
+const CHROME: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+#[test]
+fn sessions_seen_by_the_filter_vms_reach_the_control_plane_in_batches() {
+    let (host, _) = synced_host();
+    host.properties
+        .borrow_mut()
+        .insert("source.address".into(), b"203.0.113.7:51000".to_vec());
+    let shared = FilterShared::new(engine_with(json!({"truncate_addresses": true})));
+    let alice = hs256(
+        json!({"sub": "alice", "tid": "acme", "sid": "a1", "iat": 1_799_999_000, "exp": 1_800_003_000}),
+    );
+    let bob =
+        hs256(json!({"sub": "bob", "tid": "acme", "iat": 1_799_999_100, "exp": 1_800_003_000}));
+    for _ in 0..5 {
+        assert_eq!(
+            request_as(&host, &shared, &alice, CHROME),
+            Verdict::Continue
+        );
+    }
+    assert_eq!(
+        request_as(&host, &shared, &bob, b"AcmeApp/3.2.1 (iPhone; iOS 17.1)"),
+        Verdict::Continue
+    );
+    assert_eq!(shared.sessions_tracked(), 2);
+    assert!(
+        host.queue.borrow().is_empty(),
+        "handed on in batches, or on the tick"
+    );
+    shared.sessions_tick(&host);
+    assert_eq!(
+        host.queue.borrow().len(),
+        1,
+        "one queue entry for both new sessions"
+    );
+
+    let config = SyncConfig::from_json(br#"{"cluster": "cp", "sessions_report_s": 10}"#).unwrap();
+    let mut uplink = SessionUplink::new(&config, "edge-token-0123456789", "edge-1");
+    uplink.on_tick(&host);
+    assert!(
+        host.queue.borrow().is_empty(),
+        "the sync VM drained the queue"
+    );
+    let (headers, body) = host
+        .posts
+        .borrow()
+        .last()
+        .cloned()
+        .expect("a report was sent");
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get(":method").as_deref(), Some("POST"));
+    assert_eq!(
+        get(":path").as_deref(),
+        Some("/v1/sync/sessions?edge=edge-1")
+    );
+    assert_eq!(
+        get("authorization").as_deref(),
+        Some("Bearer edge-token-0123456789")
+    );
+    let report: SessionReport = serde_json::from_slice(&body).unwrap();
+    let mut seen: Vec<(String, String, Option<String>)> = report
+        .sessions
+        .iter()
+        .map(|s| (s.user.clone(), s.device.clone(), s.address.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "alice".into(),
+                "Chrome 120 on Linux".into(),
+                Some("203.0.113.0/24".into())
+            ),
+            (
+                "bob".into(),
+                "AcmeApp 3.2.1 (iOS)".into(),
+                Some("203.0.113.0/24".into())
+            ),
+        ]
+    );
+    host.answer_with(Some(200), br#"{"accepted":2}"#);
+    assert!(uplink.on_response(&host, host.next_token.get(), 1, 1));
+    assert_eq!(host.metric_value(Metric::SessionReportsOk), 1);
+    assert!(
+        !uplink.on_response(&host, 999, 1, 1),
+        "not a report: the sync loop's"
+    );
+
+    // A minute on: the requests counted meanwhile go, through the filter's tick too.
+    host.advance(61_000);
+    shared.sessions_tick(&host);
+    uplink.on_tick(&host);
+    let (_, body) = host.posts.borrow().last().cloned().unwrap();
+    let report: SessionReport = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].user, "alice");
+    assert_eq!(report.sessions[0].requests, 4);
+    // A control plane that is down: that batch is gone, the next one goes.
+    assert!(uplink.on_response(&host, host.next_token.get(), 0, 0));
+    assert_eq!(host.metric_value(Metric::SessionReportsFailed), 1);
+    assert_eq!(uplink.pending(), 0);
+}
+
+#[test]
+fn report_sessions_false_records_nothing_and_a_missing_queue_only_counts() {
+    let (host, _) = synced_host();
+    let off = FilterShared::new(engine_with(json!({"report_sessions": false})));
+    assert_eq!(
+        request_as(&host, &off, &good_token(), CHROME),
+        Verdict::Continue
+    );
+    assert_eq!(off.sessions_tracked(), 0);
+    assert!(host.queue.borrow().is_empty());
+    host.no_queue.set(true);
+    let on = FilterShared::new(engine_with(json!({})));
+    assert_eq!(
+        request_as(&host, &on, &good_token(), CHROME),
+        Verdict::Continue
+    );
+    on.sessions_tick(&host);
+    assert_eq!(host.metric_value(Metric::SessionsDropped), 1);
 }
 
 /// Item 4 of "revoked stays revoked": a failing host call ends in a deny (503

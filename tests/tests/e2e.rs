@@ -11,6 +11,8 @@
 mod app_view;
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/demo.rs"]
 mod demo;
 #[path = "e2e/faults.rs"]

@@ -48,6 +48,8 @@ pub enum Outcome {
 pub struct Handled {
     pub outcome: Outcome,
     pub background_sync: Option<SyncCall>,
+    /// Who an allowed request was (for the session reports).
+    pub identity: Option<epochgate_core::claims::Identity>,
 }
 
 /// Handles one request.
@@ -106,9 +108,14 @@ pub async fn handle<H: Host>(
             settings.engine.finish(pending, verified, &inputs)
         }
     };
+    let identity = match &decision {
+        Decision::Allow { identity, .. } => identity.clone(),
+        Decision::Deny { .. } => None,
+    };
     Handled {
         outcome: act(settings, host, &edge_id, req, decision),
         background_sync,
+        identity,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct FakeHost {
     pub signature_checks: RefCell<Vec<(String, Option<String>)>>,
     /// When set, every signature check fails with this error (a key WebCrypto refuses).
     pub crypto_error: RefCell<Option<String>>,
+    /// `(url, bearer, body)` of every POST, and their answers (none left: 200).
+    pub posts: RefCell<Vec<(String, String, Vec<u8>)>>,
+    pub post_answers: RefCell<VecDeque<GetResult>>,
 }
 
 impl FakeHost {
@@ -68,6 +71,24 @@ impl Host for FakeHost {
             .borrow_mut()
             .pop_front()
             .unwrap_or_else(|| Err("connection refused".into()));
+        std::future::ready(answer)
+    }
+
+    fn post(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+        _timeout_ms: u64,
+    ) -> impl Future<Output = GetResult> {
+        self.posts
+            .borrow_mut()
+            .push((url.to_string(), bearer.to_string(), body.to_vec()));
+        let answer = self
+            .post_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Ok((200, br#"{"accepted":0}"#.to_vec())));
         std::future::ready(answer)
     }
 

@@ -25,6 +25,16 @@ pub trait Host {
     /// the answer's status and body, or why there is none.
     fn get(&self, url: &str, bearer: &str, timeout_ms: u64) -> impl Future<Output = GetResult>;
 
+    /// `POST url` with a JSON `body` and `Authorization: Bearer <bearer>` (the session
+    /// reports), given up after `timeout_ms`.
+    fn post(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> impl Future<Output = GetResult>;
+
     /// Resolves after `ms` (a timer; lets other requests run meanwhile).
     fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
 

@@ -21,6 +21,7 @@ use web_sys::{
 use crate::edge::{self, IncomingRequest, Outcome};
 use crate::host::{Host, Level};
 use crate::refresh::IsolateState;
+use crate::sessions::IsolateSessions;
 use crate::settings::{
     Bindings, Settings, SetupError, CONFIG_BINDING, EDGE_TOKEN_BINDING, WORKER_BINDING,
 };
@@ -136,29 +137,17 @@ impl Host for JsHost {
         bearer: &str,
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        let headers = Headers::new().map_err(js_error)?;
-        headers
-            .set("authorization", &format!("Bearer {bearer}"))
-            .map_err(js_error)?;
-        headers
-            .set("accept", "application/json")
-            .map_err(js_error)?;
-        let init = RequestInit::new();
-        init.set_method("GET");
-        init.set_headers(&headers);
-        // The signal also bounds reading the body.
-        init.set_signal(Some(&abort_signal_timeout(timeout_ms as f64)));
-        let global: WorkerGlobalScope = js_sys::global().unchecked_into();
-        let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(url, &init))
-            .await
-            .map_err(js_error)?
-            .dyn_into()
-            .map_err(js_error)?;
-        let status = resp.status();
-        let buffer = JsFuture::from(resp.array_buffer().map_err(js_error)?)
-            .await
-            .map_err(js_error)?;
-        Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+        call("GET", url, bearer, None, timeout_ms).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<(u16, Vec<u8>), String> {
+        call("POST", url, bearer, Some(body), timeout_ms).await
     }
 
     async fn sleep(&self, ms: u64) {
@@ -204,6 +193,45 @@ impl Host for JsHost {
     }
 }
 
+/// A call to the control plane with the edge token: a GET, or a POST of a JSON body.
+async fn call(
+    method: &str,
+    url: &str,
+    bearer: &str,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<(u16, Vec<u8>), String> {
+    let headers = Headers::new().map_err(js_error)?;
+    headers
+        .set("authorization", &format!("Bearer {bearer}"))
+        .map_err(js_error)?;
+    headers
+        .set("accept", "application/json")
+        .map_err(js_error)?;
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        headers
+            .set("content-type", "application/json")
+            .map_err(js_error)?;
+        init.set_body(&js_sys::Uint8Array::from(body).into());
+    }
+    init.set_headers(&headers);
+    // The signal also bounds reading the body.
+    init.set_signal(Some(&abort_signal_timeout(timeout_ms as f64)));
+    let global: WorkerGlobalScope = js_sys::global().unchecked_into();
+    let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(js_error)?
+        .dyn_into()
+        .map_err(js_error)?;
+    let status = resp.status();
+    let buffer = JsFuture::from(resp.array_buffer().map_err(js_error)?)
+        .await
+        .map_err(js_error)?;
+    Ok((status, js_sys::Uint8Array::new(&buffer).to_vec()))
+}
+
 /// A JS exception as text.
 pub fn js_error(value: JsValue) -> String {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {
@@ -216,8 +244,15 @@ pub fn js_error(value: JsValue) -> String {
 /// them (or why they are bad), and its state.
 struct Isolate {
     bindings: Bindings,
-    settings: Result<(Rc<Settings>, Rc<RefCell<IsolateState>>), SetupError>,
+    settings: Result<IsolateParts, SetupError>,
 }
+
+/// What [`isolate`] hands a request: the settings, the state, the session reports.
+type IsolateParts = (
+    Rc<Settings>,
+    Rc<RefCell<IsolateState>>,
+    Option<Rc<RefCell<IsolateSessions>>>,
+);
 
 thread_local! {
     static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
@@ -236,10 +271,7 @@ fn random_id() -> u64 {
 
 /// The isolate's settings and state for these bindings: compiled on the first request
 /// (and again only if the bindings change), logged once.
-fn isolate(
-    bindings: Bindings,
-    host: &JsHost,
-) -> Result<(Rc<Settings>, Rc<RefCell<IsolateState>>), SetupError> {
+fn isolate(bindings: Bindings, host: &JsHost) -> Result<IsolateParts, SetupError> {
     ISOLATE.with(|slot| {
         let mut slot = slot.borrow_mut();
         if let Some(i) = slot.as_ref().filter(|i| i.bindings == bindings) {
@@ -249,10 +281,11 @@ fn isolate(
         let settings = Settings::load(&bindings).map(|s| {
             let edge_id = s.worker.edge_id(random);
             let state = IsolateState::new(edge_id, &s.worker, random);
-            (Rc::new(s), Rc::new(RefCell::new(state)))
+            let sessions = Some(Rc::new(RefCell::new(IsolateSessions::new(&s))));
+            (Rc::new(s), Rc::new(RefCell::new(state)), sessions)
         });
         match &settings {
-            Ok((s, state)) => {
+            Ok((s, state, _)) => {
                 let edge_id = state.borrow().edge_id().to_string();
                 host.log(
                     Level::Info,
@@ -406,8 +439,34 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
             );
             e.response()
         }
-        Ok((settings, state)) => {
-            let handled = edge::handle(&state, &settings, &host, &incoming(&req)).await;
+        Ok((settings, state, sessions)) => {
+            let incoming = incoming(&req);
+            let handled = edge::handle(&state, &settings, &host, &incoming).await;
+            let report = sessions.as_ref().and_then(|s| {
+                let edge_id = state.borrow().edge_id().to_string();
+                IsolateSessions::after_request(
+                    s,
+                    &settings,
+                    &incoming,
+                    handled.identity.as_ref(),
+                    &edge_id,
+                    host.now_ms(),
+                )
+                .map(|call| (s.clone(), call))
+            });
+            if let Some((sessions, call)) = report {
+                let settings = settings.clone();
+                let send = wasm_bindgen_futures::future_to_promise(async move {
+                    IsolateSessions::send(&sessions, &settings, &JsHost, call).await;
+                    Ok(JsValue::UNDEFINED)
+                });
+                if let Err(e) = ctx.wait_until(&send) {
+                    host.log(
+                        Level::Warn,
+                        &format!("waitUntil refused the session report: {}", js_error(e)),
+                    );
+                }
+            }
             if let Some(call) = handled.background_sync {
                 let (state, settings) = (state.clone(), settings.clone());
                 let sync = wasm_bindgen_futures::future_to_promise(async move {

@@ -15,8 +15,10 @@
 //!   config parser; errors name the binding and field.
 //! - [`refresh`]: the isolate's state and the sync bookkeeping (when to sync, applying an
 //!   answer, backoff).
-//! - [`host`]: the [`host::Host`] trait (time, the sync GET, WebCrypto, logging).
+//! - [`host`]: the [`host::Host`] trait (time, the sync GET, the report POST, WebCrypto,
+//!   logging).
 //! - [`verify`]: signatures — HMAC in Rust, the rest through WebCrypto.
+//! - [`sessions`]: the sessions this isolate sees, reported in the background.
 //! - [`edge`]: the per-request path over a host: refresh plan, decision (its signature
 //!   step awaited), [`edge::Outcome`].
 //! - `js` (wasm only): the `fetch` export, the real host, and the conversions between
@@ -25,6 +27,7 @@
 pub mod edge;
 pub mod host;
 pub mod refresh;
+pub mod sessions;
 pub mod settings;
 pub mod verify;
 

@@ -789,3 +789,102 @@ fn a_key_webcrypto_refuses_denies_and_says_why() {
         200
     );
 }
+
+#[test]
+fn the_isolate_reports_its_sessions_in_the_background_once_per_interval() {
+    use crate::sessions::IsolateSessions;
+    use epochgate_core::sessions::SessionReport;
+    let s = settings_with(json!({
+        "keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d",
+        "max_staleness_s": 10, "truncate_addresses": true,
+    }));
+    let (host, state) = synced(&s);
+    let sessions = RefCell::new(IsolateSessions::new(&s));
+    let edge_id = state.borrow().edge_id().to_string();
+    let alice = hs256(
+        json!({"sub": "alice", "tid": "acme", "sid": "a1", "iat": 1_799_999_000, "exp": 1_800_003_000}),
+    );
+    let bob =
+        hs256(json!({"sub": "bob", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}));
+    let req = |token: &str, ua: &[u8]| {
+        let auth = format!("Bearer {token}");
+        request(
+            &[
+                ("authorization", auth.as_bytes()),
+                ("user-agent", ua),
+                ("cf-connecting-ip", b"198.51.100.23"),
+            ],
+            "/api",
+        )
+    };
+    let after = |r: &IncomingRequest| {
+        let h = run(&state, &s, &host, r);
+        IsolateSessions::after_request(
+            &sessions,
+            &s,
+            r,
+            h.identity.as_ref(),
+            &edge_id,
+            host.now_ms.get(),
+        )
+    };
+    let first = after(&req(
+        &alice,
+        b"Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0",
+    ))
+    .expect("the first report goes at once");
+    assert_eq!(
+        first.url,
+        "http://cp.test:8080/v1/sync/sessions?edge=portal-00000000000000ab"
+    );
+    let report: SessionReport = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].device, "Firefox 121 on Linux");
+    assert_eq!(
+        report.sessions[0].address.as_deref(),
+        Some("198.51.100.0/24")
+    );
+    assert!(
+        after(&req(&bob, b"AcmeApp/3.2.1 (Android 14)")).is_none(),
+        "one report at a time"
+    );
+    block_on(IsolateSessions::send(&sessions, &s, &host, first));
+    let (url, bearer_sent, _) = host.posts.borrow()[0].clone();
+    assert!(url.ends_with("/v1/sync/sessions?edge=portal-00000000000000ab"));
+    assert_eq!(bearer_sent, EDGE_TOKEN);
+    assert!(
+        after(&req(&bob, b"x")).is_none(),
+        "the interval has not passed"
+    );
+    assert_eq!(
+        sessions.borrow().pending(),
+        1,
+        "bob waits for the next interval"
+    );
+    host.advance(10_000);
+    let next = after(&req(&alice, b"x")).unwrap();
+    let report: SessionReport = serde_json::from_slice(&next.body).unwrap();
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].user, "bob");
+    assert_eq!(report.sessions[0].device, "AcmeApp 3.2.1 (Android)");
+    // A refused report is logged and dropped; reporting goes on.
+    host.post_answers
+        .borrow_mut()
+        .push_back(Err("connection refused".into()));
+    block_on(IsolateSessions::send(&sessions, &s, &host, next));
+    assert!(host.logged("session report failed"));
+    assert_eq!(sessions.borrow().pending(), 0);
+    // Off: nothing recorded, nothing sent.
+    let off = settings_with(json!({
+        "keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}], "default_tenant": "d",
+        "max_staleness_s": 10, "report_sessions": false,
+    }));
+    let quiet = RefCell::new(IsolateSessions::new(&off));
+    let r = req(&alice, b"x");
+    let h = run(&state, &off, &host, &r);
+    assert!(
+        IsolateSessions::after_request(&quiet, &off, &r, h.identity.as_ref(), &edge_id, NOW)
+            .is_none()
+    );
+    assert_eq!(quiet.borrow().pending(), 0);
+}

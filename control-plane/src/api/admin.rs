@@ -101,31 +101,31 @@ fn scheduled(
 
 #[derive(Debug, Deserialize)]
 pub struct TenantPath {
-    tenant: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct UserPath {
-    tenant: String,
-    user: String,
+    pub tenant: String,
+    pub user: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct SessionPath {
-    tenant: String,
-    sid: String,
+    pub tenant: String,
+    pub sid: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    limit: Option<u32>,
-    tenant: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    outcome: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
+    pub limit: Option<u32>,
+    pub tenant: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
 }
 
 /// The query of an admin write: `?wait=5`, `?wait=2.5`, `?wait=5s`, `?wait=500ms`.
@@ -210,7 +210,7 @@ pub(crate) async fn refuse(
 }
 
 /// Checks `scope` on the target's tenant; a refusal is audited.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     auth: &AdminAuth,
     remote: RemoteAddr,
@@ -227,7 +227,9 @@ async fn authorize(
     }
 }
 
-async fn revoke(
+/// One revocation for `auth` (every write route, and the console's actions): checks,
+/// authorization (a refusal audited), commit, audit, and with `wait` the receipt.
+pub(crate) async fn revoke(
     state: &AppState,
     auth: AdminAuth,
     remote: RemoteAddr,

@@ -15,9 +15,13 @@
 //! | `GET /v1/edge-tokens` | admin (`edges:manage`, `*`) | [`edge_tokens::ListAnswer`] |
 //! | `POST /v1/edge-tokens/{edge}/revoke` | admin (`edges:manage`, `*`) | [`edge_tokens::RevokedAnswer`] |
 //! | `GET /v1/audit?limit&tenant&actor&action&outcome&since_ms&until_ms` | admin | [`AuditAnswer`] |
+//! | `GET /v1/tenants/{tenant}/users?q&limit` | admin | [`crate::sessions::UsersAnswer`] |
+//! | `GET /v1/tenants/{tenant}/users/{user}/sessions` | admin | [`crate::sessions::SessionsAnswer`] |
 //! | `GET /v1/sync?since&wait&stream&edge` | an edge token | [`epochgate_core::sync::SyncResponse`] |
 //! | `POST /v1/idp/{name}/backchannel-logout` | the logout token | see [`crate::idp::http`] |
 //! | `POST /v1/idp/{name}/events` | the IdP's SSF push token | see [`crate::idp::http`] |
+//! | `POST /v1/sync/sessions?edge` | edge | [`sessions::ReportAnswer`] |
+//! | `/console/…` | console session | HTML ([`crate::console`]) |
 //! | `GET /healthz` | none | `{"status":"ok"}` (nothing about the state) |
 //! | `GET /readyz` | none | like `/healthz`; 503 while shutting down |
 //! | `GET /metrics` | none | Prometheus text |
@@ -38,6 +42,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod sessions;
 pub mod sync;
 
 pub use error::ApiError;
@@ -156,15 +161,25 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/edge-tokens/{edge}/revoke", post(edge_tokens::revoke))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/tenants/{tenant}/users", get(sessions::users))
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/sessions",
+            get(sessions::user_sessions_handler),
+        )
         .route("/v1/sync", get(sync::sync))
         .route(
             "/v1/idp/{name}/backchannel-logout",
             post(crate::idp::http::backchannel_logout),
         )
         .route("/v1/idp/{name}/events", post(crate::idp::http::set_push))
+        .route(
+            "/v1/sync/sessions",
+            post(sessions::report).layer(DefaultBodyLimit::max(sessions::MAX_REPORT_BYTES)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .merge(crate::console::router());
     let router = if metrics_here {
         router.route("/metrics", get(ops::metrics))
     } else {

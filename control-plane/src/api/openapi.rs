@@ -88,6 +88,68 @@ fn query(name: &str, ty: &str, description: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let mut doc = base();
+    for (name, schema) in session_schemas() {
+        doc["components"]["schemas"][name] = schema;
+    }
+    for (path, op) in session_paths() {
+        doc["paths"][path] = op;
+    }
+    doc
+}
+
+/// The users and sessions the edges report: their schemas …
+fn session_schemas() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "UsersAnswer",
+            json!({"type": "object", "required": ["tenant", "users", "sessions", "total_users", "total_sessions", "truncated"], "properties": {"tenant": {"type": "string"}, "users": {"type": "array", "items": {"type": "object", "required": ["user", "sessions", "devices", "last_seen_ms"], "properties": {"user": {"type": "string"}, "sessions": {"type": "integer", "description": "active sessions (seen within --session-idle, not revoked)"}, "devices": {"type": "array", "items": {"type": "string"}}, "last_seen_ms": {"type": "integer"}}}}, "sessions": {"type": "integer", "description": "active sessions of the listed users"}, "total_users": {"type": "integer"}, "total_sessions": {"type": "integer"}, "truncated": {"type": "boolean"}}}),
+        ),
+        (
+            "SessionsAnswer",
+            json!({"type": "object", "required": ["tenant", "user", "sessions"], "properties": {"tenant": {"type": "string"}, "user": {"type": "string"}, "sessions": {"type": "array", "items": {"type": "object", "properties": {"sid": {"type": ["string", "null"]}, "session_start": {"type": "integer"}, "first_seen_ms": {"type": "integer"}, "last_seen_ms": {"type": "integer"}, "requests": {"type": "integer"}, "device": {"type": "string"}, "address": {"type": ["string", "null"]}, "edge": {"type": "string"}, "revoked": {"type": "boolean"}, "revoked_at_ms": {"type": ["integer", "null"]}}}}}}),
+        ),
+        (
+            "SessionReport",
+            json!({"type": "object", "required": ["sessions"], "additionalProperties": false, "properties": {"sessions": {"type": "array", "maxItems": 500, "items": {"type": "object", "additionalProperties": false, "required": ["tenant", "user", "session_start", "first_seen_ms", "last_seen_ms", "requests", "device"], "properties": {"tenant": {"type": "string"}, "user": {"type": "string"}, "sid": {"type": "string"}, "session_start": {"type": "integer"}, "first_seen_ms": {"type": "integer", "minimum": 0}, "last_seen_ms": {"type": "integer", "minimum": 0}, "requests": {"type": "integer", "minimum": 0}, "device": {"type": "string", "maxLength": 64}, "address": {"type": "string"}}}}}}),
+        ),
+        (
+            "ReportAnswer",
+            json!({"type": "object", "required": ["accepted"], "properties": {"accepted": {"type": "integer"}}}),
+        ),
+    ]
+}
+
+/// … and their routes.
+fn session_paths() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "/v1/tenants/{tenant}/users",
+            read_op("The users with active sessions (seen by the edges within --session-idle, not revoked), most recently seen first", Some("sessions:read"), "UsersAnswer", vec![
+                json!({"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}}),
+                query("q", "string", "only users whose id contains this (case-insensitive)"),
+                query("limit", "integer", "1..=1000, default 100")]),
+        ),
+        (
+            "/v1/tenants/{tenant}/users/{user}/sessions",
+            read_op("One user's sessions seen within --session-idle, revoked ones marked", Some("sessions:read"), "SessionsAnswer", vec![
+                json!({"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}}),
+                json!({"name": "user", "in": "path", "required": true, "schema": {"type": "string"}})]),
+        ),
+        (
+            "/v1/sync/sessions",
+            json!({"post": {"summary": "An edge's batch of the sessions it saw (edge token only)", "security": [{"bearer": []}],
+                "parameters": [{"name": "edge", "in": "query", "required": true, "schema": {"type": "string"}, "description": "the reporting edge's id"}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionReport"}}}},
+                "responses": {"200": {"description": "merged", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReportAnswer"}}}},
+                              "400": error_response("a bad entry (named), or more than 500"), "401": error_response("no or invalid credential"),
+                              "403": error_response("not the edge token"), "413": error_response("body over 512 KiB"),
+                              "415": error_response("not JSON")}}}),
+        ),
+    ]
+}
+
+fn base() -> Value {
     let target = json!({"type": "object", "required": ["scope"], "properties": {
         "scope": {"enum": ["global", "tenant", "user", "session", "scheduled_global", "scheduled_tenant"]},
         "tenant": {"type": "string"}, "user": {"type": "string"}, "sid": {"type": "string"}}});

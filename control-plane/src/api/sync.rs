@@ -99,6 +99,41 @@ enum Woken {
     ShuttingDown,
 }
 
+/// Which edge a request of an edge credential is from: its credential's edge (the
+/// query's `edge` then names the instance), or with the shared demo token the query's
+/// `edge` (required). Never from the query alone: an edge cannot report — acknowledge
+/// `?wait=` writes, or sessions — as another.
+pub(crate) struct WhichEdge {
+    pub edge: String,
+    pub instance: String,
+    pub credential: Option<String>,
+}
+
+pub(crate) fn which_edge(
+    identity: &EdgeIdentity,
+    query_edge: Option<&str>,
+) -> Result<WhichEdge, ApiError> {
+    Ok(match identity {
+        EdgeIdentity::Credential { credential, .. } => WhichEdge {
+            edge: credential.edge.clone(),
+            instance: query_edge.unwrap_or_default().to_string(),
+            credential: Some(credential.id.clone()),
+        },
+        EdgeIdentity::Shared => WhichEdge {
+            edge: query_edge
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "`edge` is required: the edge's id, so that it shows in /v1/edges",
+                    )
+                })?
+                .to_string(),
+            instance: String::new(),
+            credential: None,
+        },
+    })
+}
+
 /// `GET /v1/sync?since=V&wait=S&stream=X&edge=E`.
 pub async fn sync(
     State(state): State<AppState>,
@@ -110,24 +145,11 @@ pub async fn sync(
     if let Some(e) = &q.edge {
         check_id("edge", e)?;
     }
-    // Who the receipt is for comes from the credential, never from the query: an edge
-    // cannot report (and so acknowledge `?wait=` writes) as another.
-    let (edge, instance, credential) = match &identity {
-        EdgeIdentity::Credential { credential, .. } => (
-            credential.edge.clone(),
-            q.edge.clone().unwrap_or_default(),
-            Some(credential.id.clone()),
-        ),
-        EdgeIdentity::Shared => {
-            let edge = q.edge.clone().ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    "`edge` is required: the edge's id, so that its receipt shows in /v1/edges",
-                )
-            })?;
-            (edge, String::new(), None)
-        }
-    };
+    let WhichEdge {
+        edge,
+        instance,
+        credential,
+    } = which_edge(&identity, q.edge.as_deref())?;
     let wait = Duration::from_secs(q.wait.min(MAX_WAIT_S));
     state.metrics().sync_request();
 

@@ -18,10 +18,11 @@ use super::{
     action_name, cancel_action_name, diverged, needs_snapshot, page_after, page_plan, row_key,
     snapshot_page, target_tenant, AuditEntry, AuditFilter, AuditHead, AuditRecord, BoxFuture,
     CancelOutcome, CompactionReport, EdgeCredential, EdgePosition, EdgeReceipt, EdgeRecord, Entry,
-    NewEdgeCredential, PageRequest, ReplayKey, Revocation, RevokeRequest, Rollback, Store,
-    StoreError, StoreStatus, SyncBatch,
+    NewEdgeCredential, PageRequest, ReplayKey, Revocation, RevokeRequest, Rollback, SessionFilter,
+    SessionRecord, Store, StoreError, StoreStatus, SyncBatch,
 };
 use crate::audit;
+use epochgate_core::sessions::SessionSeen;
 
 /// The highest committed version, watched by long-polls (see the module doc of
 /// [`super`]). Raised only after a commit, never before: a poll woken early would read
@@ -188,6 +189,25 @@ CREATE TABLE IF NOT EXISTS compaction (
     id               INTEGER PRIMARY KEY CHECK (id = 1),
     compacted_before {int} NOT NULL
 );
+-- Sessions the edges saw: bookkeeping, not history (rows unseen for --session-idle are
+-- deleted). sid is '' for a token without one; start_key is then its session start
+-- (else 0), so the key names the session either way.
+CREATE TABLE IF NOT EXISTS sessions (
+    tenant        TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    sid           TEXT    NOT NULL,
+    start_key     {int} NOT NULL,
+    session_start {int} NOT NULL,   -- the latest reported (auth_time, else iat; seconds)
+    first_seen_ms {int} NOT NULL,
+    last_seen_ms  {int} NOT NULL,
+    requests      {int} NOT NULL,
+    device        TEXT    NOT NULL,
+    address       TEXT,
+    edge          TEXT    NOT NULL,   -- the edge of the latest sighting
+    PRIMARY KEY (tenant, user_id, sid, start_key)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_tenant ON sessions (tenant, last_seen_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (last_seen_ms);
 ";
 
 /// `n` random bytes as hex.
@@ -760,6 +780,75 @@ async fn compact(
     Ok(report)
 }
 
+/// Merges one sighting: the earliest first seen, the latest last seen (with its device,
+/// address and edge), requests summed, the latest session start.
+const MERGE_SESSION: &str = "
+    INSERT INTO sessions (tenant, user_id, sid, start_key, session_start, first_seen_ms,
+                          last_seen_ms, requests, device, address, edge)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (tenant, user_id, sid, start_key) DO UPDATE SET
+        session_start = CASE WHEN excluded.session_start > sessions.session_start
+                             THEN excluded.session_start ELSE sessions.session_start END,
+        first_seen_ms = CASE WHEN excluded.first_seen_ms < sessions.first_seen_ms
+                             THEN excluded.first_seen_ms ELSE sessions.first_seen_ms END,
+        requests = sessions.requests + excluded.requests,
+        device = CASE WHEN excluded.last_seen_ms >= sessions.last_seen_ms
+                      THEN excluded.device ELSE sessions.device END,
+        address = CASE WHEN excluded.last_seen_ms >= sessions.last_seen_ms
+                       THEN excluded.address ELSE sessions.address END,
+        edge = CASE WHEN excluded.last_seen_ms >= sessions.last_seen_ms
+                    THEN excluded.edge ELSE sessions.edge END,
+        last_seen_ms = CASE WHEN excluded.last_seen_ms > sessions.last_seen_ms
+                            THEN excluded.last_seen_ms ELSE sessions.last_seen_ms END";
+
+async fn record_sessions(
+    tx: &mut dyn Tx,
+    edge: &str,
+    sessions: &[SessionSeen],
+) -> Result<u64, StoreError> {
+    for s in sessions {
+        // The key: the sid, or for a token without one its session start.
+        let (sid, start_key) = match &s.sid {
+            Some(sid) => (sid.as_str(), 0),
+            None => ("", s.session_start),
+        };
+        tx.execute(
+            MERGE_SESSION,
+            &params![
+                &s.tenant,
+                &s.user,
+                sid,
+                start_key,
+                s.session_start,
+                s.first_seen_ms,
+                s.last_seen_ms,
+                s.requests,
+                &s.device,
+                s.address.as_deref(),
+                edge
+            ],
+        )
+        .await?;
+    }
+    Ok(sessions.len() as u64)
+}
+
+fn session_from_row(mut r: Row) -> Result<SessionRecord, StoreError> {
+    let sid = r.take_text(2)?;
+    Ok(SessionRecord {
+        tenant: r.take_text(0)?,
+        user: r.take_text(1)?,
+        sid: (!sid.is_empty()).then_some(sid),
+        session_start: r.i64(3)?,
+        first_seen_ms: r.u64(4)?,
+        last_seen_ms: r.u64(5)?,
+        requests: r.u64(6)?,
+        device: r.take_text(7)?,
+        address: r.take_opt_text(8)?,
+        edge: r.take_text(9)?,
+    })
+}
+
 impl<B: Backend> Store for SqlStore<B> {
     fn stream(&self) -> &str {
         &self.stream
@@ -1101,6 +1190,78 @@ impl<B: Backend> Store for SqlStore<B> {
                     )
                     .await?;
                 rows.into_iter().map(audit_from_row).collect()
+            })
+        })
+    }
+
+    fn record_sessions(
+        &self,
+        edge: String,
+        sessions: Vec<SessionSeen>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.backend.run(Access::Batch, move |tx| {
+            Box::pin(async move { record_sessions(tx, &edge, &sessions).await })
+        })
+    }
+
+    fn sessions(
+        &self,
+        filter: SessionFilter,
+    ) -> BoxFuture<'_, Result<Vec<SessionRecord>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                let pattern = filter.query.as_deref().map(super::like_pattern);
+                let rows = tx
+                    .query(
+                        "SELECT tenant, user_id, sid, session_start, first_seen_ms, last_seen_ms,
+                                requests, device, address, edge
+                         FROM sessions
+                         WHERE tenant = $1
+                           AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)
+                           AND (CAST($3 AS TEXT) IS NULL OR lower(user_id) LIKE $3 ESCAPE '\\')
+                           AND last_seen_ms >= $4
+                         ORDER BY last_seen_ms DESC, user_id, sid, start_key
+                         LIMIT $5",
+                        &params![
+                            &filter.tenant,
+                            filter.user.as_deref(),
+                            pattern,
+                            filter.seen_since_ms,
+                            filter.limit
+                        ],
+                    )
+                    .await?;
+                rows.into_iter().map(session_from_row).collect()
+            })
+        })
+    }
+
+    fn session_tenants(
+        &self,
+        seen_since_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT DISTINCT tenant FROM sessions WHERE last_seen_ms >= $1
+                         ORDER BY tenant LIMIT 1000",
+                        &params![seen_since_ms],
+                    )
+                    .await?;
+                rows.into_iter().map(|mut r| r.take_text(0)).collect()
+            })
+        })
+    }
+
+    fn drop_idle_sessions(&self, cutoff_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.backend.run(Access::Autocommit, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "DELETE FROM sessions WHERE last_seen_ms < $1",
+                    &params![cutoff_ms],
+                )
+                .await
             })
         })
     }

@@ -458,6 +458,49 @@ pub struct EdgeCredential {
     pub revoked_ms: Option<u64>,
 }
 
+/// A session as the store keeps it: the edges' sightings merged (first seen the
+/// earliest, last seen the latest, requests summed; device, address and edge from the
+/// latest sighting; the session start the latest reported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub tenant: String,
+    pub user: String,
+    pub sid: Option<String>,
+    pub session_start: i64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub requests: u64,
+    pub device: String,
+    pub address: Option<String>,
+    pub edge: String,
+}
+
+/// Which sessions [`Store::sessions`] reads: one tenant's (one user's), seen since
+/// `seen_since_ms`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub tenant: String,
+    pub user: Option<String>,
+    /// Users whose id contains this (case-insensitive for ASCII).
+    pub query: Option<String>,
+    pub seen_since_ms: u64,
+    pub limit: u32,
+}
+
+/// `%…%` for `LIKE … ESCAPE '\'`: `query` lower-cased, its `%`, `_` and `\` escaped.
+pub fn like_pattern(query: &str) -> String {
+    let mut out = String::with_capacity(query.len() + 2);
+    out.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// One audit log row. `hash` chains it to the previous row (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -627,6 +670,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every audit row, oldest first (for `epochgate audit verify`).
     fn audit_chain(&self) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+
+    /// Merges the sessions an edge reports (see [`SessionRecord`]) in one transaction
+    /// that never holds up a revocation; returns how many it merged.
+    fn record_sessions(
+        &self,
+        edge: String,
+        sessions: Vec<epochgate_core::sessions::SessionSeen>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// The sessions that match `filter`, most recently seen first.
+    fn sessions(
+        &self,
+        filter: SessionFilter,
+    ) -> BoxFuture<'_, Result<Vec<SessionRecord>, StoreError>>;
+
+    /// The tenants with sessions seen since `seen_since_ms` (at most 1000, by name): the
+    /// console's tenant picker.
+    fn session_tenants(&self, seen_since_ms: u64)
+        -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Deletes the sessions last seen before `cutoff_ms`; returns how many.
+    fn drop_idle_sessions(&self, cutoff_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Turns entries older than the session lifetime into tombstones (a new version, so
     /// edges receive the removal as a delta), deletes tombstones and edges unseen for

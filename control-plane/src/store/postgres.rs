@@ -317,23 +317,24 @@ impl Backend for Postgres {
             let mut client = self.pool.get().await?;
             match access {
                 Access::Autocommit => op(&mut PgTx(Conn::Client(&client))).await,
-                Access::Snapshot => {
-                    let tx = client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                        .await?;
-                    let out = op(&mut PgTx(Conn::Tx(&tx))).await?;
-                    tx.commit().await?;
-                    Ok(out)
-                }
-                Access::Serial => {
-                    let tx = client.transaction().await?;
-                    // The writer lock: every serial write on every replica queues here,
-                    // so versions and audit ids commit in order.
-                    tx.execute("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])
-                        .await?;
+                Access::Snapshot | Access::Serial | Access::Batch => {
+                    let tx = if access == Access::Snapshot {
+                        client
+                            .build_transaction()
+                            .isolation_level(IsolationLevel::RepeatableRead)
+                            .read_only(true)
+                            .start()
+                            .await?
+                    } else if access == Access::Batch {
+                        client.transaction().await?
+                    } else {
+                        let tx = client.transaction().await?;
+                        // The writer lock: every serial write on every replica queues here,
+                        // so versions and audit ids commit in order.
+                        tx.execute("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])
+                            .await?;
+                        tx
+                    };
                     let out = op(&mut PgTx(Conn::Tx(&tx))).await?;
                     tx.commit().await?;
                     Ok(out)

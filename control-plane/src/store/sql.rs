@@ -34,6 +34,12 @@ impl From<u64> for Value {
     }
 }
 
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
 impl From<u32> for Value {
     fn from(v: u32) -> Self {
         Value::Int(i64::from(v))
@@ -103,6 +109,14 @@ impl Row {
             Value::Int(v) => u64::try_from(*v)
                 .map(Some)
                 .map_err(|_| self.mismatch(i, "a non-negative integer")),
+            _ => Err(self.mismatch(i, "an integer")),
+        }
+    }
+
+    /// A signed integer (a session start may precede 1970 in a hostile token).
+    pub fn i64(&self, i: usize) -> Result<i64, StoreError> {
+        match self.at(i)? {
+            Value::Int(v) => Ok(*v),
             _ => Err(self.mismatch(i, "an integer")),
         }
     }
@@ -185,6 +199,10 @@ pub enum Access {
     /// Several reads that must agree: one read-only transaction (SQLite: one WAL
     /// snapshot; Postgres: `REPEATABLE READ`).
     Snapshot,
+    /// Several bookkeeping writes in one transaction that takes no serial lock, so it
+    /// never holds up a revocation on Postgres (the sessions edges report). SQLite: one
+    /// `BEGIN IMMEDIATE` on the `synchronous=NORMAL` connection.
+    Batch,
     /// A write that takes the store's single writer lock and is durable when the call
     /// returns (SQLite: `BEGIN IMMEDIATE` on the `synchronous=FULL` connection;
     /// Postgres: the `meta` row locked `FOR UPDATE` first), so writes — versions and

@@ -135,7 +135,7 @@ fn run_in<T>(conn: &mut Connection, access: Access, op: impl TxFn<T>) -> Result<
     let begin = match access {
         Access::Autocommit => None,
         Access::Snapshot => Some("BEGIN DEFERRED"),
-        Access::Serial => Some("BEGIN IMMEDIATE"),
+        Access::Serial | Access::Batch => Some("BEGIN IMMEDIATE"),
     };
     let mut tx = SqliteTx::begin(conn, begin)?;
     let result = poll_ready(op(&mut tx));
@@ -268,7 +268,7 @@ impl Backend for Sqlite {
             tokio::task::spawn_blocking(move || {
                 let conn = match access {
                     Access::Serial => &db.write,
-                    Access::Snapshot | Access::Autocommit => &db.read,
+                    Access::Snapshot | Access::Autocommit | Access::Batch => &db.read,
                 };
                 let mut conn = conn.lock().map_err(|_| StoreError::Poisoned)?;
                 run_in(&mut conn, access, op)

@@ -11,6 +11,8 @@
 //! - Propagation: time from an admin call's 200 to Envoy's first deny, over 50 logouts;
 //!   and the time until 1,000 simulated edges long-polling the control plane all have a
 //!   change, over 20 changes.
+//! - Session reporting: the same Epochgate setup with `report_sessions` off and on,
+//!   alternating, medians compared (the cost of recording and reporting sessions).
 //! - Memory: Envoy's RSS with N user epochs in shared data, and the `.wasm` size.
 //! - IdP logout: a real OpenID Provider (npm `oidc-provider`) signs a user in; the time
 //!   from the user confirming the sign-out at the IdP (RP-initiated logout, which posts a
@@ -24,7 +26,7 @@
 //!
 //! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
 //! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
-//! `BENCH_SECTIONS` (`throughput,propagation,memory,idp,worker`), `BENCH_ALGS` (the
+//! `BENCH_SECTIONS` (`throughput,sessions,propagation,memory,idp,worker`), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
 //! throughput section's algorithms, e.g. `HS256,ES256`; all three by default),
 //! `BENCH_WORKER_ROUNDS` (3), `BENCH_WORKER_COMPARE` (another built worker dir, e.g. an
 //! older build's `target/worker-dist`, measured in the same run), `BENCH_WORKER_ALGS`
@@ -229,6 +231,18 @@ impl Setup {
 }
 
 fn envoy_yaml(setup: Setup, alg: Alg, port: u16, admin: u16, cp_port: u16) -> String {
+    envoy_yaml_with(setup, alg, port, admin, cp_port, true)
+}
+
+/// [`envoy_yaml`] with the filter's `report_sessions` set.
+fn envoy_yaml_with(
+    setup: Setup,
+    alg: Alg,
+    port: u16,
+    admin: u16,
+    cp_port: u16,
+    report_sessions: bool,
+) -> String {
     let (key, jwks) = alg.keys();
     let jwt_authn = format!(
         r#"
@@ -246,9 +260,9 @@ fn envoy_yaml(setup: Setup, alg: Alg, port: u16, admin: u16, cp_port: u16) -> St
     );
     let filter_config = if setup == Setup::Chained {
         // jwt_authn verified the token: Epochgate only checks revocation.
-        format!(r#"{{"mode":"jwt_authn_metadata","keys":[],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE}}}"#)
+        format!(r#"{{"mode":"jwt_authn_metadata","keys":[],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE},"report_sessions":{report_sessions}}}"#)
     } else {
-        format!(r#"{{"keys":[{key}],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE}}}"#)
+        format!(r#"{{"keys":[{key}],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE},"report_sessions":{report_sessions}}}"#)
     }
     .replace('\'', "''");
     let wasm = wasm_path().display().to_string();
@@ -487,7 +501,7 @@ fn main() {
     }
 
     let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "throughput,propagation,memory,idp,worker".into());
+        .unwrap_or_else(|_| "throughput,sessions,propagation,memory,idp,worker".into());
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     if section("throughput") {
@@ -554,6 +568,10 @@ fn main() {
                 }
             }
         }
+    }
+
+    if section("sessions") {
+        sessions(&mut report, &cp, dir.path(), duration, cold_n);
     }
 
     if section("propagation") {
@@ -737,6 +755,74 @@ fn idp_logout(report: &mut String, dir: &Path) {
             percentile(s, 0.5),
             percentile(s, 0.99),
             s.last().copied().unwrap_or(0.0)
+        );
+    }
+}
+
+/// The cost of reporting sessions: Epochgate (HS256) with `report_sessions` off and on,
+/// alternating over `BENCH_SESSION_ROUNDS` rounds (default 3), medians compared — for
+/// 1,000 users' tokens and for the cold pool (every request a new session).
+fn sessions(report: &mut String, cp: &ControlPlane, dir: &Path, duration: u64, cold_n: usize) {
+    let rounds = env_num("BENCH_SESSION_ROUNDS", 3) as usize;
+    let _ = writeln!(report, "\n## Session reporting\n");
+    let _ = writeln!(
+        report,
+        "Epochgate, HS256, `report_sessions` off and on in alternation ({rounds} rounds of {duration} s each, medians).\n"
+    );
+    let _ = writeln!(
+        report,
+        "| tokens (one user each) | off: req/s | on: req/s | cost | sessions listed |"
+    );
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|");
+    for n in [1000usize, cold_n] {
+        let tokens = tokens(Alg::Hs256, n);
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..rounds {
+            for report_sessions in [false, true] {
+                let (port, admin) = (free_port(), free_port());
+                let yaml = envoy_yaml_with(
+                    Setup::Epochgate,
+                    Alg::Hs256,
+                    port,
+                    admin,
+                    cp.port,
+                    report_sessions,
+                );
+                let envoy = start_envoy(dir, &yaml, port, admin, true);
+                let _ = wrk(envoy.port, &tokens, 1);
+                let r = wrk(envoy.port, &tokens, duration);
+                drop(envoy);
+                eprintln!(
+                    "sessions {n} tokens, report_sessions {report_sessions}: {:.0} req/s",
+                    r.rps
+                );
+                if report_sessions {
+                    on.push(r.rps)
+                } else {
+                    off.push(r.rps)
+                }
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (off, on) = (median(&mut off), median(&mut on));
+        let listed = cp
+            .admin("GET", "/v1/tenants/bench/users?limit=1", "")
+            .json()["total_users"]
+            .as_u64()
+            .unwrap_or(0);
+        let _ = writeln!(
+            report,
+            "| {} | {off:.0} | {on:.0} | {:+.1}% | {listed} |",
+            if n == 1000 {
+                "warm 1k".to_string()
+            } else {
+                format!("cold {}k", n / 1000)
+            },
+            (1.0 - on / off.max(1.0)) * 100.0
         );
     }
 }

@@ -88,6 +88,30 @@ fn demo_starts_and_its_printed_commands_work_as_written() {
     assert!(output_of("edges")[0].contains("demo-envoy"), "{stdout}");
     assert!(output_of("audit")[0].contains("lost phone"), "{stdout}");
 
+    // The console it prints: its sign-in page, and the demo sign-in it names works.
+    assert!(
+        printed.contains("http://127.0.0.1:8080/console/"),
+        "{printed}"
+    );
+    assert!(printed.contains("demo-admin-token-0123456789"), "{printed}");
+    let page = epochgate_tests::http::request("127.0.0.1", 8080, "GET", "/console/login", &[], b"")
+        .unwrap();
+    assert_eq!(page.status, 200);
+    let users = wait_for("user 42 in the users list", Duration::from_secs(10), || {
+        let auth = "Bearer demo-admin-token-0123456789";
+        let r = epochgate_tests::http::request(
+            "127.0.0.1",
+            8080,
+            "GET",
+            "/v1/tenants/acme/users",
+            &[("authorization", auth.as_bytes())],
+            b"",
+        )
+        .ok()?;
+        r.text().contains(r#""user":"42""#).then_some(r.text())
+    });
+    assert!(users.contains("curl"), "the device: {users}");
+
     demo.terminate();
     assert!(demo.log().contains("demo: stopped"), "{}", demo.log());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use epochgate_tests::signing::{self, Alg};
 use epochgate_tests::worker::{WorkerOptions, WorkerStack, DEPLOYMENT};
-use epochgate_tests::{filter_config, now_s, Options, LOGIN_URL};
+use epochgate_tests::{filter_config, now_s, wait_for, Options, LOGIN_URL};
 use serde_json::json;
 
 /// The bound: the refresh interval plus one second.
@@ -56,6 +56,21 @@ fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() 
     assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
     assert_eq!(edges[0]["applied_version"].as_u64(), Some(version));
     assert_eq!(edges[0]["lag"].as_u64(), Some(0));
+
+    // The isolate reports the session it saw (in the background, the first at once).
+    let sessions = wait_for(
+        "the worker's session report",
+        Duration::from_secs(10),
+        || {
+            let v = stack
+                .cp
+                .admin("GET", "/v1/tenants/acme/users/42/sessions", "")
+                .json();
+            (v["sessions"].as_array()?.len() == 1).then_some(v)
+        },
+    );
+    assert_eq!(sessions["sessions"][0]["sid"], "s-42-a");
+    assert_eq!(sessions["sessions"][0]["edge"], id);
 }
 
 /// A Worker deployment with its own edge token: its isolates show as one edge (the
