@@ -229,15 +229,20 @@ try {
   assert.equal(notice.headers.get("epochgate-logout-at"), `${at}:00Z`);
   await page.click('[data-schedule] button:has-text("Cancel")');
   const cancelled = await flash(page);
-  // Interim, until the control plane's cancel route lands (issue 10): refused, kept.
-  assert.match(cancelled.text, /Nothing was changed: cancelling a scheduled logout is not in this build/);
-  assert.ok(await page.$("[data-schedule]"), "the schedule is still pending");
+  assert.match(cancelled.text, /Cancelled the scheduled logout of tenant acme/);
+  assert.match(cancelled.receipt, /^reached 1\/1 edges in \d+ ms$/);
+  assert.equal(await page.$("[data-schedule]"), null, "no schedule is pending any more");
+  // The edge dropped it too: no more advance notice.
+  await until("the notice gone", async () => {
+    const r = await fetch(`${ENVOY}/api/orders`, { headers: { authorization: `Bearer ${carol}` } });
+    return r.status === 200 && r.headers.get("epochgate-logout-at") === null;
+  });
 
   // --- Audit and Edges -----------------------------------------------------------
   await page.click("nav >> text=Audit");
   await page.waitForURL(/\/console\/audit$/);
   assert.equal(await page.getAttribute("[data-chain]", "data-chain"), "ok");
-  for (const action of ["logout_user", "logout_tenant", "schedule_logout_tenant"]) {
+  for (const action of ["logout_user", "logout_tenant", "schedule_logout_tenant", "cancel_scheduled_logout_tenant"]) {
     assert.ok(await page.$(`tr[data-action="${action}"]`), `${action} is in the audit log`);
   }
   await page.selectOption("select[name=action]", "logout_tenant");

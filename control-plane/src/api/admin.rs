@@ -502,7 +502,7 @@ pub async fn logout_all_tenants(
 /// Cancels the pending scheduled logout `target` (audited): 404 if there is none, 409
 /// if its time has passed — it took effect, and a logout is not undone (the refused
 /// attempt is audited too).
-async fn cancel(
+pub(crate) async fn cancel(
     state: &AppState,
     auth: AdminAuth,
     remote: RemoteAddr,

@@ -301,7 +301,7 @@ pub async fn cancel_schedule(
     }
     let to = back_to(&form, users_url(&p.tenant));
     let tenant = p.tenant.clone();
-    let result = cancel_tenant_schedule(&state, &signed, p).await;
+    let result = cancel_tenant_schedule(&state, &signed, p, reason(&form)).await;
     finish(
         &state,
         &signed,
@@ -311,17 +311,27 @@ pub async fn cancel_schedule(
     )
 }
 
-/// Until the control plane's cancel route lands: refused, nothing changed.
+/// The pending scheduled logout of the tenant, cancelled through the API's own handler
+/// (the same RBAC, audit and receipt): 404 when there is none, 409 when its time has
+/// passed — it took effect, and a logout is never undone.
 async fn cancel_tenant_schedule(
-    _state: &AppState,
-    _signed: &Signed,
-    _p: TenantPath,
+    state: &AppState,
+    signed: &Signed,
+    p: TenantPath,
+    reason: Option<String>,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "cancelling a scheduled logout is not in this build",
-    ))
+    check_id("tenant", &p.tenant)?;
+    admin::cancel(
+        state,
+        signed.auth.clone(),
+        signed.remote,
+        Target::ScheduledTenant { tenant: p.tenant },
+        Some(RevokeBody { reason, at: None }),
+        WriteQuery {
+            wait: Some(WAIT.into()),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
