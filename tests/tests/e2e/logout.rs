@@ -1,5 +1,6 @@
 //! Force logout, end to end, written once against [`Edge`] and run on the real Envoy and
-//! on the Worker in a real workerd (`logout::<scenario>::envoy`, `::worker`): user,
+//! on the Worker in a real workerd, alone and told of changes by its relay
+//! (`logout::<scenario>::envoy`, `::worker`, `::worker_relay`): user,
 //! tenant, global, session, web, impersonation, scheduled, the control plane down; signing
 //! in again works. What only one edge has stays with it (`worker.rs`, `production.rs`).
 
@@ -19,6 +20,12 @@ macro_rules! on_both_edges {
             #[test]
             fn worker() {
                 super::$scenario(&mut epochgate_tests::worker::WorkerStack::start());
+            }
+            /// Two isolates told of changes by the deployment's relay (its Durable
+            /// Object); the scenario runs on the one that does not host the object.
+            #[test]
+            fn worker_relay() {
+                super::$scenario(&mut epochgate_tests::worker::WorkerStack::relayed(2));
             }
         }
     )*};
