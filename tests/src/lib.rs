@@ -283,6 +283,16 @@ impl TestPki {
 }
 
 impl ControlPlane {
+    /// A counter or gauge from `/metrics` (e.g. `epochgate_sync_requests_total`).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let m = http::request("127.0.0.1", self.port, "GET", "/metrics", &[], b"")
+            .ok()?
+            .text();
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     pub fn start(dir: &Path, port: u16, db: &Path) -> Self {
         Self::start_named(dir, "control-plane", port, &db.display().to_string())
     }

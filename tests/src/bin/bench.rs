@@ -1202,13 +1202,7 @@ fn worker_throughput(
 
 /// The control plane's `epochgate_sync_requests_total`.
 fn sync_requests_total(cp: &ControlPlane) -> u64 {
-    let m = epochgate_tests::http::request("127.0.0.1", cp.port, "GET", "/metrics", &[], b"")
-        .unwrap()
-        .text();
-    m.lines()
-        .find_map(|l| l.strip_prefix("epochgate_sync_requests_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    cp.metric("epochgate_sync_requests_total").unwrap_or(0)
 }
 
 /// The Worker in workerd with 1 and with 8 isolates (worker services), each polling the
@@ -1244,17 +1238,9 @@ fn worker_relay(report: &mut String) {
                 ..WorkerOptions::default()
             });
             let get = |port: u16, token: &str| {
-                let auth = format!("Bearer {token}");
-                epochgate_tests::http::request(
-                    "127.0.0.1",
-                    port,
-                    "GET",
-                    "/api/orders",
-                    &[("authorization", auth.as_bytes())],
-                    b"",
-                )
-                .map(|r| r.status)
-                .unwrap_or(0)
+                epochgate_tests::http::get_bearer(port, "/api/orders", token)
+                    .map(|r| r.status)
+                    .unwrap_or(0)
             };
             let bystander = stack.token("bystander", "bench", serde_json::json!({}));
             for &port in &stack.ports {

@@ -256,15 +256,9 @@ fn worker_receipt_a_logout_with_wait_reports_the_live_isolate_once_it_applied() 
     assert_eq!(edges[0]["live"], true, "{edges:?}");
 }
 
-/// The control plane's count of sync requests (`epochgate_sync_requests_total`).
+/// The control plane's count of sync requests.
 fn sync_requests(stack: &WorkerStack) -> u64 {
-    let m = epochgate_tests::http::request("127.0.0.1", stack.cp.port, "GET", "/metrics", &[], b"")
-        .unwrap()
-        .text();
-    m.lines()
-        .find_map(|l| l.strip_prefix("epochgate_sync_requests_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no epochgate_sync_requests_total in {m}"))
+    stack.cp.metric("epochgate_sync_requests_total").unwrap()
 }
 
 /// The relay: three isolates (worker services) of one deployment share its Durable
@@ -286,17 +280,9 @@ fn worker_relay_brings_each_logout_to_every_isolate_at_once() {
         ..WorkerOptions::default()
     });
     let get = |port: u16, token: &str| {
-        let auth = format!("Bearer {token}");
-        epochgate_tests::http::request(
-            "127.0.0.1",
-            port,
-            "GET",
-            "/api/orders",
-            &[("authorization", auth.as_bytes())],
-            b"",
-        )
-        .unwrap()
-        .status
+        epochgate_tests::http::get_bearer(port, "/api/orders", token)
+            .unwrap()
+            .status
     };
     let bystander = stack.token("bystander", "acme", json!({}));
     for &port in &stack.ports {
