@@ -455,6 +455,9 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
         }
         Ok((settings, state, sessions)) => {
             let incoming = incoming(&req);
+            if relay::bound(&env) {
+                relay::before_request(&env, &settings, &state).await;
+            }
             let handled = edge::handle(&state, &settings, &host, &incoming).await;
             let report = sessions.as_ref().and_then(|s| {
                 let edge_id = state.borrow().edge_id().to_string();

@@ -8,7 +8,9 @@
 //!   is current? — with [`Current`] from memory. It polls while isolates ask (an alarm
 //!   keeps it going between requests) and stops [`IDLE_MS`] after the last one asked.
 //! - **An isolate** asks the object at most every `relay_check_ms`, in the background of
-//!   a request ([`RelayWatch`]). A version it does not hold makes its own sync due at
+//!   a request ([`RelayWatch`]) — before the request when it has not heard from the
+//!   object for [`ASK_FIRST_MS`] (an idle spell: the first request after a logout is then
+//!   decided on it). A version it does not hold makes its own sync due at
 //!   once ([`IsolateState::relay_says`]): it syncs with the control plane directly, so
 //!   what it enforces, its receipts and its `GET /v1/edges` entry are its own, as
 //!   without the relay. Meanwhile its own calls come only every `relay_refresh_ms`.
@@ -36,6 +38,9 @@ pub const RELAY_URL: &str = "https://epochgate-relay/v1/current";
 pub const IDLE_MS: u64 = 60_000;
 /// An isolate gives up on a question after this long (and polls on its own meanwhile).
 pub const CHECK_TIMEOUT_MS: u64 = 1_000;
+/// An isolate that has not had an answer from the object for this long asks it before
+/// deciding a request (an idle spell), not after.
+pub const ASK_FIRST_MS: u64 = 1_000;
 /// The object's alarm comes this often while isolates ask (keeps the poll going).
 pub const ALARM_MS: u64 = 30_000;
 
@@ -213,6 +218,8 @@ pub fn changed(event: &Event) -> bool {
 pub struct RelayWatch {
     last_check_ms: u64,
     in_flight_since: Option<u64>,
+    /// When the last answer (or failure) came.
+    answered_ms: u64,
 }
 
 impl RelayWatch {
@@ -232,6 +239,15 @@ impl RelayWatch {
         true
     }
 
+    /// Whether to ask before deciding a request (then the question is taken): no answer
+    /// for [`ASK_FIRST_MS`] and none in flight.
+    pub fn begin_first(&mut self, now_ms: u64) -> bool {
+        if now_ms < self.answered_ms.saturating_add(ASK_FIRST_MS) {
+            return false;
+        }
+        self.begin(now_ms, 0)
+    }
+
     /// The object's answer (or why there is none), applied to the isolate's state;
     /// returns whether the isolate should sync now.
     pub fn finish<H: Host>(
@@ -243,6 +259,7 @@ impl RelayWatch {
         config: &WorkerConfig,
     ) -> bool {
         self.in_flight_since = None;
+        self.answered_ms = now_ms;
         let current = match result {
             Ok((200, body)) => Current::parse(&body),
             Ok((status, body)) => Err(format!(
@@ -422,6 +439,14 @@ mod tests {
         };
         assert!(watch.begin(NOW + 40, 20));
         assert!(watch.finish(&host, NOW + 41, said(&other_stream), &mut st, &s.worker));
+        // After an idle second the isolate asks before deciding; not while a question
+        // is out, nor right after an answer.
+        let mut idle = RelayWatch::default();
+        assert!(idle.begin_first(NOW), "never asked: ask first");
+        assert!(!idle.begin_first(NOW + 1), "one question at a time");
+        idle.finish(&host, NOW + 2, said(&same), &mut st, &s.worker);
+        assert!(!idle.begin_first(NOW + 500));
+        assert!(idle.begin_first(NOW + 2 + ASK_FIRST_MS));
         // A question never answered is given up.
         let mut stuck = RelayWatch::default();
         assert!(stuck.begin(NOW, 20));

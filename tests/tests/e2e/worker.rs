@@ -372,6 +372,19 @@ fn worker_relay_brings_each_logout_to_every_isolate_at_once() {
         stack.relay_edge().unwrap()["applied_version"].as_u64(),
         Some(version)
     );
+    // After an idle spell an isolate asks the object before deciding: the very first
+    // request after a logout is refused, on every isolate.
+    let idle = stack.token("idle", "acme", json!({}));
+    for &port in &stack.ports {
+        assert_eq!(get(port, &idle), 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = stack.cp.admin("POST", "/v1/tenants/acme/users/idle/logout", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    for &port in &stack.ports {
+        assert_eq!(get(port, &idle), 401, "the first request after the idle spell");
+    }
     let log = stack.workerd.log();
     assert!(log.contains("relay e2e-worker-relay"), "{log}");
     assert!(!log.contains("setAlarm failed"), "{log}");

@@ -171,9 +171,55 @@ pub async fn ask(env: &JsValue, deployment: &str) -> GetResult {
     answer.map_err(js_error)
 }
 
+/// Asks the object and, if it knows of a version this isolate does not hold, syncs at
+/// once, then reports what it applied (see [`relay::changed`]).
+async fn ask_and_sync(env: &JsValue, settings: &Settings, state: &RefCell<IsolateState>) {
+    let host = JsHost;
+    let answer = ask(env, &settings.worker.deployment).await;
+    let now = host.now_ms();
+    let sync_now = WATCH.with(|w| {
+        w.borrow_mut().finish(
+            &host,
+            now,
+            answer,
+            &mut state.borrow_mut(),
+            &settings.worker,
+        )
+    });
+    if !sync_now {
+        return;
+    }
+    let call = state.borrow_mut().begin(now, &settings.worker);
+    let Some(call) = call else {
+        return;
+    };
+    let event = edge::complete_sync(state, settings, &host, call).await;
+    // The control plane learns what an edge applied from its next call (its `since`):
+    // report a change at once, not `relay_refresh_ms` later, so `?wait=` receipts and
+    // `GET /v1/edges` see it.
+    if relay::changed(&event) {
+        let ack = state
+            .borrow_mut()
+            .report_now(host.now_ms(), &settings.worker);
+        if let Some(call) = ack {
+            edge::complete_sync(state, settings, &host, call).await;
+        }
+    }
+}
+
+/// Before a request: an isolate that has not heard from the object for
+/// [`relay::ASK_FIRST_MS`] (an idle spell) asks it first, and syncs if it must, so the
+/// first request after the spell is decided on what is current — one round trip to the
+/// object, only then.
+pub async fn before_request(env: &JsValue, settings: &Settings, state: &RefCell<IsolateState>) {
+    let now = JsHost.now_ms();
+    if WATCH.with(|w| w.borrow_mut().begin_first(now)) {
+        ask_and_sync(env, settings, state).await;
+    }
+}
+
 /// After a request: if a question is due, asks the object in the background
-/// (`ctx.waitUntil`) and, if it knows of a version this isolate does not hold, syncs at
-/// once in the same task.
+/// (`ctx.waitUntil`), syncing in the same task if it must.
 pub fn after_request(
     env: &JsValue,
     ctx: &Context,
@@ -186,34 +232,7 @@ pub fn after_request(
     }
     let (env, settings, state) = (env.clone(), settings.clone(), state.clone());
     let task = wasm_bindgen_futures::future_to_promise(async move {
-        let host = JsHost;
-        let answer = ask(&env, &settings.worker.deployment).await;
-        let now = host.now_ms();
-        let sync_now = WATCH.with(|w| {
-            w.borrow_mut().finish(
-                &host,
-                now,
-                answer,
-                &mut state.borrow_mut(),
-                &settings.worker,
-            )
-        });
-        if sync_now {
-            let call = state.borrow_mut().begin(now, &settings.worker);
-            if let Some(call) = call {
-                let event = edge::complete_sync(&state, &settings, &host, call).await;
-                // The control plane learns what an edge applied from its next call (its
-                // `since`): report a change at once, not `relay_refresh_ms` later, so
-                // `?wait=` receipts and `GET /v1/edges` see it.
-                if relay::changed(&event) {
-                    let now = host.now_ms();
-                    let ack = state.borrow_mut().report_now(now, &settings.worker);
-                    if let Some(call) = ack {
-                        edge::complete_sync(&state, &settings, &host, call).await;
-                    }
-                }
-            }
-        }
+        ask_and_sync(&env, &settings, &state).await;
         Ok(JsValue::UNDEFINED)
     });
     if let Err(e) = ctx.wait_until(&task) {
