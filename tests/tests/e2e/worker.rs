@@ -379,11 +379,17 @@ fn worker_relay_brings_each_logout_to_every_isolate_at_once() {
         assert_eq!(get(port, &idle), 200);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let r = stack.cp.admin("POST", "/v1/tenants/acme/users/idle/logout", "");
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/idle/logout", "");
     assert_eq!(r.status, 200, "{}", r.text());
     std::thread::sleep(Duration::from_millis(100));
     for &port in &stack.ports {
-        assert_eq!(get(port, &idle), 401, "the first request after the idle spell");
+        assert_eq!(
+            get(port, &idle),
+            401,
+            "the first request after the idle spell"
+        );
     }
     let log = stack.workerd.log();
     assert!(log.contains("relay e2e-worker-relay"), "{log}");
