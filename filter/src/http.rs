@@ -16,7 +16,7 @@ use epochgate_core::jwt::{parse_remote_jwks, AlgorithmSupport as _, KeySet};
 use epochgate_core::rotation::KeyWait;
 use epochgate_core::state::{decode_epoch, EpochSource, Unreadable};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
-use epochgate_core::watch::Watch;
+use epochgate_core::watch::{is_streaming, Watch};
 use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo, ResponseKind};
 
 use crate::host::{Host, HostFailure, HttpHost, Metric};
@@ -132,21 +132,6 @@ impl<H: Host> EpochSource for CachedEpochs<'_, H> {
         cache.entries.insert(key.to_string(), value);
         Ok(value)
     }
-}
-
-/// Whether a request opens a long-lived stream the filter should keep an eye on even
-/// when idle (on its tick): a WebSocket (or other) upgrade, an extended CONNECT,
-/// server-sent events, gRPC. Other requests are watched on their response data only.
-fn is_streaming(headers: &[(String, Vec<u8>)]) -> bool {
-    headers.iter().any(|(n, v)| match n.as_str() {
-        "upgrade" | ":protocol" => true,
-        ":method" => v.as_slice() == b"CONNECT",
-        "accept" => v
-            .windows(17)
-            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream")),
-        "content-type" => v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc"),
-        _ => false,
-    })
 }
 
 /// What to tell Envoy.

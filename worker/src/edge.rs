@@ -8,6 +8,7 @@ use epochgate_core::decision::Step;
 use epochgate_core::state::RevocationState;
 use epochgate_core::sync::client::{kept_note, Event};
 use epochgate_core::sync::SyncStatus;
+use epochgate_core::watch::Watch;
 use epochgate_core::{Decision, HeaderEdit, Inputs, RequestInfo, Response};
 
 use crate::host::{Host, Level};
@@ -50,6 +51,9 @@ pub struct Handled {
     pub background_sync: Option<SyncCall>,
     /// Who an allowed request was (for the session reports).
     pub identity: Option<epochgate_core::claims::Identity>,
+    /// An allowed request's watch: its response, if long-lived, is judged again while
+    /// it is sent ([`stream_over`]) and cut once its session is over.
+    pub watch: Option<Watch>,
 }
 
 /// Handles one request.
@@ -112,10 +116,67 @@ pub async fn handle<H: Host>(
         Decision::Allow { identity, .. } => identity.clone(),
         Decision::Deny { .. } => None,
     };
+    let watch = identity.clone().map(|id| {
+        let status = state.borrow().status();
+        Watch::new(id, status.as_ref(), host.now_ms())
+    });
     Handled {
         outcome: act(settings, host, &edge_id, req, decision),
         background_sync,
         identity,
+        watch,
+    }
+}
+
+/// How often a watched response is judged again while it is sent (Envoy's filter ticks
+/// at the same pace).
+pub const STREAM_LOOK_MS: u64 = 250;
+
+/// Judges a watched response again (`core`'s [`Engine::rewatch`]): `true` once its
+/// session is over — revoked by the isolate's state, past the horizon, or a scheduled
+/// logout's `at` passed. An open response keeps its isolate syncing: a due sync is run
+/// here, awaited (never two at once, as for requests), so a logout reaches the stream
+/// with no other request to bring it.
+///
+/// [`Engine::rewatch`]: epochgate_core::decision::Engine
+pub async fn stream_over<H: Host>(
+    state: &RefCell<IsolateState>,
+    settings: &Settings,
+    host: &H,
+    watch: &mut Watch,
+) -> bool {
+    let max_staleness_s = settings.engine.config().max_staleness_s;
+    state.borrow_mut().sweep(host.now_ms());
+    let plan = state.borrow().plan(host.now_ms(), max_staleness_s);
+    if matches!(plan, Plan::Background | Plan::Blocking) {
+        let call = state.borrow_mut().begin(host.now_ms(), &settings.worker);
+        if let Some(call) = call {
+            complete_sync(state, settings, host, call).await;
+        }
+    }
+    let s = state.borrow();
+    let status = s.status();
+    let now_ms = host.now_ms();
+    if !watch.is_due(status.as_ref(), now_ms) {
+        return false;
+    }
+    match settings
+        .engine
+        .rewatch(watch, s.epochs(), status.as_ref(), now_ms)
+    {
+        Ok(()) => false,
+        Err(reason) => {
+            host.log(
+                Level::Info,
+                &format!(
+                    "[{}] stream ended: session over ({reason}): user {:?} of tenant {:?}",
+                    s.edge_id(),
+                    watch.identity.user,
+                    watch.identity.tenant
+                ),
+            );
+            true
+        }
     }
 }
 

@@ -419,6 +419,79 @@ pub fn with_response_headers(
     web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
 }
 
+/// A long-lived response, watched while it is sent: its body is piped through a
+/// `TransformStream` under an `AbortController`, and a task (kept alive by `waitUntil`)
+/// judges it every [`edge::STREAM_LOOK_MS`] with `core`'s rule ([`edge::stream_over`],
+/// which also keeps the isolate syncing) until the pipe is done. Once its session is
+/// over the pipe is aborted: the client's response errors (the connection is cut, not
+/// finished), as Envoy resets the stream, and the origin's body is cancelled.
+fn watched(
+    resp: web_sys::Response,
+    mut watch: epochgate_core::watch::Watch,
+    state: Rc<RefCell<IsolateState>>,
+    settings: Rc<Settings>,
+    ctx: &Context,
+) -> Result<web_sys::Response, JsValue> {
+    let Some(body) = resp.body() else {
+        return Ok(resp);
+    };
+    let controller = web_sys::AbortController::new()?;
+    let pipe = web_sys::TransformStream::new()?;
+    let options = web_sys::StreamPipeOptions::new();
+    options.set_signal(&controller.signal());
+    let init = ResponseInit::new();
+    init.set_status(resp.status());
+    init.set_status_text(&resp.status_text());
+    init.set_headers(&resp.headers());
+    let out =
+        web_sys::Response::new_with_opt_readable_stream_and_init(Some(&pipe.readable()), &init)?;
+    let piped = body.pipe_to_with_options(&pipe.writable(), &options);
+    let done = Rc::new(std::cell::Cell::new(false));
+    let finished = done.clone();
+    // The pipe settles when the body is through, the client went away, or it was cut.
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = JsFuture::from(piped).await;
+        finished.set(true);
+    });
+    let watcher = wasm_bindgen_futures::future_to_promise(async move {
+        loop {
+            JsHost.sleep(edge::STREAM_LOOK_MS).await;
+            if done.get() {
+                break;
+            }
+            if edge::stream_over(&state, &settings, &JsHost, &mut watch).await {
+                controller.abort_with_reason(&js_sys::Error::new("session over").into());
+                break;
+            }
+        }
+        Ok(JsValue::UNDEFINED)
+    });
+    if let Err(e) = ctx.wait_until(&watcher) {
+        // Without waitUntil the task still runs while the response is sent.
+        JsHost.log(
+            Level::Warn,
+            &format!("waitUntil refused a stream's watch: {}", js_error(e)),
+        );
+    }
+    Ok(out)
+}
+
+/// Whether the origin's response must be watched while it is sent (`core`'s rule).
+fn is_long_lived(incoming: &IncomingRequest, resp: &web_sys::Response) -> bool {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .ok()
+            .flatten()
+            .map(|v| byte_string_to_bytes(&v))
+    };
+    epochgate_core::watch::is_long_lived(
+        &incoming.headers,
+        header("content-type").as_deref(),
+        header("content-length").as_deref(),
+    )
+}
+
 async fn send(req: &Request) -> Result<web_sys::Response, JsValue> {
     let global: WorkerGlobalScope = js_sys::global().unchecked_into();
     JsFuture::from(global.fetch_with_request(req))
@@ -490,7 +563,12 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                     Ok(out) => match send(&out)
                         .await
                         .and_then(|resp| with_response_headers(resp, &response_headers))
-                    {
+                        .and_then(|resp| match handled.watch {
+                            Some(watch) if is_long_lived(&incoming, &resp) => {
+                                watched(resp, watch, state.clone(), settings.clone(), &ctx)
+                            }
+                            _ => Ok(resp),
+                        }) {
                         Ok(resp) => return Ok(resp.into()),
                         Err(e) => {
                             host.log(

@@ -9,7 +9,7 @@ use epochgate_core::sync::{Change, SyncResponse};
 use epochgate_core::HeaderEdit;
 use serde_json::{json, Value};
 
-use crate::edge::{complete_sync, handle, Handled, IncomingRequest, Outcome};
+use crate::edge::{complete_sync, handle, stream_over, Handled, IncomingRequest, Outcome};
 use crate::fake::{block_on, FakeHost};
 use crate::host::Level;
 use crate::refresh::IsolateState;
@@ -887,4 +887,49 @@ fn the_isolate_reports_its_sessions_in_the_background_once_per_interval() {
             .is_none()
     );
     assert_eq!(quiet.borrow().pending(), 0);
+}
+
+/// Item 6: an allowed request carries a watch; while its response is sent the watch runs
+/// the isolate's due syncs itself (no other request needed) and `core` ends it once the
+/// session is revoked; another user's goes on.
+#[test]
+fn a_watched_stream_syncs_the_isolate_and_ends_at_its_logout() {
+    let s = settings();
+    let (host, state) = synced(&s);
+    let h42 = run(&state, &s, &host, &bearer(&token_42()));
+    let t43 =
+        hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}));
+    let h43 = run(&state, &s, &host, &bearer(&t43));
+    let (mut w42, mut w43) = (h42.watch.unwrap(), h43.watch.unwrap());
+    assert!(
+        !block_on(stream_over(&state, &s, &host, &mut w42)),
+        "nothing changed"
+    );
+    // Not due yet: no sync; then due: the watch syncs and sees the logout.
+    let calls = host.calls.borrow().len();
+    host.advance(100);
+    assert!(!block_on(stream_over(&state, &s, &host, &mut w42)));
+    assert_eq!(
+        host.calls.borrow().len(),
+        calls,
+        "within refresh_ms: no sync"
+    );
+    host.advance(500);
+    host.answer_json(&delta(2, vec![user_logout("42", NOW + 100)]));
+    assert!(
+        block_on(stream_over(&state, &s, &host, &mut w42)),
+        "42 is over"
+    );
+    assert_eq!(
+        host.calls.borrow().len(),
+        calls + 1,
+        "the watch ran the sync"
+    );
+    assert!(host.logged("stream ended: session over (session_revoked)"));
+    assert!(
+        !block_on(stream_over(&state, &s, &host, &mut w43)),
+        "43 goes on"
+    );
+    // A denied request has no watch.
+    assert!(run(&state, &s, &host, &bearer(&token_42())).watch.is_none());
 }

@@ -1,0 +1,82 @@
+//! Streams through the Worker end at logout (issue 14 item 6), as Envoy's do
+//! (`production.rs`): a server-sent-events response the Worker proxies is cut once the
+//! isolate's own sync brings its session's logout, with no other request to drive the
+//! sync; another user's stream keeps flowing.
+//!
+//! Build first: `make build-worker` (and `cargo build -p epochgate-control-plane`).
+
+use std::time::{Duration, Instant};
+
+use epochgate_tests::http::Streaming;
+use epochgate_tests::worker::{WorkerOptions, WorkerStack};
+use epochgate_tests::{wait_for, Options, Reply};
+use serde_json::json;
+
+fn open(stack: &WorkerStack, user: &str) -> Streaming {
+    let auth = format!("Bearer {}", stack.token(user, "acme", json!({})));
+    let s = Streaming::open(
+        "127.0.0.1",
+        stack.port,
+        "/events",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("accept", b"text/event-stream"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.status(), Some(200));
+    s
+}
+
+#[test]
+fn worker_open_streams_end_at_logout_and_others_go_on() {
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: Options {
+            upstream: Reply::Sse {
+                interval_ms: 100,
+                events: 600,
+            },
+            ..Options::default()
+        },
+        ..WorkerOptions::default()
+    });
+    let (mut s42, mut s43) = (open(&stack, "42"), open(&stack, "43"));
+    wait_for("events on both streams", Duration::from_secs(5), || {
+        (s42.poll().unwrap() && s43.poll().unwrap() && s42.events() >= 3 && s43.events() >= 3)
+            .then_some(())
+    });
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let logout = Instant::now();
+    // No other request reaches the Worker meanwhile: the open streams keep the isolate
+    // syncing. Generous: the refresh interval plus a few seconds.
+    let deadline = Duration::from_millis(stack.refresh_ms) + Duration::from_secs(5);
+    wait_for("42's stream to end", deadline, || {
+        (!s42.poll().unwrap()).then_some(())
+    });
+    let stopped = s42.last_data.saturating_duration_since(logout);
+    println!(
+        "worker stream stopped {} ms after the logout (closed after {} ms, refresh every {} ms)",
+        stopped.as_millis(),
+        logout.elapsed().as_millis(),
+        stack.refresh_ms
+    );
+    assert!(
+        stopped < deadline,
+        "data flowed for {stopped:?} after the logout"
+    );
+    assert!(
+        !s42.received.ends_with(b"\r\n0\r\n\r\n"),
+        "the stream was cut, not finished"
+    );
+    let before = s43.events();
+    wait_for("43's stream to go on", Duration::from_secs(3), || {
+        (s43.poll().unwrap() && s43.events() >= before + 5).then_some(())
+    });
+    assert!(
+        stack.workerd.log().contains("stream ended: session over"),
+        "the Worker logs the cut"
+    );
+}
