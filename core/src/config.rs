@@ -1119,6 +1119,31 @@ pub struct RawWorkerConfig {
     /// (seconds, 1..=300).
     #[serde(default = "defaults::sessions_report_s")]
     pub sessions_report_s: u64,
+    /// The IdP's JWKS, fetched by each isolate (`remote_jwks: true` in the filter
+    /// configuration), as Envoy's sync VM fetches its `jwks`.
+    pub jwks: Option<RawWorkerJwks>,
+}
+
+/// Where the Worker fetches the IdP's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkerJwks {
+    /// `http(s)://host[:port]/path` of the JWKS document.
+    pub url: String,
+    /// Refetch this often (seconds).
+    #[serde(default = "defaults::jwks_refresh_s")]
+    pub refresh_s: u64,
+    /// At most one refetch this often on an unknown `kid` (seconds).
+    #[serde(default = "defaults::jwks_min_refresh_s")]
+    pub min_refresh_s: u64,
+}
+
+/// The Worker's validated JWKS source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerJwks {
+    pub url: String,
+    pub refresh_s: u64,
+    pub min_refresh_s: u64,
 }
 
 /// The validated worker settings.
@@ -1134,6 +1159,7 @@ pub struct WorkerConfig {
     pub retry_max_ms: u64,
     pub snapshot_page: u32,
     pub sessions_report_s: u64,
+    pub jwks: Option<WorkerJwks>,
 }
 
 impl WorkerConfig {
@@ -1248,7 +1274,25 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
             return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
         }
         check_report_interval(raw.sessions_report_s)?;
+        let jwks = match raw.jwks {
+            None => None,
+            Some(j) => {
+                let url = base_url("jwks.url", &j.url)?;
+                if j.refresh_s == 0 || j.min_refresh_s == 0 || j.min_refresh_s > j.refresh_s {
+                    return Err(ConfigError::new(
+                        "jwks.min_refresh_s",
+                        "needs 0 < min_refresh_s <= refresh_s",
+                    ));
+                }
+                Some(WorkerJwks {
+                    url,
+                    refresh_s: j.refresh_s,
+                    min_refresh_s: j.min_refresh_s,
+                })
+            }
+        };
         Ok(WorkerConfig {
+            jwks,
             origin,
             control_plane,
             deployment: raw.deployment,

@@ -137,7 +137,11 @@ impl Host for JsHost {
         bearer: &str,
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        call("GET", url, bearer, None, timeout_ms).await
+        call("GET", url, Some(bearer), None, timeout_ms).await
+    }
+
+    async fn get_public(&self, url: &str, timeout_ms: u64) -> Result<(u16, Vec<u8>), String> {
+        call("GET", url, None, None, timeout_ms).await
     }
 
     async fn post(
@@ -147,7 +151,7 @@ impl Host for JsHost {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        call("POST", url, bearer, Some(body), timeout_ms).await
+        call("POST", url, Some(bearer), Some(body), timeout_ms).await
     }
 
     async fn sleep(&self, ms: u64) {
@@ -193,18 +197,21 @@ impl Host for JsHost {
     }
 }
 
-/// A call to the control plane with the edge token: a GET, or a POST of a JSON body.
+/// A call to the control plane with the edge token (a GET, or a POST of a JSON body), or
+/// without a credential to the IdP.
 async fn call(
     method: &str,
     url: &str,
-    bearer: &str,
+    bearer: Option<&str>,
     body: Option<&[u8]>,
     timeout_ms: u64,
 ) -> Result<(u16, Vec<u8>), String> {
     let headers = Headers::new().map_err(js_error)?;
-    headers
-        .set("authorization", &format!("Bearer {bearer}"))
-        .map_err(js_error)?;
+    if let Some(bearer) = bearer {
+        headers
+            .set("authorization", &format!("Bearer {bearer}"))
+            .map_err(js_error)?;
+    }
     headers
         .set("accept", "application/json")
         .map_err(js_error)?;
@@ -537,6 +544,19 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                     host.log(
                         Level::Warn,
                         &format!("waitUntil refused the session report: {}", js_error(e)),
+                    );
+                }
+            }
+            if let Some(ticket) = handled.background_jwks {
+                let (state, settings) = (state.clone(), settings.clone());
+                let fetch = wasm_bindgen_futures::future_to_promise(async move {
+                    edge::complete_jwks(&state, &settings, &JsHost, ticket).await;
+                    Ok(JsValue::UNDEFINED)
+                });
+                if let Err(e) = ctx.wait_until(&fetch) {
+                    host.log(
+                        Level::Warn,
+                        &format!("waitUntil refused the JWKS fetch: {}", js_error(e)),
                     );
                 }
             }

@@ -933,3 +933,102 @@ fn a_watched_stream_syncs_the_isolate_and_ends_at_its_logout() {
     // A denied request has no watch.
     assert!(run(&state, &s, &host, &bearer(&token_42())).watch.is_none());
 }
+
+/// Item 3: the remote JWKS in the isolate, with `core`'s fetcher — a cold isolate
+/// fetches the keys before its first decision (no edge token to the IdP); a token of a
+/// key the isolate lacks waits for the refetch (at most once per `min_refresh_s`) and
+/// passes; a `kid` still unknown after a failed refetch is `unknown_key`; the worker
+/// settings refuse `jwks` without `remote_jwks` and the reverse.
+#[test]
+fn the_remote_jwks_is_fetched_cold_refetched_for_an_unknown_kid_and_waited_for() {
+    use base64::Engine as _;
+    let vectors = Vectors::algorithms().unwrap();
+    let case = vectors
+        .cases
+        .iter()
+        .find(|c| c.name == "valid_es384")
+        .unwrap();
+    let es384 = vectors.keys.iter().find(|k| k["kid"] == "es384").unwrap();
+    let jwk = |kid: &str| {
+        let mut jwk = es384["jwk"].clone();
+        jwk["kid"] = json!(kid);
+        jwk["alg"] = json!("ES384");
+        jwk
+    };
+    let doc = |kids: &[&str]| {
+        json!({"keys": kids.iter().map(|k| jwk(k)).collect::<Vec<_>>()}).to_string()
+    };
+    let mut config = vectors.config_json();
+    config["keys"] = json!([]);
+    config["remote_jwks"] = json!(true);
+    let mut worker = worker_json();
+    worker["jwks"] = json!({"url": "https://idp.test/jwks.json", "min_refresh_s": 1});
+    let bindings = Bindings {
+        config: Some(config.to_string()),
+        worker: Some(worker.to_string()),
+        edge_token: Some(EDGE_TOKEN.into()),
+    };
+    let s = Settings::load(&bindings).unwrap();
+    let host = FakeHost::at(case.now_ms);
+    host.answer_json(&snapshot(1, vec![]));
+    let state = RefCell::new(IsolateState::new("portal-1".into(), &s.worker, 1));
+
+    // Cold: the IdP publishes another key only; the token's kid is unknown, the
+    // refetch (due after min_refresh_s) brings it, the held request passes.
+    host.public_answers
+        .borrow_mut()
+        .push_back(Ok((200, doc(&["old"]).into_bytes())));
+    host.public_answers
+        .borrow_mut()
+        .push_back(Ok((200, doc(&["old", "es384"]).into_bytes())));
+    let start = host.now_ms.get();
+    let h = run(&state, &s, &host, &bearer(&case.token));
+    assert_eq!(
+        status_of(&h.outcome),
+        200,
+        "{:?} {:?}",
+        h.outcome,
+        host.logs.borrow()
+    );
+    assert_eq!(host.public_calls.borrow().len(), 2);
+    assert_eq!(host.public_calls.borrow()[0], "https://idp.test/jwks.json");
+    assert!(host.logged("unknown signing key: waiting up to 2000 ms"));
+    assert!(
+        host.now_ms.get() - start >= 1000,
+        "the refetch waited for min_refresh_s"
+    );
+    assert!(h.background_jwks.is_none());
+
+    // A kid nobody publishes, and the IdP down: the wait ends with the failed refetch.
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut parts = case.token.splitn(2, '.');
+    let (_, rest) = (parts.next(), parts.next().unwrap());
+    let nobody = format!("{}.{rest}", b64(br#"{"alg":"ES384","kid":"nobody"}"#));
+    let h = run(&state, &s, &host, &bearer(&nobody));
+    let Outcome::Respond(r) = &h.outcome else {
+        panic!("{:?}", h.outcome)
+    };
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("unknown_key"));
+    assert_eq!(host.public_calls.borrow().len(), 3, "one refetch");
+    assert!(host.logged("keeping the previous keys"));
+    // The keys held still verify.
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&case.token)).outcome),
+        200
+    );
+
+    // `jwks` without `remote_jwks` is refused, as is the reverse.
+    config["remote_jwks"] = json!(false);
+    config["keys"] = json!([{"kid": "k", "alg": "HS256", "secret": SECRET}]);
+    let err = Settings::load(&Bindings {
+        config: Some(config.to_string()),
+        ..bindings.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("EPOCHGATE_WORKER") && err.contains("jwks"),
+        "{err}"
+    );
+}
