@@ -53,10 +53,15 @@ done < <(cd "$STATE/worker" && find . -type f | sed 's|^\./||' | sort)
 bindings="    (name = \"EPOCHGATE_CONFIG\", text = $(capnp_text "$CONFIG")),"
 bindings+=$'\n'"    (name = \"EPOCHGATE_WORKER\", text = $(capnp_text "$WORKER")),"
 bindings+=$'\n'"    (name = \"EPOCHGATE_EDGE_TOKEN\", text = $(capnp_text "$EPOCHGATE_EDGE_TOKEN")),"
+# The relay: the deployment's Durable Object holds the long poll, isolates ask it.
+bindings+=$'\n'"    (name = \"EPOCHGATE_RELAY\", durableObjectNamespace = \"EpochgateRelay\"),"
 template=$(cat worker/workerd.capnp.tmpl)
 template=${template//'${ADDRESS}'/127.0.0.1:$PORT}
 template=${template//'${MODULES}'/$modules}
 template=${template//'${BINDINGS}'/$bindings}
+for extra in EXTRA_SERVICES EXTRA_SOCKETS EXTRA_WORKERS; do
+  template=${template//"\${$extra}"/}
+done
 printf '%s\n' "$template" >"$STATE/worker/config.capnp"
 
 pids=()

@@ -287,7 +287,10 @@ fn isolate(bindings: Bindings, host: &JsHost) -> Result<IsolateParts, SetupError
         let random = ISOLATE_RANDOM_ID.with(|r| *r);
         let settings = Settings::load(&bindings).map(|s| {
             let edge_id = s.worker.edge_id(random);
-            let state = IsolateState::new(edge_id, &s.worker, random);
+            let relayed = bindings
+                .relay
+                .then_some(s.engine.config().max_staleness_s);
+            let state = IsolateState::new(edge_id, &s.worker, random, relayed);
             let sessions = Some(Rc::new(RefCell::new(IsolateSessions::new(&s))));
             (Rc::new(s), Rc::new(RefCell::new(state)), sessions)
         });
@@ -297,8 +300,18 @@ fn isolate(bindings: Bindings, host: &JsHost) -> Result<IsolateParts, SetupError
                 host.log(
                     Level::Info,
                     &format!(
-                        "epochgate-worker {VERSION}: edge {edge_id}, origin {}, control plane {}, refresh every {} ms",
-                        s.worker.origin, s.worker.control_plane, s.worker.refresh_ms
+                        "epochgate-worker {VERSION}: edge {edge_id}, origin {}, control plane {}, {}",
+                        s.worker.origin,
+                        s.worker.control_plane,
+                        if bindings.relay {
+                            format!(
+                                "told of changes by the relay (asked every {} ms), own syncs every {} ms",
+                                s.worker.relay_check_ms,
+                                s.worker.client_config(String::new(), Some(s.engine.config().max_staleness_s)).min_interval_ms
+                            )
+                        } else {
+                            format!("refresh every {} ms", s.worker.refresh_ms)
+                        }
                     ),
                 );
                 // Once per isolate: the settings are compiled once.
@@ -338,6 +351,7 @@ pub fn read_bindings(env: &JsValue) -> Bindings {
         config: binding(env, CONFIG_BINDING),
         worker: binding(env, WORKER_BINDING),
         edge_token: binding(env, EDGE_TOKEN_BINDING),
+        relay: relay::bound(env),
     }
 }
 
@@ -437,6 +451,7 @@ fn watched(
     mut watch: epochgate_core::watch::Watch,
     state: Rc<RefCell<IsolateState>>,
     settings: Rc<Settings>,
+    env: &JsValue,
     ctx: &Context,
 ) -> Result<web_sys::Response, JsValue> {
     let Some(body) = resp.body() else {
@@ -460,11 +475,18 @@ fn watched(
         let _ = JsFuture::from(piped).await;
         finished.set(true);
     });
+    // With the relay, the watch asks it too (as requests do), so a stream learns of a
+    // change as soon as an isolate with traffic would.
+    let relayed =
+        relay::bound(env).then(|| (env.clone(), JsValue::clone(ctx).unchecked_into::<Context>()));
     let watcher = wasm_bindgen_futures::future_to_promise(async move {
         loop {
             JsHost.sleep(edge::STREAM_LOOK_MS).await;
             if done.get() {
                 break;
+            }
+            if let Some((env, ctx)) = &relayed {
+                relay::after_request(env, ctx, &settings, &state);
             }
             if edge::stream_over(&state, &settings, &JsHost, &mut watch).await {
                 controller.abort_with_reason(&js_sys::Error::new("session over").into());
@@ -560,6 +582,9 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                     );
                 }
             }
+            if relay::bound(&env) {
+                relay::after_request(&env, &ctx, &settings, &state);
+            }
             if let Some(call) = handled.background_sync {
                 let (state, settings) = (state.clone(), settings.clone());
                 let sync = wasm_bindgen_futures::future_to_promise(async move {
@@ -585,7 +610,7 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                         .and_then(|resp| with_response_headers(resp, &response_headers))
                         .and_then(|resp| match handled.watch {
                             Some(watch) if is_long_lived(&incoming, &resp) => {
-                                watched(resp, watch, state.clone(), settings.clone(), &ctx)
+                                watched(resp, watch, state.clone(), settings.clone(), &env, &ctx)
                             }
                             _ => Ok(resp),
                         }) {
@@ -636,5 +661,6 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
     }
 }
 
+mod relay;
 #[cfg(test)]
 mod tests;

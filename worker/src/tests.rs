@@ -30,6 +30,7 @@ fn settings_with(config: Value) -> Settings {
         config: Some(config.to_string()),
         worker: Some(worker_json().to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
     })
     .unwrap()
 }
@@ -112,6 +113,7 @@ fn isolate() -> RefCell<IsolateState> {
         "portal-00000000000000ab".into(),
         &settings().worker,
         1,
+        None,
     ))
 }
 
@@ -595,6 +597,7 @@ fn bad_bindings_name_the_binding_and_field_and_never_echo_values() {
         config: Some(json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}]}).to_string()),
         worker: Some(worker_json().to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
     };
     let loaded = Settings::load(&good).unwrap();
     let debug = format!("{loaded:?}");
@@ -967,11 +970,12 @@ fn the_remote_jwks_is_fetched_cold_refetched_for_an_unknown_kid_and_waited_for()
         config: Some(config.to_string()),
         worker: Some(worker.to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
     };
     let s = Settings::load(&bindings).unwrap();
     let host = FakeHost::at(case.now_ms);
     host.answer_json(&snapshot(1, vec![]));
-    let state = RefCell::new(IsolateState::new("portal-1".into(), &s.worker, 1));
+    let state = RefCell::new(IsolateState::new("portal-1".into(), &s.worker, 1, None));
 
     // Cold: the IdP publishes another key only; the token's kid is unknown, the
     // refetch (due after min_refresh_s) brings it, the held request passes.
