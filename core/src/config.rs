@@ -1135,6 +1135,31 @@ pub struct RawWorkerConfig {
     /// (ms, `refresh_ms`..=60000) besides the one a change the relay reports starts.
     #[serde(default = "defaults::relay_refresh_ms")]
     pub relay_refresh_ms: u64,
+    /// The IdP's JWKS, fetched by each isolate (`remote_jwks: true` in the filter
+    /// configuration), as Envoy's sync VM fetches its `jwks`.
+    pub jwks: Option<RawWorkerJwks>,
+}
+
+/// Where the Worker fetches the IdP's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkerJwks {
+    /// `http(s)://host[:port]/path` of the JWKS document.
+    pub url: String,
+    /// Refetch this often (seconds).
+    #[serde(default = "defaults::jwks_refresh_s")]
+    pub refresh_s: u64,
+    /// At most one refetch this often on an unknown `kid` (seconds).
+    #[serde(default = "defaults::jwks_min_refresh_s")]
+    pub min_refresh_s: u64,
+}
+
+/// The Worker's validated JWKS source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerJwks {
+    pub url: String,
+    pub refresh_s: u64,
+    pub min_refresh_s: u64,
 }
 
 /// The validated worker settings.
@@ -1152,6 +1177,7 @@ pub struct WorkerConfig {
     pub sessions_report_s: u64,
     pub relay_check_ms: u64,
     pub relay_refresh_ms: u64,
+    pub jwks: Option<WorkerJwks>,
 }
 
 /// How long the relay's poll of the control plane may be held (its `wait`).
@@ -1309,7 +1335,25 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
                 "must be between refresh_ms and 60000",
             ));
         }
+        let jwks = match raw.jwks {
+            None => None,
+            Some(j) => {
+                let url = base_url("jwks.url", &j.url)?;
+                if j.refresh_s == 0 || j.min_refresh_s == 0 || j.min_refresh_s > j.refresh_s {
+                    return Err(ConfigError::new(
+                        "jwks.min_refresh_s",
+                        "needs 0 < min_refresh_s <= refresh_s",
+                    ));
+                }
+                Some(WorkerJwks {
+                    url,
+                    refresh_s: j.refresh_s,
+                    min_refresh_s: j.min_refresh_s,
+                })
+            }
+        };
         Ok(WorkerConfig {
+            jwks,
             origin,
             control_plane,
             deployment: raw.deployment,

@@ -485,7 +485,7 @@ impl SessionBatch {
     pub fn take(&mut self, max: usize) -> Vec<SessionSeen> {
         if self.entries.len() <= max {
             let mut all: Vec<SessionSeen> = self.entries.drain().map(|(_, s)| s).collect();
-            all.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
+            all.sort_unstable_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
             return all;
         }
         let mut keys: Vec<(u64, SessionKey)> = self
@@ -493,7 +493,7 @@ impl SessionBatch {
             .iter()
             .map(|(k, s)| (s.last_seen_ms, k.clone()))
             .collect();
-        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+        keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
         keys.into_iter()
             .take(max)
             .filter_map(|(_, k)| self.entries.remove(&k))

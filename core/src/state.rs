@@ -472,7 +472,9 @@ impl RevocationState {
             .collect();
         // Schedules first: a passed one folds into its immediate epoch before that epoch
         // is judged for compaction.
-        unseen.sort_by_key(|(key, _)| !Target::from_key(key).is_some_and(|t| t.is_scheduled()));
+        unseen.sort_unstable_by_key(|(key, _)| {
+            !Target::from_key(key).is_some_and(|t| t.is_scheduled())
+        });
         let mut kept = 0;
         for (key, epoch_ms) in unseen {
             match Target::from_key(&key) {

@@ -5,7 +5,7 @@
 
 use crate::claims::Identity;
 use crate::decision::{DenyReason, Engine};
-use crate::jwt::SignatureVerifier;
+use crate::jwt::AlgorithmSupport;
 use crate::state::EpochSource;
 use crate::sync::SyncStatus;
 
@@ -17,6 +17,57 @@ pub struct Watch {
     judged_at: Option<(String, u64)>,
     /// Judge again at this time even if the state has not moved.
     next_ms: Option<u64>,
+}
+
+/// Whether a request opens a long-lived stream, to be watched even when idle (on a
+/// tick): a WebSocket (or other) upgrade, an extended CONNECT, server-sent events, gRPC.
+/// Header names lower-case (`:method`/`:protocol` as Envoy passes them).
+pub fn is_streaming(headers: &[(String, Vec<u8>)]) -> bool {
+    headers.iter().any(|(n, v)| match n.as_str() {
+        "upgrade" | ":protocol" => true,
+        ":method" => v.as_slice() == b"CONNECT",
+        "accept" => contains_ignore_case(v, b"text/event-stream"),
+        "content-type" => starts_with_ignore_case(v, b"application/grpc"),
+        _ => false,
+    })
+}
+
+/// Above this declared length a response is a download, watched while it lasts.
+pub const LONG_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// For a host that watches whole responses rather than frames (the Worker): whether an
+/// allowed response must be watched while it is sent — its request opened a stream
+/// ([`is_streaming`]), it is one by its type (`text/event-stream`, `application/grpc`),
+/// or its length is unknown (chunked) or over [`LONG_RESPONSE_BYTES`]. A short response
+/// of a declared length is over before a watch could matter.
+pub fn is_long_lived(
+    request_headers: &[(String, Vec<u8>)],
+    content_type: Option<&[u8]>,
+    content_length: Option<&[u8]>,
+) -> bool {
+    if is_streaming(request_headers) {
+        return true;
+    }
+    if content_type.is_some_and(|t| {
+        starts_with_ignore_case(t, b"text/event-stream")
+            || starts_with_ignore_case(t, b"application/grpc")
+    }) {
+        return true;
+    }
+    let length = content_length
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(|l| l.trim().parse::<u64>().ok());
+    length.is_none_or(|l| l > LONG_RESPONSE_BYTES)
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn state_of(status: Option<&SyncStatus>) -> Option<(String, u64)> {
@@ -45,7 +96,7 @@ impl Watch {
     }
 }
 
-impl<V: SignatureVerifier> Engine<V> {
+impl<V: AlgorithmSupport> Engine<V> {
     /// Judges a watched request again (see [`Engine::recheck`]): `Err` once its session
     /// is over; otherwise it is due again when the state moves or at its next time.
     pub fn rewatch(
@@ -89,6 +140,73 @@ mod tests {
             session_start: 1_799_999_000,
             expires_at: 0.0,
         }
+    }
+
+    fn headers(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn streams_are_told_by_their_request_headers() {
+        for h in [
+            ("upgrade", "websocket"),
+            (":protocol", "websocket"),
+            (":method", "CONNECT"),
+            ("accept", "application/json, TEXT/Event-Stream"),
+            ("content-type", "application/grpc+proto"),
+        ] {
+            assert!(is_streaming(&headers(&[h])), "{h:?}");
+        }
+        for h in [
+            (":method", "GET"),
+            ("accept", "text/html"),
+            ("content-type", "application/json"),
+        ] {
+            assert!(!is_streaming(&headers(&[h])), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn a_response_is_long_lived_by_its_request_its_type_or_its_length() {
+        let sse = headers(&[("accept", "text/event-stream")]);
+        let plain = headers(&[("accept", "*/*")]);
+        let len = |n: u64| n.to_string().into_bytes();
+        assert!(is_long_lived(&sse, None, Some(&len(10))));
+        assert!(is_long_lived(
+            &plain,
+            Some(b"text/event-stream; charset=utf-8"),
+            Some(&len(10))
+        ));
+        assert!(is_long_lived(
+            &plain,
+            Some(b"application/grpc"),
+            Some(&len(10))
+        ));
+        assert!(
+            is_long_lived(&plain, Some(b"application/json"), None),
+            "chunked"
+        );
+        assert!(
+            is_long_lived(&plain, None, Some(b"nonsense")),
+            "unknown length"
+        );
+        assert!(is_long_lived(
+            &plain,
+            None,
+            Some(&len(LONG_RESPONSE_BYTES + 1))
+        ));
+        assert!(!is_long_lived(
+            &plain,
+            Some(b"application/json"),
+            Some(&len(10))
+        ));
+        assert!(!is_long_lived(
+            &plain,
+            None,
+            Some(&len(LONG_RESPONSE_BYTES))
+        ));
     }
 
     #[test]

@@ -174,3 +174,19 @@ fn session_reports_default_to_every_10_s_and_are_bounded() {
     assert!(!off.report_sessions);
     assert!(off.truncate_addresses);
 }
+
+#[test]
+fn worker_jwks_source_defaults_and_bad_values() {
+    assert_eq!(parse(minimal()).unwrap().jwks, None);
+    let mut v = minimal();
+    v["jwks"] = json!({"url": "https://idp.example/.well-known/jwks.json"});
+    let j = parse(v.clone()).unwrap().jwks.unwrap();
+    assert_eq!(j.url, "https://idp.example/.well-known/jwks.json");
+    assert_eq!((j.refresh_s, j.min_refresh_s), (300, 10));
+    v["jwks"] = json!({"url": "idp.example/jwks"});
+    assert!(parse(v.clone()).unwrap_err().contains("jwks.url"));
+    v["jwks"] = json!({"url": "https://idp.example/jwks", "refresh_s": 5, "min_refresh_s": 10});
+    assert!(parse(v.clone()).unwrap_err().contains("jwks.min_refresh_s"));
+    v["jwks"] = json!({"url": "https://idp.example/jwks", "cluster": "idp"});
+    assert!(parse(v).is_err(), "unknown fields refused");
+}

@@ -12,11 +12,11 @@ use std::rc::Rc;
 
 use epochgate_core::cache::TokenCache;
 use epochgate_core::config::Verification;
-use epochgate_core::jwt::{parse_remote_jwks, AlgorithmSupport as _, KeySet};
-use epochgate_core::rotation::KeyWait;
+use epochgate_core::jwt::KeySet;
+use epochgate_core::rotation::{usable_remote_keys, KeyWait};
 use epochgate_core::state::{decode_epoch, EpochSource, Unreadable};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
-use epochgate_core::watch::Watch;
+use epochgate_core::watch::{is_streaming, Watch};
 use epochgate_core::{Decision, DenyReason, Engine, HeaderEdit, Inputs, RequestInfo, ResponseKind};
 
 use crate::host::{Host, HostFailure, HttpHost, Metric};
@@ -132,21 +132,6 @@ impl<H: Host> EpochSource for CachedEpochs<'_, H> {
         cache.entries.insert(key.to_string(), value);
         Ok(value)
     }
-}
-
-/// Whether a request opens a long-lived stream the filter should keep an eye on even
-/// when idle (on its tick): a WebSocket (or other) upgrade, an extended CONNECT,
-/// server-sent events, gRPC. Other requests are watched on their response data only.
-fn is_streaming(headers: &[(String, Vec<u8>)]) -> bool {
-    headers.iter().any(|(n, v)| match n.as_str() {
-        "upgrade" | ":protocol" => true,
-        ":method" => v.as_slice() == b"CONNECT",
-        "accept" => v
-            .windows(17)
-            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream")),
-        "content-type" => v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc"),
-        _ => false,
-    })
 }
 
 /// What to tell Envoy.
@@ -313,36 +298,17 @@ impl FilterShared {
             Some(doc) => doc?,
             None => return cached(),
         };
-        let verifier = self.engine.verifier();
-        let parsed = serde_json::from_slice(&doc)
-            .map_err(|e| e.to_string())
-            .and_then(|doc| parse_remote_jwks(&doc, self.engine.config().jwks_default_alg))
-            .and_then(|(keys, skipped)| {
-                // Keys of an algorithm this build cannot verify on this host are skipped
-                // too; a document left with none is refused like an empty one.
-                let (keys, unusable): (Vec<_>, Vec<_>) = keys
-                    .into_iter()
-                    .partition(|k| verifier.supports(k.alg).is_ok());
-                let mut skipped = skipped;
-                for key in unusable {
-                    if let Err(why) = verifier.supports(key.alg) {
-                        skipped.push(format!("key {:?}: {why}", key.kid));
-                    }
-                }
-                if keys.is_empty() {
-                    return Err(format!(
-                        "no key this build can verify ({})",
-                        skipped.join("; ")
-                    ));
-                }
-                Ok((keys, skipped))
-            });
+        let parsed = usable_remote_keys(
+            &doc,
+            self.engine.config().jwks_default_alg,
+            self.engine.verifier(),
+        );
         match parsed {
             Ok((keys, skipped)) => {
                 for why in skipped {
                     log::info!("remote JWKS: key skipped: {why}");
                 }
-                let keys = Rc::new(KeySet::lenient(keys));
+                let keys = Rc::new(keys);
                 *self.remote_keys.borrow_mut() = Some((version, Rc::clone(&keys)));
                 // The key set changed: a dropped key's tokens must fail on their next
                 // request, so nothing verified under the old set is trusted.

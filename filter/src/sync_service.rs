@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use epochgate_core::config::{JwksSource, SyncConfig};
+use epochgate_core::rotation::jwks_fetch_due;
 use epochgate_core::state::{encode_epoch, EntryWrite};
 use epochgate_core::sync::client::{kept_note, Backoff, Event, SyncClient};
 use epochgate_core::sync::{SyncStatus, STATUS_KEY};
@@ -282,24 +283,27 @@ impl SyncService {
             return;
         };
         let j = &self.jwks;
-        if j.in_flight.is_some() || now < j.next_attempt_ms {
-            return;
-        }
-        let due = match j.fetched_ms {
-            None => true,
-            Some(at) => {
-                let requested = host
-                    .shared_data(shared_keys::JWKS_REFRESH)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
-                    .is_some_and(|r| r > j.attempt_ms);
-                now.saturating_sub(at) >= src.refresh_s.saturating_mul(1000)
-                    || (requested
-                        && now.saturating_sub(j.attempt_ms)
-                            >= src.min_refresh_s.saturating_mul(1000))
-            }
+        let requested = || {
+            host.shared_data(shared_keys::JWKS_REFRESH)
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
         };
+        let due = jwks_fetch_due(
+            now,
+            j.in_flight.is_some(),
+            j.next_attempt_ms,
+            j.fetched_ms,
+            j.attempt_ms,
+            // Read only when it can matter (a fetch already made, none in flight).
+            if j.fetched_ms.is_some() && j.in_flight.is_none() {
+                requested()
+            } else {
+                None
+            },
+            src.refresh_s,
+            src.min_refresh_s,
+        );
         if !due {
             return;
         }

@@ -216,7 +216,7 @@ impl WorkerStack {
             .prefix("epochgate-e2e-worker-")
             .tempdir()
             .unwrap();
-        let upstream = Upstream::start();
+        let upstream = Upstream::start_with(opts.edge.upstream.clone());
         let cp = ControlPlane::start_with_args(
             dir.path(),
             free_port(),

@@ -26,6 +26,10 @@ pub struct FakeHost {
     pub signature_checks: RefCell<Vec<(String, Option<String>)>>,
     /// When set, every signature check fails with this error (a key WebCrypto refuses).
     pub crypto_error: RefCell<Option<String>>,
+    /// URLs of every credential-less GET (the JWKS), and their answers (none left: a
+    /// refused connection).
+    pub public_calls: RefCell<Vec<String>>,
+    pub public_answers: RefCell<VecDeque<GetResult>>,
     /// `(url, bearer, body)` of every POST, and their answers (none left: 200).
     pub posts: RefCell<Vec<(String, String, Vec<u8>)>>,
     pub post_answers: RefCell<VecDeque<GetResult>>,
@@ -68,6 +72,16 @@ impl Host for FakeHost {
             .push((url.to_string(), bearer.to_string()));
         let answer = self
             .answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err("connection refused".into()));
+        std::future::ready(answer)
+    }
+
+    fn get_public(&self, url: &str, _timeout_ms: u64) -> impl Future<Output = GetResult> {
+        self.public_calls.borrow_mut().push(url.to_string());
+        let answer = self
+            .public_answers
             .borrow_mut()
             .pop_front()
             .unwrap_or_else(|| Err("connection refused".into()));

@@ -25,6 +25,9 @@ pub trait Host {
     /// the answer's status and body, or why there is none.
     fn get(&self, url: &str, bearer: &str, timeout_ms: u64) -> impl Future<Output = GetResult>;
 
+    /// `GET url` with no credential (the IdP's public JWKS), given up after `timeout_ms`.
+    fn get_public(&self, url: &str, timeout_ms: u64) -> impl Future<Output = GetResult>;
+
     /// `POST url` with a JSON `body` and `Authorization: Bearer <bearer>` (the session
     /// reports), given up after `timeout_ms`.
     fn post(

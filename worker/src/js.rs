@@ -137,7 +137,11 @@ impl Host for JsHost {
         bearer: &str,
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        call("GET", url, bearer, None, timeout_ms).await
+        call("GET", url, Some(bearer), None, timeout_ms).await
+    }
+
+    async fn get_public(&self, url: &str, timeout_ms: u64) -> Result<(u16, Vec<u8>), String> {
+        call("GET", url, None, None, timeout_ms).await
     }
 
     async fn post(
@@ -147,7 +151,7 @@ impl Host for JsHost {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<(u16, Vec<u8>), String> {
-        call("POST", url, bearer, Some(body), timeout_ms).await
+        call("POST", url, Some(bearer), Some(body), timeout_ms).await
     }
 
     async fn sleep(&self, ms: u64) {
@@ -193,18 +197,21 @@ impl Host for JsHost {
     }
 }
 
-/// A call to the control plane with the edge token: a GET, or a POST of a JSON body.
+/// A call to the control plane with the edge token (a GET, or a POST of a JSON body), or
+/// without a credential to the IdP.
 async fn call(
     method: &str,
     url: &str,
-    bearer: &str,
+    bearer: Option<&str>,
     body: Option<&[u8]>,
     timeout_ms: u64,
 ) -> Result<(u16, Vec<u8>), String> {
     let headers = Headers::new().map_err(js_error)?;
-    headers
-        .set("authorization", &format!("Bearer {bearer}"))
-        .map_err(js_error)?;
+    if let Some(bearer) = bearer {
+        headers
+            .set("authorization", &format!("Bearer {bearer}"))
+            .map_err(js_error)?;
+    }
     headers
         .set("accept", "application/json")
         .map_err(js_error)?;
@@ -433,6 +440,87 @@ pub fn with_response_headers(
     web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
 }
 
+/// A long-lived response, watched while it is sent: its body is piped through a
+/// `TransformStream` under an `AbortController`, and a task (kept alive by `waitUntil`)
+/// judges it every [`edge::STREAM_LOOK_MS`] with `core`'s rule ([`edge::stream_over`],
+/// which also keeps the isolate syncing) until the pipe is done. Once its session is
+/// over the pipe is aborted: the client's response errors (the connection is cut, not
+/// finished), as Envoy resets the stream, and the origin's body is cancelled.
+fn watched(
+    resp: web_sys::Response,
+    mut watch: epochgate_core::watch::Watch,
+    state: Rc<RefCell<IsolateState>>,
+    settings: Rc<Settings>,
+    env: &JsValue,
+    ctx: &Context,
+) -> Result<web_sys::Response, JsValue> {
+    let Some(body) = resp.body() else {
+        return Ok(resp);
+    };
+    let controller = web_sys::AbortController::new()?;
+    let pipe = web_sys::TransformStream::new()?;
+    let options = web_sys::StreamPipeOptions::new();
+    options.set_signal(&controller.signal());
+    let init = ResponseInit::new();
+    init.set_status(resp.status());
+    init.set_status_text(&resp.status_text());
+    init.set_headers(&resp.headers());
+    let out =
+        web_sys::Response::new_with_opt_readable_stream_and_init(Some(&pipe.readable()), &init)?;
+    let piped = body.pipe_to_with_options(&pipe.writable(), &options);
+    let done = Rc::new(std::cell::Cell::new(false));
+    let finished = done.clone();
+    // The pipe settles when the body is through, the client went away, or it was cut.
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = JsFuture::from(piped).await;
+        finished.set(true);
+    });
+    // With the relay, the watch asks it too (as requests do), so a stream learns of a
+    // change as soon as an isolate with traffic would.
+    let relayed =
+        relay::bound(env).then(|| (env.clone(), JsValue::clone(ctx).unchecked_into::<Context>()));
+    let watcher = wasm_bindgen_futures::future_to_promise(async move {
+        loop {
+            JsHost.sleep(edge::STREAM_LOOK_MS).await;
+            if done.get() {
+                break;
+            }
+            if let Some((env, ctx)) = &relayed {
+                relay::after_request(env, ctx, &settings, &state);
+            }
+            if edge::stream_over(&state, &settings, &JsHost, &mut watch).await {
+                controller.abort_with_reason(&js_sys::Error::new("session over").into());
+                break;
+            }
+        }
+        Ok(JsValue::UNDEFINED)
+    });
+    if let Err(e) = ctx.wait_until(&watcher) {
+        // Without waitUntil the task still runs while the response is sent.
+        JsHost.log(
+            Level::Warn,
+            &format!("waitUntil refused a stream's watch: {}", js_error(e)),
+        );
+    }
+    Ok(out)
+}
+
+/// Whether the origin's response must be watched while it is sent (`core`'s rule).
+fn is_long_lived(incoming: &IncomingRequest, resp: &web_sys::Response) -> bool {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .ok()
+            .flatten()
+            .map(|v| byte_string_to_bytes(&v))
+    };
+    epochgate_core::watch::is_long_lived(
+        &incoming.headers,
+        header("content-type").as_deref(),
+        header("content-length").as_deref(),
+    )
+}
+
 async fn send(req: &Request) -> Result<web_sys::Response, JsValue> {
     let global: WorkerGlobalScope = js_sys::global().unchecked_into();
     JsFuture::from(global.fetch_with_request(req))
@@ -484,6 +572,19 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                     );
                 }
             }
+            if let Some(ticket) = handled.background_jwks {
+                let (state, settings) = (state.clone(), settings.clone());
+                let fetch = wasm_bindgen_futures::future_to_promise(async move {
+                    edge::complete_jwks(&state, &settings, &JsHost, ticket).await;
+                    Ok(JsValue::UNDEFINED)
+                });
+                if let Err(e) = ctx.wait_until(&fetch) {
+                    host.log(
+                        Level::Warn,
+                        &format!("waitUntil refused the JWKS fetch: {}", js_error(e)),
+                    );
+                }
+            }
             if relay::bound(&env) {
                 relay::after_request(&env, &ctx, &settings, &state);
             }
@@ -510,7 +611,12 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                     Ok(out) => match send(&out)
                         .await
                         .and_then(|resp| with_response_headers(resp, &response_headers))
-                    {
+                        .and_then(|resp| match handled.watch {
+                            Some(watch) if is_long_lived(&incoming, &resp) => {
+                                watched(resp, watch, state.clone(), settings.clone(), &env, &ctx)
+                            }
+                            _ => Ok(resp),
+                        }) {
                         Ok(resp) => return Ok(resp.into()),
                         Err(e) => {
                             host.log(

@@ -19,6 +19,7 @@
 //!   good state is kept and enforced throughout.
 
 use epochgate_core::config::WorkerConfig;
+use epochgate_core::rotation::RemoteJwks;
 use epochgate_core::state::RevocationState;
 use epochgate_core::sync::client::{Event, SyncClient};
 use epochgate_core::sync::SyncStatus;
@@ -48,6 +49,10 @@ pub struct SyncCall {
 #[derive(Debug, Clone)]
 pub struct IsolateState {
     client: SyncClient,
+    /// The IdP's keys and their fetcher (`jwks` in the worker settings).
+    jwks: Option<RemoteJwks>,
+    /// Requests now held for a JWKS refresh.
+    pub key_waits: usize,
 }
 
 impl IsolateState {
@@ -56,9 +61,30 @@ impl IsolateState {
     /// ([`IsolateState::relay_says`]), so its own calls can be rarer (the filter
     /// configuration's `max_staleness_s`, see [`WorkerConfig::client_config`]).
     pub fn new(edge_id: String, config: &WorkerConfig, seed: u64, relayed: Option<u64>) -> Self {
+        let jwks = config.jwks.as_ref().map(|j| {
+            RemoteJwks::new(
+                j.refresh_s,
+                j.min_refresh_s,
+                config.sync_timeout_ms,
+                config.refresh_ms,
+                config.retry_max_ms,
+                seed ^ 1,
+            )
+        });
         Self {
             client: SyncClient::new(config.client_config(edge_id, relayed), seed),
+            jwks,
+            key_waits: 0,
         }
+    }
+
+    /// The remote JWKS fetcher, when the worker has one.
+    pub fn jwks(&self) -> Option<&RemoteJwks> {
+        self.jwks.as_ref()
+    }
+
+    pub fn jwks_mut(&mut self) -> Option<&mut RemoteJwks> {
+        self.jwks.as_mut()
     }
 
     pub fn edge_id(&self) -> &str {

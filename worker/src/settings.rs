@@ -131,11 +131,21 @@ impl Settings {
             binding: CONFIG_BINDING,
             error: ConfigError::new(field, why),
         };
-        if config.remote_jwks {
+        // The keys come from where the worker fetches them: both or neither.
+        if config.remote_jwks && worker.jwks.is_none() {
             return Err(unsupported(
                 "remote_jwks",
-                "is not supported by the worker yet: configure the keys in `keys`",
+                &format!("needs `jwks` (its `url`) in {WORKER_BINDING}"),
             ));
+        }
+        if !config.remote_jwks && worker.jwks.is_some() {
+            return Err(SetupError::Invalid {
+                binding: WORKER_BINDING,
+                error: ConfigError::new(
+                    "jwks",
+                    format!("is fetched for nothing: set `remote_jwks: true` in {CONFIG_BINDING}"),
+                ),
+            });
         }
         if config.verification != Verification::Verify {
             return Err(unsupported(

@@ -9,7 +9,7 @@ use epochgate_core::sync::{Change, SyncResponse};
 use epochgate_core::HeaderEdit;
 use serde_json::{json, Value};
 
-use crate::edge::{complete_sync, handle, Handled, IncomingRequest, Outcome};
+use crate::edge::{complete_sync, handle, stream_over, Handled, IncomingRequest, Outcome};
 use crate::fake::{block_on, FakeHost};
 use crate::host::Level;
 use crate::refresh::IsolateState;
@@ -890,4 +890,149 @@ fn the_isolate_reports_its_sessions_in_the_background_once_per_interval() {
             .is_none()
     );
     assert_eq!(quiet.borrow().pending(), 0);
+}
+
+/// Item 6: an allowed request carries a watch; while its response is sent the watch runs
+/// the isolate's due syncs itself (no other request needed) and `core` ends it once the
+/// session is revoked; another user's goes on.
+#[test]
+fn a_watched_stream_syncs_the_isolate_and_ends_at_its_logout() {
+    let s = settings();
+    let (host, state) = synced(&s);
+    let h42 = run(&state, &s, &host, &bearer(&token_42()));
+    let t43 =
+        hs256(json!({"sub": "43", "tid": "acme", "iat": 1_799_999_000, "exp": 1_800_003_000}));
+    let h43 = run(&state, &s, &host, &bearer(&t43));
+    let (mut w42, mut w43) = (h42.watch.unwrap(), h43.watch.unwrap());
+    assert!(
+        !block_on(stream_over(&state, &s, &host, &mut w42)),
+        "nothing changed"
+    );
+    // Not due yet: no sync; then due: the watch syncs and sees the logout.
+    let calls = host.calls.borrow().len();
+    host.advance(100);
+    assert!(!block_on(stream_over(&state, &s, &host, &mut w42)));
+    assert_eq!(
+        host.calls.borrow().len(),
+        calls,
+        "within refresh_ms: no sync"
+    );
+    host.advance(500);
+    host.answer_json(&delta(2, vec![user_logout("42", NOW + 100)]));
+    assert!(
+        block_on(stream_over(&state, &s, &host, &mut w42)),
+        "42 is over"
+    );
+    assert_eq!(
+        host.calls.borrow().len(),
+        calls + 1,
+        "the watch ran the sync"
+    );
+    assert!(host.logged("stream ended: session over (session_revoked)"));
+    assert!(
+        !block_on(stream_over(&state, &s, &host, &mut w43)),
+        "43 goes on"
+    );
+    // A denied request has no watch.
+    assert!(run(&state, &s, &host, &bearer(&token_42())).watch.is_none());
+}
+
+/// Item 3: the remote JWKS in the isolate, with `core`'s fetcher — a cold isolate
+/// fetches the keys before its first decision (no edge token to the IdP); a token of a
+/// key the isolate lacks waits for the refetch (at most once per `min_refresh_s`) and
+/// passes; a `kid` still unknown after a failed refetch is `unknown_key`; the worker
+/// settings refuse `jwks` without `remote_jwks` and the reverse.
+#[test]
+fn the_remote_jwks_is_fetched_cold_refetched_for_an_unknown_kid_and_waited_for() {
+    use base64::Engine as _;
+    let vectors = Vectors::algorithms().unwrap();
+    let case = vectors
+        .cases
+        .iter()
+        .find(|c| c.name == "valid_es384")
+        .unwrap();
+    let es384 = vectors.keys.iter().find(|k| k["kid"] == "es384").unwrap();
+    let jwk = |kid: &str| {
+        let mut jwk = es384["jwk"].clone();
+        jwk["kid"] = json!(kid);
+        jwk["alg"] = json!("ES384");
+        jwk
+    };
+    let doc = |kids: &[&str]| {
+        json!({"keys": kids.iter().map(|k| jwk(k)).collect::<Vec<_>>()}).to_string()
+    };
+    let mut config = vectors.config_json();
+    config["keys"] = json!([]);
+    config["remote_jwks"] = json!(true);
+    let mut worker = worker_json();
+    worker["jwks"] = json!({"url": "https://idp.test/jwks.json", "min_refresh_s": 1});
+    let bindings = Bindings {
+        config: Some(config.to_string()),
+        worker: Some(worker.to_string()),
+        edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
+    };
+    let s = Settings::load(&bindings).unwrap();
+    let host = FakeHost::at(case.now_ms);
+    host.answer_json(&snapshot(1, vec![]));
+    let state = RefCell::new(IsolateState::new("portal-1".into(), &s.worker, 1, None));
+
+    // Cold: the IdP publishes another key only; the token's kid is unknown, the
+    // refetch (due after min_refresh_s) brings it, the held request passes.
+    host.public_answers
+        .borrow_mut()
+        .push_back(Ok((200, doc(&["old"]).into_bytes())));
+    host.public_answers
+        .borrow_mut()
+        .push_back(Ok((200, doc(&["old", "es384"]).into_bytes())));
+    let start = host.now_ms.get();
+    let h = run(&state, &s, &host, &bearer(&case.token));
+    assert_eq!(
+        status_of(&h.outcome),
+        200,
+        "{:?} {:?}",
+        h.outcome,
+        host.logs.borrow()
+    );
+    assert_eq!(host.public_calls.borrow().len(), 2);
+    assert_eq!(host.public_calls.borrow()[0], "https://idp.test/jwks.json");
+    assert!(host.logged("unknown signing key: waiting up to 2000 ms"));
+    assert!(
+        host.now_ms.get() - start >= 1000,
+        "the refetch waited for min_refresh_s"
+    );
+    assert!(h.background_jwks.is_none());
+
+    // A kid nobody publishes, and the IdP down: the wait ends with the failed refetch.
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut parts = case.token.splitn(2, '.');
+    let (_, rest) = (parts.next(), parts.next().unwrap());
+    let nobody = format!("{}.{rest}", b64(br#"{"alg":"ES384","kid":"nobody"}"#));
+    let h = run(&state, &s, &host, &bearer(&nobody));
+    let Outcome::Respond(r) = &h.outcome else {
+        panic!("{:?}", h.outcome)
+    };
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("unknown_key"));
+    assert_eq!(host.public_calls.borrow().len(), 3, "one refetch");
+    assert!(host.logged("keeping the previous keys"));
+    // The keys held still verify.
+    assert_eq!(
+        status_of(&run(&state, &s, &host, &bearer(&case.token)).outcome),
+        200
+    );
+
+    // `jwks` without `remote_jwks` is refused, as is the reverse.
+    config["remote_jwks"] = json!(false);
+    config["keys"] = json!([{"kid": "k", "alg": "HS256", "secret": SECRET}]);
+    let err = Settings::load(&Bindings {
+        config: Some(config.to_string()),
+        ..bindings.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("EPOCHGATE_WORKER") && err.contains("jwks"),
+        "{err}"
+    );
 }
