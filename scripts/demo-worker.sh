@@ -53,10 +53,15 @@ done < <(cd "$STATE/worker" && find . -type f | sed 's|^\./||' | sort)
 bindings="    (name = \"EPOCHGATE_CONFIG\", text = $(capnp_text "$CONFIG")),"
 bindings+=$'\n'"    (name = \"EPOCHGATE_WORKER\", text = $(capnp_text "$WORKER")),"
 bindings+=$'\n'"    (name = \"EPOCHGATE_EDGE_TOKEN\", text = $(capnp_text "$EPOCHGATE_EDGE_TOKEN")),"
+# The relay: the deployment's Durable Object holds the long poll, isolates ask it.
+bindings+=$'\n'"    (name = \"EPOCHGATE_RELAY\", durableObjectNamespace = \"EpochgateRelay\"),"
 template=$(cat worker/workerd.capnp.tmpl)
 template=${template//'${ADDRESS}'/127.0.0.1:$PORT}
 template=${template//'${MODULES}'/$modules}
 template=${template//'${BINDINGS}'/$bindings}
+for extra in EXTRA_SERVICES EXTRA_SOCKETS EXTRA_WORKERS; do
+  template=${template//"\${$extra}"/}
+done
 printf '%s\n' "$template" >"$STATE/worker/config.capnp"
 
 pids=()
@@ -106,11 +111,12 @@ In another shell, from this directory:
   \$ curl -s -i -H "Accept: text/html" -H "Cookie: portal_session=\$TOKEN" http://127.0.0.1:$PORT/orders; echo
   \$ sleep 1; TOKEN=\$(./target/debug/epochgate mint-token --user 42 --tenant acme --sid laptop)
   \$ curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$PORT/orders; echo
-  \$ ./target/debug/epochgate edges      # the isolate: demo-worker-<random id>
+  \$ ./target/debug/epochgate edges      # the isolate demo-worker-<random id>, and the relay demo-worker-relay
 
 The first curl passes (the upstream echoes user 42); after the logout the same token gets
-401 {"error":"session_revoked"} (while requests flow, within the refresh interval, 500 ms;
-after more than max_staleness_s = 5 s without traffic the first request waits for a sync),
+401 {"error":"session_revoked"} (the relay, the deployment's Durable Object, holds the long
+poll: after a second without traffic the isolate asks it before deciding, while requests
+flow within tens of milliseconds),
 and a browser gets a 302 to the login page with the cookie cleared; a token minted after
 the logout passes.
 

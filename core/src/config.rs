@@ -364,6 +364,12 @@ mod defaults {
     pub fn sessions_report_s() -> u64 {
         10
     }
+    pub fn relay_check_ms() -> u64 {
+        20
+    }
+    pub fn relay_refresh_ms() -> u64 {
+        10_000
+    }
     pub fn jwks_min_refresh_s() -> u64 {
         10
     }
@@ -1119,6 +1125,16 @@ pub struct RawWorkerConfig {
     /// (seconds, 1..=300).
     #[serde(default = "defaults::sessions_report_s")]
     pub sessions_report_s: u64,
+
+    /// With the relay (the `EPOCHGATE_RELAY` Durable Object binding): an isolate asks the
+    /// relay for the current version at most this often (ms, 5..=1000), riding on
+    /// requests.
+    #[serde(default = "defaults::relay_check_ms")]
+    pub relay_check_ms: u64,
+    /// With the relay answering: an isolate's own sync calls come at most this often
+    /// (ms, `refresh_ms`..=60000) besides the one a change the relay reports starts.
+    #[serde(default = "defaults::relay_refresh_ms")]
+    pub relay_refresh_ms: u64,
 }
 
 /// The validated worker settings.
@@ -1134,7 +1150,12 @@ pub struct WorkerConfig {
     pub retry_max_ms: u64,
     pub snapshot_page: u32,
     pub sessions_report_s: u64,
+    pub relay_check_ms: u64,
+    pub relay_refresh_ms: u64,
 }
+
+/// How long the relay's poll of the control plane may be held (its `wait`).
+pub const RELAY_WAIT_S: u32 = 20;
 
 impl WorkerConfig {
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
@@ -1155,16 +1176,44 @@ impl WorkerConfig {
     }
 
     /// The sync client's settings for an isolate: short polls (`wait=0`), at most one
-    /// per `refresh_ms`, backing off from `refresh_ms` to `retry_max_ms`.
-    pub fn client_config(&self, edge_id: String) -> crate::sync::client::ClientConfig {
+    /// per `refresh_ms`, backing off from `refresh_ms` to `retry_max_ms`. When a relay
+    /// tells it of changes (`relayed`: the filter configuration's `max_staleness_s`), at
+    /// most one per `relay_refresh_ms` — and at least every half `max_staleness_s`, so
+    /// its state never goes stale between calls.
+    pub fn client_config(
+        &self,
+        edge_id: String,
+        relayed: Option<u64>,
+    ) -> crate::sync::client::ClientConfig {
+        let min_interval_ms = match relayed {
+            Some(max_staleness_s) => self
+                .relay_refresh_ms
+                .min(max_staleness_s.saturating_mul(500))
+                .max(self.refresh_ms),
+            None => self.refresh_ms,
+        };
         crate::sync::client::ClientConfig {
             edge_id,
             wait_s: 0,
             page_limit: self.snapshot_page,
-            min_interval_ms: self.refresh_ms,
+            min_interval_ms,
             retry_min_ms: self.refresh_ms,
             retry_max_ms: self.retry_max_ms,
             call_timeout_ms: self.sync_timeout_ms,
+        }
+    }
+
+    /// The relay's sync client (the deployment's Durable Object, edge
+    /// `<deployment>-relay`): a long-poll loop, as Envoy's sync VM runs.
+    pub fn relay_client_config(&self) -> crate::sync::client::ClientConfig {
+        crate::sync::client::ClientConfig {
+            edge_id: format!("{}-relay", self.deployment),
+            wait_s: RELAY_WAIT_S,
+            page_limit: self.snapshot_page,
+            min_interval_ms: 0,
+            retry_min_ms: self.refresh_ms,
+            retry_max_ms: self.retry_max_ms,
+            call_timeout_ms: u64::from(RELAY_WAIT_S) * 1000 + self.sync_timeout_ms,
         }
     }
 
@@ -1248,6 +1297,18 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
             return Err(ConfigError::new("snapshot_page", "must be at most 100000"));
         }
         check_report_interval(raw.sessions_report_s)?;
+        if !(5..=1000).contains(&raw.relay_check_ms) {
+            return Err(ConfigError::new(
+                "relay_check_ms",
+                "must be between 5 and 1000",
+            ));
+        }
+        if !(raw.refresh_ms..=60_000).contains(&raw.relay_refresh_ms) {
+            return Err(ConfigError::new(
+                "relay_refresh_ms",
+                "must be between refresh_ms and 60000",
+            ));
+        }
         Ok(WorkerConfig {
             origin,
             control_plane,
@@ -1257,6 +1318,8 @@ impl TryFrom<RawWorkerConfig> for WorkerConfig {
             retry_max_ms: raw.retry_max_ms,
             snapshot_page: raw.snapshot_page,
             sessions_report_s: raw.sessions_report_s,
+            relay_check_ms: raw.relay_check_ms,
+            relay_refresh_ms: raw.relay_refresh_ms,
         })
     }
 }

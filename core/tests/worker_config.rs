@@ -36,7 +36,7 @@ fn worker_config_defaults_and_urls() {
     // Snapshots come in pages, as in Envoy; the sync client short-polls every refresh_ms
     // and backs off from it.
     assert_eq!(c.snapshot_page, 10_000);
-    let client = c.client_config("w-1".into());
+    let client = c.client_config("w-1".into(), None);
     assert_eq!(
         (
             client.wait_s,
@@ -46,6 +46,33 @@ fn worker_config_defaults_and_urls() {
         ),
         (0, 10_000, c.refresh_ms, c.refresh_ms)
     );
+    // With the relay telling it of changes, an isolate's own calls are rarer; the relay
+    // long-polls as an edge of its own.
+    assert_eq!((c.relay_check_ms, c.relay_refresh_ms), (20, 10_000));
+    let relayed = c.client_config("w-1".into(), Some(60));
+    assert_eq!(
+        (
+            relayed.wait_s,
+            relayed.min_interval_ms,
+            relayed.retry_min_ms
+        ),
+        (0, 10_000, c.refresh_ms)
+    );
+    // Never so rare that the state goes stale between calls.
+    assert_eq!(
+        c.client_config("w-1".into(), Some(4)).min_interval_ms,
+        2_000
+    );
+    assert_eq!(
+        c.client_config("w-1".into(), Some(0)).min_interval_ms,
+        c.refresh_ms
+    );
+    let relay = c.relay_client_config();
+    assert_eq!(
+        (relay.edge_id.as_str(), relay.wait_s, relay.min_interval_ms),
+        ("worker-relay", 20, 0)
+    );
+    assert!(relay.call_timeout_ms > 20_000);
 }
 
 #[test]
@@ -99,6 +126,14 @@ fn bad_worker_config_names_the_field() {
         (
             json!({"origin": "http://o", "control_plane": "http://cp", "snapshot_page": 100_001}),
             "`snapshot_page`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "relay_check_ms": 0}),
+            "`relay_check_ms`",
+        ),
+        (
+            json!({"origin": "http://o", "control_plane": "http://cp", "refresh_ms": 500, "relay_refresh_ms": 100}),
+            "`relay_refresh_ms`",
         ),
     ];
     for (v, field) in cases {

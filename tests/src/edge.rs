@@ -2,7 +2,7 @@
 //! ([`Stack`]) or the Worker in workerd ([`WorkerStack`]) — so the scenarios that judge
 //! the request the app will see run unchanged on each.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::upstream::Seen;
 use crate::worker::{WorkerOptions, WorkerStack};
@@ -15,15 +15,36 @@ pub enum EdgeKind {
     Worker,
 }
 
-/// An edge in front of the in-process upstream, with its control plane.
+/// What a scenario needs of an edge, in front of the in-process upstream, with its
+/// control plane — Envoy with the filter ([`Stack`]) or the Worker in workerd
+/// ([`WorkerStack`]) — so that one scenario runs on both, the way the store conformance
+/// suite runs on SQLite and Postgres.
 pub trait Edge {
     fn kind(&self) -> EdgeKind;
     /// Where clients connect.
     fn port(&self) -> u16;
     fn upstream(&self) -> &Upstream;
     fn cp(&self) -> &ControlPlane;
+    fn cp_mut(&mut self) -> &mut ControlPlane;
     /// The edge's log so far (Envoy's, or workerd's).
     fn log(&self) -> String;
+    /// Waits until the edge has applied at least `version` of the control plane's
+    /// current stream.
+    fn wait_applied(&self, version: u64);
+    /// Whether the edge has seen a sync fail (Envoy's `sync_failed` counter, the
+    /// Worker's log).
+    fn sync_failed(&self) -> bool;
+    /// How long a logout may take to reach this edge in these scenarios: Envoy holds a
+    /// long poll; an isolate refreshes every `refresh_ms`.
+    fn propagation_deadline(&self) -> Duration;
+
+    /// `envoy` or `worker`, for messages.
+    fn name(&self) -> &'static str {
+        match self.kind() {
+            EdgeKind::Envoy => "envoy",
+            EdgeKind::Worker => "worker",
+        }
+    }
 
     /// A GET with exactly this target (raw bytes) and these headers.
     fn get_raw(&self, target: &[u8], headers: &[(&str, &[u8])]) -> Response {
@@ -32,6 +53,12 @@ pub trait Edge {
 
     fn get(&self, target: &str, headers: &[(&str, &[u8])]) -> Response {
         self.get_raw(target.as_bytes(), headers)
+    }
+
+    /// A GET of `path` through the edge with a bearer token.
+    fn get_with_token(&self, path: &str, token: &str) -> Response {
+        let auth = format!("Bearer {token}");
+        self.get(path, &[("authorization", auth.as_bytes())])
     }
 
     /// The request a GET made reach the upstream, if it did.
@@ -69,6 +96,49 @@ pub trait Edge {
             },
         );
     }
+
+    /// Polls every 10 ms (up to `deadline`) until a request with `token` gets `status`;
+    /// returns the time it took.
+    fn time_until_status(&self, token: &str, status: u16, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        wait_for(
+            &format!("status {status} at the {}", self.name()),
+            deadline,
+            || (self.get_with_token("/api/orders", token).status == status).then_some(()),
+        );
+        start.elapsed()
+    }
+
+    /// Asserts that every request with `token` during `period` gets `status` (and the
+    /// JSON `error` code, when given); returns how many were sent.
+    fn holds_status(
+        &self,
+        what: &str,
+        token: &str,
+        status: u16,
+        error: Option<&str>,
+        period: Duration,
+    ) -> u32 {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < period {
+            let r = self.get_with_token("/api/orders", token);
+            n += 1;
+            assert_eq!(
+                r.status,
+                status,
+                "{what} at the {} (request {n}, after {} ms): {}",
+                self.name(),
+                start.elapsed().as_millis(),
+                r.text()
+            );
+            if let Some(code) = error {
+                assert_eq!(r.json()["error"], code, "{what}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
 }
 
 impl Edge for Stack {
@@ -84,8 +154,20 @@ impl Edge for Stack {
     fn cp(&self) -> &ControlPlane {
         &self.cp
     }
+    fn cp_mut(&mut self) -> &mut ControlPlane {
+        &mut self.cp
+    }
     fn log(&self) -> String {
         self.envoy.log()
+    }
+    fn wait_applied(&self, version: u64) {
+        Stack::wait_applied(self, version)
+    }
+    fn sync_failed(&self) -> bool {
+        self.stat("wasmcustom.epochgate.sync_failed").unwrap_or(0) > 0
+    }
+    fn propagation_deadline(&self) -> Duration {
+        Duration::from_secs(1)
     }
 }
 
@@ -102,8 +184,37 @@ impl Edge for WorkerStack {
     fn cp(&self) -> &ControlPlane {
         &self.cp
     }
+    fn cp_mut(&mut self) -> &mut ControlPlane {
+        &mut self.cp
+    }
     fn log(&self) -> String {
         self.workerd.log()
+    }
+    /// An isolate syncs only while it serves requests: this sends some (without a
+    /// token) until its receipt in `GET /v1/edges` shows `version` of the current stream.
+    fn wait_applied(&self, version: u64) {
+        wait_for(
+            &format!("the worker to apply version {version}"),
+            Duration::from_secs(20),
+            || {
+                let _ = self.get("/api/orders", &[]);
+                let all = self.cp.edges();
+                let stream = all["stream"].clone();
+                self.edges()
+                    .iter()
+                    .any(|e| {
+                        e["stream"] == stream && e["applied_version"].as_u64() >= Some(version)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    fn sync_failed(&self) -> bool {
+        self.workerd.log().contains("sync failed")
+    }
+    /// The refresh interval plus one second.
+    fn propagation_deadline(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms + 1000)
     }
 }
 

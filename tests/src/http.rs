@@ -48,6 +48,19 @@ pub fn request(
     request_bytes(host, port, method, path.as_bytes(), headers, body)
 }
 
+/// A GET of `path` on 127.0.0.1:`port` with `Authorization: Bearer <token>`.
+pub fn get_bearer(port: u16, path: &str, token: &str) -> std::io::Result<Response> {
+    let auth = format!("Bearer {token}");
+    request(
+        "127.0.0.1",
+        port,
+        "GET",
+        path,
+        &[("authorization", auth.as_bytes())],
+        b"",
+    )
+}
+
 /// Sends one request whose target is raw bytes (a non-UTF-8 path, say).
 pub fn request_bytes(
     host: &str,

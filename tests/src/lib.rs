@@ -37,6 +37,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+pub use edge::Edge;
 pub use http::Response;
 pub use proxy::LinkProxy;
 pub use upstream::{Reply, Upstream};
@@ -282,6 +283,16 @@ impl TestPki {
 }
 
 impl ControlPlane {
+    /// A counter or gauge from `/metrics` (e.g. `epochgate_sync_requests_total`).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let m = http::request("127.0.0.1", self.port, "GET", "/metrics", &[], b"")
+            .ok()?
+            .text();
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     pub fn start(dir: &Path, port: u16, db: &Path) -> Self {
         Self::start_named(dir, "control-plane", port, &db.display().to_string())
     }
@@ -834,84 +845,4 @@ pub fn hs256_header(header: &Value, claims: &Value, secret: &str) -> String {
     );
     let sig = hmac_sha256::HMAC::mac(input.as_bytes(), secret.as_bytes());
     format!("{input}.{}", b64(&sig))
-}
-
-/// What a scenario needs of an edge — Envoy ([`Stack`]) or the Worker
-/// ([`worker::WorkerStack`]) — so that one scenario runs on both.
-pub trait Edge {
-    /// `envoy` or `worker`, for messages.
-    fn name(&self) -> &'static str;
-    fn cp(&self) -> &ControlPlane;
-    fn cp_mut(&mut self) -> &mut ControlPlane;
-    /// A GET of `path` through the edge with a bearer token.
-    fn get_with_token(&self, path: &str, token: &str) -> Response;
-    /// Waits until the edge has applied at least `version` of the control plane's
-    /// current stream.
-    fn wait_applied(&self, version: u64);
-    /// The edge's log (Envoy's, or workerd's).
-    fn log(&self) -> String;
-
-    /// Polls every 10 ms (up to `deadline`) until a request with `token` gets `status`;
-    /// returns the time it took.
-    fn time_until_status(&self, token: &str, status: u16, deadline: Duration) -> Duration {
-        let start = Instant::now();
-        wait_for(
-            &format!("status {status} at the {}", self.name()),
-            deadline,
-            || (self.get_with_token("/api/orders", token).status == status).then_some(()),
-        );
-        start.elapsed()
-    }
-
-    /// Asserts that every request with `token` during `period` gets `status` (and the
-    /// JSON `error` code, when given); returns how many were sent.
-    fn holds_status(
-        &self,
-        what: &str,
-        token: &str,
-        status: u16,
-        error: Option<&str>,
-        period: Duration,
-    ) -> u32 {
-        let start = Instant::now();
-        let mut n = 0;
-        while start.elapsed() < period {
-            let r = self.get_with_token("/api/orders", token);
-            n += 1;
-            assert_eq!(
-                r.status,
-                status,
-                "{what} at the {} (request {n}, after {} ms): {}",
-                self.name(),
-                start.elapsed().as_millis(),
-                r.text()
-            );
-            if let Some(code) = error {
-                assert_eq!(r.json()["error"], code, "{what}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n
-    }
-}
-
-impl Edge for Stack {
-    fn name(&self) -> &'static str {
-        "envoy"
-    }
-    fn cp(&self) -> &ControlPlane {
-        &self.cp
-    }
-    fn cp_mut(&mut self) -> &mut ControlPlane {
-        &mut self.cp
-    }
-    fn get_with_token(&self, path: &str, token: &str) -> Response {
-        Stack::get_with_token(self, path, token)
-    }
-    fn wait_applied(&self, version: u64) {
-        Stack::wait_applied(self, version)
-    }
-    fn log(&self) -> String {
-        self.envoy.log()
-    }
 }

@@ -96,17 +96,52 @@ pub fn worker_modules(dir: &Path) -> Vec<String> {
     modules
 }
 
-/// Renders `worker/workerd.capnp.tmpl`.
-pub fn render_workerd_config(dir: &Path, port: u16, bindings: &[(&str, String)]) -> String {
+/// The relay's namespace binding for the service that declares it.
+const RELAY_BINDING: &str =
+    "    (name = \"EPOCHGATE_RELAY\", durableObjectNamespace = \"EpochgateRelay\"),";
+
+/// Renders `worker/workerd.capnp.tmpl`: the worker on `ports[0]` and one more worker
+/// service — another isolate, with its own state — on each further port, all with
+/// `bindings`; with `relay`, each binds the relay's namespace (declared by the first).
+pub fn render_workerd_config(
+    dir: &Path,
+    ports: &[u16],
+    bindings: &[(&str, String)],
+    relay: bool,
+) -> String {
     let template = std::fs::read_to_string(repo_root().join("worker/workerd.capnp.tmpl")).unwrap();
-    let bindings: Vec<String> = bindings
+    let mut lines: Vec<String> = bindings
         .iter()
         .map(|(name, text)| format!("    (name = \"{name}\", text = {}),", capnp_string(text)))
         .collect();
+    let modules = worker_modules(dir).join("\n");
+    let (mut services, mut sockets, mut workers) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, port) in ports.iter().enumerate().skip(1) {
+        services.push(format!(
+            "    (name = \"isolate{i}\", worker = .isolate{i}),"
+        ));
+        sockets.push(format!(
+            "    (name = \"http{i}\", address = \"127.0.0.1:{port}\", http = (), service = \"isolate{i}\"),"
+        ));
+        let mut own = lines.clone();
+        if relay {
+            own.push("    (name = \"EPOCHGATE_RELAY\", durableObjectNamespace = (className = \"EpochgateRelay\", serviceName = \"main\")),".into());
+        }
+        workers.push(format!(
+            "const isolate{i} :Workerd.Worker = (\n  modules = [\n{modules}\n  ],\n  compatibilityDate = \"2026-11-17\",\n  bindings = [\n{}\n  ],\n  globalOutbound = \"internet\",\n);",
+            own.join("\n")
+        ));
+    }
+    if relay {
+        lines.push(RELAY_BINDING.into());
+    }
     template
-        .replace("${ADDRESS}", &format!("127.0.0.1:{port}"))
-        .replace("${MODULES}", &worker_modules(dir).join("\n"))
-        .replace("${BINDINGS}", &bindings.join("\n"))
+        .replace("${ADDRESS}", &format!("127.0.0.1:{}", ports[0]))
+        .replace("${MODULES}", &modules)
+        .replace("${BINDINGS}", &lines.join("\n"))
+        .replace("${EXTRA_SERVICES}", &services.join("\n"))
+        .replace("${EXTRA_SOCKETS}", &sockets.join("\n"))
+        .replace("${EXTRA_WORKERS}", &workers.join("\n"))
 }
 
 /// Options for a [`WorkerStack`].
@@ -118,6 +153,10 @@ pub struct WorkerOptions {
     pub worker: Value,
     /// Replaces the whole `EPOCHGATE_CONFIG` text when set (bad-config tests).
     pub raw_config: Option<String>,
+    /// Binds the relay (the deployment's Durable Object) in every service.
+    pub relay: bool,
+    /// Worker services (isolates) in the one workerd, each on its own port.
+    pub isolates: usize,
 }
 
 impl Default for WorkerOptions {
@@ -126,6 +165,8 @@ impl Default for WorkerOptions {
             edge: Options::default(),
             worker: json!({}),
             raw_config: None,
+            relay: false,
+            isolates: 1,
         }
     }
 }
@@ -142,7 +183,10 @@ pub struct WorkerStack {
     pub upstream: Upstream,
     pub cp: ControlPlane,
     pub workerd: Proc,
+    /// The first isolate's port (the `Edge`'s).
     pub port: u16,
+    /// Every isolate's port (`ports[0] == port`).
+    pub ports: Vec<u16>,
     pub refresh_ms: u64,
     /// The token the worker syncs with (its own with `edge.edge_credential`).
     pub edge_token: String,
@@ -151,6 +195,18 @@ pub struct WorkerStack {
 impl WorkerStack {
     pub fn start() -> Self {
         Self::start_with(WorkerOptions::default())
+    }
+
+    /// `isolates` worker services told of changes by the relay, with the defaults
+    /// otherwise; requests go to the last isolate (not the one hosting the object).
+    pub fn relayed(isolates: usize) -> Self {
+        let mut stack = Self::start_with(WorkerOptions {
+            relay: true,
+            isolates,
+            ..WorkerOptions::default()
+        });
+        stack.port = *stack.ports.last().unwrap();
+        stack
     }
 
     pub fn start_with(opts: WorkerOptions) -> Self {
@@ -168,7 +224,8 @@ impl WorkerStack {
             opts.edge.control_plane_args.clone(),
             opts.edge.control_plane_env.clone(),
         );
-        let port = free_port();
+        let ports: Vec<u16> = (0..opts.isolates.max(1)).map(|_| free_port()).collect();
+        let port = ports[0];
         let edge_token = match &opts.edge.edge_credential {
             Some(edge) => cp.create_edge_token(edge),
             None => EDGE_TOKEN.to_string(),
@@ -194,12 +251,13 @@ impl WorkerStack {
             .unwrap_or_else(|| filter_config(&opts.edge).to_string());
         let capnp = render_workerd_config(
             &worker_dir,
-            port,
+            &ports,
             &[
                 ("EPOCHGATE_CONFIG", config),
                 ("EPOCHGATE_WORKER", worker.to_string()),
                 ("EPOCHGATE_EDGE_TOKEN", edge_token.clone()),
             ],
+            opts.relay,
         );
         let config_path = worker_dir.join("config.capnp");
         std::fs::write(&config_path, capnp).unwrap();
@@ -215,13 +273,16 @@ impl WorkerStack {
             cp,
             workerd,
             port,
+            ports,
             refresh_ms,
             edge_token,
         };
         // A connect, not a request: the isolate stays cold until the test's first request.
-        wait_for("workerd to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", stack.port)).ok()
-        });
+        for port in &stack.ports {
+            wait_for("workerd to listen", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", *port)).ok()
+            });
+        }
         stack
     }
 
@@ -249,19 +310,30 @@ impl WorkerStack {
         start.elapsed()
     }
 
-    /// This worker's entries in `GET /v1/edges` (ids `e2e-worker-<random>`).
+    /// This worker's isolates in `GET /v1/edges` (ids `e2e-worker-<random>`; the relay,
+    /// `e2e-worker-relay`, is [`WorkerStack::relay_edge`]).
     pub fn edges(&self) -> Vec<Value> {
         self.cp.edges()["edges"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|e| {
-                e["id"]
-                    .as_str()
-                    .is_some_and(|id| id.starts_with(&format!("{DEPLOYMENT}-")))
+                e["id"].as_str().is_some_and(|id| {
+                    id.starts_with(&format!("{DEPLOYMENT}-")) && id != format!("{DEPLOYMENT}-relay")
+                })
             })
             .cloned()
             .collect()
+    }
+
+    /// The relay's entry in `GET /v1/edges`, once it has polled.
+    pub fn relay_edge(&self) -> Option<Value> {
+        self.cp.edges()["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == format!("{DEPLOYMENT}-relay"))
+            .cloned()
     }
 }
 
@@ -276,42 +348,5 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).unwrap();
         }
-    }
-}
-
-impl crate::Edge for WorkerStack {
-    fn name(&self) -> &'static str {
-        "worker"
-    }
-    fn cp(&self) -> &ControlPlane {
-        &self.cp
-    }
-    fn cp_mut(&mut self) -> &mut ControlPlane {
-        &mut self.cp
-    }
-    fn get_with_token(&self, path: &str, token: &str) -> Response {
-        WorkerStack::get_with_token(self, path, token)
-    }
-    /// An isolate syncs only while it serves requests: this sends some (without a
-    /// token) until its receipt in `GET /v1/edges` shows `version` of the current stream.
-    fn wait_applied(&self, version: u64) {
-        wait_for(
-            &format!("the worker to apply version {version}"),
-            Duration::from_secs(20),
-            || {
-                let _ = self.get("/api/orders", &[]);
-                let all = self.cp.edges();
-                let stream = all["stream"].clone();
-                self.edges()
-                    .iter()
-                    .any(|e| {
-                        e["stream"] == stream && e["applied_version"].as_u64() >= Some(version)
-                    })
-                    .then_some(())
-            },
-        );
-    }
-    fn log(&self) -> String {
-        self.workerd.log()
     }
 }

@@ -226,15 +226,7 @@ fn mint(rng: &mut Rng, tenant: &'static str, user: &str, generation: u64) -> Tok
 }
 
 fn request(port: u16, token: &Token) -> (u16, String) {
-    let auth = format!("Bearer {}", token.jwt);
-    match http::request(
-        "127.0.0.1",
-        port,
-        "GET",
-        "/api/orders",
-        &[("authorization", auth.as_bytes())],
-        b"",
-    ) {
+    match http::get_bearer(port, "/api/orders", &token.jwt) {
         Ok(r) => {
             let code = serde_json::from_slice::<serde_json::Value>(&r.body)
                 .ok()

@@ -280,7 +280,10 @@ fn isolate(bindings: Bindings, host: &JsHost) -> Result<IsolateParts, SetupError
         let random = ISOLATE_RANDOM_ID.with(|r| *r);
         let settings = Settings::load(&bindings).map(|s| {
             let edge_id = s.worker.edge_id(random);
-            let state = IsolateState::new(edge_id, &s.worker, random);
+            let relayed = bindings
+                .relay
+                .then_some(s.engine.config().max_staleness_s);
+            let state = IsolateState::new(edge_id, &s.worker, random, relayed);
             let sessions = Some(Rc::new(RefCell::new(IsolateSessions::new(&s))));
             (Rc::new(s), Rc::new(RefCell::new(state)), sessions)
         });
@@ -290,8 +293,18 @@ fn isolate(bindings: Bindings, host: &JsHost) -> Result<IsolateParts, SetupError
                 host.log(
                     Level::Info,
                     &format!(
-                        "epochgate-worker {VERSION}: edge {edge_id}, origin {}, control plane {}, refresh every {} ms",
-                        s.worker.origin, s.worker.control_plane, s.worker.refresh_ms
+                        "epochgate-worker {VERSION}: edge {edge_id}, origin {}, control plane {}, {}",
+                        s.worker.origin,
+                        s.worker.control_plane,
+                        if bindings.relay {
+                            format!(
+                                "told of changes by the relay (asked every {} ms), own syncs every {} ms",
+                                s.worker.relay_check_ms,
+                                s.worker.client_config(String::new(), Some(s.engine.config().max_staleness_s)).min_interval_ms
+                            )
+                        } else {
+                            format!("refresh every {} ms", s.worker.refresh_ms)
+                        }
                     ),
                 );
                 // Once per isolate: the settings are compiled once.
@@ -331,6 +344,7 @@ pub fn read_bindings(env: &JsValue) -> Bindings {
         config: binding(env, CONFIG_BINDING),
         worker: binding(env, WORKER_BINDING),
         edge_token: binding(env, EDGE_TOKEN_BINDING),
+        relay: relay::bound(env),
     }
 }
 
@@ -441,6 +455,9 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
         }
         Ok((settings, state, sessions)) => {
             let incoming = incoming(&req);
+            if relay::bound(&env) {
+                relay::before_request(&env, &settings, &state).await;
+            }
             let handled = edge::handle(&state, &settings, &host, &incoming).await;
             let report = sessions.as_ref().and_then(|s| {
                 let edge_id = state.borrow().edge_id().to_string();
@@ -466,6 +483,9 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
                         &format!("waitUntil refused the session report: {}", js_error(e)),
                     );
                 }
+            }
+            if relay::bound(&env) {
+                relay::after_request(&env, &ctx, &settings, &state);
             }
             if let Some(call) = handled.background_sync {
                 let (state, settings) = (state.clone(), settings.clone());
@@ -538,5 +558,6 @@ pub async fn fetch(req: Request, env: JsValue, ctx: Context) -> Result<JsValue, 
     }
 }
 
+mod relay;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,8 @@
 //!   logging).
 //! - [`verify`]: signatures — HMAC in Rust, the rest through WebCrypto.
 //! - [`sessions`]: the sessions this isolate sees, reported in the background.
+//! - [`relay`]: the deployment's Durable Object that holds the one long poll and tells
+//!   isolates of changes; an isolate's questions to it.
 //! - [`edge`]: the per-request path over a host: refresh plan, decision (its signature
 //!   step awaited), [`edge::Outcome`].
 //! - `js` (wasm only): the `fetch` export, the real host, and the conversions between
@@ -27,6 +29,7 @@
 pub mod edge;
 pub mod host;
 pub mod refresh;
+pub mod relay;
 pub mod sessions;
 pub mod settings;
 pub mod verify;

@@ -51,10 +51,13 @@ pub struct IsolateState {
 }
 
 impl IsolateState {
-    /// `seed` varies the backoff's jitter per isolate (its random id).
-    pub fn new(edge_id: String, config: &WorkerConfig, seed: u64) -> Self {
+    /// `seed` varies the backoff's jitter per isolate (its random id); `relayed`: a relay
+    /// (the deployment's Durable Object) tells this isolate of changes
+    /// ([`IsolateState::relay_says`]), so its own calls can be rarer (the filter
+    /// configuration's `max_staleness_s`, see [`WorkerConfig::client_config`]).
+    pub fn new(edge_id: String, config: &WorkerConfig, seed: u64, relayed: Option<u64>) -> Self {
         Self {
-            client: SyncClient::new(config.client_config(edge_id), seed),
+            client: SyncClient::new(config.client_config(edge_id, relayed), seed),
         }
     }
 
@@ -118,6 +121,34 @@ impl IsolateState {
         };
         // The state is in memory here: nothing to mirror.
         self.client.handle_answer(ticket, now_ms, answer).event
+    }
+
+    /// What the relay said (`Some((stream, version))`) or that it could not say (`None`:
+    /// unreachable, or not itself in sync): a version this isolate does not hold makes its
+    /// sync due at once; without the relay it syncs every `refresh_ms` as it would alone.
+    /// Returns whether a sync is due now.
+    pub fn relay_says(
+        &mut self,
+        now_ms: u64,
+        current: Option<(&str, u64)>,
+        config: &WorkerConfig,
+    ) -> bool {
+        match current {
+            Some((stream, version)) if self.client.holds(stream, version) => {}
+            Some(_) => self.client.hasten(now_ms),
+            None => {
+                let last = self.client.status().map_or(0, |s| s.synced_at_ms);
+                self.client.hasten(last.saturating_add(config.refresh_ms));
+            }
+        }
+        self.client.is_due(now_ms)
+    }
+
+    /// Starts a sync now, whatever the interval (not while backing off): the call that
+    /// reports a version just applied (its `since`) to the control plane.
+    pub fn report_now(&mut self, now_ms: u64, config: &WorkerConfig) -> Option<SyncCall> {
+        self.client.hasten(now_ms);
+        self.begin(now_ms, config)
     }
 
     /// Drops the entries past the horizon by this isolate's clock (at most once a minute).

@@ -5,6 +5,7 @@
 //! | [`CONFIG_BINDING`] | var (JSON text or object) | the filter configuration, parsed by `core`'s [`Config`] |
 //! | [`WORKER_BINDING`] | var (JSON text or object) | the worker's own settings, `core`'s [`WorkerConfig`] |
 //! | [`EDGE_TOKEN_BINDING`] | secret | the edge token for `/v1/sync` |
+//! | [`crate::relay::RELAY_BINDING`] | Durable Object namespace (optional) | the deployment's relay (see [`crate::relay`]) |
 //!
 //! A bad or missing binding is a [`SetupError`]: every request then gets a clear 500
 //! ([`SetupError::response`]) and the log says exactly what is wrong — never a panic.
@@ -27,6 +28,9 @@ pub struct Bindings {
     pub config: Option<String>,
     pub worker: Option<String>,
     pub edge_token: Option<String>,
+    /// Whether the relay's Durable Object namespace ([`crate::relay::RELAY_BINDING`]) is
+    /// bound.
+    pub relay: bool,
 }
 
 /// Everything a request needs besides the isolate state: compiled once per isolate.

@@ -30,6 +30,7 @@ fn settings_with(config: Value) -> Settings {
         config: Some(config.to_string()),
         worker: Some(worker_json().to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
     })
     .unwrap()
 }
@@ -112,6 +113,7 @@ fn isolate() -> RefCell<IsolateState> {
         "portal-00000000000000ab".into(),
         &settings().worker,
         1,
+        None,
     ))
 }
 
@@ -595,6 +597,7 @@ fn bad_bindings_name_the_binding_and_field_and_never_echo_values() {
         config: Some(json!({"keys": [{"kid": "k", "alg": "HS256", "secret": SECRET}]}).to_string()),
         worker: Some(worker_json().to_string()),
         edge_token: Some(EDGE_TOKEN.into()),
+        relay: false,
     };
     let loaded = Settings::load(&good).unwrap();
     let debug = format!("{loaded:?}");

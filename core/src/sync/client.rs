@@ -264,6 +264,26 @@ impl SyncClient {
         !self.in_flight(now_ms) && now_ms >= self.next_attempt_ms
     }
 
+    /// Brings the next request forward to `at_ms` — a relay (the Worker's Durable
+    /// Object) knows of a change, or cannot say: never while backing off after a failure,
+    /// never later than a request already due.
+    pub fn hasten(&mut self, at_ms: u64) {
+        if self.failures == 0 {
+            self.next_attempt_ms = self.next_attempt_ms.min(at_ms);
+        }
+    }
+
+    /// Whether the client has applied, completely, `version` (or later) of `stream`: what
+    /// a relay holds is then nothing new.
+    pub fn holds(&self, stream: &str, version: u64) -> bool {
+        self.paging.is_none()
+            && self.held.is_some()
+            && self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.stream == stream && s.version >= version)
+    }
+
     /// The request to send now, if one is due (one at a time).
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
         if !self.is_due(now_ms) {
@@ -586,6 +606,32 @@ mod tests {
 
     fn epoch(c: &SyncClient, u: &str) -> Option<u64> {
         c.state().epoch_ms(&keys::user("acme", u)).unwrap()
+    }
+
+    #[test]
+    fn a_relay_hastens_the_next_request_but_never_a_backoff() {
+        let mut c = SyncClient::new(
+            ClientConfig {
+                min_interval_ms: 10_000,
+                ..config()
+            },
+            1,
+        );
+        assert!(!c.holds("s1", 0), "nothing applied yet");
+        exchange(&mut c, NOW, &resp("s1", true, 4, vec![]));
+        assert!(c.holds("s1", 4) && c.holds("s1", 3));
+        assert!(!c.holds("s1", 5) && !c.holds("s2", 4));
+        assert!(!c.is_due(NOW + 1), "the interval holds it back");
+        // A relay knows of v5: due at once, not in 10 s.
+        c.hasten(NOW + 1);
+        assert!(c.is_due(NOW + 1));
+        c.hasten(NOW + 5_000);
+        assert!(c.is_due(NOW + 1), "never later than already due");
+        // After a failure the backoff stands.
+        let t = c.poll_transmit(NOW + 1).unwrap();
+        c.handle_answer(t.id, NOW + 2, Err("refused".into()));
+        c.hasten(NOW + 2);
+        assert!(!c.is_due(NOW + 2), "backing off");
     }
 
     #[test]

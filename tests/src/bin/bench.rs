@@ -32,8 +32,8 @@
 //! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
 //! `BENCH_EDGES` (`1000,10000`: the fan-out's edge counts), `BENCH_FANOUT_CHANGES` (20),
 //! `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
-//! `BENCH_SECTIONS` (`throughput,sessions,propagation,fanout,memory,idp,worker`; e.g.
-//! `BENCH_SECTIONS=fanout` runs only the fan-out, in about a minute), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
+//! `BENCH_SECTIONS` (`throughput,sessions,propagation,fanout,memory,idp,worker,relay`; e.g.
+//! `BENCH_SECTIONS=fanout` runs only the fan-out, in about a minute), `BENCH_RELAY_LOGOUTS` (20), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
 //! throughput section's algorithms, e.g. `HS256,ES256`; all three by default),
 //! `BENCH_WORKER_ROUNDS` (3), `BENCH_WORKER_COMPARE` (another built worker dir, e.g. an
 //! older build's `target/worker-dist`, measured in the same run), `BENCH_WORKER_ALGS`
@@ -508,8 +508,9 @@ fn main() {
         logout(&cp, "bench", &format!("gone-{i}"));
     }
 
-    let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "throughput,sessions,propagation,fanout,memory,idp,worker".into());
+    let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| {
+        "throughput,sessions,propagation,fanout,memory,idp,worker,relay".into()
+    });
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     if section("throughput") {
@@ -679,6 +680,10 @@ fn main() {
     // --- the Cloudflare Worker on workerd -----------------------------------------------
     if section("worker") {
         worker_throughput(&mut report, &cp, dir.path(), duration, cold_n);
+    }
+    // --- the Worker's relay (Durable Object) vs every isolate polling ---------------------
+    if section("relay") {
+        worker_relay(&mut report);
     }
 
     println!("{report}");
@@ -1340,4 +1345,123 @@ fn worker_throughput(
         }
     }
     let _ = writeln!(report);
+}
+
+/// The control plane's `epochgate_sync_requests_total`.
+fn sync_requests_total(cp: &ControlPlane) -> u64 {
+    cp.metric("epochgate_sync_requests_total").unwrap_or(0)
+}
+
+/// The Worker in workerd with 1 and with 8 isolates (worker services), each polling the
+/// control plane itself (`refresh_ms` 500, the default) or told of changes by the relay
+/// (the deployment's Durable Object): traffic on every isolate (a request every 5 ms),
+/// `BENCH_RELAY_LOGOUTS` logouts 250–450 ms apart; for each, the time from the admin call's
+/// 200 to the first deny at each isolate, and the control plane's sync requests per
+/// second over the run.
+fn worker_relay(report: &mut String) {
+    use epochgate_tests::worker::{WorkerOptions, WorkerStack};
+    use epochgate_tests::Options;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let logouts = env_num("BENCH_RELAY_LOGOUTS", 20) as usize;
+    let _ = writeln!(report, "\n## The Worker's relay (Durable Object)\n");
+    let _ = writeln!(
+        report,
+        "workerd, one worker service per isolate, a request every 5 ms on each; {logouts} logouts 250–450 ms apart. Without the relay each isolate short-polls every `refresh_ms` (500); with it, the object long-polls and isolates ask it every `relay_check_ms` (20), syncing themselves only for a change (and every `relay_refresh_ms`, 10 s).\n"
+    );
+    let _ = writeln!(
+        report,
+        "| isolates | sync | samples | p50 ms | p99 ms | max ms | control-plane sync requests/s, ~3 logouts/s | … 5 s without a change |"
+    );
+    let _ = writeln!(report, "|---:|---|---:|---:|---:|---:|---:|---:|");
+    for isolates in [1usize, 8] {
+        for relay in [false, true] {
+            let stack = WorkerStack::start_with(WorkerOptions {
+                edge: Options {
+                    max_staleness_s: 60,
+                    ..Options::default()
+                },
+                relay,
+                isolates,
+                ..WorkerOptions::default()
+            });
+            let get = |port: u16, token: &str| {
+                epochgate_tests::http::get_bearer(port, "/api/orders", token)
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            };
+            let bystander = stack.token("bystander", "bench", serde_json::json!({}));
+            for &port in &stack.ports {
+                get(port, &bystander);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let done = AtomicBool::new(false);
+            let mut took: Vec<f64> = Vec::new();
+            let before = sync_requests_total(&stack.cp);
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for &port in &stack.ports {
+                    let (done, bystander, get) = (&done, &bystander, &get);
+                    scope.spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            get(port, bystander);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    });
+                }
+                for round in 0..logouts {
+                    let user = format!("relay-victim-{round}");
+                    let t = stack.token(&user, "bench", serde_json::json!({}));
+                    logout(&stack.cp, "bench", &user);
+                    let at = Instant::now();
+                    let per: Vec<f64> = std::thread::scope(|inner| {
+                        let handles: Vec<_> = stack
+                            .ports
+                            .iter()
+                            .map(|&port| {
+                                let (t, get) = (&t, &get);
+                                inner.spawn(move || loop {
+                                    if get(port, t) == 401 {
+                                        return at.elapsed().as_secs_f64() * 1000.0;
+                                    }
+                                    if at.elapsed() > Duration::from_secs(10) {
+                                        return f64::NAN;
+                                    }
+                                    std::thread::sleep(Duration::from_millis(2));
+                                })
+                            })
+                            .collect();
+                        handles.into_iter().map(|h| h.join().unwrap()).collect()
+                    });
+                    took.extend(per.into_iter().filter(|v| v.is_finite()));
+                    // 250–450 ms apart, so logouts do not keep one phase of a 500 ms poll.
+                    std::thread::sleep(Duration::from_millis(250 + (round as u64 * 73) % 200));
+                }
+                done.store(true, Ordering::Relaxed);
+            });
+            let per_s =
+                (sync_requests_total(&stack.cp) - before) as f64 / started.elapsed().as_secs_f64();
+            // Then 5 s of the same traffic without a change.
+            let quiet_before = sync_requests_total(&stack.cp);
+            let quiet = Instant::now();
+            while quiet.elapsed() < Duration::from_secs(5) {
+                for &port in &stack.ports {
+                    get(port, &bystander);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let quiet_per_s = (sync_requests_total(&stack.cp) - quiet_before) as f64
+                / quiet.elapsed().as_secs_f64();
+            took.sort_by(f64::total_cmp);
+            let _ = writeln!(
+                report,
+                "| {isolates} | {} | {} | {:.1} | {:.1} | {:.1} | {per_s:.1} | {quiet_per_s:.2} |",
+                if relay { "relay" } else { "each isolate polls" },
+                took.len(),
+                percentile(&took, 0.5),
+                percentile(&took, 0.99),
+                took.last().copied().unwrap_or(0.0)
+            );
+            eprintln!("relay bench: {isolates} isolates, relay {relay}: done");
+        }
+    }
 }

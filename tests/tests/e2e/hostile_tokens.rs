@@ -1,13 +1,15 @@
-//! Hostile tokens (RFC 8725 and friends) through the real Envoy: each is refused with
-//! its reason, a valid request right after still passes (the filter VM lives on), no
-//! URL a token names is ever fetched, and Envoy's log shows no panic.
+//! Hostile tokens (RFC 8725 and friends) through the real Envoy and the Worker in a real
+//! workerd, one scenario for both: each is refused with its reason, a valid request right
+//! after still passes (the filter VM, the isolate lives on), no URL a token names is ever
+//! fetched, and the edge's log shows no panic.
 //! The same list at the core level: `core/tests/hostile.rs`.
 
 use std::net::TcpListener;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use epochgate_tests::{repo_root, Options, Stack, SECRET};
+use epochgate_tests::worker::{WorkerOptions, WorkerStack};
+use epochgate_tests::{repo_root, token, Edge, Options, Stack, SECRET};
 use serde_json::{json, Value};
 
 fn b64(b: &[u8]) -> String {
@@ -27,7 +29,7 @@ fn signed(header: Value, claims: &Value) -> String {
 const H: &str = r#"{"alg":"HS256","kid":"e2e","typ":"JWT"}"#;
 
 struct Check<'a> {
-    stack: &'a Stack,
+    edge: &'a dyn Edge,
     good: String,
     checked: usize,
 }
@@ -36,7 +38,7 @@ impl Check<'_> {
     /// Sends `headers`, expects `status` and error `code`, then a valid request passes.
     #[track_caller]
     fn refused(&mut self, what: &str, headers: &[(&str, &[u8])], status: u16, code: &str) {
-        let r = self.stack.get("/api/orders", headers);
+        let r = self.edge.get("/api/orders", headers);
         assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(r.json()["error"], code, "{what}");
         self.after(what);
@@ -51,14 +53,14 @@ impl Check<'_> {
 
     #[track_caller]
     fn token_passes(&mut self, what: &str, token: &str) {
-        let r = self.stack.get_with_token("/api/orders", token);
+        let r = self.edge.get_with_token("/api/orders", token);
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         self.after(what);
     }
 
     #[track_caller]
     fn after(&mut self, what: &str) {
-        let r = self.stack.get_with_token("/api/orders", &self.good);
+        let r = self.edge.get_with_token("/api/orders", &self.good);
         assert_eq!(
             r.status,
             200,
@@ -69,17 +71,45 @@ impl Check<'_> {
     }
 }
 
-#[test]
-fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
+fn options() -> Options {
     let rsa_pem =
         std::fs::read_to_string(repo_root().join("tests/fixtures/rs256-a.pub.pem")).unwrap();
-    let stack = Stack::start_with(Options {
+    Options {
         filter: json!({"keys": [
             {"kid": "e2e", "alg": "HS256", "secret": SECRET},
             {"kid": "rsa", "alg": "RS256", "public_key_pem": rsa_pem},
         ]}),
         ..Options::default()
+    }
+}
+
+#[test]
+fn envoy_refuses_hostile_tokens_with_their_reason_and_lives_on() {
+    let stack = Stack::start_with(options());
+    let checked = hostile_tokens_are_refused_with_their_reason_and_the_edge_lives_on(&stack);
+    // The filter counted them.
+    assert!(
+        stack
+            .stat("wasmcustom.epochgate.denied.invalid_token")
+            .unwrap()
+            > 20
+    );
+    assert!(stack.stat("wasmcustom.epochgate.allowed").unwrap() >= checked as u64);
+}
+
+#[test]
+fn worker_refuses_hostile_tokens_with_their_reason_and_lives_on() {
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: options(),
+        ..WorkerOptions::default()
     });
+    hostile_tokens_are_refused_with_their_reason_and_the_edge_lives_on(&stack);
+}
+
+/// Returns how many cases it checked.
+fn hostile_tokens_are_refused_with_their_reason_and_the_edge_lives_on(stack: &dyn Edge) -> usize {
+    let rsa_pem =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/rs256-a.pub.pem")).unwrap();
     // Where a `jku`/`x5u` points: nothing may ever connect here.
     let trap = TcpListener::bind("127.0.0.1:0").unwrap();
     trap.set_nonblocking(true).unwrap();
@@ -95,8 +125,8 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
         .trim_end_matches('}')
         .to_string();
     let mut c = Check {
-        stack: &stack,
-        good: stack.token("42", "acme", json!({})),
+        edge: stack,
+        good: token("42", "acme", json!({})),
         checked: 0,
     };
 
@@ -168,12 +198,12 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
     let with = |extra: Value| Stack::claims("42", "acme", extra);
     c.token_refused(
         "exp string",
-        &stack.token("42", "acme", json!({"exp": "2100000000"})),
+        &token("42", "acme", json!({"exp": "2100000000"})),
         "invalid_token",
     );
     c.token_refused(
         "exp negative",
-        &stack.token("42", "acme", json!({"exp": -1})),
+        &token("42", "acme", json!({"exp": -1})),
         "token_expired",
     );
     c.token_passes(
@@ -188,7 +218,7 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
     let future = epochgate_tests::now_s() + 3600;
     c.token_refused(
         "iat future",
-        &stack.token("42", "acme", json!({"iat": future})),
+        &token("42", "acme", json!({"iat": future})),
         "token_not_yet_valid",
     );
 
@@ -210,15 +240,16 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
     );
 
     // Over the filter's 8 KiB limit: refused unparsed.
-    let big = stack.token("42", "acme", json!({"pad": "x".repeat(9 * 1024)}));
+    let big = token("42", "acme", json!({"pad": "x".repeat(9 * 1024)}));
     c.token_refused("9 KiB", &big, "invalid_token");
     // 64 KiB: over Envoy's own header limit (60 KiB) — Envoy answers 431 (or resets the
-    // connection while the rest is still being sent); either is a refusal.
-    let huge = stack.token("42", "acme", json!({"pad": "x".repeat(64 * 1024)}));
+    // connection while the rest is still being sent); either is a refusal, as is the
+    // edge's own 401.
+    let huge = token("42", "acme", json!({"pad": "x".repeat(64 * 1024)}));
     let auth = format!("Bearer {huge}");
     match epochgate_tests::http::request(
         "127.0.0.1",
-        stack.envoy_port,
+        stack.port(),
         "GET",
         "/api/orders",
         &[("authorization", auth.as_bytes())],
@@ -230,7 +261,10 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
             r.status,
             r.text()
         ),
-        Err(e) => println!("64 KiB token: connection closed by Envoy ({e})"),
+        Err(e) => println!(
+            "64 KiB token: connection closed by the {} ({e})",
+            stack.name()
+        ),
     }
     c.after("64 KiB");
 
@@ -260,7 +294,7 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
 
     // Two Authorization headers; header and cookie with different tokens.
     let a = format!("Bearer {good}");
-    let other = stack.token("43", "acme", json!({}));
+    let other = token("43", "acme", json!({}));
     let b = format!("Bearer {other}");
     c.refused(
         "two authorization headers",
@@ -287,17 +321,12 @@ fn hostile_tokens_are_refused_with_their_reason_and_the_vm_lives_on() {
         trap.accept().is_err(),
         "something fetched the URL a token's header named"
     );
-    let log = stack.envoy.log();
-    assert!(!log.contains("panicked"), "a VM panicked");
-    assert!(
-        stack
-            .stat("wasmcustom.epochgate.denied.invalid_token")
-            .unwrap()
-            > 20
-    );
-    assert!(stack.stat("wasmcustom.epochgate.allowed").unwrap() >= c.checked as u64);
+    let log = stack.log();
+    assert!(!log.contains("panicked"), "a VM panicked: {log}");
     println!(
-        "hostile tokens through Envoy: {} cases, each followed by a valid request",
+        "hostile tokens through the {}: {} cases, each followed by a valid request",
+        stack.name(),
         c.checked
     );
+    c.checked
 }

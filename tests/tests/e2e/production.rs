@@ -237,34 +237,6 @@ fn header_hygiene_and_secrets() {
 }
 
 #[test]
-fn impersonation_ends_with_a_logout_of_the_actor() {
-    let stack = Stack::start();
-    let t = stack.token(
-        "42",
-        "acme",
-        json!({"act": {"sub": "agent-7", "tid": "support"}}),
-    );
-    let own = stack.token("agent-7", "support", json!({}));
-    let r = stack.get_with_token("/", &t);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json()["actor"], "agent-7");
-    stack.cp.admin(
-        "POST",
-        "/v1/tenants/support/users/agent-7/logout",
-        r#"{"reason":"agent left"}"#,
-    );
-    stack.time_until_status(&t, 401, Duration::from_secs(1));
-    assert_eq!(stack.get_with_token("/", &own).status, 401);
-    assert_eq!(
-        stack
-            .get_with_token("/", &stack.token("42", "acme", json!({})))
-            .status,
-        200,
-        "the subject's own token"
-    );
-}
-
-#[test]
 fn metrics_show_on_envoys_stats() {
     let stack = Stack::start();
     let t = stack.token("42", "acme", json!({}));
@@ -348,52 +320,6 @@ fn open_streams_end_at_logout_and_others_go_on() {
         (s43.poll().unwrap() && s43.events() >= before + 3).then_some(())
     });
     assert!(stack.stat("wasmcustom.epochgate.streams_ended").unwrap() >= 1);
-}
-
-#[test]
-fn scheduled_logout_is_announced_then_applies() {
-    let stack = Stack::start();
-    let acme = stack.token("42", "acme", json!({}));
-    let globex = stack.token("42", "globex", json!({}));
-    // Whole seconds: the rule compares in seconds, and the header is whole seconds.
-    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
-    let at = epochgate_core::decision::rfc3339(at_ms);
-    let r = stack.cp.admin(
-        "POST",
-        "/v1/tenants/acme/logout",
-        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    stack.wait_applied(r.json()["version"].as_u64().unwrap());
-    let before = stack.get_with_token("/", &acme);
-    assert_eq!(before.status, 200);
-    assert_eq!(before.header("epochgate-logout-at"), Some(at.as_str()));
-    assert_eq!(
-        stack
-            .get_with_token("/", &globex)
-            .header("epochgate-logout-at"),
-        None
-    );
-    // A login during the notice period is ended at `at` too.
-    let during = stack.token("43", "acme", json!({"iat": epochgate_tests::now_s()}));
-    let start = Instant::now();
-    wait_for(
-        "the scheduled logout to apply",
-        Duration::from_secs(10),
-        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
-    );
-    println!(
-        "scheduled logout applied {} ms after the announcement was read",
-        start.elapsed().as_millis()
-    );
-    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
-    assert_eq!(stack.get_with_token("/", &during).status, 401);
-    assert_eq!(stack.get_with_token("/", &globex).status, 200);
-    // Signing in after `at` works.
-    std::thread::sleep(Duration::from_millis(1100));
-    let after = stack.token("42", "acme", json!({"iat": epochgate_tests::now_s()}));
-    let r = stack.get_with_token("/", &after);
-    assert_eq!((r.status, r.header("epochgate-logout-at")), (200, None));
 }
 
 #[test]

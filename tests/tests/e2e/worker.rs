@@ -1,5 +1,7 @@
 //! The Cloudflare Worker build, end to end: the built worker in a real workerd, the real
-//! control plane, the in-process upstream — the same scenarios as Envoy's.
+//! control plane, the in-process upstream: what only the Worker has (isolates as edges,
+//! WebCrypto, its config). The scenarios both edges pass are written once, against
+//! `Edge` (`logout.rs`, `revoked.rs`, `app_view.rs`).
 //!
 //! Build first: `make build-worker` (and `cargo build -p epochgate-control-plane`).
 
@@ -7,44 +9,16 @@ use std::time::Duration;
 
 use epochgate_tests::signing::{self, Alg};
 use epochgate_tests::worker::{WorkerOptions, WorkerStack, DEPLOYMENT};
-use epochgate_tests::{filter_config, now_s, wait_for, Options, LOGIN_URL};
+use epochgate_tests::{filter_config, wait_for, Options};
 use serde_json::json;
 
-/// The issue's bound: the refresh interval plus one second.
-fn deadline(stack: &WorkerStack) -> Duration {
-    Duration::from_millis(stack.refresh_ms + 1000)
-}
-
+/// The isolate is an edge of its own, and reports the sessions it saw (what a request
+/// through it gets is `logout.rs`'s, on both edges).
 #[test]
-fn worker_valid_token_passes_with_identity_and_the_isolate_reports_as_an_edge() {
+fn worker_isolate_reports_as_an_edge_with_the_sessions_it_saw() {
     let stack = WorkerStack::start();
     let token = stack.token("42", "acme", json!({"sid": "s-42-a"}));
-    let auth = format!("Bearer {token}");
-    let r = stack.get(
-        "/api/orders?page=2",
-        &[
-            ("authorization", auth.as_bytes()),
-            ("x-epochgate-user", b"admin"),
-            ("x-epochgate-role", b"root"),
-        ],
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["path"], "/api/orders?page=2");
-    let seen = stack.upstream.last().unwrap();
-    assert_eq!(seen.header("x-epochgate-user"), Some("42"));
-    assert_eq!(seen.header("x-epochgate-tenant"), Some("acme"));
-    assert_eq!(seen.header("x-epochgate-session"), Some("s-42-a"));
-    assert_eq!(
-        seen.header("x-epochgate-role"),
-        None,
-        "spoofed header stripped"
-    );
-
-    let before = stack.upstream.requests().len();
-    let r = stack.get("/api/orders", &[]);
-    assert_eq!(r.status, 401);
-    assert_eq!(r.json()["error"], "missing_token");
-    assert_eq!(stack.upstream.requests().len(), before);
+    assert_eq!(stack.get_with_token("/api/orders", &token).status, 200);
 
     // The isolate is an edge: `<deployment>-<random id>`, at the current version.
     let version = stack.cp.edges()["version"].as_u64().unwrap();
@@ -173,177 +147,6 @@ fn worker_forwards_method_body_and_query() {
     assert_eq!(seen.header("content-type"), Some("application/json"));
 }
 
-#[test]
-fn worker_user_logout_is_denied_within_the_refresh_interval_and_new_logins_pass() {
-    let stack = WorkerStack::start();
-    let t42 = stack.token("42", "acme", json!({}));
-    let t43 = stack.token("43", "acme", json!({}));
-    assert_eq!(stack.get_with_token("/api/orders", &t42).status, 200);
-    assert_eq!(stack.get_with_token("/api/orders", &t43).status, 200);
-
-    let r = stack.cp.admin(
-        "POST",
-        "/v1/tenants/acme/users/42/logout",
-        r#"{"reason":"lost phone"}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let took = stack.time_until_status(&t42, 401, deadline(&stack));
-    println!(
-        "propagation (user logout → worker denies, refresh every {} ms): {} ms",
-        stack.refresh_ms,
-        took.as_millis()
-    );
-    let r = stack.get_with_token("/api/orders", &t42);
-    assert_eq!(r.json()["error"], "session_revoked");
-    assert_eq!(
-        r.header("www-authenticate"),
-        Some(r#"Bearer error="invalid_token", error_description="session revoked""#)
-    );
-    assert_eq!(stack.get_with_token("/api/orders", &t43).status, 200);
-
-    // The receipt: the isolate reports the version that holds the logout.
-    let version = r_version(&stack);
-    epochgate_tests::wait_for("the worker's receipt", Duration::from_secs(3), || {
-        let _ = stack.get_with_token("/api/orders", &t43);
-        (stack.edges()[0]["applied_version"].as_u64() == Some(version)).then_some(())
-    });
-
-    // Signing in again works; a refresh of the old login does not.
-    std::thread::sleep(Duration::from_millis(1100));
-    let fresh = stack.token("42", "acme", json!({"iat": now_s()}));
-    assert_eq!(stack.get_with_token("/api/orders", &fresh).status, 200);
-    let refreshed = stack.token(
-        "42",
-        "acme",
-        json!({"iat": now_s(), "auth_time": now_s() - 600}),
-    );
-    assert_eq!(stack.get_with_token("/api/orders", &refreshed).status, 401);
-}
-
-fn r_version(stack: &WorkerStack) -> u64 {
-    stack.cp.edges()["version"].as_u64().unwrap()
-}
-
-#[test]
-fn worker_tenant_logout_rejects_that_tenant_only() {
-    let stack = WorkerStack::start();
-    let acme1 = stack.token("1", "acme", json!({}));
-    let acme2 = stack.token("2", "acme", json!({}));
-    let globex = stack.token("1", "globex", json!({}));
-    assert_eq!(stack.get_with_token("/", &acme1).status, 200);
-    let r = stack.cp.admin(
-        "POST",
-        "/v1/tenants/acme/logout",
-        r#"{"reason":"incident"}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let took = stack.time_until_status(&acme1, 401, deadline(&stack));
-    println!(
-        "propagation (tenant logout → worker denies): {} ms",
-        took.as_millis()
-    );
-    assert_eq!(
-        stack.get_with_token("/", &acme2).json()["error"],
-        "session_revoked"
-    );
-    assert_eq!(stack.get_with_token("/", &globex).status, 200);
-}
-
-#[test]
-fn worker_session_revoke_rejects_only_that_sid() {
-    let stack = WorkerStack::start();
-    let laptop = stack.token("42", "acme", json!({"sid": "laptop"}));
-    let phone = stack.token("42", "acme", json!({"sid": "phone"}));
-    assert_eq!(stack.get_with_token("/", &phone).status, 200);
-    let r = stack.cp.admin(
-        "POST",
-        "/v1/tenants/acme/sessions/phone/revoke",
-        r#"{"reason":"lost device"}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let took = stack.time_until_status(&phone, 401, deadline(&stack));
-    println!(
-        "propagation (session revoke → worker denies): {} ms",
-        took.as_millis()
-    );
-    assert_eq!(stack.get_with_token("/", &laptop).status, 200);
-}
-
-#[test]
-fn worker_sends_a_browser_with_a_revoked_session_to_login_with_the_cookie_cleared() {
-    let stack = WorkerStack::start();
-    let t = stack.token("42", "acme", json!({}));
-    let cookie = format!("theme=dark; portal_session={t}");
-    let browser = |s: &WorkerStack| {
-        s.get(
-            "/reports",
-            &[
-                ("accept", b"text/html,application/xhtml+xml"),
-                ("cookie", cookie.as_bytes()),
-            ],
-        )
-    };
-    assert_eq!(browser(&stack).status, 200);
-    stack
-        .cp
-        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
-    stack.time_until_status(&t, 401, deadline(&stack));
-    let r = browser(&stack);
-    assert_eq!(r.status, 302);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("{LOGIN_URL}?reason=session_revoked").as_str())
-    );
-    let set_cookie = r.header("set-cookie").unwrap();
-    assert!(
-        set_cookie.starts_with("portal_session=; Max-Age=0")
-            && set_cookie.contains("Path=/")
-            && set_cookie.contains("Domain=portal.example.test"),
-        "{set_cookie}"
-    );
-}
-
-#[test]
-fn worker_keeps_the_last_state_while_the_control_plane_is_down_and_catches_up_after() {
-    let mut stack = WorkerStack::start();
-    let t42 = stack.token("42", "acme", json!({}));
-    let t43 = stack.token("43", "acme", json!({}));
-    let t44 = stack.token("44", "acme", json!({}));
-    assert_eq!(stack.get_with_token("/", &t43).status, 200);
-    stack
-        .cp
-        .admin("POST", "/v1/tenants/acme/users/42/logout", "");
-    stack.time_until_status(&t42, 401, deadline(&stack));
-
-    stack.cp.proc.kill();
-    // Several refresh intervals: the syncs fail, the state is kept.
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(
-            stack.get_with_token("/", &t42).status,
-            401,
-            "revoked stays revoked"
-        );
-        assert_eq!(stack.get_with_token("/", &t43).status, 200, "others pass");
-    }
-    let log = stack.workerd.log();
-    assert!(log.contains("sync failed"), "{log}");
-
-    stack.cp.restart();
-    let r = stack
-        .cp
-        .admin("POST", "/v1/tenants/acme/users/44/logout", "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    // Backoff is at most retry_max_ms (1 s) here.
-    let took = stack.time_until_status(&t44, 401, Duration::from_secs(5));
-    println!(
-        "propagation after the control plane came back (worker): {} ms",
-        took.as_millis()
-    );
-    assert_eq!(stack.get_with_token("/", &t42).status, 401);
-    assert_eq!(stack.get_with_token("/", &t43).status, 200);
-}
-
 /// RS*, PS*, ES*, EdDSA (and HS256) tokens, checked by workerd's WebCrypto: the Worker
 /// carries no crypto code of its own.
 #[test]
@@ -409,65 +212,6 @@ fn worker_with_a_bad_config_answers_a_clear_500_and_logs_why() {
 }
 
 #[test]
-fn worker_impersonation_ends_with_a_logout_of_the_actor() {
-    let stack = WorkerStack::start();
-    let t = stack.token(
-        "42",
-        "acme",
-        json!({"act": {"sub": "agent-7", "tid": "support"}}),
-    );
-    let r = stack.get_with_token("/", &t);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["actor"], "agent-7");
-    stack.cp.admin(
-        "POST",
-        "/v1/tenants/support/users/agent-7/logout",
-        r#"{"reason":"agent left"}"#,
-    );
-    stack.time_until_status(&t, 401, deadline(&stack));
-    let own = stack.token("42", "acme", json!({}));
-    assert_eq!(
-        stack.get_with_token("/", &own).status,
-        200,
-        "the subject's own token"
-    );
-}
-
-#[test]
-fn worker_scheduled_logout_is_announced_then_applies() {
-    let stack = WorkerStack::start();
-    let acme = stack.token("42", "acme", json!({}));
-    let globex = stack.token("42", "globex", json!({}));
-    assert_eq!(stack.get_with_token("/", &acme).status, 200);
-    let at_ms = (epochgate_tests::now_ms() / 1000 + 3) * 1000;
-    let at = epochgate_core::decision::rfc3339(at_ms);
-    let r = stack.cp.admin(
-        "POST",
-        "/v1/tenants/acme/logout",
-        &format!(r#"{{"reason": "maintenance window", "at": "{at}"}}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    // The notice reaches the worker within the refresh interval, on the origin's answer.
-    epochgate_tests::wait_for("the notice", deadline(&stack), || {
-        let r = stack.get_with_token("/", &acme);
-        (r.status == 200 && r.header("epochgate-logout-at") == Some(at.as_str())).then_some(())
-    });
-    assert_eq!(
-        stack
-            .get_with_token("/", &globex)
-            .header("epochgate-logout-at"),
-        None
-    );
-    epochgate_tests::wait_for(
-        "the scheduled logout to apply",
-        Duration::from_secs(10),
-        || (stack.get_with_token("/", &acme).status == 401).then_some(()),
-    );
-    assert!(epochgate_tests::now_ms() >= at_ms, "not before `at`");
-    assert_eq!(stack.get_with_token("/", &globex).status, 200);
-}
-
-#[test]
 fn worker_receipt_a_logout_with_wait_reports_the_live_isolate_once_it_applied() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stack = WorkerStack::start();
@@ -510,4 +254,144 @@ fn worker_receipt_a_logout_with_wait_reports_the_live_isolate_once_it_applied() 
     );
     let edges = stack.edges();
     assert_eq!(edges[0]["live"], true, "{edges:?}");
+}
+
+/// The control plane's count of sync requests.
+fn sync_requests(stack: &WorkerStack) -> u64 {
+    stack.cp.metric("epochgate_sync_requests_total").unwrap()
+}
+
+/// The relay: three isolates (worker services) of one deployment share its Durable
+/// Object, which holds the one long poll; under traffic each isolate denies a logged-out
+/// user tens of milliseconds after the admin call's 200 — with its own sync calls set 30 s
+/// apart and its fallback to 5 s, so only the relay can bring a change that fast — and
+/// the control plane sees the object as an edge of its own.
+#[test]
+fn worker_relay_brings_each_logout_to_every_isolate_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: Options {
+            max_staleness_s: 120,
+            ..Options::default()
+        },
+        worker: json!({"refresh_ms": 5000, "relay_refresh_ms": 30000, "retry_max_ms": 5000}),
+        relay: true,
+        isolates: 3,
+        ..WorkerOptions::default()
+    });
+    let get = |port: u16, token: &str| {
+        epochgate_tests::http::get_bearer(port, "/api/orders", token)
+            .unwrap()
+            .status
+    };
+    let bystander = stack.token("bystander", "acme", json!({}));
+    for &port in &stack.ports {
+        assert_eq!(get(port, &bystander), 200);
+    }
+    wait_for("the relay to poll", Duration::from_secs(10), || {
+        stack.relay_edge()
+    });
+    let done = AtomicBool::new(false);
+    let mut took = Vec::new();
+    let requests_before = sync_requests(&stack);
+    std::thread::scope(|scope| {
+        // Traffic on every isolate: an isolate asks the relay only while it serves.
+        for &port in &stack.ports {
+            let (done, bystander) = (&done, &bystander);
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    assert_eq!(get(port, bystander), 200, "a bystander on {port}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        for round in 0..10 {
+            let user = format!("victim-{round}");
+            let t = stack.token(&user, "acme", json!({}));
+            for &port in &stack.ports {
+                assert_eq!(get(port, &t), 200);
+            }
+            let r = stack
+                .cp
+                .admin("POST", &format!("/v1/tenants/acme/users/{user}/logout"), "");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let at = std::time::Instant::now();
+            let per_isolate: Vec<Duration> = std::thread::scope(|inner| {
+                let handles: Vec<_> = stack
+                    .ports
+                    .iter()
+                    .map(|&port| {
+                        let t = &t;
+                        inner.spawn(move || {
+                            wait_for(
+                                &format!("the logout at the isolate on {port}"),
+                                Duration::from_secs(4),
+                                || (get(port, t) == 401).then(|| at.elapsed()),
+                            )
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            took.extend(per_isolate);
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    let per_logout = (sync_requests(&stack) - requests_before) as f64 / 10.0;
+    // Quiet: traffic, no change — the isolates' own calls are 30 s apart, the relay's
+    // poll is held: next to nothing reaches the control plane.
+    let quiet_before = sync_requests(&stack);
+    let quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_secs(2) {
+        for &port in &stack.ports {
+            assert_eq!(get(port, &bystander), 200);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let quiet_requests = sync_requests(&stack) - quiet_before;
+    took.sort();
+    let ms = |d: Duration| d.as_millis();
+    println!(
+        "relay: logout → deny at each of 3 isolates under traffic: p50 {} ms, p99 {} ms, max {} ms ({} samples); control-plane sync requests per logout {per_logout:.1}, in 2 s of traffic without a change {quiet_requests}",
+        ms(took[took.len() / 2]),
+        ms(took[took.len() * 99 / 100]),
+        ms(*took.last().unwrap()),
+        took.len()
+    );
+    // Every isolate reported (its receipt), and the relay is an edge of its own.
+    let version = stack.cp.edges()["version"].as_u64().unwrap();
+    wait_for("every isolate's receipt", Duration::from_secs(10), || {
+        let edges = stack.edges();
+        (edges.len() == 3
+            && edges
+                .iter()
+                .all(|e| e["applied_version"].as_u64() == Some(version)))
+        .then_some(())
+    });
+    assert_eq!(
+        stack.relay_edge().unwrap()["applied_version"].as_u64(),
+        Some(version)
+    );
+    // After an idle spell an isolate asks the object before deciding: the very first
+    // request after a logout is refused, on every isolate.
+    let idle = stack.token("idle", "acme", json!({}));
+    for &port in &stack.ports {
+        assert_eq!(get(port, &idle), 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = stack
+        .cp
+        .admin("POST", "/v1/tenants/acme/users/idle/logout", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    for &port in &stack.ports {
+        assert_eq!(
+            get(port, &idle),
+            401,
+            "the first request after the idle spell"
+        );
+    }
+    let log = stack.workerd.log();
+    assert!(log.contains("relay e2e-worker-relay"), "{log}");
+    assert!(!log.contains("setAlarm failed"), "{log}");
 }

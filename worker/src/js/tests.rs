@@ -57,6 +57,7 @@ fn settings(control_plane: &str) -> Settings {
         config: Some(config_json().to_string()),
         worker: Some(worker_json(control_plane).to_string()),
         edge_token: Some("edge-token-0123456789".into()),
+        relay: false,
     })
     .unwrap()
 }
@@ -199,7 +200,7 @@ async fn an_allowed_request_goes_to_the_origin_with_identity_and_without_spoofs(
     let s = settings("http://cp.test");
     let host = FakeHost::at(js_sys::Date::now() as u64);
     host.answer(200, snapshot_body(1, None));
-    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1));
+    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1, None));
     let token = hs256(json!({"sub": "42", "sid": "s9", "iat": now_s() - 10, "exp": now_s() + 600}));
     let req = js_request(
         "https://edge.example/orders/7?full=1",
@@ -246,7 +247,7 @@ async fn the_real_host_fetches_and_the_bookkeeping_survives_a_dead_control_plane
     // Port 1 on loopback: refused. The sync fails, the state and its version stay, and
     // the next attempt backs off.
     let s = settings("http://127.0.0.1:1");
-    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1));
+    let state = RefCell::new(IsolateState::new("worker-1".into(), &s.worker, 1, None));
     let call = state
         .borrow_mut()
         .begin(JsHost.now_ms(), &s.worker)
@@ -289,8 +290,12 @@ fn bindings_are_read_as_text_or_json_objects() {
     let settings = Settings::load(&bindings).unwrap();
     assert_eq!(settings.worker.origin, "http://origin.test:8081/base");
     assert_eq!(settings.edge_token, "edge-token-0123456789");
+    assert!(!bindings.relay);
     let empty = read_bindings(&js_sys::Object::new());
     assert_eq!(empty, Bindings::default());
+    // A Durable Object namespace bound as EPOCHGATE_RELAY turns the relay on.
+    js_sys::Reflect::set(&env, &"EPOCHGATE_RELAY".into(), &js_sys::Object::new()).unwrap();
+    assert!(read_bindings(&env).relay);
 }
 
 fn fake_ctx() -> Context {
