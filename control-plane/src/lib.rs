@@ -18,6 +18,8 @@
 //!   and grouped by user (the users list, the console).
 //! - [`console`]: the admin console at `/console/` (server-rendered pages).
 //! - [`text`]: caller-supplied text made safe to show (control and bidi characters).
+//! - [`fanout`]: one store read and one serialized sync answer for the long-polls that
+//!   ask the same at once.
 //! - [`state`]: [`AppState`] shared by handlers: store, config, metrics, shutdown.
 //! - [`cli`], [`client`]: the `epochgate` command line and the admin commands' HTTP client.
 //! - [`demo`]: DEV/DEMO ONLY — the public demo signing key and a token minter.
@@ -42,6 +44,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod demo_upstream;
+pub mod fanout;
 pub mod idp;
 pub mod rbac;
 pub mod sessions;

@@ -1,6 +1,7 @@
 //! What every handler shares: the store, the validated config, the counters behind
 //! `/metrics`, and the shutdown signal that answers open long-polls at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -11,10 +12,12 @@ use prometheus_client::registry::Registry;
 
 use tokio::sync::watch;
 
+use crate::api::sync::SharedBatch;
 use crate::config::ServerConfig;
 use crate::console::session::ConsoleSessions;
+use crate::fanout::{Coalesce, Receipts, SyncKey};
 use crate::idp::Idps;
-use crate::store::{AuditHead, Store};
+use crate::store::{AuditHead, EdgeCredential, EdgeReceipt, Store};
 
 /// Shared state of the HTTP app. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +40,12 @@ struct Shared {
     refusals: RefusalLimiter,
     /// The console's sign-in sessions.
     console: ConsoleSessions,
+    /// Sync answers shared by the long-polls asking the same at once (see [`crate::fanout`]).
+    sync_answers: Coalesce<SyncKey, Arc<SharedBatch>>,
+    /// The edges' receipts, committed in batches.
+    receipts_queue: Arc<Receipts>,
+    /// The edge credentials as read once for the polls one version woke.
+    credentials_at: Coalesce<(), Arc<HashMap<String, EdgeCredential>>>,
 }
 
 impl AppState {
@@ -54,6 +63,9 @@ impl AppState {
                 anchor: Arc::new(std::sync::Mutex::new(())),
                 refusals: RefusalLimiter::default(),
                 console: ConsoleSessions::default(),
+                sync_answers: Coalesce::default(),
+                receipts_queue: Arc::default(),
+                credentials_at: Coalesce::default(),
             }),
         }
     }
@@ -82,6 +94,27 @@ impl AppState {
     /// The console's sign-in sessions (this replica's).
     pub fn console(&self) -> &ConsoleSessions {
         &self.inner.console
+    }
+
+    /// See [`crate::fanout`].
+    pub(crate) fn sync_answers(&self) -> &Coalesce<SyncKey, Arc<SharedBatch>> {
+        &self.inner.sync_answers
+    }
+
+    pub(crate) fn credentials_at(&self) -> &Coalesce<(), Arc<HashMap<String, EdgeCredential>>> {
+        &self.inner.credentials_at
+    }
+
+    /// Records an edge's receipt (in a batch with the others arriving now) and returns
+    /// once it is committed, or its batch failed (logged: a receipt never fails a sync).
+    pub async fn record_receipt(&self, receipt: EdgeReceipt) {
+        let state = self.clone();
+        self.inner
+            .receipts_queue
+            .record(Arc::clone(&self.inner.store), receipt, move || {
+                state.receipt_recorded()
+            })
+            .await;
     }
 
     /// Announces that an edge receipt was recorded.
@@ -144,6 +177,7 @@ impl AppState {
 pub struct Metrics {
     admin_writes: Counter,
     sync_requests: Counter,
+    sync_store_reads: Counter,
     anchor_failures: Counter,
     refusals_limited: Counter,
     long_polls_open: Gauge,
@@ -171,6 +205,12 @@ impl Metrics {
 
     pub fn sync_request(&self) {
         self.sync_requests.inc();
+    }
+
+    /// A store read made to answer sync requests (one per question and version, shared
+    /// by the polls asking it; see [`crate::fanout`]).
+    pub fn sync_store_read(&self) {
+        self.sync_store_reads.inc();
     }
 
     /// Counts a long-poll as open until the guard drops — also when the edge hangs up
@@ -237,6 +277,11 @@ impl Metrics {
             "epochgate_sync_requests",
             "Sync requests from edges since start",
             self.sync_requests.clone(),
+        );
+        r.register(
+            "epochgate_sync_store_reads",
+            "Store reads made to answer sync requests: one per question and version, shared by the long-polls that ask it at once",
+            self.sync_store_reads.clone(),
         );
         r.register(
             "epochgate_sync_long_polls_open",

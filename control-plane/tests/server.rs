@@ -408,3 +408,60 @@ async fn a_long_poll_answers_an_empty_delta_when_its_wait_runs_out() {
         "held the whole wait"
     );
 }
+
+#[tokio::test]
+async fn many_polls_of_one_since_all_get_the_change_from_one_store_read() {
+    const POLLS: usize = 200;
+    let srv = Arc::new(start().await);
+    let snap = srv.sync("since=0&edge=e0").await;
+    let polls: Vec<_> = (0..POLLS)
+        .map(|i| {
+            let srv = Arc::clone(&srv);
+            let url = format!(
+                "{}/v1/sync?since={}&stream={}&wait=30&edge=fan-{i}",
+                srv.base, snap.version, snap.stream
+            );
+            tokio::spawn(async move {
+                let resp = srv.http.get(url).bearer_auth(EDGE).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                assert_eq!(resp.headers()["content-type"], "application/json");
+                resp.bytes().await.unwrap()
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.metric("epochgate_sync_long_polls_open").await != POLLS as u64 {
+        assert!(Instant::now() < deadline, "the polls never all waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = srv.metric("epochgate_sync_store_reads_total").await;
+    srv.admin(
+        reqwest::Method::POST,
+        "/v1/tenants/acme/users/auth0%7C42/logout",
+    )
+    .await;
+    let mut bodies = Vec::new();
+    for p in polls {
+        bodies.push(p.await.unwrap());
+    }
+    // One answer, byte for byte, for every poll that asked the same …
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    let answer: SyncResponse = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(answer.version, snap.version + 1);
+    assert!(!answer.snapshot);
+    assert_eq!(answer.changes.len(), 1);
+    // … from one store read, not one per poll.
+    assert_eq!(
+        srv.metric("epochgate_sync_store_reads_total").await,
+        reads + 1
+    );
+    // Every poll's receipt was committed (in batches) before it was answered.
+    let edges = srv.admin(reqwest::Method::GET, "/v1/edges").await;
+    let seen = edges["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["id"].as_str().is_some_and(|id| id.starts_with("fan-")))
+        .count();
+    assert_eq!(seen, POLLS, "{edges}");
+}

@@ -71,11 +71,17 @@ async fn who(parts: &Parts, state: &AppState) -> Result<Who, ApiError> {
 
 /// The live stored edge credential whose token has this digest.
 pub async fn edge_credential(state: &AppState, sha256: &str) -> Result<EdgeCredential, ApiError> {
-    match state
-        .store()
-        .edge_credential_by_digest(sha256.to_string())
-        .await?
-    {
+    judge_credential(
+        state
+            .store()
+            .edge_credential_by_digest(sha256.to_string())
+            .await?,
+    )
+}
+
+/// A stored credential (`None`: not stored) may be used only while it is not revoked.
+pub fn judge_credential(found: Option<EdgeCredential>) -> Result<EdgeCredential, ApiError> {
+    match found {
         Some(c) if c.revoked_ms.is_none() => Ok(c),
         Some(c) => Err(ApiError::unauthorized(format!(
             "the edge token {} of edge {:?} was revoked",

@@ -15,16 +15,21 @@
 //! says so in the log and in `GET /v1/edges`, and the edge gets a snapshot of it — which
 //! it merges into what it holds, so no logout it applied is lost.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::Json;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use epochgate_core::sync::SyncResponse;
 use serde::Deserialize;
 
-use super::extract::{check_id, edge_credential, ApiQuery, EdgeAuth, EdgeIdentity, RemoteAddr};
+use super::extract::{check_id, judge_credential, ApiQuery, EdgeAuth, EdgeIdentity, RemoteAddr};
 use super::ApiError;
 use crate::config::MAX_WAIT_S;
+use crate::fanout::SyncKey;
 use crate::now_ms;
 use crate::state::AppState;
 use crate::store::{announced_horizon_s, EdgePosition, EdgeReceipt, PageRequest, SyncBatch};
@@ -94,7 +99,8 @@ fn page_request(q: &SyncQuery) -> Result<Option<PageRequest>, ApiError> {
 
 /// Why a long-poll stopped waiting.
 enum Woken {
-    Changed,
+    /// A commit: the watch's version.
+    Changed(u64),
     TimedOut,
     ShuttingDown,
 }
@@ -140,7 +146,7 @@ pub async fn sync(
     EdgeAuth(identity): EdgeAuth,
     remote: RemoteAddr,
     ApiQuery(q): ApiQuery<SyncQuery>,
-) -> Result<Json<SyncResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = page_request(&q)?;
     if let Some(e) = &q.edge {
         check_id("edge", e)?;
@@ -155,9 +161,11 @@ pub async fn sync(
 
     // 1. Subscribe before reading (see the module doc).
     let mut versions = state.store().subscribe();
+    let subscribed_at = *versions.borrow();
 
-    // The receipt: `since` is what this edge has applied. A failure here must not stop
-    // the edge from syncing, so it is logged, not answered.
+    // The receipt: `since` is what this edge has applied, committed with the receipts of
+    // the polls arriving with it (see [`crate::fanout::Receipts`]). A failure here must
+    // not stop the edge from syncing, so it is logged, not answered.
     let receipt = EdgeReceipt {
         edge: edge.clone(),
         instance,
@@ -167,27 +175,30 @@ pub async fn sync(
         now_ms: now_ms(),
         remote_addr: remote.0.map(|a| a.to_string()),
     };
-    match state.store().record_edge(receipt).await {
-        Ok(()) => state.receipt_recorded(),
-        Err(err) => tracing::warn!(error = %err, edge = %edge, "cannot record the edge's receipt"),
-    }
+    state.record_receipt(receipt).await;
 
-    // 2. Read.
+    // 2. Read — shared with the polls asking the same now (see [`crate::fanout`]).
+    let key = SyncKey {
+        since: q.since,
+        stream: q.stream.clone(),
+        tag: q.tag.clone(),
+        limit: q.limit,
+        snapshot: q.snapshot,
+        after: q.after.clone(),
+    };
     let position = EdgePosition {
         since: q.since,
         stream: q.stream.clone(),
         tag: q.tag.clone(),
         edge: edge.clone(),
     };
-    let mut batch = state
-        .store()
-        .sync_paged(position.clone(), page.clone())
-        .await?;
-    if let Some(why) = batch.diverged.take() {
+    let first = shared_batch(&state, subscribed_at, &key, &position, &page).await?;
+    if let Some(why) = first.batch.diverged.clone() {
         // The store was rolled back under this edge: a new stream, then its snapshot.
+        // Rare, and per edge: read on its own.
         match state
             .store()
-            .rotate_stream(batch.stream.clone(), why.clone(), now_ms())
+            .rotate_stream(first.batch.stream.clone(), why.clone(), now_ms())
             .await?
         {
             Some(r) => tracing::warn!(
@@ -201,12 +212,13 @@ pub async fn sync(
             ),
             None => tracing::info!("rollback already handled: {why}"),
         }
-        batch = state.store().sync_paged(position, page).await?;
-        return Ok(answer(&state, batch));
+        state.metrics().sync_store_read();
+        let batch = state.store().sync_paged(position, page).await?;
+        return Ok(SharedBatch::new(batch).respond(&state));
     }
-    let up_to_date = !batch.snapshot && batch.version == q.since;
+    let up_to_date = !first.batch.snapshot && first.batch.version == q.since;
     if !up_to_date || wait.is_zero() {
-        return Ok(answer(&state, batch));
+        return Ok(first.respond(&state));
     }
 
     // 3. Hold until a commit, the deadline, or shutdown.
@@ -216,7 +228,7 @@ pub async fn sync(
         let since = q.since;
         tokio::select! {
             changed = versions.wait_for(|v| *v > since) => match changed {
-                Ok(_) => Woken::Changed,
+                Ok(v) => Woken::Changed(*v),
                 // The store is gone (shutting down): answer what we have.
                 Err(_) => Woken::ShuttingDown,
             },
@@ -225,38 +237,141 @@ pub async fn sync(
         }
     };
     match woken {
-        Woken::Changed => {
+        Woken::Changed(at) => {
             // Revoked while it waited: what changed is not for it any more.
-            if let EdgeIdentity::Credential { sha256, .. } = &identity {
-                edge_credential(&state, sha256).await?;
+            if let EdgeIdentity::Credential { credential, .. } = &identity {
+                still_live(&state, at, &credential.id).await?;
             }
-            let position = EdgePosition {
-                since: q.since,
-                stream: q.stream,
-                tag: q.tag,
-                edge,
-            };
-            let batch = state.store().sync_paged(position, page).await?;
-            Ok(answer(&state, batch))
+            let changed = shared_batch(&state, at, &key, &position, &page).await?;
+            Ok(changed.respond(&state))
         }
         // An empty delta at the same version: the edge polls again (or, on shutdown,
         // reconnects to whichever control plane comes up).
-        Woken::TimedOut | Woken::ShuttingDown => Ok(answer(&state, batch)),
+        Woken::TimedOut | Woken::ShuttingDown => Ok(first.respond(&state)),
     }
 }
 
-fn answer(state: &AppState, batch: SyncBatch) -> Json<SyncResponse> {
-    Json(SyncResponse {
-        stream: batch.stream,
-        version: batch.version,
-        snapshot: batch.snapshot,
-        changes: batch.changes,
-        max_session_lifetime_s: announced_horizon_s(
+/// A store read answered to every poll that asked the same as of one watch version.
+pub(crate) struct SharedBatch {
+    batch: SyncBatch,
+    /// The body, serialized once per announced horizon (a number of seconds that changes
+    /// only while the horizon grows after a lowered lifetime, see
+    /// [`announced_horizon_s`]): byte-identical for every poll that shares it.
+    body: std::sync::Mutex<Option<(u64, Bytes)>>,
+}
+
+impl SharedBatch {
+    fn new(batch: SyncBatch) -> Self {
+        SharedBatch {
+            batch,
+            body: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn respond(&self, state: &AppState) -> Response {
+        let horizon = announced_horizon_s(
             state.config().max_session_lifetime_s,
-            batch.compacted_before_ms,
+            self.batch.compacted_before_ms,
             now_ms(),
-        ),
-        next: batch.next,
-        tag: batch.tag,
+        );
+        let mut body = self
+            .body
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = match &*body {
+            Some((h, bytes)) if *h == horizon => bytes.clone(),
+            _ => {
+                let b = &self.batch;
+                let answer = SyncResponse {
+                    stream: b.stream.clone(),
+                    version: b.version,
+                    snapshot: b.snapshot,
+                    changes: b.changes.clone(),
+                    max_session_lifetime_s: horizon,
+                    next: b.next.clone(),
+                    tag: b.tag.clone(),
+                };
+                match serde_json::to_vec(&answer) {
+                    Ok(v) => {
+                        let bytes = Bytes::from(v);
+                        *body = Some((horizon, bytes.clone()));
+                        bytes
+                    }
+                    Err(err) => {
+                        return ApiError::internal("cannot serialize a sync answer", &err)
+                            .into_response()
+                    }
+                }
+            }
+        };
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response()
+    }
+}
+
+/// The answer to `key` as of watch version `at`: read once for every poll asking it now.
+async fn shared_batch(
+    state: &AppState,
+    at: u64,
+    key: &SyncKey,
+    position: &EdgePosition,
+    page: &Option<PageRequest>,
+) -> Result<SharedAnswer, ApiError> {
+    let cell = state.sync_answers().cell(at, key.clone());
+    let batch = cell
+        .get_or_try_init(|| async {
+            state.metrics().sync_store_read();
+            let batch = state
+                .store()
+                .sync_paged(position.clone(), page.clone())
+                .await?;
+            Ok::<_, ApiError>(Arc::new(SharedBatch::new(batch)))
+        })
+        .await?
+        .clone();
+    if batch.batch.snapshot {
+        state.sync_answers().weaken(key);
+    }
+    Ok(SharedAnswer {
+        _cell: cell,
+        shared: batch,
     })
+}
+
+/// A shared answer and its cell: held while the poll waits, so that polls arriving with
+/// the same question share it too.
+struct SharedAnswer {
+    _cell: Arc<tokio::sync::OnceCell<Arc<SharedBatch>>>,
+    shared: Arc<SharedBatch>,
+}
+
+impl std::ops::Deref for SharedAnswer {
+    type Target = SharedBatch;
+    fn deref(&self) -> &SharedBatch {
+        &self.shared
+    }
+}
+
+/// Whether the credential `id` is still live as of watch version `at`: the credentials
+/// are read once for all the polls woken by that version (not once per poll).
+async fn still_live(state: &AppState, at: u64, id: &str) -> Result<(), ApiError> {
+    let cell = state.credentials_at().cell(at, ());
+    let credentials = cell
+        .get_or_try_init(|| async {
+            state.metrics().sync_store_read();
+            let all = state.store().edge_credentials().await?;
+            Ok::<_, ApiError>(Arc::new(
+                all.into_iter()
+                    .map(|c| (c.id.clone(), c))
+                    .collect::<HashMap<_, _>>(),
+            ))
+        })
+        .await?;
+    judge_credential(credentials.get(id).cloned()).map(|_| ())
 }

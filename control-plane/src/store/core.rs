@@ -963,30 +963,32 @@ impl<B: Backend> Store for SqlStore<B> {
             .run(Access::Autocommit, |tx| Box::pin(read_status(tx)))
     }
 
-    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.backend.run(Access::Autocommit, move |tx| {
+    fn record_edges(&self, receipts: Vec<EdgeReceipt>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.backend.run(Access::Batch, move |tx| {
             Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO edge_receipts (edge, instance, credential, stream, applied_version,
-                                                first_seen_ms, last_seen_ms, remote_addr)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
-                     ON CONFLICT (edge, instance) DO UPDATE SET
-                         credential = excluded.credential,
-                         stream = excluded.stream,
-                         applied_version = excluded.applied_version,
-                         last_seen_ms = excluded.last_seen_ms,
-                         remote_addr = excluded.remote_addr",
-                    &params![
-                        receipt.edge,
-                        receipt.instance,
-                        receipt.credential,
-                        receipt.stream,
-                        receipt.applied_version,
-                        receipt.now_ms,
-                        receipt.remote_addr
-                    ],
-                )
-                .await?;
+                for receipt in receipts {
+                    tx.execute(
+                        "INSERT INTO edge_receipts (edge, instance, credential, stream, applied_version,
+                                                    first_seen_ms, last_seen_ms, remote_addr)
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+                         ON CONFLICT (edge, instance) DO UPDATE SET
+                             credential = excluded.credential,
+                             stream = excluded.stream,
+                             applied_version = excluded.applied_version,
+                             last_seen_ms = excluded.last_seen_ms,
+                             remote_addr = excluded.remote_addr",
+                        &params![
+                            receipt.edge,
+                            receipt.instance,
+                            receipt.credential,
+                            receipt.stream,
+                            receipt.applied_version,
+                            receipt.now_ms,
+                            receipt.remote_addr
+                        ],
+                    )
+                    .await?;
+                }
                 Ok(())
             })
         })

@@ -626,7 +626,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn status(&self) -> BoxFuture<'_, Result<StoreStatus, StoreError>>;
 
     /// Upserts an edge's receipt (last seen, applied version, address).
-    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn record_edge(&self, receipt: EdgeReceipt) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.record_edges(vec![receipt])
+    }
+
+    /// Upserts several edges' receipts in one transaction (in order: a later receipt of
+    /// the same edge instance wins). A bookkeeping write: it takes no serial lock.
+    fn record_edges(&self, receipts: Vec<EdgeReceipt>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn edges(&self) -> BoxFuture<'_, Result<Vec<EdgeRecord>, StoreError>>;
 

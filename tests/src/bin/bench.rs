@@ -8,9 +8,14 @@
 //!   rotates them), the configurations alternate: no filter; `jwt_authn` (same keys, its
 //!   `jwt_cache_config` the same size as Epochgate's cache); Epochgate; Epochgate chained
 //!   after `jwt_authn`.
-//! - Propagation: time from an admin call's 200 to Envoy's first deny, over 50 logouts;
-//!   and the time until 1,000 simulated edges long-polling the control plane all have a
-//!   change, over 20 changes.
+//! - Propagation: time from an admin call's 200 to Envoy's first deny, over 50 logouts.
+//! - Fan-out: the time until 1,000 and 10,000 simulated edges long-polling the control
+//!   plane all have a change, over 20 changes; the control plane's memory per open poll
+//!   (its RSS with every edge waiting, less its RSS before they connected) and its CPU
+//!   per change per 1,000 edges (its CPU time over the changes, the edges' next polls
+//!   included). The bench raises its own file-descriptor limit to the hard limit (the
+//!   control plane it starts inherits it) and starts the control plane with
+//!   `--max-connections` above the edge count: bench settings, not the product's.
 //! - Session reporting: the same Epochgate setup with `report_sessions` off and on,
 //!   alternating, medians compared (the cost of recording and reporting sessions).
 //! - Memory: Envoy's RSS with N user epochs in shared data, and the `.wasm` size.
@@ -25,8 +30,10 @@
 //!   worker in that workerd answering 200), alternating rounds; medians.
 //!
 //! Options (environment): `BENCH_DURATION_S` (default 5), `BENCH_COLD_TOKENS` (100000),
-//! `BENCH_EDGES` (1000), `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
-//! `BENCH_SECTIONS` (`throughput,sessions,propagation,memory,idp,worker,relay`), `BENCH_RELAY_LOGOUTS` (20), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
+//! `BENCH_EDGES` (`1000,10000`: the fan-out's edge counts), `BENCH_FANOUT_CHANGES` (20),
+//! `BENCH_MEMORY_ENTRIES` (1000000), `BENCH_IDP_LOGOUTS` (50),
+//! `BENCH_SECTIONS` (`throughput,sessions,propagation,fanout,memory,idp,worker,relay`; e.g.
+//! `BENCH_SECTIONS=fanout` runs only the fan-out, in about a minute), `BENCH_RELAY_LOGOUTS` (20), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
 //! throughput section's algorithms, e.g. `HS256,ES256`; all three by default),
 //! `BENCH_WORKER_ROUNDS` (3), `BENCH_WORKER_COMPARE` (another built worker dir, e.g. an
 //! older build's `target/worker-dist`, measured in the same run), `BENCH_WORKER_ALGS`
@@ -473,6 +480,7 @@ fn logout(cp: &ControlPlane, tenant: &str, user: &str) -> u64 {
 }
 
 fn main() {
+    raise_fd_limit();
     let duration = env_num("BENCH_DURATION_S", 5);
     let cold_n = env_num("BENCH_COLD_TOKENS", 100_000) as usize;
     let dir = tempfile::Builder::new()
@@ -500,8 +508,9 @@ fn main() {
         logout(&cp, "bench", &format!("gone-{i}"));
     }
 
-    let sections = std::env::var("BENCH_SECTIONS")
-        .unwrap_or_else(|_| "throughput,sessions,propagation,memory,idp,worker,relay".into());
+    let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| {
+        "throughput,sessions,propagation,fanout,memory,idp,worker,relay".into()
+    });
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     if section("throughput") {
@@ -651,26 +660,12 @@ fn main() {
             samples.last().copied().unwrap_or(0.0)
         );
 
-        // --- fan-out to 1,000 long-polling edges ----------------------------------------
-        let edges = env_num("BENCH_EDGES", 1000) as usize;
-        let changes = 20;
-        let (all, per_edge) = fan_out(&cp, edges, changes);
-        let _ = writeln!(
-            report,
-            "| admin 200 → all {edges} simulated edges have the change | {changes} | {:.1} | {:.1} | {:.1} |",
-            percentile(&all, 0.5),
-            percentile(&all, 0.99),
-            all.last().copied().unwrap_or(0.0)
-        );
-        let _ = writeln!(
-            report,
-            "| admin 200 → one simulated edge has it | {} | {:.1} | {:.1} | {:.1} |",
-            per_edge.len(),
-            percentile(&per_edge, 0.5),
-            percentile(&per_edge, 0.99),
-            per_edge.last().copied().unwrap_or(0.0)
-        );
         drop(envoy);
+    }
+
+    // --- fan-out to many long-polling edges --------------------------------------------
+    if section("fanout") {
+        fan_out_section(&mut report, &mut cp);
     }
 
     // --- memory ------------------------------------------------------------------------
@@ -831,10 +826,138 @@ fn sessions(report: &mut String, cp: &ControlPlane, dir: &Path, duration: u64, c
     }
 }
 
+/// Raises this process's open-file limit to its hard limit: the fan-out holds one socket
+/// per simulated edge, and the control plane it starts (which inherits the limit) one per
+/// open poll. The bench's setting only: the product's defaults are left alone.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if let Err(err) = setrlimit(Resource::Nofile, raised) {
+        eprintln!("cannot raise the open-file limit ({limit:?}): {err}");
+    }
+}
+
+/// The CPU time (user + system, all threads) a process has used so far, in ms:
+/// `/proc/PID/stat`'s `utime` and `stime`, in clock ticks (`getconf CLK_TCK`).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks as f64 * 1000.0 / hz
+}
+
+/// A gauge or counter of the control plane's `/metrics`.
+fn metric(cp: &ControlPlane, name: &str) -> u64 {
+    let r = http::request("127.0.0.1", cp.port, "GET", "/metrics", &[], b"").unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What one fan-out run measured.
+struct FanOut {
+    /// For each change, the time until every edge had it (ms), sorted.
+    all: Vec<f64>,
+    /// Each edge's time for each change (ms), sorted.
+    per_edge: Vec<f64>,
+    /// The control plane's RSS with every edge waiting, less before they connected,
+    /// per open poll.
+    bytes_per_poll: f64,
+    /// The control plane's CPU time over the changes, per change and per 1,000 edges.
+    cpu_ms_per_change_per_1k: f64,
+    /// Store reads (`epochgate_sync_store_reads`) per change.
+    store_reads_per_change: f64,
+}
+
+fn fan_out_section(report: &mut String, cp: &mut ControlPlane) {
+    let counts: Vec<usize> = std::env::var("BENCH_EDGES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let changes = env_num("BENCH_FANOUT_CHANGES", 20) as usize;
+    let most = counts.iter().copied().max().unwrap_or(0);
+    // One connection per edge (and some for the admin calls): a bench setting.
+    cp.extra_args
+        .extend(["--max-connections".to_string(), (most + 100).to_string()]);
+    cp.restart();
+    let _ = writeln!(report, "\n## Fan-out to long-polling edges\n");
+    let _ = writeln!(
+        report,
+        "Simulated edges (one thread and one keep-alive connection each, in the bench process, on the same 2 cores as the control plane), each long-polling `GET /v1/sync?wait=30` again as soon as it has an answer; {changes} logouts, 200 ms apart.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| edges | what | samples | p50 ms | p99 ms | max ms |"
+    );
+    let _ = writeln!(report, "|---:|---|---:|---:|---:|---:|");
+    let mut costs = String::new();
+    for edges in counts {
+        let r = fan_out(cp, edges, changes);
+        for (what, v) in [
+            ("admin 200 → all edges have the change", &r.all),
+            ("admin 200 → one edge has it", &r.per_edge),
+        ] {
+            let _ = writeln!(
+                report,
+                "| {edges} | {what} | {} | {:.1} | {:.1} | {:.1} |",
+                v.len(),
+                percentile(v, 0.5),
+                percentile(v, 0.99),
+                v.last().copied().unwrap_or(0.0)
+            );
+        }
+        let _ = writeln!(
+            costs,
+            "| {edges} | {:.0} | {:.1} | {:.1} |",
+            r.bytes_per_poll, r.cpu_ms_per_change_per_1k, r.store_reads_per_change
+        );
+        eprintln!(
+            "fan-out: {edges} edges, all have it p99 {:.1} ms, {:.0} B per open poll, {:.1} ms CPU per change per 1,000 edges",
+            percentile(&r.all, 0.99),
+            r.bytes_per_poll,
+            r.cpu_ms_per_change_per_1k
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\n| edges | control plane memory per open poll, bytes | control plane CPU per change per 1,000 edges, ms | store reads per change (`epochgate_sync_store_reads`) |"
+    );
+    let _ = writeln!(report, "|---:|---:|---:|---:|");
+    report.push_str(&costs);
+}
+
 /// Holds `edges` simulated edges long-polling the control plane; for each of `changes`
-/// logouts, the time until every edge has it (and each edge's own time).
-fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f64>) {
+/// logouts, the time until every edge has it (and each edge's own time), and what the
+/// control plane spent.
+fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> FanOut {
     let version = logout(cp, "fanout", "warmup");
+    let pid = cp.proc.pid();
+    let rss_before = rss_kb(pid);
     let arrivals: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let ready = Arc::new(Barrier::new(edges + 1));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -845,7 +968,7 @@ fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f6
             (Arc::clone(&arrivals), Arc::clone(&ready), Arc::clone(&stop));
         handles.push(
             std::thread::Builder::new()
-                .stack_size(128 * 1024)
+                .stack_size(64 * 1024)
                 .spawn(move || {
                     let mut since = version;
                     let mut first = true;
@@ -869,13 +992,27 @@ fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f6
         );
     }
     ready.wait();
+    wait_for(
+        "every simulated edge to wait in a long-poll",
+        Duration::from_secs(120),
+        || (metric(cp, "epochgate_sync_long_polls_open") >= edges as u64).then_some(()),
+    );
     std::thread::sleep(Duration::from_millis(500));
+    let rss_open = rss_kb(pid);
+    let reads_before = metric(cp, "epochgate_sync_store_reads_total");
+    let cpu_before = cpu_ms(pid);
     let mut all = Vec::new();
     let mut per_edge = Vec::new();
     for i in 0..changes {
         let t0 = Instant::now();
         let v = logout(cp, "fanout", &format!("u-{i}"));
         let done = wait_for_count(&arrivals, v, edges, Duration::from_secs(30));
+        assert_eq!(
+            done.len(),
+            edges,
+            "only {} of {edges} edges had version {v} after 30 s",
+            done.len()
+        );
         let times: Vec<f64> = done
             .iter()
             .map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0)
@@ -884,6 +1021,10 @@ fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f6
         per_edge.extend(times);
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The edges' next polls (within the 200 ms after each change) are part of what a
+    // change costs; the scrapes below are not.
+    let spent_ms = cpu_ms(pid) - cpu_before;
+    let reads = metric(cp, "epochgate_sync_store_reads_total").saturating_sub(reads_before);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // One more change wakes every poll so the threads can see `stop`.
     logout(cp, "fanout", "stop");
@@ -892,7 +1033,13 @@ fn fan_out(cp: &ControlPlane, edges: usize, changes: usize) -> (Vec<f64>, Vec<f6
     }
     all.sort_by(f64::total_cmp);
     per_edge.sort_by(f64::total_cmp);
-    (all, per_edge)
+    FanOut {
+        all,
+        per_edge,
+        bytes_per_poll: (rss_open.saturating_sub(rss_before) * 1024) as f64 / edges as f64,
+        cpu_ms_per_change_per_1k: spent_ms / changes as f64 / (edges as f64 / 1000.0),
+        store_reads_per_change: reads as f64 / changes as f64,
+    }
 }
 
 fn wait_for_count(
