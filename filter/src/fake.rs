@@ -39,6 +39,8 @@ pub struct FakeHost {
     pub no_queue: Cell<bool>,
     /// Dispatched POSTs: headers and body.
     pub posts: RefCell<Vec<Post>>,
+    /// How many times each host call was made (what a request costs in host calls).
+    pub host_calls: RefCell<BTreeMap<&'static str, u64>>,
 }
 
 /// Which host calls fail.
@@ -52,6 +54,10 @@ pub struct Failures {
 }
 
 impl FakeHost {
+    fn count(&self, call: &'static str) {
+        *self.host_calls.borrow_mut().entry(call).or_default() += 1;
+    }
+
     pub fn at(now_ms: u64) -> Self {
         let h = Self::default();
         h.now_ms.set(now_ms);
@@ -100,18 +106,21 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now_ms(&self) -> Result<u64, HostFailure> {
+        self.count("now_ms");
         if self.fail.borrow().clock {
             return Err(HostFailure("get_current_time"));
         }
         Ok(self.now_ms.get())
     }
     fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostFailure> {
+        self.count("shared_data");
         if self.fail.borrow().epoch_read && key != epochgate_core::sync::STATUS_KEY {
             return Err(HostFailure("get_shared_data"));
         }
         Ok(self.shared.borrow().get(key).cloned())
     }
     fn set_shared_data(&self, key: &str, value: &[u8]) -> bool {
+        self.count("set_shared_data");
         if self
             .refuse_writes
             .borrow()
@@ -126,6 +135,7 @@ impl Host for FakeHost {
         true
     }
     fn metric(&self, metric: Metric, value: u64) {
+        self.count("metric");
         let mut m = self.metrics.borrow_mut();
         let e = m.entry(metric).or_insert(0);
         if metric.is_gauge() {
@@ -138,12 +148,14 @@ impl Host for FakeHost {
 
 impl HttpHost for FakeHost {
     fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostFailure> {
+        self.count("request_headers");
         if self.fail.borrow().header_read {
             return Err(HostFailure("get_header_map_pairs"));
         }
         Ok(self.request.borrow().clone())
     }
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostFailure> {
+        self.count("set_request_header");
         if self.fail.borrow().header_write {
             return Err(HostFailure("replace_header_map_value"));
         }
@@ -155,23 +167,29 @@ impl HttpHost for FakeHost {
         Ok(())
     }
     fn add_response_header(&self, name: &str, value: &str) {
+        self.count("add_response_header");
         self.response_headers
             .borrow_mut()
             .push((name.to_string(), value.to_string()));
     }
     fn send_grpc_response(&self, grpc_status: u32, message: &str) {
+        self.count("send_grpc_response");
         *self.grpc_sent.borrow_mut() = Some((grpc_status, message.to_string()));
     }
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostFailure> {
+        self.count("property");
         Ok(self.properties.borrow().get(&path.join(".")).cloned())
     }
     fn reset_stream(&self) {
+        self.count("reset_stream");
         self.resets.set(self.resets.get() + 1);
     }
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        self.count("send_response");
         *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));
     }
     fn enqueue_sessions(&self, payload: &[u8]) -> bool {
+        self.count("enqueue_sessions");
         if self.no_queue.get() {
             return false;
         }

@@ -35,6 +35,10 @@
 //! `BENCH_SECTIONS` (`throughput,sessions,propagation,fanout,memory,idp,worker,relay`; e.g.
 //! `BENCH_SECTIONS=fanout` runs only the fan-out, in about a minute), `BENCH_RELAY_LOGOUTS` (20), `BENCH_SESSION_ROUNDS` (3), `BENCH_ALGS` (the
 //! throughput section's algorithms, e.g. `HS256,ES256`; all three by default),
+//! `BENCH_ROUNDS` (3: throughput rounds, alternating, each row the median),
+//! `BENCH_POOLS` (`warm,cold`), `BENCH_SETUPS` (`epochgate,no_sync_vm,chained`; no filter and
+//! `jwt_authn` always run), `BENCH_WASM_COMPARE` (another filter `.wasm`: a row of its own),
+//! `BENCH_PERF` (a directory: `perf record` of Envoy in each configuration's first round),
 //! `BENCH_WORKER_ROUNDS` (3), `BENCH_WORKER_COMPARE` (another built worker dir, e.g. an
 //! older build's `target/worker-dist`, measured in the same run), `BENCH_WORKER_ALGS`
 //! (e.g. `HS256,ES256`; all four by default).
@@ -216,23 +220,48 @@ enum Setup {
     NoFilter,
     JwtAuthn,
     Epochgate,
+    /// The same filter without the sync service VM (`on_stale: allow`, never synced).
+    NoSyncVm,
     Chained,
+    /// Epochgate with another build of the filter (`BENCH_WASM_COMPARE`), in the same run.
+    Compare,
 }
 
 impl Setup {
-    const ALL: [Setup; 4] = [
+    const ALL: [Setup; 6] = [
         Setup::NoFilter,
         Setup::JwtAuthn,
         Setup::Epochgate,
+        Setup::NoSyncVm,
         Setup::Chained,
+        Setup::Compare,
     ];
+
+    /// Its name in `BENCH_SETUPS`.
+    fn key(self) -> &'static str {
+        match self {
+            Setup::NoFilter => "none",
+            Setup::JwtAuthn => "jwt_authn",
+            Setup::Epochgate => "epochgate",
+            Setup::NoSyncVm => "no_sync_vm",
+            Setup::Chained => "chained",
+            Setup::Compare => "compare",
+        }
+    }
+
+    /// Whether it runs the sync VM (and Envoy is ready once synced).
+    fn synced(self) -> bool {
+        matches!(self, Setup::Epochgate | Setup::Chained | Setup::Compare)
+    }
 
     fn name(self) -> &'static str {
         match self {
             Setup::NoFilter => "no filter",
             Setup::JwtAuthn => "Envoy jwt_authn",
             Setup::Epochgate => "Epochgate",
+            Setup::NoSyncVm => "Epochgate without the sync VM",
             Setup::Chained => "jwt_authn + Epochgate",
+            Setup::Compare => "Epochgate, BENCH_WASM_COMPARE's build",
         }
     }
 }
@@ -269,10 +298,14 @@ fn envoy_yaml_with(
         // jwt_authn verified the token: Epochgate only checks revocation.
         format!(r#"{{"mode":"jwt_authn_metadata","keys":[],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE},"report_sessions":{report_sessions}}}"#)
     } else {
-        format!(r#"{{"keys":[{key}],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE},"report_sessions":{report_sessions}}}"#)
+        let on_stale = if setup == Setup::NoSyncVm { r#","on_stale":"allow""# } else { "" };
+        format!(r#"{{"keys":[{key}],"issuer":"https://idp.bench.test","audiences":["portal"],"token_cache_size":{CACHE_SIZE},"report_sessions":{report_sessions}{on_stale}}}"#)
     }
     .replace('\'', "''");
-    let wasm = wasm_path().display().to_string();
+    let wasm = match (setup, std::env::var("BENCH_WASM_COMPARE")) {
+        (Setup::Compare, Ok(other)) => other,
+        _ => wasm_path().display().to_string(),
+    };
     let epochgate = format!(
         r#"
           - name: envoy.filters.http.wasm
@@ -281,15 +314,20 @@ fn envoy_yaml_with(
               config:
                 root_id: epochgate_filter
                 configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: '{filter_config}' }}
-                vm_config: {{ vm_id: epochgate, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {wasm} }} }} }}"#
+                vm_config: {{ vm_id: epochgate, runtime: envoy.wasm.runtime.v8,{same_vm} code: {{ local: {{ filename: {wasm} }} }} }}"#,
+        same_vm = if std::env::var("BENCH_SAME_VM").is_ok() {
+            " environment_variables: { host_env_keys: [EPOCHGATE_EDGE_TOKEN] },"
+        } else {
+            ""
+        }
     );
     let filters = match setup {
         Setup::NoFilter => String::new(),
         Setup::JwtAuthn => jwt_authn,
-        Setup::Epochgate => epochgate,
+        Setup::Epochgate | Setup::NoSyncVm | Setup::Compare => epochgate,
         Setup::Chained => jwt_authn + &epochgate,
     };
-    let bootstrap = if matches!(setup, Setup::Epochgate | Setup::Chained) {
+    let bootstrap = if setup.synced() {
         format!(
             r#"
 bootstrap_extensions:
@@ -525,31 +563,99 @@ fn main() {
         let algs = [Alg::Hs256, Alg::Rs256, Alg::Es256]
             .into_iter()
             .filter(|a| only.is_empty() || only.split(',').any(|o| o.trim() == a.name()));
+        let rounds = env_num("BENCH_ROUNDS", 3).max(1) as usize;
+        let only_setups = std::env::var("BENCH_SETUPS").unwrap_or_default();
+        let setups: Vec<Setup> = Setup::ALL
+            .into_iter()
+            .filter(|s| *s != Setup::Compare || std::env::var("BENCH_WASM_COMPARE").is_ok())
+            .filter(|s| {
+                only_setups.is_empty()
+                    || matches!(s, Setup::NoFilter | Setup::JwtAuthn | Setup::Compare)
+                    || only_setups.split(',').any(|o| o.trim() == s.key())
+            })
+            .collect();
+        let pools = std::env::var("BENCH_POOLS").unwrap_or_else(|_| "warm,cold".into());
         for alg in algs {
-            for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)] {
+            for (pool, n) in [("warm 1k", 1000usize), ("cold", cold_n)]
+                .into_iter()
+                .filter(|(p, _)| pools.split(',').any(|o| p.starts_with(o.trim())))
+            {
                 let tokens = tokens(alg, n);
-                let mut results = Vec::new();
-                for setup in Setup::ALL {
-                    let (port, admin) = (free_port(), free_port());
-                    let yaml = envoy_yaml(setup, alg, port, admin, cp.port);
-                    let synced = matches!(setup, Setup::Epochgate | Setup::Chained);
-                    let envoy = start_envoy(dir.path(), &yaml, port, admin, synced);
-                    // Warm the caches with the pool once (a short run), then measure.
-                    let _ = wrk(envoy.port, &tokens, 1);
-                    let r = wrk(envoy.port, &tokens, duration);
-                    if r.non_2xx > 0 {
+                let mut rounds_of: Vec<(Setup, Vec<WrkResult>)> =
+                    setups.iter().map(|s| (*s, Vec::new())).collect();
+                for round in 0..rounds {
+                    for (setup, runs) in rounds_of.iter_mut() {
+                        let setup = *setup;
+                        let (port, admin) = (free_port(), free_port());
+                        let yaml = envoy_yaml(setup, alg, port, admin, cp.port);
+                        let synced = setup.synced();
+                        let envoy = start_envoy(dir.path(), &yaml, port, admin, synced);
+                        // Warm the caches with the pool once (a short run), then measure.
+                        let _ = wrk(envoy.port, &tokens, 1);
+                        // BENCH_PERF=DIR: a `perf record` (cpu-clock) of Envoy during the first
+                        // measured round of each configuration, for `perf report`.
+                        let perf =
+                            std::env::var("BENCH_PERF")
+                                .ok()
+                                .filter(|_| round == 0)
+                                .map(|d| {
+                                    let out = Path::new(&d).join(format!(
+                                        "{}-{}-{}.data",
+                                        alg.name(),
+                                        pool.replace(' ', ""),
+                                        setup.key()
+                                    ));
+                                    Command::new("perf")
+                                        .args([
+                                            "record",
+                                            "-e",
+                                            "cpu-clock",
+                                            "-F",
+                                            "2000",
+                                            "-g",
+                                            "-o",
+                                        ])
+                                        .arg(&out)
+                                        .args(["-p", &envoy.proc.pid().to_string(), "--", "sleep"])
+                                        .arg(duration.to_string())
+                                        .stdout(std::process::Stdio::null())
+                                        .stderr(std::process::Stdio::null())
+                                        .spawn()
+                                        .expect("perf record (Debian's linux-perf)")
+                                });
+                        let r = wrk(envoy.port, &tokens, duration);
+                        if let Some(mut p) = perf {
+                            let _ = p.wait();
+                        }
+                        if r.non_2xx > 0 {
+                            eprintln!(
+                                "warning: {} {} {}: {} non-2xx responses",
+                                alg.name(),
+                                pool,
+                                setup.name(),
+                                r.non_2xx
+                            );
+                        }
+                        drop(envoy);
                         eprintln!(
-                            "warning: {} {} {}: {} non-2xx responses",
+                            "{} {pool} {} (round {}): {:.0} req/s",
                             alg.name(),
-                            pool,
                             setup.name(),
-                            r.non_2xx
+                            round + 1,
+                            r.rps
                         );
+                        runs.push(r);
                     }
-                    drop(envoy);
-                    eprintln!("{} {pool} {}: {:.0} req/s", alg.name(), setup.name(), r.rps);
-                    results.push((setup, r));
                 }
+                // Each configuration's median round (by req/s).
+                let results: Vec<(Setup, WrkResult)> = rounds_of
+                    .into_iter()
+                    .map(|(setup, mut runs)| {
+                        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                        let mid = runs.len() / 2;
+                        (setup, runs.swap_remove(mid))
+                    })
+                    .collect();
                 let of = |s: Setup| {
                     results
                         .iter()
