@@ -43,7 +43,5 @@ mod revoked;
 mod tls;
 #[path = "e2e/worker.rs"]
 mod worker;
-#[path = "e2e/worker_jwks.rs"]
-mod worker_jwks;
 #[path = "e2e/worker_streams.rs"]
 mod worker_streams;

@@ -1,7 +1,8 @@
-//! Keys from the IdP's JWKS URL (`remote_jwks`), fetched by the sync service: rotation
-//! without a restart and without an error for anyone, a flood of bogus `kid`s that does
-//! not hammer the IdP, and a JWKS that must not be trusted as it is (symmetric keys, an
-//! empty list).
+//! Keys from the IdP's JWKS URL (`remote_jwks`): rotation without a restart and without
+//! an error for anyone, a flood of bogus `kid`s that does not hammer the IdP, and a JWKS
+//! that must not be trusted as it is (symmetric keys, an empty list). Envoy's sync service
+//! and the Worker's isolates fetch it with `core`'s rules; the scenarios that both must
+//! pass are written once and run on each.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,15 +11,48 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use epochgate_tests::jwks::{jwks, SigningKey};
-use epochgate_tests::{hs256_kid, wait_for, Options, Reply, Stack, Upstream};
+use epochgate_tests::worker::{WorkerOptions, WorkerStack};
+use epochgate_tests::{hs256_kid, wait_for, Edge, Options, Reply, Stack, Upstream};
 use serde_json::json;
 
+/// An edge trusting the IdP's JWKS: Envoy (fetched by the sync VM, after its first fetch)
+/// or the Worker (fetched by the isolate, cold before its first decision).
+enum JwksEdge {
+    Envoy(Stack),
+    Worker(WorkerStack),
+}
+
+impl JwksEdge {
+    fn edge(&self) -> &(dyn Edge + Sync) {
+        match self {
+            JwksEdge::Envoy(s) => s,
+            JwksEdge::Worker(s) => s,
+        }
+    }
+
+    /// Whether requests were held for a refresh (Envoy's `key_waits`, the Worker's log).
+    fn waited_for_a_refresh(&self) -> bool {
+        match self {
+            JwksEdge::Envoy(s) => s.stat("wasmcustom.epochgate.key_waits").unwrap_or(0) > 0,
+            JwksEdge::Worker(s) => s
+                .workerd
+                .log()
+                .contains("unknown signing key: waiting up to"),
+        }
+    }
+
+    /// How many fetched documents were refused (Envoy's `jwks_failed`, the Worker's log).
+    fn refused_documents(&self) -> usize {
+        match self {
+            JwksEdge::Envoy(s) => s.stat("wasmcustom.epochgate.jwks_failed").unwrap_or(0) as usize,
+            JwksEdge::Worker(s) => s.workerd.log().matches("keeping the previous keys").count(),
+        }
+    }
+}
+
 /// The IdP (serving `doc` as its JWKS) and Envoy trusting it, after the first fetch.
-fn idp_and_edge(doc: &Arc<Mutex<String>>) -> (Upstream, Stack) {
-    let idp = Upstream::start_with(Reply::Document {
-        content_type: "application/json",
-        body: Arc::clone(doc),
-    });
+fn idp_and_envoy(doc: &Arc<Mutex<String>>) -> (Upstream, Stack) {
+    let idp = idp(doc);
     let stack = Stack::start_with(Options {
         filter: json!({"keys": [], "remote_jwks": true}),
         sync: json!({"jwks": {"cluster": "idp", "authority": "idp.e2e.test", "path": "/jwks.json", "refresh_s": 300, "min_refresh_s": 1}}),
@@ -31,6 +65,60 @@ fn idp_and_edge(doc: &Arc<Mutex<String>>) -> (Upstream, Stack) {
     (idp, stack)
 }
 
+/// The IdP and the Worker trusting it (`jwks` in `EPOCHGATE_WORKER`).
+fn idp_and_worker(doc: &Arc<Mutex<String>>) -> (Upstream, WorkerStack) {
+    let idp = idp(doc);
+    let stack = WorkerStack::start_with(WorkerOptions {
+        edge: Options {
+            filter: json!({"keys": [], "remote_jwks": true}),
+            ..Options::default()
+        },
+        worker: json!({"jwks": {
+            "url": format!("http://127.0.0.1:{}/jwks.json", idp.port),
+            "refresh_s": 300, "min_refresh_s": 1,
+        }}),
+        ..WorkerOptions::default()
+    });
+    (idp, stack)
+}
+
+fn idp(doc: &Arc<Mutex<String>>) -> Upstream {
+    Upstream::start_with(Reply::Document {
+        content_type: "application/json",
+        body: Arc::clone(doc),
+    })
+}
+
+macro_rules! on_both_edges {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[test]
+            fn envoy() {
+                super::$scenario(&|doc| {
+                    let (idp, s) = idp_and_envoy(doc);
+                    (idp, JwksEdge::Envoy(s))
+                });
+            }
+            #[test]
+            fn worker() {
+                super::$scenario(&|doc| {
+                    let (idp, s) = idp_and_worker(doc);
+                    (idp, JwksEdge::Worker(s))
+                });
+            }
+        }
+    )*};
+}
+
+on_both_edges!(
+    a_key_rotation_reaches_no_client_as_a_503_or_a_401,
+    a_remote_jwks_never_gives_symmetric_keys_and_an_empty_one_keeps_the_previous_keys,
+);
+
+/// How a scenario starts its edge: the IdP serving the document, and the edge.
+type Start<'a> = &'a dyn Fn(&Arc<Mutex<String>>) -> (Upstream, JwksEdge);
+
 fn claims() -> serde_json::Value {
     Stack::claims("42", "acme", json!({}))
 }
@@ -39,7 +127,7 @@ fn claims() -> serde_json::Value {
 fn keys_rotate_through_the_remote_jwks_without_a_restart() {
     let (k1, k2) = (SigningKey::es256("k1"), SigningKey::es256("k2"));
     let doc = Arc::new(Mutex::new(jwks(&[&k1])));
-    let (idp, stack) = idp_and_edge(&doc);
+    let (idp, stack) = idp_and_envoy(&doc);
     let (t1, t2) = (k1.sign(&claims()), k2.sign(&claims()));
     assert_eq!(stack.get_with_token("/", &t1).status, 200);
 
@@ -85,11 +173,19 @@ fn keys_rotate_through_the_remote_jwks_without_a_restart() {
     );
 }
 
-#[test]
-fn a_key_rotation_reaches_no_client_as_a_503_or_a_401() {
+fn a_key_rotation_reaches_no_client_as_a_503_or_a_401(start: Start) {
     let keys = [SigningKey::es256("2026-a"), SigningKey::es256("2026-b")];
     let doc = Arc::new(Mutex::new(jwks(&[&keys[0]])));
-    let (_idp, stack) = idp_and_edge(&doc);
+    let (idp, with) = start(&doc);
+    let stack = with.edge();
+    // Fetched (the Worker: cold, before its first decision), and never with an edge token.
+    let r = stack.get_with_token("/api/orders", &keys[0].sign(&claims()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        idp.last().unwrap().header("authorization"),
+        None,
+        "no edge token to the IdP"
+    );
     // Past min_refresh_s since the first fetch, so the rotation's refresh is not held back.
     std::thread::sleep(Duration::from_millis(1100));
 
@@ -142,26 +238,36 @@ fn a_key_rotation_reaches_no_client_as_a_503_or_a_401() {
     );
     let slowest = new_key.iter().map(|r| r.2).max().unwrap_or_default();
     println!(
-        "key rotation: {} requests, {} held for the refresh (key_waits), the slowest new-key request took {} ms",
+        "{} key rotation: {} requests, {} JWKS fetches, the slowest new-key request took {} ms",
+        stack.name(),
         results.len(),
-        stack.stat("wasmcustom.epochgate.key_waits").unwrap_or(0),
+        idp.requests().len(),
         slowest.as_millis()
     );
     assert!(
-        stack.stat("wasmcustom.epochgate.key_waits").unwrap_or(0) > 0,
+        with.waited_for_a_refresh(),
         "the first new-key requests waited for the refresh"
     );
 }
 
-#[test]
-fn a_remote_jwks_never_gives_symmetric_keys_and_an_empty_one_keeps_the_previous_keys() {
+fn a_remote_jwks_never_gives_symmetric_keys_and_an_empty_one_keeps_the_previous_keys(start: Start) {
     let k1 = SigningKey::es256("k1");
     let doc = Arc::new(Mutex::new(jwks(&[&k1])));
-    let (idp, stack) = idp_and_edge(&doc);
+    let (idp, with) = start(&doc);
+    let stack = with.edge();
     let t1 = k1.sign(&claims());
     assert_eq!(stack.get_with_token("/", &t1).status, 200);
-    let failed = stack.stat("wasmcustom.epochgate.jwks_failed").unwrap_or(0);
     let mut wrong = Vec::new();
+
+    // A kid the IdP does not publish: after the refresh it asked for, retry, not a logout.
+    std::thread::sleep(Duration::from_millis(1100));
+    let fetches = idp.requests().len();
+    let r = stack.get_with_token("/", &SigningKey::es256("nobody").sign(&claims()));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "unknown_key");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(idp.requests().len() > fetches, "it refetched");
+    let failed = with.refused_documents();
 
     // The IdP answers an empty key list (a broken deploy): the edge keeps its keys.
     *doc.lock().unwrap() = json!({"keys": []}).to_string();
@@ -185,7 +291,7 @@ fn a_remote_jwks_never_gives_symmetric_keys_and_an_empty_one_keeps_the_previous_
             r.text()
         ));
     }
-    let now_failed = stack.stat("wasmcustom.epochgate.jwks_failed").unwrap_or(0);
+    let now_failed = with.refused_documents();
     if now_failed <= failed {
         wrong.push(format!(
             "the empty JWKS was not counted as a failed fetch ({now_failed})"
