@@ -61,6 +61,24 @@ pub trait Edge {
         self.get(path, &[("authorization", auth.as_bytes())])
     }
 
+    /// Opens a server-sent-events stream (`/events`) with a bearer token; asserts the
+    /// edge let it through.
+    fn open_events(&self, token: &str) -> http::Streaming {
+        let auth = format!("Bearer {token}");
+        let s = http::Streaming::open(
+            "127.0.0.1",
+            self.port(),
+            "/events",
+            &[
+                ("authorization", auth.as_bytes()),
+                ("accept", b"text/event-stream"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.status(), Some(200));
+        s
+    }
+
     /// The request a GET made reach the upstream, if it did.
     fn forwarded(&self, target: &str, headers: &[(&str, &[u8])]) -> (Response, Option<Seen>) {
         let before = self.upstream().requests().len();

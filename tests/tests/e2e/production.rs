@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use epochgate_tests::http::Streaming;
-use epochgate_tests::{wait_for, Options, Reply, Stack, EDGE_TOKEN, SECRET};
+use epochgate_tests::{wait_for, Edge, Options, Reply, Stack, EDGE_TOKEN, SECRET};
 use serde_json::json;
 
 fn b64(b: &[u8]) -> String {
@@ -275,21 +275,7 @@ fn open_streams_end_at_logout_and_others_go_on() {
         },
         ..Options::default()
     });
-    let open = |user: &str| {
-        let auth = format!("Bearer {}", stack.token(user, "acme", json!({})));
-        let s = Streaming::open(
-            "127.0.0.1",
-            stack.envoy_port,
-            "/events",
-            &[
-                ("authorization", auth.as_bytes()),
-                ("accept", b"text/event-stream"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(s.status(), Some(200));
-        s
-    };
+    let open = |user: &str| stack.open_events(&stack.token(user, "acme", json!({})));
     let (mut s42, mut s43) = (open("42"), open("43"));
     wait_for("events on both streams", Duration::from_secs(5), || {
         (s42.poll().unwrap() && s43.poll().unwrap() && s42.events() >= 3 && s43.events() >= 3)

@@ -9,23 +9,11 @@ use std::time::{Duration, Instant};
 
 use epochgate_tests::http::Streaming;
 use epochgate_tests::worker::{WorkerOptions, WorkerStack};
-use epochgate_tests::{wait_for, Options, Reply};
+use epochgate_tests::{wait_for, Edge, Options, Reply};
 use serde_json::json;
 
 fn open(stack: &WorkerStack, user: &str) -> Streaming {
-    let auth = format!("Bearer {}", stack.token(user, "acme", json!({})));
-    let s = Streaming::open(
-        "127.0.0.1",
-        stack.port,
-        "/events",
-        &[
-            ("authorization", auth.as_bytes()),
-            ("accept", b"text/event-stream"),
-        ],
-    )
-    .unwrap();
-    assert_eq!(s.status(), Some(200));
-    s
+    stack.open_events(&stack.token(user, "acme", json!({})))
 }
 
 #[test]
