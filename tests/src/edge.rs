@@ -34,6 +34,9 @@ pub trait Edge {
     /// Whether the edge has seen a sync fail (Envoy's `sync_failed` counter, the
     /// Worker's log).
     fn sync_failed(&self) -> bool;
+    /// Whether the edge has cut a stream at its session's end (Envoy's `streams_ended`
+    /// counter, the Worker's log).
+    fn streams_ended(&self) -> bool;
     /// How long a logout may take to reach this edge in these scenarios: Envoy holds a
     /// long poll; an isolate refreshes every `refresh_ms`.
     fn propagation_deadline(&self) -> Duration;
@@ -184,6 +187,9 @@ impl Edge for Stack {
     fn sync_failed(&self) -> bool {
         self.stat("wasmcustom.epochgate.sync_failed").unwrap_or(0) > 0
     }
+    fn streams_ended(&self) -> bool {
+        self.stat("wasmcustom.epochgate.streams_ended").unwrap_or(0) > 0
+    }
     fn propagation_deadline(&self) -> Duration {
         Duration::from_secs(1)
     }
@@ -229,6 +235,9 @@ impl Edge for WorkerStack {
     }
     fn sync_failed(&self) -> bool {
         self.workerd.log().contains("sync failed")
+    }
+    fn streams_ended(&self) -> bool {
+        self.workerd.log().contains("stream ended: session over")
     }
     /// The refresh interval plus one second.
     fn propagation_deadline(&self) -> Duration {

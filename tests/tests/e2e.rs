@@ -39,9 +39,9 @@ mod production;
 mod replicas;
 #[path = "e2e/revoked.rs"]
 mod revoked;
+#[path = "e2e/streams.rs"]
+mod streams;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/worker.rs"]
 mod worker;
-#[path = "e2e/worker_streams.rs"]
-mod worker_streams;
